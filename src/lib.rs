@@ -1,0 +1,2 @@
+//! shadowgate
+pub fn _placeholder() {}
