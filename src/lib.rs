@@ -1,2 +1,44 @@
-//! shadowgate
-pub fn _placeholder() {}
+//! shadowgate: a sidecar that makes canary deployments of ML models safe.
+//!
+//! It sits in front of a model server, passes every request through untouched, mirrors a
+//! sampled share to the baseline and canary model versions, compares their answers for
+//! the same input, and exports the comparison as Prometheus series for rollout gates.
+//!
+//! # Layout
+//!
+//! Modules follow the data flow:
+//!
+//! - [`config`]: the TOML contract, environment overrides, validation.
+//! - [`serve`]: wiring of everything below; ordered shutdown.
+//! - [`proxy`]: the primary path (forward, stream back, offer to the sampler).
+//! - [`sampler`]: pure decision, mirror this request or not.
+//! - [`mirror`]: bounded shadow tasks calling baseline and canary.
+//! - [`protocol`]: how each model server shapes embeddings and predictions.
+//! - [`compare`]: cosine (simsimd), norms, prediction agreement.
+//! - [`drift`]: windowed statistics and confidence sequences.
+//! - [`metrics`]: every exported series, registered once.
+//! - [`shadow`]: shadow-log records and the Parquet writer.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, status page.
+//! - [`demo`]: built-in model servers and traffic for `shadowgate demo`.
+//! - [`cli`]: command-line definitions.
+//!
+//! ```text
+//! client ─► proxy ─► primary ─► client (streamed, unchanged)
+//!             └─ sampler ─► mirror ─► baseline ┐
+//!                                 └─► canary   ┴─► compare ─► drift ─► /metrics
+//!                                                          └─► shadow log (Parquet)
+//! ```
+
+pub mod admin;
+pub mod cli;
+pub mod compare;
+pub mod config;
+pub mod demo;
+pub mod drift;
+pub mod metrics;
+pub mod mirror;
+pub mod protocol;
+pub mod proxy;
+pub mod sampler;
+pub mod serve;
+pub mod shadow;

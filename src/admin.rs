@@ -1,0 +1,169 @@
+//! The admin port: `/metrics`, `/healthz`, `/readyz` and the status page. Never served on
+//! the proxy port.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::drift::DriftState;
+use crate::metrics::Metrics;
+
+/// How long `/readyz` waits for a TCP connection to the primary.
+const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Shared state of the admin endpoints.
+#[derive(Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub drift: Arc<Mutex<DriftState>>,
+    pub primary: http::Uri,
+    pub started: Instant,
+    pub config: Arc<Config>,
+}
+
+impl AdminState {
+    /// Bring the drift gauges up to date (they are computed on demand, once per scrape).
+    pub fn refresh(&self) -> Option<crate::drift::DriftSnapshot> {
+        let snapshot = self.drift.lock().ok()?.snapshot(Instant::now());
+        self.metrics.drift.set(&snapshot);
+        Some(snapshot)
+    }
+}
+
+/// The admin router; tests can call it directly.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/", get(status_page))
+        .with_state(state)
+}
+
+/// Serve until `stop` turns true.
+pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin server failed");
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    state.refresh();
+    let body = state.metrics.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Ready when the primary model server accepts TCP connections.
+async fn readyz(State(state): State<AdminState>) -> Response {
+    let host = state
+        .primary
+        .host()
+        .unwrap_or("127.0.0.1")
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = state
+        .primary
+        .port_u16()
+        .unwrap_or(if state.primary.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    match tokio::time::timeout(
+        READY_CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("primary {} unreachable: {e}\n", state.primary),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "primary {} did not accept within {READY_CONNECT_TIMEOUT:?}\n",
+                state.primary
+            ),
+        )
+            .into_response(),
+    }
+}
+
+async fn status_page(State(state): State<AdminState>) -> Html<String> {
+    let s = state.refresh();
+    let c = &state.config;
+    let fmt = |v: f64| {
+        if v.is_nan() {
+            "–".to_string()
+        } else {
+            format!("{v:.4}")
+        }
+    };
+    let rows = match &s {
+        Some(s) => format!(
+            "<tr><th>pairs in window</th><td id=\"window-pairs\">{}</td></tr>\
+             <tr><th>mean cosine (window)</th><td id=\"mean-cosine\">{}</td></tr>\
+             <tr><th>cosine bounds (since start)</th><td id=\"bounds\">{} … {}</td></tr>\
+             <tr><th>noise floor (self cosine)</th><td id=\"self-cosine\">{}</td></tr>\
+             <tr><th>pairs since start</th><td id=\"total-pairs\">{}</td></tr>",
+            s.window_pairs,
+            fmt(s.mean_cosine),
+            fmt(s.cosine_lower),
+            fmt(s.cosine_upper),
+            fmt(s.self_mean_cosine),
+            s.total_pairs
+        ),
+        None => String::new(),
+    };
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>shadowgate · {model}</title></head>\
+         <body style=\"font-family:sans-serif\"><h1>shadowgate</h1>\
+         <p>model <b>{model}</b>, this pod <b>{version}</b>; baseline <b>{b}</b> vs canary <b>{cv}</b>; up {up}s</p>\
+         <table>{rows}</table><p><a href=\"/metrics\">/metrics</a></p></body></html>",
+        model = html_escape(&c.model.name),
+        version = html_escape(&c.model.version),
+        b = html_escape(&c.shadow.baseline.version),
+        cv = html_escape(&c.shadow.canary.version),
+        up = state.started.elapsed().as_secs(),
+    ))
+}
+
+/// Escape text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,901 @@
+//! Configuration: the TOML contract of DESIGN.md, environment overrides, and validation
+//! that reports every problem at once with the key's path and what would fix it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Protocol, Rewrite};
+
+/// Prefix of environment variables that override the file:
+/// `SHADOWGATE_<SECTION>__<KEY>`, nested with further `__` (`SHADOWGATE_SHADOW__BASELINE__URL`).
+pub const ENV_PREFIX: &str = "SHADOWGATE_";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub listen: ListenConfig,
+    pub primary: PrimaryConfig,
+    pub shadow: ShadowConfig,
+    pub drift: DriftSection,
+    pub shadow_log: ShadowLogConfig,
+    pub feedback: FeedbackConfig,
+    pub limits: LimitsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[model]`: what this pod serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Value of the `model` label on every series.
+    pub name: String,
+    /// This pod's model version: the `version` label on primary-path series.
+    pub version: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            name: "model".into(),
+            version: "unknown".into(),
+        }
+    }
+}
+
+/// `[listen]`: the two ports. Admin endpoints are never served on the proxy port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Clients and the Service talk to this.
+    pub proxy: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`, `/feedback`, `/labels`, `/`.
+    pub admin: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            proxy: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 9090)),
+        }
+    }
+}
+
+/// `[primary]`: the model server in this pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrimaryConfig {
+    /// Required. `http://host:port`, no path.
+    pub url: String,
+    /// Whole-request limit for the primary, headers to last byte; over it the client gets 504.
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    /// Also count 4xx answers in `model_inference_errors_total` (5xx and transport errors always count).
+    pub count_4xx_as_errors: bool,
+}
+
+impl Default for PrimaryConfig {
+    fn default() -> Self {
+        // Generation can take tens of seconds; 60 s is a common model-server ceiling.
+        Self {
+            url: String::new(),
+            timeout: Duration::from_secs(60),
+            count_4xx_as_errors: false,
+        }
+    }
+}
+
+/// `[shadow]`: which requests are mirrored, and how the answers are read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    /// Share of requests mirrored, 0..=1, decided by a hash of the request id.
+    pub sample_rate: f64,
+    /// Cap on mirrored requests per second (0 = no cap).
+    pub max_per_second: u32,
+    /// Concurrent shadow comparisons; over it, a sample is dropped and counted.
+    pub max_in_flight: usize,
+    /// Limit per shadow call, connect to last byte.
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    /// Only these methods are mirrored (inference calls are POSTs).
+    pub methods: Vec<String>,
+    /// Path prefixes to mirror; empty = all paths.
+    pub paths: Vec<String>,
+    /// How the model servers shape embeddings: openai | tei | kserve_v2 | tfserving | generic.
+    pub protocol: Protocol,
+    /// generic: JSON pointer to the embedding array (optional override for the others).
+    pub embedding_pointer: String,
+    /// Any protocol: JSON pointer to the prediction (empty = no prediction).
+    pub prediction_pointer: String,
+    /// Share of samples also sent to the baseline a second time: the model's noise floor.
+    pub self_similarity_rate: f64,
+    /// Use the primary's own response as the side whose version this pod serves.
+    pub reuse_primary: bool,
+    /// Forward `Authorization` and `Cookie` to shadow targets (off: credentials stay in the pod).
+    pub forward_credentials: bool,
+    /// Further request headers never sent to shadow targets (case-insensitive).
+    pub strip_headers: Vec<String>,
+    /// Turn the incoming request into an embeddings request for the shadow calls.
+    pub rewrite: Option<Rewrite>,
+    pub baseline: TargetConfig,
+    pub canary: TargetConfig,
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self {
+            // 5 %: enough pairs for a gate within minutes at modest traffic.
+            sample_rate: 0.05,
+            max_per_second: 50,
+            max_in_flight: 64,
+            timeout: Duration::from_secs(2),
+            methods: vec!["POST".into()],
+            paths: Vec::new(),
+            protocol: Protocol::OpenAi,
+            embedding_pointer: String::new(),
+            prediction_pointer: String::new(),
+            self_similarity_rate: 0.05,
+            reuse_primary: false,
+            forward_credentials: false,
+            strip_headers: Vec::new(),
+            rewrite: None,
+            baseline: TargetConfig::default(),
+            canary: TargetConfig::default(),
+        }
+    }
+}
+
+/// `[shadow.baseline]` / `[shadow.canary]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetConfig {
+    /// Required. `http://host:port`.
+    pub url: String,
+    /// Required. The label value of this side.
+    pub version: String,
+}
+
+/// `[drift]`: the statistics behind the drift gauges.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftSection {
+    /// Sliding window of the mean / quantile gauges.
+    #[serde(with = "duration_str")]
+    pub window: Duration,
+    /// Below this many pairs, ratio, quantile and bound gauges are NaN.
+    pub min_pairs: u64,
+    /// Cosine under which a pair counts as "low".
+    pub floor: f64,
+    /// Per side, for the confidence sequences.
+    pub alpha: f64,
+}
+
+impl Default for DriftSection {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(300),
+            min_pairs: 50,
+            floor: 0.8,
+            alpha: 0.025,
+        }
+    }
+}
+
+/// `[shadow_log]`: the Parquet tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowLogConfig {
+    /// Root of the Hive-partitioned tree; empty disables the shadow log.
+    pub dir: PathBuf,
+    pub max_rows_per_file: usize,
+    #[serde(with = "duration_str")]
+    pub max_file_age: Duration,
+    /// Rows; when full, drop and count.
+    pub queue_capacity: usize,
+    /// Write the request body into `input` (may hold personal data).
+    pub store_inputs: bool,
+    pub store_embeddings: bool,
+}
+
+impl Default for ShadowLogConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/shadowgate"),
+            max_rows_per_file: 100_000,
+            // The batch job sees fresh data within a minute.
+            max_file_age: Duration::from_secs(60),
+            queue_capacity: 65_536,
+            store_inputs: false,
+            store_embeddings: false,
+        }
+    }
+}
+
+/// `[feedback]`: online joins of labels and business events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// How long a request's versions and predictions are kept for online joins.
+    #[serde(with = "duration_str")]
+    pub label_ttl: Duration,
+    #[serde(with = "duration_str")]
+    pub conversion_window: Duration,
+    /// If set, `/feedback` and `/labels` need `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Request ids remembered at most; the oldest are evicted (and counted) beyond it.
+    pub max_tracked: usize,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            label_ttl: Duration::from_secs(3600),
+            conversion_window: Duration::from_secs(900),
+            token: String::new(),
+            // ~100 bytes each: ~100 MiB worst case would be too much for a sidecar; 200k ≈ 20 MiB.
+            max_tracked: 200_000,
+        }
+    }
+}
+
+/// `[limits]`: inbound overload protection on the proxy port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted (413 above). Also bounds what a mirrored request buffers.
+    pub max_body_bytes: usize,
+    /// Largest shadow response read.
+    pub max_shadow_response_bytes: usize,
+    /// Concurrent client connections; above it new connections get 503 and are closed.
+    pub max_connections: usize,
+    /// Time allowed for a client to send the request headers.
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// Grace period on SIGTERM for in-flight requests and shadow work.
+    #[serde(with = "duration_str")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            max_shadow_response_bytes: 64 << 20,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            // Kubernetes' default terminationGracePeriodSeconds is 30.
+            shutdown_grace: Duration::from_secs(25),
+        }
+    }
+}
+
+/// `[metrics]`: shape of the primary-path series.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Upper edges of the `tokens_generated_bucket` label; above the last, `+Inf`.
+    pub token_buckets: Vec<u64>,
+    /// JSON key holding the generated token count in the primary's response.
+    pub tokens_field: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            token_buckets: vec![16, 64, 256, 1024],
+            tokens_field: "completion_tokens".into(),
+        }
+    }
+}
+
+/// One problem in a configuration, with the key's path and the fix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Everything wrong with a configuration, reported at once.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl ConfigError {
+    /// The problems, for tests and tooling.
+    pub fn problems(&self) -> &[ConfigProblem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+impl Config {
+    /// Read a file, apply `SHADOWGATE_*` overrides from the process environment, validate.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml_with_env(&text, std::env::vars())
+    }
+
+    /// Parse TOML text, apply overrides from `env`, and validate.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(ConfigError::Invalid(vec![ConfigProblem {
+                    key: "(file)".into(),
+                    message: format!("not valid TOML: {}", e.message().trim()),
+                }]))
+            }
+        };
+        apply_env(&mut table, env, &mut problems);
+        let config = collect_unknown_and_deserialize(table, &mut problems);
+        if let Some(config) = &config {
+            config.validate(&mut problems);
+        }
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(ConfigError::Invalid(problems)),
+        }
+    }
+
+    /// Semantic checks after deserialisation; pushes every problem found.
+    fn validate(&self, problems: &mut Vec<ConfigProblem>) {
+        let mut bad = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                key: key.into(),
+                message,
+            });
+        };
+        check_url(&self.primary.url, "primary.url", &mut bad);
+        check_url(&self.shadow.baseline.url, "shadow.baseline.url", &mut bad);
+        check_url(&self.shadow.canary.url, "shadow.canary.url", &mut bad);
+        if self.model.name.is_empty() {
+            bad(
+                "model.name",
+                "must not be empty: it is the `model` label on every series".into(),
+            );
+        }
+        if self.model.version.is_empty() {
+            bad(
+                "model.version",
+                "must not be empty: set this pod's model version, e.g. \"v2\"".into(),
+            );
+        }
+        for (key, v) in [
+            ("shadow.baseline.version", &self.shadow.baseline.version),
+            ("shadow.canary.version", &self.shadow.canary.version),
+        ] {
+            if v.is_empty() {
+                bad(
+                    key,
+                    "is required: the version label of this side, e.g. \"v1\"".into(),
+                );
+            }
+        }
+        if !(0.0..=1.0).contains(&self.shadow.sample_rate) || self.shadow.sample_rate.is_nan() {
+            bad(
+                "shadow.sample_rate",
+                format!(
+                    "{} is not a share: use a number from 0 to 1, e.g. 0.05",
+                    self.shadow.sample_rate
+                ),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.shadow.self_similarity_rate)
+            || self.shadow.self_similarity_rate.is_nan()
+        {
+            bad(
+                "shadow.self_similarity_rate",
+                format!(
+                    "{} is not a share: use a number from 0 to 1",
+                    self.shadow.self_similarity_rate
+                ),
+            );
+        }
+        if self.shadow.max_in_flight == 0 {
+            bad(
+                "shadow.max_in_flight",
+                "must be at least 1 (set shadow.sample_rate = 0 to turn mirroring off)".into(),
+            );
+        }
+        if self.shadow.timeout.is_zero() {
+            bad(
+                "shadow.timeout",
+                "must be greater than 0, e.g. \"2s\"".into(),
+            );
+        }
+        if self.primary.timeout.is_zero() {
+            bad(
+                "primary.timeout",
+                "must be greater than 0, e.g. \"60s\"".into(),
+            );
+        }
+        for (i, m) in self.shadow.methods.iter().enumerate() {
+            if http::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty() {
+                bad(
+                    &format!("shadow.methods[{i}]"),
+                    format!("{m:?} is not an HTTP method, e.g. \"POST\""),
+                );
+            }
+        }
+        for (i, p) in self.shadow.paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                bad(
+                    &format!("shadow.paths[{i}]"),
+                    format!("{p:?} must start with '/', e.g. \"/v1/embeddings\""),
+                );
+            }
+        }
+        if let Err(e) = crate::protocol::Extractor::new(
+            self.shadow.protocol,
+            &self.shadow.embedding_pointer,
+            &self.shadow.prediction_pointer,
+        ) {
+            let key = if self.shadow.protocol == Protocol::Generic
+                && self.shadow.embedding_pointer.is_empty()
+            {
+                "shadow.embedding_pointer"
+            } else {
+                "shadow.prediction_pointer"
+            };
+            bad(
+                key,
+                format!("{e} (a JSON pointer such as \"/data/0/embedding\")"),
+            );
+        }
+        if let Some(r) = &self.shadow.rewrite {
+            if !r.path.starts_with('/') {
+                bad(
+                    "shadow.rewrite.path",
+                    format!("{:?} must start with '/', e.g. \"/v1/embeddings\"", r.path),
+                );
+            }
+            if !(r.input_pointer.is_empty() || r.input_pointer.starts_with('/')) {
+                bad(
+                    "shadow.rewrite.input_pointer",
+                    format!(
+                        "{:?} is not a JSON pointer, e.g. \"/messages/0/content\"",
+                        r.input_pointer
+                    ),
+                );
+            }
+        }
+        if self.drift.window.is_zero() {
+            bad("drift.window", "must be greater than 0, e.g. \"5m\"".into());
+        }
+        if !(self.drift.floor > -1.0 && self.drift.floor < 1.0) {
+            bad(
+                "drift.floor",
+                format!(
+                    "{} must lie strictly between -1 and 1, e.g. 0.8",
+                    self.drift.floor
+                ),
+            );
+        }
+        if !(self.drift.alpha > 0.0 && self.drift.alpha < 0.5) {
+            bad(
+                "drift.alpha",
+                format!(
+                    "{} must lie strictly between 0 and 0.5 (per side), e.g. 0.025",
+                    self.drift.alpha
+                ),
+            );
+        }
+        if self.shadow_log.max_rows_per_file == 0 {
+            bad(
+                "shadow_log.max_rows_per_file",
+                "must be at least 1, e.g. 100000".into(),
+            );
+        }
+        if self.shadow_log.max_file_age.is_zero() {
+            bad(
+                "shadow_log.max_file_age",
+                "must be greater than 0, e.g. \"60s\"".into(),
+            );
+        }
+        if self.shadow_log.queue_capacity == 0 {
+            bad(
+                "shadow_log.queue_capacity",
+                "must be at least 1, e.g. 65536".into(),
+            );
+        }
+        if self.feedback.max_tracked == 0 {
+            bad(
+                "feedback.max_tracked",
+                "must be at least 1, e.g. 200000".into(),
+            );
+        }
+        if self.limits.max_connections == 0 {
+            bad(
+                "limits.max_connections",
+                "must be at least 1, e.g. 4096".into(),
+            );
+        }
+        if self.limits.max_body_bytes == 0 {
+            bad(
+                "limits.max_body_bytes",
+                "must be at least 1, e.g. 16777216".into(),
+            );
+        }
+        if self.metrics.token_buckets.windows(2).any(|w| w[0] >= w[1]) {
+            bad(
+                "metrics.token_buckets",
+                "must be strictly increasing, e.g. [16, 64, 256, 1024]".into(),
+            );
+        }
+        if self.listen.proxy == self.listen.admin {
+            bad("listen.admin", format!("{} is also listen.proxy: admin endpoints need their own port, e.g. \"0.0.0.0:9090\"", self.listen.admin));
+        }
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn check_url(url: &str, key: &str, bad: &mut impl FnMut(&str, String)) {
+    if url.is_empty() {
+        bad(
+            key,
+            "is required: the model server's base URL, e.g. \"http://127.0.0.1:8000\"".into(),
+        );
+        return;
+    }
+    match url.parse::<http::Uri>() {
+        Ok(u) => {
+            let scheme_ok = matches!(u.scheme_str(), Some("http") | Some("https"));
+            if !scheme_ok || u.authority().is_none() {
+                bad(
+                    key,
+                    format!("{url:?} needs a scheme and host, e.g. \"http://127.0.0.1:8000\""),
+                );
+            } else if u.path() != "/" && !u.path().is_empty() {
+                bad(key, format!("{url:?} has a path; give only scheme, host and port (the client's path is kept)"));
+            }
+        }
+        Err(e) => bad(
+            key,
+            format!("{url:?} is not a URL ({e}), e.g. \"http://127.0.0.1:8000\""),
+        ),
+    }
+}
+
+/// Apply `SHADOWGATE_A__B__C=value` as `a.b.c = value`. The value is read as a TOML
+/// value when it parses as one (numbers, booleans, arrays, inline tables), else as a string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in env {
+        if let Some(rest) = k.strip_prefix(ENV_PREFIX) {
+            if rest.contains("__") {
+                vars.insert(rest.to_string(), v);
+            }
+        }
+    }
+    for (rest, raw) in vars {
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(|s| s.is_empty()) {
+            problems.push(ConfigProblem {
+                key: format!("{ENV_PREFIX}{rest}"),
+                message: "empty path segment; use SHADOWGATE_<SECTION>__<KEY>".into(),
+            });
+            continue;
+        }
+        let value = parse_env_value(&raw);
+        if let Err(seg) = set_path(table, &path, value) {
+            problems.push(ConfigProblem {
+                key: format!("{ENV_PREFIX}{rest}"),
+                message: format!("{seg} is a value, not a section"),
+            });
+        }
+    }
+}
+
+/// Set `path` (non-empty) in `table`, creating sections; Err names a segment that is a value.
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Ok(()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(first.clone()),
+            }
+        }
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Deserialize, collecting every unknown key and type error rather than stopping at the
+/// first: each section is deserialised on its own so one bad section does not hide another.
+fn collect_unknown_and_deserialize(
+    table: toml::Table,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Config> {
+    let mut config = Config::default();
+    let mut ok = true;
+    for (section, value) in table {
+        macro_rules! section {
+            ($field:ident) => {{
+                match section_from(&section, value, problems) {
+                    Some(v) => config.$field = v,
+                    None => ok = false,
+                }
+            }};
+        }
+        match section.as_str() {
+            "model" => section!(model),
+            "listen" => section!(listen),
+            "primary" => section!(primary),
+            "shadow" => section!(shadow),
+            "drift" => section!(drift),
+            "shadow_log" => section!(shadow_log),
+            "feedback" => section!(feedback),
+            "limits" => section!(limits),
+            "metrics" => section!(metrics),
+            other => {
+                ok = false;
+                problems.push(ConfigProblem {
+                    key: other.to_string(),
+                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics".into(),
+                });
+            }
+        }
+    }
+    ok.then_some(config)
+}
+
+fn section_from<T: serde::de::DeserializeOwned>(
+    section: &str,
+    value: toml::Value,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<T> {
+    // Report every unknown key of the section, then the first type error (serde stops there).
+    let before = problems.len();
+    if let toml::Value::Table(t) = &value {
+        let mut probe = t.clone();
+        loop {
+            match T::deserialize(toml::Value::Table(probe.clone())) {
+                Ok(v) => {
+                    if problems.len() == before {
+                        return Some(v);
+                    }
+                    return None;
+                }
+                Err(e) => {
+                    let msg = e.message().to_string();
+                    if let Some(unknown) = unknown_field_name(&msg) {
+                        let nested = find_and_remove(&mut probe, &unknown);
+                        problems.push(ConfigProblem {
+                            key: format!("{section}.{}", nested.unwrap_or(unknown.clone())),
+                            message: format!("unknown key; {}", expected_list(&msg)),
+                        });
+                        if problems.len() - before > 64 {
+                            return None;
+                        }
+                        continue;
+                    }
+                    problems.push(ConfigProblem {
+                        key: section.to_string(),
+                        message: msg,
+                    });
+                    return None;
+                }
+            }
+        }
+    }
+    problems.push(ConfigProblem {
+        key: section.to_string(),
+        message: "must be a table ([section])".into(),
+    });
+    None
+}
+
+fn unknown_field_name(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    let end = rest.find('`')?;
+    Some(rest[..end].to_string())
+}
+
+fn expected_list(msg: &str) -> String {
+    match msg.find("expected") {
+        Some(i) => msg[i..].to_string(),
+        None => "check the spelling against DESIGN.md".into(),
+    }
+}
+
+/// Remove the unknown key, searching nested tables, and return its dotted path.
+fn find_and_remove(table: &mut toml::Table, key: &str) -> Option<String> {
+    if table.remove(key).is_some() {
+        return Some(key.to_string());
+    }
+    for (name, v) in table.iter_mut() {
+        if let toml::Value::Table(t) = v {
+            if let Some(p) = find_and_remove(t, key) {
+                return Some(format!("{name}.{p}"));
+            }
+        }
+    }
+    None
+}
+
+/// Durations as strings like "250ms", "2s", "5m" (humantime).
+pub mod duration_str {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration ({e}); use e.g. \"250ms\", \"2s\", \"5m\""
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[primary]
+url = "http://127.0.0.1:8000"
+[shadow.baseline]
+url = "http://127.0.0.1:8001"
+version = "v1"
+[shadow.canary]
+url = "http://127.0.0.1:8002"
+version = "v2"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.shadow.sample_rate, 0.05);
+        assert_eq!(c.shadow.max_in_flight, 64);
+        assert_eq!(c.shadow.timeout, Duration::from_secs(2));
+        assert_eq!(c.drift.window, Duration::from_secs(300));
+        assert_eq!(c.shadow.methods, vec!["POST".to_string()]);
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_types() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("SHADOWGATE_SHADOW__SAMPLE_RATE", "0.5"),
+                ("SHADOWGATE_SHADOW__CANARY__VERSION", "v3"),
+                ("SHADOWGATE_SHADOW_LOG__DIR", "/tmp/x"),
+                ("SHADOWGATE_DRIFT__WINDOW", "1m"),
+                ("SHADOWGATE_MODEL__NAME", "m"),
+                ("OTHER_VAR", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.shadow.sample_rate, 0.5);
+        assert_eq!(c.shadow.canary.version, "v3");
+        assert_eq!(c.shadow_log.dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.drift.window, Duration::from_secs(60));
+        assert_eq!(c.model.name, "m");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+[primary]
+url = ""
+colour = "blue"
+[shadow]
+sample_rate = 1.5
+max_in_flight = 0
+[shadow.canary]
+url = "ftp://x"
+[drift]
+alpha = 0.9
+[bogus]
+"#;
+        let err = load(text, &[]).unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        for k in ["primary.colour", "bogus"] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        // Unknown keys stop deserialisation; fix them and semantic errors all show at once.
+        let text = text
+            .replace("colour = \"blue\"\n", "")
+            .replace("[bogus]\n", "");
+        let err = load(&text, &[]).unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "primary.url",
+            "shadow.sample_rate",
+            "shadow.max_in_flight",
+            "shadow.canary.url",
+            "shadow.baseline.url",
+            "shadow.baseline.version",
+            "shadow.canary.version",
+            "drift.alpha",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        let shown = err.to_string();
+        assert!(shown.contains("e.g."), "errors say how to fix: {shown}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key() {
+        let err = load(
+            &format!("{MINIMAL}\n[drift]\nwindow = \"five minutes\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.problems()[0].key, "drift");
+        assert!(err.problems()[0].message.contains("five minutes"));
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = load(MINIMAL, &[]).unwrap();
+        let again = load(&c.to_toml(), &[]).unwrap();
+        assert_eq!(again.to_toml(), c.to_toml());
+    }
+}

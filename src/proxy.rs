@@ -1,0 +1,520 @@
+//! The primary path: forward each request to the model server in this pod, stream its
+//! answer back unchanged, and offer sampled requests to the mirror without ever waiting
+//! for it.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::metrics::{Metrics, MirrorDecision, PrimaryMetrics};
+use crate::mirror::{Mirror, ShadowJob};
+use crate::sampler::{Decision, Sampler};
+
+/// The header marking mirrored requests, so model servers can tell them apart.
+pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
+
+/// Body of requests sent upstream: streamed through, or buffered when mirrored.
+pub type UpstreamBody = Either<Limited<Incoming>, Full<Bytes>>;
+/// Body of responses to the client: the primary's, streamed, or one the sidecar made.
+pub type ClientBody = Either<MeteredBody, Full<Bytes>>;
+/// The pooled HTTP/1 client used for every upstream.
+pub type HttpClient<B> = Client<HttpConnector, B>;
+
+/// How long an idle pooled connection is kept: shorter than common server keep-alive
+/// timeouts (uvicorn 5 s is the outlier; most are ≥ 60 s), so the pool rarely hands out a
+/// connection the server is closing. Retries of such races are on (hyper's default).
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Build a keep-alive client for one kind of body.
+pub fn http_client<B>(max_idle_per_host: usize) -> HttpClient<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// Everything the primary path needs, shared by all connections.
+pub struct Proxy {
+    pub primary: Uri,
+    pub client: HttpClient<UpstreamBody>,
+    pub timeout: std::time::Duration,
+    pub count_4xx_as_errors: bool,
+    pub request_id_header: HeaderName,
+    pub max_body_bytes: usize,
+    pub sampler: Sampler,
+    pub mirror: Arc<Mirror>,
+    /// Caps concurrent shadow comparisons; a sample that finds it empty is dropped.
+    pub shadow_permits: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+    pub tokens_finder: memchr::memmem::Finder<'static>,
+}
+
+impl Proxy {
+    /// Handle one client request. Never fails: upstream problems become 502/504 answers.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ClientBody>, Infallible> {
+        let started = Instant::now();
+        let received_at = SystemTime::now();
+        let (mut parts, body) = req.into_parts();
+
+        let request_id = match parts
+            .headers
+            .get(&self.request_id_header)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => uuid::Uuid::now_v7().to_string(),
+        };
+        let id_value = HeaderValue::from_str(&request_id)
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+
+        if let Some(len) = content_length(&parts.headers) {
+            if len > self.max_body_bytes as u64 {
+                return Ok(local_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body over limits.max_body_bytes",
+                    &id_value,
+                ));
+            }
+        }
+
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        let mut shadow = None;
+        let decision = self
+            .sampler
+            .decide(&parts.method, parts.uri.path(), &request_id, started);
+        let upstream_body = match decision {
+            Decision::NotEligible => Either::Left(Limited::new(body, self.max_body_bytes)),
+            Decision::NotSampled => {
+                self.metrics
+                    .shadow
+                    .decision(MirrorDecision::NotSampled)
+                    .inc();
+                Either::Left(Limited::new(body, self.max_body_bytes))
+            }
+            Decision::RateLimited => {
+                self.metrics
+                    .shadow
+                    .decision(MirrorDecision::RateLimited)
+                    .inc();
+                Either::Left(Limited::new(body, self.max_body_bytes))
+            }
+            Decision::Mirror { self_similarity } => {
+                match self.shadow_permits.clone().try_acquire_owned() {
+                    Err(_) => {
+                        self.metrics.shadow.decision(MirrorDecision::Dropped).inc();
+                        self.metrics.shadow.dropped();
+                        Either::Left(Limited::new(body, self.max_body_bytes))
+                    }
+                    Ok(permit) => {
+                        // The mirror needs the whole body; read it once, send the same bytes to all.
+                        match Limited::new(body, self.max_body_bytes).collect().await {
+                            Ok(collected) => {
+                                let bytes = collected.to_bytes();
+                                shadow = Some((permit, bytes.clone(), self_similarity));
+                                Either::Right(Full::new(bytes))
+                            }
+                            Err(e) => {
+                                self.metrics
+                                    .shadow
+                                    .decision(MirrorDecision::BodyUnavailable)
+                                    .inc();
+                                let (status, why) =
+                                    if e.downcast_ref::<LengthLimitError>().is_some() {
+                                        (
+                                            StatusCode::PAYLOAD_TOO_LARGE,
+                                            "request body over limits.max_body_bytes",
+                                        )
+                                    } else {
+                                        (StatusCode::BAD_REQUEST, "request body ended early")
+                                    };
+                                return Ok(local_response(status, why, &id_value));
+                            }
+                        }
+                    }
+                }
+            }
+        };
+
+        // Headers for the shadow copies are taken before the primary request consumes them.
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        parts
+            .headers
+            .insert(self.request_id_header.clone(), id_value.clone());
+        if let Some((permit, bytes, self_similarity)) = shadow {
+            self.metrics.shadow.decision(MirrorDecision::Mirrored).inc();
+            let job = ShadowJob {
+                request_id: request_id.clone(),
+                method: parts.method.clone(),
+                path: path.clone(),
+                headers: parts.headers.clone(),
+                body: bytes,
+                received_at,
+                self_similarity,
+            };
+            let mirror = self.mirror.clone();
+            tokio::spawn(async move { mirror.run(job, permit).await });
+        }
+
+        parts.uri = match join_uri(&self.primary, &path) {
+            Some(u) => u,
+            None => {
+                return Ok(local_response(
+                    StatusCode::BAD_REQUEST,
+                    "request target is not a valid path",
+                    &id_value,
+                ))
+            }
+        };
+        let upstream_req = Request::from_parts(parts, upstream_body);
+        let m = &self.metrics.primary;
+        let result = tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await;
+        m.requests.inc();
+        match result {
+            Ok(Ok(resp)) => {
+                let (mut parts, body) = resp.into_parts();
+                let status = parts.status;
+                if status.is_server_error()
+                    || (self.count_4xx_as_errors && status.is_client_error())
+                {
+                    m.errors.inc();
+                }
+                strip_hop_by_hop(&mut parts.headers);
+                parts
+                    .headers
+                    .insert(self.request_id_header.clone(), id_value);
+                let body = MeteredBody {
+                    inner: body,
+                    started,
+                    metrics: m.clone(),
+                    finder: self.tokens_finder.clone(),
+                    scan: TokenScan::default(),
+                    done: false,
+                };
+                Ok(Response::from_parts(parts, Either::Left(body)))
+            }
+            Ok(Err(e)) => {
+                if is_body_limit(&e) {
+                    return Ok(local_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body over limits.max_body_bytes",
+                        &id_value,
+                    ));
+                }
+                m.errors.inc();
+                m.duration_for(None)
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::warn!(request_id = %request_id, error = %error_chain(&e), "primary request failed");
+                let why = format!("primary {} unavailable: {}", self.primary, short_reason(&e));
+                Ok(local_response(StatusCode::BAD_GATEWAY, &why, &id_value))
+            }
+            Err(_) => {
+                m.errors.inc();
+                m.duration_for(None)
+                    .observe(started.elapsed().as_secs_f64());
+                let why = format!(
+                    "primary {} did not answer within {:?}",
+                    self.primary, self.timeout
+                );
+                Ok(local_response(StatusCode::GATEWAY_TIMEOUT, &why, &id_value))
+            }
+        }
+    }
+}
+
+/// A response the sidecar itself makes (413, 502, 504, ...): short text, request id set.
+pub fn local_response(status: StatusCode, why: &str, id: &HeaderValue) -> Response<ClientBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!(
+        "shadowgate: {why}\n"
+    )))));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(HeaderName::from_static("x-request-id"), id.clone());
+    resp
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// `base` (scheme + authority) joined with the client's path and query.
+pub fn join_uri(base: &Uri, path_and_query: &str) -> Option<Uri> {
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+/// Remove hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and any named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn is_body_limit(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The error and its causes on one line, for logs.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// The innermost cause: "Connection refused (os error 111)" rather than "client error (Connect)".
+fn short_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+/// Finds the generated-token count (`"completion_tokens": N`) in a streamed response
+/// without parsing it: a byte search per chunk, carrying a short tail across chunks.
+#[derive(Default)]
+struct TokenScan {
+    tail: Vec<u8>,
+    found: Option<u64>,
+}
+
+/// Enough of the previous chunk to catch a key and its number split across chunks.
+const TOKEN_TAIL: usize = 64;
+
+impl TokenScan {
+    fn feed(&mut self, finder: &memchr::memmem::Finder<'_>, chunk: &[u8]) {
+        if !self.tail.is_empty() {
+            let mut joined = std::mem::take(&mut self.tail);
+            let head = chunk.len().min(TOKEN_TAIL);
+            joined.extend_from_slice(&chunk[..head]);
+            self.scan(finder, &joined);
+        }
+        self.scan(finder, chunk);
+        let keep = chunk.len().min(TOKEN_TAIL);
+        self.tail.clear();
+        self.tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+    }
+
+    fn scan(&mut self, finder: &memchr::memmem::Finder<'_>, bytes: &[u8]) {
+        for at in finder.find_iter(bytes) {
+            let rest = &bytes[at + finder.needle().len()..];
+            let rest = skip(rest, |b| b == b'"' || b.is_ascii_whitespace() || b == b':');
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            // A number cut by the chunk end is read again, whole, from the joined tail.
+            if digits > 0 && digits < rest.len() {
+                if let Some(n) = std::str::from_utf8(&rest[..digits])
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                {
+                    self.found = Some(n);
+                }
+            }
+        }
+    }
+}
+
+fn skip(mut s: &[u8], pred: impl Fn(u8) -> bool) -> &[u8] {
+    while let Some((&b, rest)) = s.split_first() {
+        if !pred(b) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// The primary's response body, passed through frame by frame (nothing is buffered),
+/// observing the duration histogram when the last frame has gone out.
+pub struct MeteredBody {
+    inner: Incoming,
+    started: Instant,
+    metrics: PrimaryMetrics,
+    finder: memchr::memmem::Finder<'static>,
+    scan: TokenScan,
+    done: bool,
+}
+
+impl MeteredBody {
+    fn finish(&mut self, failed: bool) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if failed {
+            self.metrics.errors.inc();
+        }
+        self.metrics
+            .duration_for(self.scan.found)
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.scan.feed(&this.finder, data);
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(false);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(true),
+            Poll::Ready(None) => this.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        // The client went away before the end: still a served request, still timed.
+        self.finish(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_chunks(chunks: &[&[u8]]) -> Option<u64> {
+        let finder = memchr::memmem::Finder::new(b"completion_tokens").into_owned();
+        let mut s = TokenScan::default();
+        for c in chunks {
+            s.feed(&finder, c);
+        }
+        s.found
+    }
+
+    #[test]
+    fn token_count_found_whole_and_split_across_chunks() {
+        let body = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":123,"total_tokens":128}}"#;
+        assert_eq!(scan_chunks(&[body]), Some(123));
+        for cut in 1..body.len() {
+            assert_eq!(
+                scan_chunks(&[&body[..cut], &body[cut..]]),
+                Some(123),
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(scan_chunks(&[b"{\"data\":[1,2,3]}"]), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn join_keeps_path_and_query() {
+        let base: Uri = "http://127.0.0.1:8000".parse().unwrap();
+        assert_eq!(
+            join_uri(&base, "/v1/embeddings?x=1").unwrap().to_string(),
+            "http://127.0.0.1:8000/v1/embeddings?x=1"
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! The mirroring decision: method and path filters, a deterministic hash of the request
+//! id against `sample_rate` (so replicas and retries agree), and a per-second cap.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use http::Method;
+
+/// A share in `[0, 1]`, kept as the 64-bit threshold the id hash is compared with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRate {
+    rate: f64,
+    threshold: u64,
+}
+
+/// A sample rate outside `[0, 1]`.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("sample rate {0} is outside [0, 1]")]
+pub struct BadRate(pub f64);
+
+impl SampleRate {
+    pub fn try_new(rate: f64) -> Result<Self, BadRate> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(BadRate(rate));
+        }
+        // rate = 1 must admit every hash, including u64::MAX.
+        let threshold = if rate >= 1.0 {
+            u64::MAX
+        } else {
+            (rate * 2f64.powi(64)) as u64
+        };
+        Ok(Self { rate, threshold })
+    }
+
+    pub fn get(self) -> f64 {
+        self.rate
+    }
+
+    /// Does a hash fall inside the sampled share?
+    pub fn admits(self, hash: u64) -> bool {
+        if self.rate >= 1.0 {
+            return true;
+        }
+        hash < self.threshold
+    }
+}
+
+/// A fixed, portable 64-bit hash of a request id: FNV-1a, then the splitmix64 finaliser
+/// for avalanche. Every replica, version and platform computes the same value, which a
+/// randomly seeded hasher (std's SipHash) would not.
+pub fn id_hash(id: &[u8], salt: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+    for &b in id {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix64(h)
+}
+
+/// splitmix64's finaliser.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Salt for the self-similarity decision, so it is independent of the sampling decision.
+const SELF_SALT: u64 = 0x5e1f_5e1f_5e1f_5e1f;
+
+/// A token bucket allowing `per_second` on average and bursts of one second's worth.
+#[derive(Debug)]
+struct Bucket {
+    per_second: f64,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Bucket {
+    fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = match self.last {
+            Some(last) => now.saturating_duration_since(last).as_secs_f64(),
+            None => 1.0,
+        };
+        self.last = Some(now);
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second.max(1.0));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What the sampler decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Method or path not configured for mirroring.
+    NotEligible,
+    /// Eligible, but the id hash fell outside the sample.
+    NotSampled,
+    /// Sampled, but over `max_per_second`.
+    RateLimited,
+    /// Mirror it; `self_similarity` says whether the baseline gets a second call too.
+    Mirror { self_similarity: bool },
+}
+
+/// The whole decision, built once from config.
+#[derive(Debug)]
+pub struct Sampler {
+    rate: SampleRate,
+    self_rate: SampleRate,
+    methods: Vec<Method>,
+    paths: Vec<String>,
+    bucket: Option<Mutex<Bucket>>,
+}
+
+impl Sampler {
+    pub fn new(
+        rate: SampleRate,
+        max_per_second: u32,
+        methods: &[String],
+        paths: &[String],
+        self_rate: SampleRate,
+    ) -> Self {
+        let methods = methods
+            .iter()
+            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+            .collect();
+        let bucket = (max_per_second > 0).then(|| {
+            Mutex::new(Bucket {
+                per_second: f64::from(max_per_second),
+                tokens: 0.0,
+                last: None,
+            })
+        });
+        Self {
+            rate,
+            self_rate,
+            methods,
+            paths: paths.to_vec(),
+            bucket,
+        }
+    }
+
+    pub fn rate(&self) -> SampleRate {
+        self.rate
+    }
+
+    /// Is this method and path configured for mirroring?
+    pub fn eligible(&self, method: &Method, path: &str) -> bool {
+        self.methods.iter().any(|m| m == method)
+            && (self.paths.is_empty() || self.paths.iter().any(|p| path.starts_with(p.as_str())))
+    }
+
+    /// Decide for one request. Only the rate cap has state; everything else depends on
+    /// the request alone.
+    pub fn decide(&self, method: &Method, path: &str, request_id: &str, now: Instant) -> Decision {
+        if self.rate.get() == 0.0 || !self.eligible(method, path) {
+            return Decision::NotEligible;
+        }
+        if !self.rate.admits(id_hash(request_id.as_bytes(), 0)) {
+            return Decision::NotSampled;
+        }
+        if let Some(bucket) = &self.bucket {
+            let admitted = match bucket.lock() {
+                Ok(mut b) => b.try_take(now),
+                Err(poisoned) => poisoned.into_inner().try_take(now),
+            };
+            if !admitted {
+                return Decision::RateLimited;
+            }
+        }
+        let self_similarity = self.self_rate.get() > 0.0
+            && self
+                .self_rate
+                .admits(id_hash(request_id.as_bytes(), SELF_SALT));
+        Decision::Mirror { self_similarity }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn sampler(rate: f64, cap: u32) -> Sampler {
+        Sampler::new(
+            SampleRate::try_new(rate).unwrap(),
+            cap,
+            &["POST".to_string()],
+            &[],
+            SampleRate::try_new(0.0).unwrap(),
+        )
+    }
+
+    #[test]
+    fn observed_rate_is_within_three_sigma_over_100k_ids() {
+        let n = 100_000u32;
+        let now = Instant::now();
+        for rate in [0.01, 0.05, 0.3, 0.5] {
+            let s = sampler(rate, 0);
+            let hits = (0..n)
+                .filter(|i| {
+                    let id = format!("req-{i}");
+                    matches!(
+                        s.decide(&Method::POST, "/v1/embeddings", &id, now),
+                        Decision::Mirror { .. }
+                    )
+                })
+                .count() as f64;
+            let expected = rate * f64::from(n);
+            let sigma = (f64::from(n) * rate * (1.0 - rate)).sqrt();
+            assert!(
+                (hits - expected).abs() <= 3.0 * sigma,
+                "rate {rate}: {hits} vs {expected} ± {sigma}"
+            );
+        }
+    }
+
+    #[test]
+    fn uuid_ids_sample_at_the_rate_too() {
+        // Real ids share long prefixes (UUIDv7 starts with the time): the hash must still spread them.
+        let s = sampler(0.1, 0);
+        let now = Instant::now();
+        let n = 100_000;
+        let hits = (0..n)
+            .filter(|_| {
+                let id = uuid::Uuid::now_v7().to_string();
+                matches!(
+                    s.decide(&Method::POST, "/", &id, now),
+                    Decision::Mirror { .. }
+                )
+            })
+            .count() as f64;
+        let sigma = (n as f64 * 0.1 * 0.9).sqrt();
+        assert!((hits - 10_000.0).abs() <= 3.0 * sigma, "{hits}");
+    }
+
+    #[test]
+    fn edges_zero_and_one() {
+        let now = Instant::now();
+        assert_eq!(
+            sampler(0.0, 0).decide(&Method::POST, "/", "a", now),
+            Decision::NotEligible
+        );
+        let all = sampler(1.0, 0);
+        assert!((0..1000).all(|i| matches!(
+            all.decide(&Method::POST, "/", &i.to_string(), now),
+            Decision::Mirror { .. }
+        )));
+        assert!(SampleRate::try_new(1.01).is_err());
+        assert!(SampleRate::try_new(-0.1).is_err());
+        assert!(SampleRate::try_new(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn methods_and_paths_filter() {
+        let s = Sampler::new(
+            SampleRate::try_new(1.0).unwrap(),
+            0,
+            &["POST".to_string()],
+            &["/v1/embeddings".to_string()],
+            SampleRate::try_new(0.0).unwrap(),
+        );
+        let now = Instant::now();
+        assert_eq!(
+            s.decide(&Method::GET, "/v1/embeddings", "a", now),
+            Decision::NotEligible
+        );
+        assert_eq!(
+            s.decide(&Method::POST, "/v1/chat", "a", now),
+            Decision::NotEligible
+        );
+        assert!(matches!(
+            s.decide(&Method::POST, "/v1/embeddings?x=1", "a", now),
+            Decision::Mirror { .. }
+        ));
+    }
+
+    #[test]
+    fn rate_cap_allows_per_second_on_average() {
+        let s = sampler(1.0, 10);
+        let start = Instant::now();
+        let mut admitted = 0;
+        // 1000 requests spread evenly over 5 simulated seconds.
+        for i in 0..1000u64 {
+            let now = start + Duration::from_millis(i * 5);
+            if matches!(
+                s.decide(&Method::POST, "/", &i.to_string(), now),
+                Decision::Mirror { .. }
+            ) {
+                admitted += 1;
+            }
+        }
+        // 10/s over 5 s, plus at most one initial burst of 10.
+        assert!((50..=61).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn self_similarity_share_follows_its_rate() {
+        let s = Sampler::new(
+            SampleRate::try_new(1.0).unwrap(),
+            0,
+            &["POST".to_string()],
+            &[],
+            SampleRate::try_new(0.2).unwrap(),
+        );
+        let now = Instant::now();
+        let n = 20_000;
+        let hits = (0..n)
+            .filter(|i| {
+                s.decide(&Method::POST, "/", &format!("r{i}"), now)
+                    == Decision::Mirror {
+                        self_similarity: true,
+                    }
+            })
+            .count() as f64;
+        let sigma = (n as f64 * 0.2 * 0.8).sqrt();
+        assert!((hits - 4000.0).abs() <= 3.0 * sigma, "{hits}");
+    }
+
+    proptest! {
+        #[test]
+        fn same_id_always_decides_the_same(id in ".{0,64}", rate in 0.0f64..=1.0) {
+            let a = sampler(rate, 0);
+            let b = sampler(rate, 0);
+            let now = Instant::now();
+            prop_assert_eq!(a.decide(&Method::POST, "/", &id, now), b.decide(&Method::POST, "/", &id, now));
+            prop_assert_eq!(a.decide(&Method::POST, "/", &id, now), a.decide(&Method::POST, "/", &id, now));
+        }
+
+        #[test]
+        fn a_larger_rate_samples_a_superset(id in ".{0,64}", r1 in 0.0f64..=1.0, r2 in 0.0f64..=1.0) {
+            let (lo, hi) = if r1 <= r2 { (r1, r2) } else { (r2, r1) };
+            let h = id_hash(id.as_bytes(), 0);
+            if SampleRate::try_new(lo).unwrap().admits(h) {
+                prop_assert!(SampleRate::try_new(hi).unwrap().admits(h));
+            }
+        }
+    }
+}

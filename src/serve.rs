@@ -1,0 +1,361 @@
+//! Wiring for `shadowgate serve`: build metrics, clients, mirror, shadow log and both
+//! listeners from a validated config; run; shut down in order (stop accepting, finish
+//! client requests, drain shadow work, close the shadow log).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::header::HeaderName;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::drift::{DriftConfig, DriftState};
+use crate::metrics::{MetricLabels, Metrics};
+use crate::mirror::{Mirror, RecordLabels, ShadowTarget};
+use crate::protocol::Extractor;
+use crate::proxy::{http_client, Proxy};
+use crate::sampler::{SampleRate, Sampler};
+
+/// Why the sidecar could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("invalid setting {key}: {reason}")]
+    Setting { key: &'static str, reason: String },
+}
+
+/// What a finished run did, for logs and tests.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Client connections still open when the grace period ended.
+    pub connections_cut: usize,
+    /// Shadow comparisons still running when the grace period ended.
+    pub shadow_tasks_cut: usize,
+}
+
+/// A running sidecar: its bound addresses and the handle that stops it.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    drift: Arc<Mutex<DriftState>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Summary>,
+}
+
+impl Running {
+    /// The drift statistics now (also brings the drift gauges up to date).
+    pub fn drift_snapshot(&self) -> Option<crate::drift::DriftSnapshot> {
+        let snapshot = self.drift.lock().ok()?.snapshot(Instant::now());
+        self.metrics.drift.set(&snapshot);
+        Some(snapshot)
+    }
+
+    /// Ask for a graceful shutdown and wait for it to complete.
+    pub async fn shutdown(self) -> Summary {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// The pod name written into shadow records and file names.
+pub fn pod_name() -> String {
+    for var in ["POD_NAME", "HOSTNAME"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return v;
+            }
+        }
+    }
+    "local".into()
+}
+
+/// Bind both ports and start serving. Returns once both listeners are up.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let cfg = Arc::new(config);
+    let metrics = Arc::new(Metrics::new(&MetricLabels {
+        model: &cfg.model.name,
+        version: &cfg.model.version,
+        baseline: &cfg.shadow.baseline.version,
+        canary: &cfg.shadow.canary.version,
+        floor: cfg.drift.floor,
+        token_buckets: &cfg.metrics.token_buckets,
+    })?);
+
+    let setting = |key: &'static str, reason: String| ServeError::Setting { key, reason };
+    let parse_uri = |key: &'static str, url: &str| -> Result<http::Uri, ServeError> {
+        url.parse()
+            .map_err(|e: http::uri::InvalidUri| setting(key, e.to_string()))
+    };
+    let drift = Arc::new(Mutex::new(DriftState::new(DriftConfig {
+        window: cfg.drift.window,
+        min_pairs: cfg.drift.min_pairs,
+        floor: cfg.drift.floor,
+        alpha: cfg.drift.alpha,
+    })));
+    let rate = SampleRate::try_new(cfg.shadow.sample_rate)
+        .map_err(|e| setting("shadow.sample_rate", e.to_string()))?;
+    let self_rate = SampleRate::try_new(cfg.shadow.self_similarity_rate)
+        .map_err(|e| setting("shadow.self_similarity_rate", e.to_string()))?;
+    let extractor = Extractor::new(
+        cfg.shadow.protocol,
+        &cfg.shadow.embedding_pointer,
+        &cfg.shadow.prediction_pointer,
+    )
+    .map_err(|e| setting("shadow.embedding_pointer", e.to_string()))?;
+    let request_id_header = HeaderName::from_static("x-request-id");
+    let strip_headers = cfg
+        .shadow
+        .strip_headers
+        .iter()
+        .filter_map(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
+        .collect();
+    let pod: Arc<str> = pod_name().into();
+
+    let mirror = Arc::new(Mirror {
+        baseline: ShadowTarget {
+            base: parse_uri("shadow.baseline.url", &cfg.shadow.baseline.url)?,
+            version: cfg.shadow.baseline.version.as_str().into(),
+        },
+        canary: ShadowTarget {
+            base: parse_uri("shadow.canary.url", &cfg.shadow.canary.url)?,
+            version: cfg.shadow.canary.version.as_str().into(),
+        },
+        client: http_client(cfg.shadow.max_in_flight),
+        self_client: http_client(cfg.shadow.max_in_flight),
+        protocol: cfg.shadow.protocol,
+        extractor,
+        rewrite: cfg.shadow.rewrite.clone(),
+        timeout: cfg.shadow.timeout,
+        max_response_bytes: cfg.limits.max_shadow_response_bytes,
+        forward_credentials: cfg.shadow.forward_credentials,
+        strip_headers,
+        request_id_header: request_id_header.clone(),
+        metrics: metrics.clone(),
+        drift: drift.clone(),
+        log: None,
+        labels: RecordLabels {
+            model: cfg.model.name.as_str().into(),
+            pod,
+            sample_rate: cfg.shadow.sample_rate as f32,
+            store_inputs: cfg.shadow_log.store_inputs,
+            store_embeddings: cfg.shadow_log.store_embeddings,
+        },
+    });
+    let shadow_permits = Arc::new(Semaphore::new(cfg.shadow.max_in_flight));
+    let proxy = Arc::new(Proxy {
+        primary: parse_uri("primary.url", &cfg.primary.url)?,
+        client: http_client(1024),
+        timeout: cfg.primary.timeout,
+        count_4xx_as_errors: cfg.primary.count_4xx_as_errors,
+        request_id_header,
+        max_body_bytes: cfg.limits.max_body_bytes,
+        sampler: Sampler::new(
+            rate,
+            cfg.shadow.max_per_second,
+            &cfg.shadow.methods,
+            &cfg.shadow.paths,
+            self_rate,
+        ),
+        mirror,
+        shadow_permits: shadow_permits.clone(),
+        metrics: metrics.clone(),
+        tokens_finder: memchr::memmem::Finder::new(cfg.metrics.tokens_field.as_bytes())
+            .into_owned(),
+    });
+
+    let proxy_listener = TcpListener::bind(cfg.listen.proxy)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.listen.proxy,
+            key: "listen.proxy",
+            source,
+        })?;
+    let admin_listener = TcpListener::bind(cfg.listen.admin)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.listen.admin,
+            key: "listen.admin",
+            source,
+        })?;
+    let proxy_addr = proxy_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.listen.proxy,
+            key: "listen.proxy",
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.listen.admin,
+            key: "listen.admin",
+            source,
+        })?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_state = AdminState {
+        metrics: metrics.clone(),
+        drift: drift.clone(),
+        primary: proxy.primary.clone(),
+        started: Instant::now(),
+        config: cfg.clone(),
+    };
+    // The admin port outlives the proxy port so the last scrape sees the drained totals.
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, admin_stop_rx));
+    let admin = (admin_stop_tx, admin_task);
+    let task = tokio::spawn(run(
+        cfg,
+        proxy,
+        proxy_listener,
+        shadow_permits,
+        stop_rx,
+        admin,
+    ));
+    tracing::info!(%proxy_addr, %admin_addr, "shadowgate listening");
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        metrics,
+        drift,
+        stop: stop_tx,
+        task,
+    })
+}
+
+/// Accept loop and ordered shutdown.
+async fn run(
+    cfg: Arc<Config>,
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    shadow_permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    admin: (watch::Sender<bool>, JoinHandle<()>),
+) -> Summary {
+    let graceful = GracefulShutdown::new();
+    let conn_permits = Arc::new(Semaphore::new(cfg.limits.max_connections));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = conn_permits.clone().try_acquire_owned() else {
+                    tokio::spawn(shed(stream));
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let proxy = proxy.clone();
+                let service = service_fn(move |req| proxy.clone().handle(req));
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(cfg.limits.header_read_timeout)
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + cfg.limits.shutdown_grace;
+    tracing::info!("shutting down: finishing client requests");
+    let mut summary = Summary::default();
+    let open = graceful.count();
+    if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        summary.connections_cut = open;
+        tracing::warn!(open, "grace period over with client connections open");
+    }
+    tracing::info!("draining shadow work");
+    let all = u32::try_from(cfg.shadow.max_in_flight).unwrap_or(u32::MAX);
+    match tokio::time::timeout_at(deadline.into(), shadow_permits.acquire_many(all)).await {
+        Ok(_) => {}
+        Err(_) => {
+            summary.shadow_tasks_cut =
+                cfg.shadow.max_in_flight - shadow_permits.available_permits();
+            tracing::warn!(
+                running = summary.shadow_tasks_cut,
+                "grace period over with shadow work running"
+            );
+        }
+    }
+    let _ = admin.0.send(true);
+    let _ = admin.1.await;
+    tracing::info!("shut down");
+    summary
+}
+
+/// Over the connection limit: answer 503 and close, without reading the request.
+async fn shed(mut stream: TcpStream) {
+    let _ = stream
+        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 37\r\nconnection: close\r\n\r\nshadowgate: too many open connections")
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// `shadowgate serve`: start, wait for SIGTERM or SIGINT, shut down gracefully.
+pub async fn serve_until_signal(config: Config) -> Result<Summary, ServeError> {
+    let running = start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("signal received");
+    let summary = running.shutdown().await;
+    if summary.connections_cut > 0 || summary.shadow_tasks_cut > 0 {
+        tracing::warn!(?summary, "stopped with work cut off by the grace period");
+    }
+    Ok(summary)
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (a terminal).
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
