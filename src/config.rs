@@ -552,7 +552,7 @@ impl Config {
                 "must be strictly increasing, e.g. [16, 64, 256, 1024]".into(),
             );
         }
-        if self.listen.proxy == self.listen.admin {
+        if self.listen.proxy == self.listen.admin && self.listen.proxy.port() != 0 {
             bad("listen.admin", format!("{} is also listen.proxy: admin endpoints need their own port, e.g. \"0.0.0.0:9090\"", self.listen.admin));
         }
     }

@@ -324,8 +324,8 @@ impl Metrics {
             &["model", "version"],
         )?)?;
         let quantile_vec = reg(r, GaugeVec::new(
-            Opts::new("model_embedding_cosine_similarity_quantile", "Low quantiles of cosine(baseline, canary) over the drift window; NaN below min_pairs."),
-            &["model", "baseline", "canary", "quantile"],
+            Opts::new("model_embedding_cosine_similarity_quantile", "Low quantiles (label q) of cosine(baseline, canary) over the drift window; NaN below min_pairs."),
+            &["model", "baseline", "canary", "q"],
         )?)?;
         let floor = format!("{}", l.floor);
         let low_ratio_vec = reg(

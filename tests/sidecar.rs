@@ -1,0 +1,565 @@
+//! The sidecar end to end, in-process, against real model servers on loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{quantile, stack, value, Client};
+use http::Method;
+use shadowgate::demo::model::{refused_addr, Behaviour, CosineSpec, ModelOptions, ModelServer};
+use shadowgate::sampler::{id_hash, SampleRate};
+use shadowgate::serve;
+
+fn opts(cosine: CosineSpec) -> ModelOptions {
+    ModelOptions {
+        dim: 256,
+        cosine,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn proxy_returns_the_primary_answer_unchanged_with_request_ids() {
+    let s = stack(
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        "",
+        "",
+    )
+    .await;
+    let body = r#"{"input":"hello"}"#;
+    let direct = s
+        .client
+        .send(
+            Method::POST,
+            &format!("{}/v1/embeddings", s.primary.url()),
+            &[],
+            body.into(),
+        )
+        .await;
+    let via = s
+        .client
+        .send(
+            Method::POST,
+            &format!("{}/v1/embeddings", s.proxy_url()),
+            &[("x-request-id", "abc-123")],
+            body.into(),
+        )
+        .await;
+    assert_eq!(via.status, direct.status);
+    assert_eq!(via.body, direct.body);
+    assert_eq!(via.headers["content-type"], direct.headers["content-type"]);
+    assert_eq!(via.headers["x-request-id"], "abc-123");
+
+    // Without an id, a UUIDv7 is made, sent upstream and returned.
+    let r = s.embed("no id").await;
+    let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+    let parsed = uuid::Uuid::parse_str(&id).expect("uuid");
+    assert_eq!(parsed.get_version_num(), 7);
+    let seen = s.primary.stats.seen.lock().unwrap().iter().any(|r| {
+        r.headers
+            .get("x-request-id")
+            .is_some_and(|v| v == id.as_str())
+    });
+    assert!(seen, "generated id forwarded to the primary");
+
+    // Statuses pass through as they are.
+    s.primary.set_behaviour(Behaviour::Status(429));
+    assert_eq!(s.embed("x").await.status, 429);
+}
+
+#[tokio::test]
+async fn streamed_responses_reach_the_client_chunk_by_chunk() {
+    use http_body_util::BodyExt;
+    let s = stack(
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        "",
+        "",
+    )
+    .await;
+    let client = shadowgate::proxy::http_client::<http_body_util::Full<bytes::Bytes>>(4);
+    let req = http::Request::post(format!("{}/v1/chat/stream", s.proxy_url()))
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    let started = Instant::now();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut arrivals = Vec::new();
+    let mut text = String::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            arrivals.push(started.elapsed());
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    // The server pauses 150 ms between 6 events: a buffering proxy would deliver them all at once.
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(arrivals.len() >= 5, "{arrivals:?}");
+    let spread = *arrivals.last().unwrap() - arrivals[0];
+    assert!(
+        spread >= Duration::from_millis(500),
+        "chunks arrived together: {arrivals:?}"
+    );
+    // The usage event's token count lands in the histogram's bucket.
+    let m = s.metrics().await;
+    let n = value(
+        &m,
+        "model_inference_duration_seconds_count",
+        &[("tokens_generated_bucket", "64")],
+    );
+    assert_eq!(n, Some(1.0), "{m}");
+}
+
+#[tokio::test]
+async fn mirrored_pairs_measure_the_known_cosine() {
+    let c = 0.9;
+    let s = stack(
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Constant(c)),
+        "",
+        "",
+    )
+    .await;
+    let n = 60;
+    for i in 0..n {
+        assert_eq!(s.embed(&format!("input number {i}")).await.status, 200);
+    }
+    let m = s.wait_pairs(n).await;
+    let mean = value(
+        &m,
+        "model_embedding_drift_cosine_similarity",
+        &[("model", "m"), ("baseline", "v1"), ("canary", "v2")],
+    )
+    .unwrap();
+    assert!((mean - c).abs() < 0.005, "mean {mean}");
+    assert_eq!(
+        value(
+            &m,
+            "model_embedding_pairs_total",
+            &[("outcome", "compared")]
+        ),
+        Some(n as f64)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "model_inference_requests_total",
+            &[("model", "m"), ("version", "v2")]
+        ),
+        Some(n as f64)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "shadowgate_shadow_requests_total",
+            &[("target", "canary"), ("outcome", "ok")]
+        ),
+        Some(n as f64)
+    );
+    assert_eq!(s.baseline.shadow_requests(), n);
+    assert_eq!(s.canary.shadow_requests(), n);
+    assert_eq!(s.primary.shadow_requests(), 0);
+    let d_count = value(&m, "model_embedding_cosine_distance_count", &[]).unwrap();
+    let d_sum = value(&m, "model_embedding_cosine_distance_sum", &[]).unwrap();
+    assert_eq!(d_count, n as f64);
+    assert!((d_sum / d_count - (1.0 - c)).abs() < 0.005);
+    let sq = value(&m, "model_embedding_cosine_distance_squared_total", &[]).unwrap();
+    assert!(
+        (sq / n as f64 - (1.0 - c) * (1.0 - c)).abs() < 0.002,
+        "{sq}"
+    );
+    let norm = value(&m, "model_embedding_norm_ratio", &[]).unwrap();
+    assert!((norm - 1.0).abs() < 1e-3, "{norm}");
+}
+
+#[tokio::test]
+async fn credentials_stay_with_the_primary_and_shadows_are_marked() {
+    let s = stack(
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        "",
+        "",
+    )
+    .await;
+    let r = s
+        .client
+        .send(
+            Method::POST,
+            &format!("{}/v1/embeddings", s.proxy_url()),
+            &[
+                ("authorization", "Bearer secret"),
+                ("cookie", "session=1"),
+                ("x-request-id", "cred-1"),
+            ],
+            r#"{"input":"x"}"#.into(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    s.wait_pairs(1).await;
+    let primary = s
+        .primary
+        .stats
+        .seen
+        .lock()
+        .unwrap()
+        .back()
+        .cloned()
+        .unwrap();
+    assert_eq!(primary.headers["authorization"], "Bearer secret");
+    assert!(primary.headers.get("x-shadowgate-shadow").is_none());
+    for server in [&s.baseline, &s.canary] {
+        let seen = server.stats.seen.lock().unwrap().back().cloned().unwrap();
+        assert_eq!(seen.headers["x-shadowgate-shadow"], "1");
+        assert_eq!(seen.headers["x-request-id"], "cred-1");
+        assert!(seen.headers.get("authorization").is_none());
+        assert!(seen.headers.get("cookie").is_none());
+    }
+}
+
+#[tokio::test]
+async fn sampling_follows_the_id_hash_exactly() {
+    let s = stack(
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        "sample_rate = 0.3\nmethods = [\"POST\"]\npaths = [\"/v1/embeddings\"]",
+        "",
+    )
+    .await;
+    let rate = SampleRate::try_new(0.3).unwrap();
+    let mut expected = 0;
+    for i in 0..200 {
+        let id = format!("id-{i}");
+        if rate.admits(id_hash(id.as_bytes(), 0)) {
+            expected += 1;
+        }
+        let r = s
+            .client
+            .send(
+                Method::POST,
+                &format!("{}/v1/embeddings", s.proxy_url()),
+                &[("x-request-id", &id)],
+                r#"{"input":"a"}"#.into(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // Other paths and methods are never mirrored.
+    s.client
+        .send(
+            Method::POST,
+            &format!("{}/v1/other", s.proxy_url()),
+            &[],
+            r#"{"input":"a"}"#.into(),
+        )
+        .await;
+    s.client
+        .send(
+            Method::GET,
+            &format!("{}/v1/embeddings", s.proxy_url()),
+            &[],
+            String::new(),
+        )
+        .await;
+    s.wait_pairs(expected).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.canary.shadow_requests(), expected);
+    assert!((40..=80).contains(&expected), "{expected}");
+}
+
+/// A faulty canary changes nothing the client sees, and is counted under its outcome.
+#[tokio::test]
+async fn canary_faults_never_reach_the_client() {
+    let refused = refused_addr().await.unwrap();
+    let cases: Vec<(&str, Option<Behaviour>, &str)> = vec![
+        ("hang", Some(Behaviour::Hang), "timeout"),
+        (
+            "slow",
+            Some(Behaviour::Delay(Duration::from_millis(300))),
+            "compared",
+        ),
+        ("refused", None, "canary_error"),
+        ("http 500", Some(Behaviour::Status(500)), "canary_error"),
+        ("malformed", Some(Behaviour::Malformed), "invalid"),
+        ("nan", Some(Behaviour::NaN), "invalid"),
+        ("wrong dim", Some(Behaviour::WrongDim(17)), "invalid"),
+        ("empty", Some(Behaviour::Empty), "invalid"),
+        ("zero", Some(Behaviour::Zero), "invalid"),
+        ("missing field", Some(Behaviour::MissingField), "invalid"),
+        ("truncated", Some(Behaviour::Truncated), "canary_error"),
+    ];
+    let primary = ModelServer::spawn(opts(CosineSpec::Identical))
+        .await
+        .unwrap();
+    let baseline = ModelServer::spawn(opts(CosineSpec::Identical))
+        .await
+        .unwrap();
+    let client = Client::new();
+    for (name, behaviour, outcome) in cases {
+        let canary = ModelServer::spawn(opts(CosineSpec::Identical))
+            .await
+            .unwrap();
+        let canary_url = match &behaviour {
+            Some(b) => {
+                canary.set_behaviour(b.clone());
+                canary.url()
+            }
+            None => format!("http://{refused}"),
+        };
+        let cfg = common::config(&primary.url(), &baseline.url(), &canary_url, "", "");
+        let sidecar = serve::start(cfg).await.unwrap();
+        let url = format!("http://{}/v1/embeddings", sidecar.proxy_addr);
+        let mut latencies = Vec::new();
+        let n = 12;
+        for i in 0..n {
+            let r = client
+                .send(
+                    Method::POST,
+                    &url,
+                    &[],
+                    format!(r#"{{"input":"{name} {i}"}}"#),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{name}");
+            latencies.push(r.elapsed);
+        }
+        // The client never waited for the shadow path (hang times out at 500 ms, slow takes 300 ms).
+        let p50 = quantile(&mut latencies, 0.5);
+        assert!(
+            p50 < Duration::from_millis(150),
+            "{name}: client p50 {p50:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let m = loop {
+            let m = client
+                .send(
+                    Method::GET,
+                    &format!("http://{}/metrics", sidecar.admin_addr),
+                    &[],
+                    String::new(),
+                )
+                .await
+                .text();
+            if value(&m, "model_embedding_pairs_total", &[("outcome", outcome)]) == Some(n as f64)
+                || Instant::now() > deadline
+            {
+                break m;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        assert_eq!(
+            value(&m, "model_embedding_pairs_total", &[("outcome", outcome)]),
+            Some(n as f64),
+            "{name}"
+        );
+        assert_eq!(
+            value(&m, "model_inference_errors_total", &[]),
+            Some(0.0),
+            "{name}"
+        );
+        sidecar.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn over_max_in_flight_samples_are_dropped_and_counted() {
+    let canary = ModelOptions {
+        behaviour: Behaviour::Hang,
+        ..opts(CosineSpec::Identical)
+    };
+    let s = stack(
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        canary,
+        "max_in_flight = 2",
+        "",
+    )
+    .await;
+    for i in 0..10 {
+        assert_eq!(s.embed(&format!("x{i}")).await.status, 200);
+    }
+    let m = s.metrics().await;
+    assert_eq!(
+        value(
+            &m,
+            "shadowgate_shadow_requests_total",
+            &[("target", "canary"), ("outcome", "dropped")]
+        ),
+        Some(8.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "shadowgate_mirror_decisions_total",
+            &[("decision", "dropped")]
+        ),
+        Some(8.0)
+    );
+    assert!(value(&m, "shadowgate_shadow_in_flight", &[]).unwrap() <= 2.0);
+    let m = s.wait_pairs(2).await;
+    assert_eq!(
+        value(&m, "model_embedding_pairs_total", &[("outcome", "timeout")]),
+        Some(2.0)
+    );
+}
+
+#[tokio::test]
+async fn primary_failures_become_clear_gateway_errors() {
+    let refused = refused_addr().await.unwrap();
+    let baseline = ModelServer::spawn(opts(CosineSpec::Identical))
+        .await
+        .unwrap();
+    let client = Client::new();
+    let cfg = common::config(
+        &format!("http://{refused}"),
+        &baseline.url(),
+        &baseline.url(),
+        "sample_rate = 0.0",
+        "",
+    );
+    let sidecar = serve::start(cfg).await.unwrap();
+    let r = client
+        .send(
+            Method::POST,
+            &format!("http://{}/v1/embeddings", sidecar.proxy_addr),
+            &[],
+            "{}".into(),
+        )
+        .await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("primary"), "{}", r.text());
+    let ready = client
+        .send(
+            Method::GET,
+            &format!("http://{}/readyz", sidecar.admin_addr),
+            &[],
+            String::new(),
+        )
+        .await;
+    assert_eq!(ready.status, 503);
+    let health = client
+        .send(
+            Method::GET,
+            &format!("http://{}/healthz", sidecar.admin_addr),
+            &[],
+            String::new(),
+        )
+        .await;
+    assert_eq!(health.status, 200);
+    sidecar.shutdown().await;
+
+    let hanging = ModelServer::spawn(ModelOptions {
+        behaviour: Behaviour::Hang,
+        ..opts(CosineSpec::Identical)
+    })
+    .await
+    .unwrap();
+    let cfg = common::config(
+        &hanging.url(),
+        &baseline.url(),
+        &baseline.url(),
+        "sample_rate = 0.0",
+        "",
+    );
+    let sidecar = serve::start(cfg).await.unwrap();
+    let r = client
+        .send(
+            Method::POST,
+            &format!("http://{}/v1/embeddings", sidecar.proxy_addr),
+            &[],
+            "{}".into(),
+        )
+        .await;
+    assert_eq!(r.status, 504);
+    let m = client
+        .send(
+            Method::GET,
+            &format!("http://{}/metrics", sidecar.admin_addr),
+            &[],
+            String::new(),
+        )
+        .await
+        .text();
+    assert_eq!(value(&m, "model_inference_errors_total", &[]), Some(1.0));
+    assert_eq!(value(&m, "model_inference_requests_total", &[]), Some(1.0));
+    let ready = client
+        .send(
+            Method::GET,
+            &format!("http://{}/readyz", sidecar.admin_addr),
+            &[],
+            String::new(),
+        )
+        .await;
+    assert_eq!(ready.status, 200);
+    sidecar.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let s = stack(
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        "",
+        "[limits]\nmax_body_bytes = 1000",
+    )
+    .await;
+    let big = format!(r#"{{"input":"{}"}}"#, "a".repeat(5000));
+    let r = s
+        .client
+        .send(
+            Method::POST,
+            &format!("{}/v1/embeddings", s.proxy_url()),
+            &[],
+            big,
+        )
+        .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(s.primary.requests(), 0);
+    assert_eq!(s.embed("small").await.status, 200);
+}
+
+#[tokio::test]
+async fn metrics_exposition_passes_promtool() {
+    let Ok(out) = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+    else {
+        panic!("promtool not installed: the test command installs the Debian package prometheus");
+    };
+    assert!(out.status.success());
+    let s = stack(
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Constant(0.95)),
+        "",
+        "",
+    )
+    .await;
+    for i in 0..20 {
+        s.embed(&format!("p{i}")).await;
+    }
+    let m = s.wait_pairs(20).await;
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
