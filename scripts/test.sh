@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of shadowgate on a fresh Debian machine with Rust installed:
+# installs what cargo does not (Prometheus, Pushgateway, pyarrow, DuckDB), then
+# checks formatting and lints, and runs the whole suite with cargo-nextest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# The Debian units start these on install; the tests run their own on loopback ports.
+systemctl stop prometheus prometheus-pushgateway 2>/dev/null || true
+
+if ! python3 -c 'import pyarrow, duckdb' 2>/dev/null; then
+  echo "==> pip install pyarrow duckdb"
+  python3 -m pip install -q --disable-pip-version-check pyarrow duckdb
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast
+else
+  cargo test --no-fail-fast
+fi

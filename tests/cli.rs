@@ -1,0 +1,193 @@
+//! The binary as a user runs it: check-config, serve's refusal of bad config, env
+//! overrides, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use shadowgate::demo::model::{Behaviour, ModelOptions, ModelServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shadowgate");
+
+fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let p = dir.join("shadowgate.toml");
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    p
+}
+
+const GOOD: &str = r#"
+[model]
+name = "m"
+version = "v2"
+[primary]
+url = "http://127.0.0.1:8000"
+[shadow.baseline]
+url = "http://127.0.0.1:8001"
+version = "v1"
+[shadow.canary]
+url = "http://127.0.0.1:8002"
+version = "v2"
+"#;
+
+#[test]
+fn check_config_prints_effective_settings_with_env_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), GOOD);
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .env("SHADOWGATE_SHADOW__SAMPLE_RATE", "0.25")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sample_rate = 0.25"), "{text}");
+    assert!(
+        text.contains("max_in_flight = 64"),
+        "defaults shown: {text}"
+    );
+}
+
+#[test]
+fn invalid_config_lists_every_problem_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = GOOD
+        .replace(
+            "url = \"http://127.0.0.1:8000\"",
+            "url = \"localhost\"\nretries = 3",
+        )
+        .replace("version = \"v1\"", "version = \"\"");
+    let path = write_config(dir.path(), &bad);
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("primary.retries: unknown key"), "{err}");
+
+    let bad = GOOD
+        .replace("url = \"http://127.0.0.1:8000\"", "url = \"localhost\"")
+        .replace("version = \"v1\"", "version = \"\"");
+    let path = write_config(dir.path(), &bad);
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("primary.url"), "{err}");
+    assert!(err.contains("shadow.baseline.version"), "{err}");
+    assert!(err.contains("2 problems"), "{err}");
+
+    // serve refuses the same way, and so does a bad override from the environment.
+    let out = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let path = write_config(dir.path(), GOOD);
+    let out = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("SHADOWGATE_SHADOW__SAMPLE_RATE", "7")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shadow.sample_rate"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let primary = ModelServer::spawn(ModelOptions {
+        behaviour: Behaviour::Delay(Duration::from_millis(700)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let shadow = ModelServer::spawn(ModelOptions {
+        behaviour: Behaviour::Delay(Duration::from_millis(900)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let text = format!(
+        "[listen]\nproxy = \"127.0.0.1:{proxy_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[primary]\nurl = \"{}\"\n[shadow]\nsample_rate = 1.0\ntimeout = \"3s\"\n[shadow.baseline]\nurl = \"{}\"\nversion = \"v1\"\n[shadow.canary]\nurl = \"{}\"\nversion = \"v2\"\n",
+        primary.url(),
+        shadow.url(),
+        shadow.url()
+    );
+    let path = write_config(dir.path(), &text);
+    let child = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = common::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err() {
+        assert!(Instant::now() < deadline, "sidecar did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{proxy_port}/v1/embeddings");
+    let inflight = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .send(Method::POST, &url, &[], r#"{"input":"x"}"#.into())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let reply = inflight.await.unwrap();
+    assert_eq!(
+        reply.status, 200,
+        "in-flight request completed across SIGTERM"
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // The shadow pair (900 ms) outlived the primary answer (700 ms) and was still drained.
+    assert_eq!(shadow.shadow_requests(), 2);
+    let log = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        log.contains("draining shadow work") && !log.contains("grace period over"),
+        "{log}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err(),
+        "stopped listening"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
