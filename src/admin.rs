@@ -4,16 +4,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::drift::DriftState;
+use crate::feedback::{token_matches, Feedback, JoinResult};
 use crate::metrics::Metrics;
 
 /// How long `/readyz` waits for a TCP connection to the primary.
@@ -24,6 +27,7 @@ const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub drift: Arc<Mutex<DriftState>>,
+    pub feedback: Arc<Feedback>,
     pub primary: http::Uri,
     pub started: Instant,
     pub config: Arc<Config>,
@@ -32,7 +36,9 @@ pub struct AdminState {
 impl AdminState {
     /// Bring the drift gauges up to date (they are computed on demand, once per scrape).
     pub fn refresh(&self) -> Option<crate::drift::DriftSnapshot> {
-        let snapshot = self.drift.lock().ok()?.snapshot(Instant::now());
+        let now = Instant::now();
+        self.feedback.refresh(now);
+        let snapshot = self.drift.lock().ok()?.snapshot(now);
         self.metrics.drift.set(&snapshot);
         Some(snapshot)
     }
@@ -45,6 +51,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(status_page))
+        .route("/labels", post(labels))
+        .route("/feedback", post(feedback))
         .with_state(state)
 }
 
@@ -166,4 +174,138 @@ pub fn html_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// One posted label.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelIn {
+    request_id: String,
+    label: serde_json::Value,
+}
+
+/// One posted business event.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn {
+    request_id: String,
+    #[serde(default = "conversion")]
+    event: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    value: Option<f64>,
+}
+
+fn conversion() -> String {
+    "conversion".into()
+}
+
+/// How a batch joined, returned to the poster.
+#[derive(Debug, Default, serde::Serialize)]
+struct JoinCounts {
+    joined: u64,
+    not_mirrored: u64,
+    unknown: u64,
+    duplicate: u64,
+}
+
+impl JoinCounts {
+    fn add(&mut self, r: JoinResult) {
+        match r {
+            JoinResult::Joined => self.joined += 1,
+            JoinResult::NotMirrored => self.not_mirrored += 1,
+            JoinResult::Unknown => self.unknown += 1,
+            JoinResult::Duplicate => self.duplicate += 1,
+        }
+    }
+}
+
+/// `Authorization: Bearer <token>` when a token is configured.
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+    let token = state.config.feedback.token.as_bytes();
+    if token.is_empty() {
+        return Ok(());
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if token_matches(presented.as_bytes(), token) {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token\n",
+        )
+            .into_response())
+    }
+}
+
+/// A JSON object or an array of them.
+fn parse_batch<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, Response> {
+    let bad = |e: serde_json::Error| {
+        (StatusCode::BAD_REQUEST, format!("malformed body: {e}\n")).into_response()
+    };
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(body).map_err(bad),
+        _ => serde_json::from_slice(body)
+            .map(|one| vec![one])
+            .map_err(bad),
+    }
+}
+
+fn label_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+async fn labels(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(denied) = authorized(&state, &headers) {
+        return denied;
+    }
+    let batch: Vec<LabelIn> = match parse_batch(&body) {
+        Ok(b) => b,
+        Err(bad) => return bad,
+    };
+    let mut texts = Vec::with_capacity(batch.len());
+    for (i, l) in batch.iter().enumerate() {
+        match label_text(&l.label) {
+            Some(t) => texts.push(t),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("item {i}: label must be a string, number or boolean\n"),
+                )
+                    .into_response()
+            }
+        }
+    }
+    let now = Instant::now();
+    let mut counts = JoinCounts::default();
+    for (l, text) in batch.iter().zip(&texts) {
+        counts.add(state.feedback.label(&l.request_id, text, now));
+    }
+    axum::Json(counts).into_response()
+}
+
+async fn feedback(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(denied) = authorized(&state, &headers) {
+        return denied;
+    }
+    let batch: Vec<EventIn> = match parse_batch(&body) {
+        Ok(b) => b,
+        Err(bad) => return bad,
+    };
+    let now = Instant::now();
+    let mut counts = JoinCounts::default();
+    for e in &batch {
+        counts.add(state.feedback.event(&e.request_id, &e.event, now));
+    }
+    axum::Json(counts).into_response()
 }

@@ -86,3 +86,24 @@ impl DriftState {
         }
     }
 }
+/// TEMPORARY stand-in (same API as the real confidence sequence).
+pub struct ConfidenceSequence {
+    n: u64,
+    sum: f64,
+}
+impl ConfidenceSequence {
+    pub fn new(_alpha_per_side: f64) -> Self {
+        Self { n: 0, sum: 0.0 }
+    }
+    pub fn push(&mut self, x: f64) {
+        self.n += 1;
+        self.sum += x;
+    }
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+    pub fn bounds(&self) -> (f64, f64) {
+        let m = self.sum / self.n as f64;
+        (m, m)
+    }
+}

@@ -16,6 +16,7 @@
 //! - [`protocol`]: how each model server shapes embeddings and predictions.
 //! - [`compare`]: cosine (simsimd), norms, prediction agreement.
 //! - [`drift`]: windowed statistics and confidence sequences.
+//! - [`feedback`]: labels and business events joined online.
 //! - [`metrics`]: every exported series, registered once.
 //! - [`shadow`]: shadow-log records and the Parquet writer.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, status page.
@@ -35,6 +36,7 @@ pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod drift;
+pub mod feedback;
 pub mod metrics;
 pub mod mirror;
 pub mod protocol;

@@ -66,6 +66,7 @@ pub struct Mirror {
     pub request_id_header: HeaderName,
     pub metrics: Arc<Metrics>,
     pub drift: Arc<Mutex<DriftState>>,
+    pub feedback: Arc<crate::feedback::Feedback>,
     pub log: Option<ShadowLogSender>,
     pub labels: RecordLabels,
 }

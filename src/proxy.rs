@@ -68,6 +68,8 @@ pub struct Proxy {
     /// Caps concurrent shadow comparisons; a sample that finds it empty is dropped.
     pub shadow_permits: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
+    /// Remembers served ids for labels and conversions posted later.
+    pub feedback: Arc<crate::feedback::Feedback>,
     pub tokens_finder: memchr::memmem::Finder<'static>,
 }
 

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::drift::{DriftConfig, DriftState};
+use crate::feedback::{Feedback, FeedbackMetrics};
 use crate::metrics::{MetricLabels, Metrics};
 use crate::mirror::{Mirror, RecordLabels, ShadowTarget};
 use crate::protocol::Extractor;
@@ -127,6 +128,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .filter_map(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
         .collect();
     let pod: Arc<str> = pod_name().into();
+    let feedback = Arc::new(Feedback::new(
+        cfg.feedback.label_ttl,
+        cfg.feedback.max_tracked,
+        cfg.feedback.conversion_window,
+        cfg.drift.alpha,
+        FeedbackMetrics::register(
+            &metrics.registry,
+            &cfg.model.name,
+            &cfg.model.version,
+            &cfg.shadow.baseline.version,
+            &cfg.shadow.canary.version,
+        )?,
+    ));
 
     let mirror = Arc::new(Mirror {
         baseline: ShadowTarget {
@@ -149,6 +163,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         request_id_header: request_id_header.clone(),
         metrics: metrics.clone(),
         drift: drift.clone(),
+        feedback: feedback.clone(),
         log: None,
         labels: RecordLabels {
             model: cfg.model.name.as_str().into(),
@@ -176,6 +191,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         mirror,
         shadow_permits: shadow_permits.clone(),
         metrics: metrics.clone(),
+        feedback: feedback.clone(),
         tokens_finder: memchr::memmem::Finder::new(cfg.metrics.tokens_field.as_bytes())
             .into_owned(),
     });
@@ -213,6 +229,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let admin_state = AdminState {
         metrics: metrics.clone(),
         drift: drift.clone(),
+        feedback,
         primary: proxy.primary.clone(),
         started: Instant::now(),
         config: cfg.clone(),

@@ -364,7 +364,7 @@ fn input_text(protocol: Protocol, v: &Value) -> String {
 
 /// The class a classifier would predict for `text`; a `flip` share of inputs gets the
 /// other class (0 for the baseline).
-fn predicted_label(text: &str, flip: f64) -> String {
+pub fn predicted_label(text: &str, flip: f64) -> String {
     let class = id_hash(text.as_bytes(), 0x1abe1) % 2;
     let flipped = unit_interval(id_hash(text.as_bytes(), 0xf11b)) < flip;
     format!("{}", if flipped { 1 - class } else { class })

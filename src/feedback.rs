@@ -1,0 +1,588 @@
+//! Online joins: each request id remembers, for `label_ttl`, that this pod served it and
+//! (when mirrored) both shadow predictions. Ground-truth labels posted later score the
+//! baseline and canary on the same inputs; business events (conversions) give the
+//! conversion rate of the version this pod serves. Memory is bounded by a cap on tracked
+//! ids; evictions are counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::compare::predictions_agree;
+use crate::drift::ConfidenceSequence;
+use crate::sampler::id_hash;
+
+/// Independent shards so concurrent requests rarely meet on one lock.
+const SHARDS: usize = 16;
+
+/// Below this many labeled pairs the accuracy ratio bound is NaN.
+pub const MIN_LABELED_PAIRS: u64 = 30;
+
+/// What one request id remembers. Keyed by a 64-bit hash of the id, not the id itself,
+/// to keep ~40 bytes per tracked request.
+#[derive(Debug)]
+struct Entry {
+    served_at: Instant,
+    predictions: Option<Box<(Option<String>, Option<String>)>>,
+    labeled: bool,
+    converted: bool,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<u64, Entry>,
+    order: VecDeque<(Instant, u64)>,
+}
+
+/// How one posted label or event was joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinResult {
+    /// Joined with a request this pod served (and, for labels, with both shadow predictions).
+    Joined,
+    /// A label for a request that was served here but not mirrored: counts for nothing.
+    NotMirrored,
+    /// The id was never seen here, or has expired.
+    Unknown,
+    /// A second label or conversion for the same id: ignored.
+    Duplicate,
+}
+
+impl JoinResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            JoinResult::Joined => "joined",
+            JoinResult::NotMirrored => "not_mirrored",
+            JoinResult::Unknown => "unknown",
+            JoinResult::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Outcome of a labeled pair (`model_shadow_labeled_pairs_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairScore {
+    BothCorrect,
+    BaselineOnly,
+    CanaryOnly,
+    BothWrong,
+}
+
+impl PairScore {
+    pub const ALL: [PairScore; 4] = [
+        PairScore::BothCorrect,
+        PairScore::BaselineOnly,
+        PairScore::CanaryOnly,
+        PairScore::BothWrong,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairScore::BothCorrect => "both_correct",
+            PairScore::BaselineOnly => "baseline_only",
+            PairScore::CanaryOnly => "canary_only",
+            PairScore::BothWrong => "both_wrong",
+        }
+    }
+    pub fn new(baseline_correct: bool, canary_correct: bool) -> Self {
+        match (baseline_correct, canary_correct) {
+            (true, true) => PairScore::BothCorrect,
+            (true, false) => PairScore::BaselineOnly,
+            (false, true) => PairScore::CanaryOnly,
+            (false, false) => PairScore::BothWrong,
+        }
+    }
+}
+
+/// Series driven by the online joins.
+#[derive(Clone)]
+pub struct FeedbackMetrics {
+    accuracy: [Gauge; 2],
+    labeled: [IntCounter; 2],
+    pairs: Vec<IntCounter>,
+    ratio_lower: Gauge,
+    conversion: Gauge,
+    joins: Vec<Vec<IntCounter>>,
+    evictions: IntCounter,
+    tracked: prometheus::IntGauge,
+}
+
+impl FeedbackMetrics {
+    pub fn register(
+        r: &Registry,
+        model: &str,
+        version: &str,
+        baseline: &str,
+        canary: &str,
+    ) -> Result<Self, prometheus::Error> {
+        let reg = |c: Box<dyn prometheus::core::Collector>| r.register(c);
+        let accuracy = GaugeVec::new(
+            Opts::new("model_inference_accuracy", "Accuracy of each version on labeled shadow pairs (same inputs), since start; NaN with no labels."),
+            &["model", "version"],
+        )?;
+        let labeled = IntCounterVec::new(
+            Opts::new(
+                "model_inference_labeled_total",
+                "Labeled predictions scored, per version.",
+            ),
+            &["model", "version"],
+        )?;
+        let pairs = IntCounterVec::new(
+            Opts::new(
+                "model_shadow_labeled_pairs_total",
+                "Labeled shadow pairs by which side was right: the table behind McNemar's test.",
+            ),
+            &["model", "outcome"],
+        )?;
+        let ratio = GaugeVec::new(
+            Opts::new(
+                "model_accuracy_ratio_lower_bound",
+                "Anytime-valid lower bound on accuracy(canary)/accuracy(baseline) from labeled pairs; NaN below the minimum.",
+            ),
+            &["model", "baseline", "canary"],
+        )?;
+        let conversion = GaugeVec::new(
+            Opts::new("business_metric_conversion_rate", "Conversions / requests served by this version over feedback.conversion_window; NaN with no requests."),
+            &["model", "version"],
+        )?;
+        let joins = IntCounterVec::new(
+            Opts::new(
+                "shadowgate_feedback_events_total",
+                "Posted labels and events by how they joined.",
+            ),
+            &["model", "kind", "result"],
+        )?;
+        let evictions = IntCounterVec::new(
+            Opts::new("shadowgate_feedback_evictions_total", "Tracked request ids evicted before label_ttl because of the feedback.max_tracked cap."),
+            &["model"],
+        )?;
+        let tracked = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "shadowgate_feedback_tracked_ids",
+                "Request ids remembered for online joins.",
+            ),
+            &["model"],
+        )?;
+        for c in [
+            Box::new(accuracy.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(labeled.clone()),
+            Box::new(pairs.clone()),
+            Box::new(ratio.clone()),
+            Box::new(conversion.clone()),
+            Box::new(joins.clone()),
+            Box::new(evictions.clone()),
+            Box::new(tracked.clone()),
+        ] {
+            reg(c)?;
+        }
+        let nan = |g: Gauge| {
+            g.set(f64::NAN);
+            g
+        };
+        Ok(Self {
+            accuracy: [
+                nan(accuracy.with_label_values(&[model, baseline])),
+                nan(accuracy.with_label_values(&[model, canary])),
+            ],
+            labeled: [
+                labeled.with_label_values(&[model, baseline]),
+                labeled.with_label_values(&[model, canary]),
+            ],
+            pairs: PairScore::ALL
+                .iter()
+                .map(|p| pairs.with_label_values(&[model, p.as_str()]))
+                .collect(),
+            ratio_lower: nan(ratio.with_label_values(&[model, baseline, canary])),
+            conversion: nan(conversion.with_label_values(&[model, version])),
+            joins: ["label", "feedback"]
+                .iter()
+                .map(|k| {
+                    [
+                        JoinResult::Joined,
+                        JoinResult::NotMirrored,
+                        JoinResult::Unknown,
+                        JoinResult::Duplicate,
+                    ]
+                    .iter()
+                    .map(|res| joins.with_label_values(&[model, k, res.as_str()]))
+                    .collect()
+                })
+                .collect(),
+            evictions: evictions.with_label_values(&[model]),
+            tracked: tracked.with_label_values(&[model]),
+        })
+    }
+
+    fn join(&self, kind: usize, result: JoinResult) {
+        let i = match result {
+            JoinResult::Joined => 0,
+            JoinResult::NotMirrored => 1,
+            JoinResult::Unknown => 2,
+            JoinResult::Duplicate => 3,
+        };
+        self.joins[kind][i].inc();
+    }
+}
+
+/// Paired accuracy statistics since start.
+struct Scores {
+    counts: [u64; 4],
+    baseline_cs: ConfidenceSequence,
+    canary_cs: ConfidenceSequence,
+}
+
+/// Served requests and conversions in the conversion window.
+#[derive(Default)]
+struct Conversions {
+    served: VecDeque<Instant>,
+    converted: VecDeque<Instant>,
+}
+
+/// The online join state.
+pub struct Feedback {
+    shards: Vec<Mutex<Shard>>,
+    ttl: Duration,
+    max_per_shard: usize,
+    conversion_window: Duration,
+    scores: Mutex<Scores>,
+    conversions: Mutex<Conversions>,
+    pub metrics: FeedbackMetrics,
+}
+
+impl Feedback {
+    /// `alpha` per side; the ratio bound splits it over the two accuracy sequences.
+    pub fn new(
+        ttl: Duration,
+        max_tracked: usize,
+        conversion_window: Duration,
+        alpha: f64,
+        metrics: FeedbackMetrics,
+    ) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            ttl,
+            max_per_shard: max_tracked.div_ceil(SHARDS).max(1),
+            conversion_window,
+            scores: Mutex::new(Scores {
+                counts: [0; 4],
+                baseline_cs: ConfidenceSequence::new(alpha / 2.0),
+                canary_cs: ConfidenceSequence::new(alpha / 2.0),
+            }),
+            conversions: Mutex::new(Conversions::default()),
+            metrics,
+        }
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        &self.shards[(key as usize) % SHARDS]
+    }
+
+    /// This pod answered `request_id` successfully (the primary path calls this).
+    pub fn served(&self, request_id: &str, now: Instant) {
+        self.upsert(request_id, now, |_| {});
+        if let Ok(mut c) = self.conversions.lock() {
+            c.served.push_back(now);
+        }
+    }
+
+    /// The mirror's predictions for a request. The mirror may finish before the primary
+    /// answers, so this creates the entry when it is not there yet.
+    pub fn predictions(
+        &self,
+        request_id: &str,
+        baseline: Option<String>,
+        canary: Option<String>,
+        now: Instant,
+    ) {
+        self.upsert(request_id, now, |e| {
+            e.predictions = Some(Box::new((baseline, canary)))
+        });
+    }
+
+    fn upsert(&self, request_id: &str, now: Instant, update: impl FnOnce(&mut Entry)) {
+        let key = id_hash(request_id.as_bytes(), 0x5e7);
+        let Ok(mut s) = self.shard(key).lock() else {
+            return;
+        };
+        s.expire(now, self.ttl);
+        if let Some(e) = s.map.get_mut(&key) {
+            update(e);
+            return;
+        }
+        while s.map.len() >= self.max_per_shard && s.pop_oldest() {
+            self.metrics.evictions.inc();
+        }
+        let mut e = Entry {
+            served_at: now,
+            predictions: None,
+            labeled: false,
+            converted: false,
+        };
+        update(&mut e);
+        s.map.insert(key, e);
+        s.order.push_back((now, key));
+    }
+
+    /// Score a ground-truth label against both shadow predictions.
+    pub fn label(&self, request_id: &str, label: &str, now: Instant) -> JoinResult {
+        let key = id_hash(request_id.as_bytes(), 0x5e7);
+        let preds = {
+            let Ok(mut s) = self.shard(key).lock() else {
+                return JoinResult::Unknown;
+            };
+            s.expire(now, self.ttl);
+            match s.map.get_mut(&key) {
+                None => None,
+                Some(e) if e.labeled => Some(Err(JoinResult::Duplicate)),
+                Some(e) => {
+                    e.labeled = true;
+                    Some(match &e.predictions {
+                        Some(p) => Ok((**p).clone()),
+                        None => Err(JoinResult::NotMirrored),
+                    })
+                }
+            }
+        };
+        let result = match preds {
+            None => JoinResult::Unknown,
+            Some(Err(r)) => r,
+            Some(Ok((b, c))) => {
+                // A missing prediction is a wrong answer: the model gave nothing usable.
+                let b_ok = b.as_deref().is_some_and(|p| predictions_agree(p, label));
+                let c_ok = c.as_deref().is_some_and(|p| predictions_agree(p, label));
+                self.score(PairScore::new(b_ok, c_ok), b_ok, c_ok);
+                JoinResult::Joined
+            }
+        };
+        self.metrics.join(0, result);
+        result
+    }
+
+    fn score(&self, pair: PairScore, b_ok: bool, c_ok: bool) {
+        let m = &self.metrics;
+        m.pairs[pair as usize].inc();
+        m.labeled[0].inc();
+        m.labeled[1].inc();
+        let Ok(mut s) = self.scores.lock() else {
+            return;
+        };
+        s.counts[pair as usize] += 1;
+        s.baseline_cs.push(f64::from(u8::from(b_ok)));
+        s.canary_cs.push(f64::from(u8::from(c_ok)));
+        let n: u64 = s.counts.iter().sum();
+        let acc_b = (s.counts[0] + s.counts[1]) as f64 / n as f64;
+        let acc_c = (s.counts[0] + s.counts[2]) as f64 / n as f64;
+        m.accuracy[0].set(acc_b);
+        m.accuracy[1].set(acc_c);
+        let ratio = if n >= MIN_LABELED_PAIRS {
+            let (c_lo, _) = s.canary_cs.bounds();
+            let (_, b_hi) = s.baseline_cs.bounds();
+            if b_hi > 0.0 {
+                c_lo / b_hi
+            } else {
+                f64::NAN
+            }
+        } else {
+            f64::NAN
+        };
+        m.ratio_lower.set(ratio);
+    }
+
+    /// A business event. Only `conversion` events move the conversion rate.
+    pub fn event(&self, request_id: &str, event: &str, now: Instant) -> JoinResult {
+        let key = id_hash(request_id.as_bytes(), 0x5e7);
+        let result = match self.shard(key).lock() {
+            Ok(mut s) => {
+                s.expire(now, self.ttl);
+                match s.map.get_mut(&key) {
+                    None => JoinResult::Unknown,
+                    Some(e) if event == "conversion" && e.converted => JoinResult::Duplicate,
+                    Some(e) => {
+                        if event == "conversion" {
+                            e.converted = true;
+                        }
+                        JoinResult::Joined
+                    }
+                }
+            }
+            Err(_) => JoinResult::Unknown,
+        };
+        if result == JoinResult::Joined && event == "conversion" {
+            if let Ok(mut c) = self.conversions.lock() {
+                c.converted.push_back(now);
+            }
+        }
+        self.metrics.join(1, result);
+        result
+    }
+
+    /// Bring the conversion-rate and tracked-ids gauges up to date (once per scrape).
+    pub fn refresh(&self, now: Instant) {
+        if let Ok(mut c) = self.conversions.lock() {
+            let w = self.conversion_window;
+            while c
+                .served
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) > w)
+            {
+                c.served.pop_front();
+            }
+            while c
+                .converted
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) > w)
+            {
+                c.converted.pop_front();
+            }
+            let rate = if c.served.is_empty() {
+                f64::NAN
+            } else {
+                c.converted.len() as f64 / c.served.len() as f64
+            };
+            self.metrics.conversion.set(rate);
+        }
+        let mut tracked = 0;
+        for s in &self.shards {
+            if let Ok(mut s) = s.lock() {
+                s.expire(now, self.ttl);
+                tracked += s.map.len();
+            }
+        }
+        self.metrics.tracked.set(tracked as i64);
+    }
+}
+
+impl Shard {
+    /// Drop entries older than `ttl`.
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        while let Some(&(at, key)) = self.order.front() {
+            if now.saturating_duration_since(at) <= ttl {
+                break;
+            }
+            self.order.pop_front();
+            // The id may have been served again since; only drop the entry this slot made.
+            if self.map.get(&key).is_some_and(|e| e.served_at == at) {
+                self.map.remove(&key);
+            }
+        }
+    }
+
+    fn pop_oldest(&mut self) -> bool {
+        while let Some((at, key)) = self.order.pop_front() {
+            if self.map.get(&key).is_some_and(|e| e.served_at == at) {
+                self.map.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Compare a presented bearer token with the configured one in time independent of
+/// where they differ.
+pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
+    let mut diff = presented.len() ^ expected.len();
+    for i in 0..expected.len() {
+        let p = presented.get(i).copied().unwrap_or(0);
+        diff |= usize::from(p ^ expected[i]);
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feedback(max: usize) -> (Feedback, Registry) {
+        let r = Registry::new();
+        let m = FeedbackMetrics::register(&r, "m", "v2", "v1", "v2").unwrap();
+        (
+            Feedback::new(
+                Duration::from_secs(60),
+                max,
+                Duration::from_secs(60),
+                0.025,
+                m,
+            ),
+            r,
+        )
+    }
+
+    #[test]
+    fn labels_score_both_versions_on_the_same_inputs() {
+        let (f, _r) = feedback(1000);
+        let now = Instant::now();
+        // 10 requests: baseline right on 8, canary right on 6; 5 both right.
+        for i in 0..10 {
+            let id = format!("r{i}");
+            f.served(&id, now);
+            let b = if i < 8 { "cat" } else { "dog" };
+            let c = if i < 5 || (8..9).contains(&i) {
+                "cat"
+            } else {
+                "dog"
+            };
+            f.predictions(&id, Some(b.into()), Some(c.into()), now);
+        }
+        for i in 0..10 {
+            assert_eq!(f.label(&format!("r{i}"), "cat", now), JoinResult::Joined);
+        }
+        assert_eq!(f.label("r0", "cat", now), JoinResult::Duplicate);
+        assert_eq!(f.label("nope", "cat", now), JoinResult::Unknown);
+        let s = f.scores.lock().unwrap();
+        // both: 0..5 -> 5; baseline only: 5,6,7 -> 3; canary only: 8 -> 1; both wrong: 9 -> 1.
+        assert_eq!(s.counts, [5, 3, 1, 1]);
+        assert_eq!(f.metrics.accuracy[0].get(), 0.8);
+        assert_eq!(f.metrics.accuracy[1].get(), 0.6);
+        assert!(
+            f.metrics.ratio_lower.get().is_nan(),
+            "below the minimum number of pairs"
+        );
+    }
+
+    #[test]
+    fn ids_expire_after_ttl_and_the_cap_evicts_oldest() {
+        let (f, _r) = feedback(SHARDS * 2);
+        let t0 = Instant::now();
+        f.served("old", t0);
+        assert_eq!(
+            f.event("old", "conversion", t0 + Duration::from_secs(61)),
+            JoinResult::Unknown
+        );
+        for i in 0..1000 {
+            f.served(&format!("x{i}"), t0);
+        }
+        f.refresh(t0);
+        assert!(f.metrics.tracked.get() <= (SHARDS * 2) as i64);
+        assert!(f.metrics.evictions.get() >= 1000 - (SHARDS * 2) as u64);
+    }
+
+    #[test]
+    fn conversion_rate_is_conversions_over_served_in_window() {
+        let (f, _r) = feedback(1000);
+        let now = Instant::now();
+        for i in 0..20 {
+            f.served(&format!("c{i}"), now);
+        }
+        for i in 0..5 {
+            assert_eq!(
+                f.event(&format!("c{i}"), "conversion", now),
+                JoinResult::Joined
+            );
+        }
+        assert_eq!(f.event("c0", "conversion", now), JoinResult::Duplicate);
+        f.refresh(now);
+        assert_eq!(f.metrics.conversion.get(), 0.25);
+        f.refresh(now + Duration::from_secs(120));
+        assert!(f.metrics.conversion.get().is_nan());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(!token_matches(b"secreT", b"secret"));
+        assert!(!token_matches(b"secret-longer", b"secret"));
+        assert!(!token_matches(b"", b"secret"));
+    }
+}
