@@ -221,10 +221,10 @@ impl JoinCounts {
 }
 
 /// `Authorization: Bearer <token>` when a token is configured.
-fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
     let token = state.config.feedback.token.as_bytes();
     if token.is_empty() {
-        return Ok(());
+        return true;
     }
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -244,7 +244,7 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 /// A JSON object or an array of them.
-fn parse_batch<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, Response> {
+fn parse_batch<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, Box<Response>> {
     let bad = |e: serde_json::Error| {
         (StatusCode::BAD_REQUEST, format!("malformed body: {e}\n")).into_response()
     };
@@ -266,12 +266,12 @@ fn label_text(v: &serde_json::Value) -> Option<String> {
 }
 
 async fn labels(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = authorized(&state, &headers) {
-        return denied;
+    if !authorized(&state, &headers) {
+        return unauthorized();
     }
     let batch: Vec<LabelIn> = match parse_batch(&body) {
         Ok(b) => b,
-        Err(bad) => return bad,
+        Err(bad) => return *bad,
     };
     let mut texts = Vec::with_capacity(batch.len());
     for (i, l) in batch.iter().enumerate() {
@@ -295,12 +295,12 @@ async fn labels(State(state): State<AdminState>, headers: HeaderMap, body: Bytes
 }
 
 async fn feedback(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = authorized(&state, &headers) {
-        return denied;
+    if !authorized(&state, &headers) {
+        return unauthorized();
     }
     let batch: Vec<EventIn> = match parse_batch(&body) {
         Ok(b) => b,
-        Err(bad) => return bad,
+        Err(bad) => return *bad,
     };
     let now = Instant::now();
     let mut counts = JoinCounts::default();

@@ -483,9 +483,9 @@ impl Shard {
 /// where they differ.
 pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
     let mut diff = presented.len() ^ expected.len();
-    for i in 0..expected.len() {
+    for (i, e) in expected.iter().enumerate() {
         let p = presented.get(i).copied().unwrap_or(0);
-        diff |= usize::from(p ^ expected[i]);
+        diff |= usize::from(p ^ e);
     }
     diff == 0
 }
