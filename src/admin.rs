@@ -246,7 +246,7 @@ fn unauthorized() -> Response {
 /// A JSON object or an array of them.
 fn parse_batch<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, Box<Response>> {
     let bad = |e: serde_json::Error| {
-        (StatusCode::BAD_REQUEST, format!("malformed body: {e}\n")).into_response()
+        Box::new((StatusCode::BAD_REQUEST, format!("malformed body: {e}\n")).into_response())
     };
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => serde_json::from_slice(body).map_err(bad),
