@@ -44,7 +44,7 @@ async fn labels_and_conversions_drive_accuracy_and_conversion_gauges() {
     let mut canary_right = 0;
     let mut labels = Vec::new();
     for (id, text) in &ids {
-        let truth = predicted_label(&format!("{text}"), 0.0);
+        let truth = predicted_label(text, 0.0);
         if predicted_label(text, 0.3) == truth {
             canary_right += 1;
         }
