@@ -472,6 +472,9 @@ impl Config {
                 format!("{e} (a JSON pointer such as \"/data/0/embedding\")"),
             );
         }
+        if self.shadow.reuse_primary && self.shadow.rewrite.is_some() {
+            bad("shadow.reuse_primary", "cannot be used with shadow.rewrite: the primary's answer is not an embeddings answer; turn one off".into());
+        }
         if let Some(r) = &self.shadow.rewrite {
             if !r.path.starts_with('/') {
                 bad(

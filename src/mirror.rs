@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::compare::{self, CompareError, Side};
 use crate::drift::DriftState;
@@ -30,6 +30,8 @@ pub struct ShadowJob {
     pub body: Bytes,
     pub received_at: SystemTime,
     pub self_similarity: bool,
+    /// With `reuse_primary`: the primary's own answer, for the side it serves.
+    pub primary_response: Option<oneshot::Receiver<Result<Bytes, String>>>,
 }
 
 /// One shadow target.
@@ -69,6 +71,9 @@ pub struct Mirror {
     pub feedback: Arc<crate::feedback::Feedback>,
     pub log: Option<ShadowLogSender>,
     pub labels: RecordLabels,
+    /// The side whose version this pod serves, when `reuse_primary` is on: its answer is
+    /// the primary's, and it is not called.
+    pub reuse: Option<Target>,
 }
 
 /// What one shadow call produced.
@@ -80,14 +85,19 @@ struct CallResult {
 
 impl Mirror {
     /// Run one comparison; the permit is held until it is fully accounted for.
-    pub async fn run(self: Arc<Self>, job: ShadowJob, permit: OwnedSemaphorePermit) {
+    pub async fn run(self: Arc<Self>, mut job: ShadowJob, permit: OwnedSemaphorePermit) {
         self.metrics.shadow.in_flight.inc();
-        self.compare_job(&job).await;
+        let primary = job.primary_response.take();
+        self.compare_job(&job, primary).await;
         self.metrics.shadow.in_flight.dec();
         drop(permit);
     }
 
-    async fn compare_job(&self, job: &ShadowJob) {
+    async fn compare_job(
+        &self,
+        job: &ShadowJob,
+        primary: Option<oneshot::Receiver<Result<Bytes, String>>>,
+    ) {
         let (path, body) = match &self.rewrite {
             Some(rw) => match protocol::rewrite_request(self.protocol, rw, &job.body) {
                 Ok(b) => (rw.path.clone(), Bytes::from(b)),
@@ -101,24 +111,29 @@ impl Mirror {
             None => (job.path.clone(), job.body.clone()),
         };
         let headers = self.shadow_headers(job);
+        let (b_primary, c_primary) = match self.reuse {
+            Some(Target::Baseline) => (primary, None),
+            Some(Target::Canary) => (None, primary),
+            None => (None, None),
+        };
         let (mut b, mut c) = tokio::join!(
-            self.call(
-                &self.client,
-                &self.baseline,
+            self.side(
                 Target::Baseline,
+                &self.baseline,
                 job,
                 &path,
                 &headers,
-                body.clone()
+                body.clone(),
+                b_primary
             ),
-            self.call(
-                &self.client,
-                &self.canary,
+            self.side(
                 Target::Canary,
+                &self.canary,
                 job,
                 &path,
                 &headers,
-                body.clone()
+                body.clone(),
+                c_primary
             ),
         );
 
@@ -295,6 +310,75 @@ impl Mirror {
         h
     }
 
+    /// One side of the pair: the primary's own answer when it is reused, else a call.
+    #[allow(clippy::too_many_arguments)]
+    async fn side(
+        &self,
+        which: Target,
+        target: &ShadowTarget,
+        job: &ShadowJob,
+        path: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+        primary: Option<oneshot::Receiver<Result<Bytes, String>>>,
+    ) -> CallResult {
+        match primary {
+            Some(rx) => self.from_primary(which, job, rx).await,
+            None => {
+                self.call(&self.client, target, which, job, path, headers, body)
+                    .await
+            }
+        }
+    }
+
+    /// The primary's own answer as one side of the pair.
+    async fn from_primary(
+        &self,
+        which: Target,
+        job: &ShadowJob,
+        rx: oneshot::Receiver<Result<Bytes, String>>,
+    ) -> CallResult {
+        let started = Instant::now();
+        let waited = tokio::time::timeout(self.timeout, rx).await;
+        let latency = job
+            .received_at
+            .elapsed()
+            .unwrap_or_else(|_| started.elapsed());
+        self.metrics
+            .shadow
+            .duration(which)
+            .observe(latency.as_secs_f64());
+        let (outcome, output) = match waited {
+            Err(_) => (TargetOutcome::Timeout, None),
+            Ok(Err(_)) => (TargetOutcome::Error, None),
+            Ok(Ok(Err(why))) => {
+                tracing::debug!(request_id = %job.request_id, target = which.as_str(), error = %why, "primary answer unusable");
+                (TargetOutcome::Error, None)
+            }
+            Ok(Ok(Ok(bytes))) => self.parse(which, job, &bytes),
+        };
+        CallResult {
+            outcome,
+            latency,
+            output,
+        }
+    }
+
+    fn parse(
+        &self,
+        which: Target,
+        job: &ShadowJob,
+        bytes: &[u8],
+    ) -> (TargetOutcome, Option<ModelOutput>) {
+        match self.extractor.parse(bytes) {
+            Ok(out) => (TargetOutcome::Ok, Some(out)),
+            Err(e) => {
+                tracing::debug!(request_id = %job.request_id, target = which.as_str(), error = %e, "bad model output");
+                (TargetOutcome::InvalidEmbedding, None)
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
@@ -353,13 +437,7 @@ impl Mirror {
                 tracing::debug!(request_id = %job.request_id, target = which.as_str(), error = %e, "shadow call failed");
                 (TargetOutcome::Error, None)
             }
-            Ok(Ok(bytes)) => match self.extractor.parse(&bytes) {
-                Ok(out) => (TargetOutcome::Ok, Some(out)),
-                Err(e) => {
-                    tracing::debug!(request_id = %job.request_id, target = which.as_str(), error = %e, "bad model output");
-                    (TargetOutcome::InvalidEmbedding, None)
-                }
-            },
+            Ok(Ok(bytes)) => self.parse(which, job, &bytes),
         };
         CallResult {
             outcome,

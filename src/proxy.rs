@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::metrics::{Metrics, MirrorDecision, PrimaryMetrics};
 use crate::mirror::{Mirror, ShadowJob};
@@ -111,6 +111,8 @@ impl Proxy {
             .unwrap_or("/")
             .to_string();
         let mut shadow = None;
+        // With reuse_primary, a copy of the primary's answer for the mirror.
+        let mut tee = None;
         let decision = self
             .sampler
             .decide(&parts.method, parts.uri.path(), &request_id, started);
@@ -175,6 +177,15 @@ impl Proxy {
             .insert(self.request_id_header.clone(), id_value.clone());
         if let Some((permit, bytes, self_similarity)) = shadow {
             self.metrics.shadow.decision(MirrorDecision::Mirrored).inc();
+            let primary_response = self.mirror.reuse.map(|_| {
+                let (tx, rx) = oneshot::channel();
+                tee = Some(Tee {
+                    buf: Vec::new(),
+                    max: self.mirror.max_response_bytes,
+                    tx: Some(tx),
+                });
+                rx
+            });
             let job = ShadowJob {
                 request_id: request_id.clone(),
                 method: parts.method.clone(),
@@ -183,6 +194,7 @@ impl Proxy {
                 body: bytes,
                 received_at,
                 self_similarity,
+                primary_response,
             };
             let mirror = self.mirror.clone();
             tokio::spawn(async move { mirror.run(job, permit).await });
@@ -222,6 +234,7 @@ impl Proxy {
                     finder: self.tokens_finder.clone(),
                     scan: TokenScan::default(),
                     done: false,
+                    tee,
                 };
                 Ok(Response::from_parts(parts, Either::Left(body)))
             }
@@ -403,6 +416,42 @@ pub struct MeteredBody {
     finder: memchr::memmem::Finder<'static>,
     scan: TokenScan,
     done: bool,
+    tee: Option<Tee>,
+}
+
+/// The primary's answer as one side of a comparison (`reuse_primary`): frames are copied
+/// as they stream past, and the whole body goes to the mirror at the end. A failed,
+/// cut or oversized answer sends an error instead.
+pub struct Tee {
+    buf: Vec<u8>,
+    max: usize,
+    tx: Option<oneshot::Sender<Result<Bytes, String>>>,
+}
+
+impl Tee {
+    fn push(&mut self, data: &[u8]) {
+        if self.tx.is_none() {
+            return;
+        }
+        if self.buf.len() + data.len() > self.max {
+            self.fail(format!("primary answer over {} bytes", self.max));
+            return;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    fn fail(&mut self, why: String) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Err(why));
+        }
+        self.buf = Vec::new();
+    }
+
+    fn complete(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Ok(Bytes::from(std::mem::take(&mut self.buf))));
+        }
+    }
 }
 
 impl MeteredBody {
@@ -413,6 +462,13 @@ impl MeteredBody {
         self.done = true;
         if failed {
             self.metrics.errors.inc();
+        }
+        if let Some(tee) = self.tee.as_mut() {
+            if failed {
+                tee.fail("primary answer cut off".into());
+            } else {
+                tee.complete();
+            }
         }
         self.metrics
             .duration_for(self.scan.found)
@@ -434,6 +490,9 @@ impl Body for MeteredBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.scan.feed(&this.finder, data);
+                    if let Some(tee) = this.tee.as_mut() {
+                        tee.push(data);
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finish(false);
@@ -457,7 +516,13 @@ impl Body for MeteredBody {
 
 impl Drop for MeteredBody {
     fn drop(&mut self) {
-        // The client went away before the end: still a served request, still timed.
+        // The client went away before the end: still a served request, still timed, but
+        // the copy for the mirror is incomplete.
+        if !self.done {
+            if let Some(tee) = self.tee.as_mut() {
+                tee.fail("client left before the end of the answer".into());
+            }
+        }
         self.finish(false);
     }
 }

@@ -20,7 +20,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::drift::{DriftConfig, DriftState};
 use crate::feedback::{Feedback, FeedbackMetrics};
-use crate::metrics::{MetricLabels, Metrics};
+use crate::metrics::{MetricLabels, Metrics, Target};
 use crate::mirror::{Mirror, RecordLabels, ShadowTarget};
 use crate::protocol::Extractor;
 use crate::proxy::{http_client, Proxy};
@@ -142,7 +142,21 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         )?,
     ));
 
+    let reuse = if !cfg.shadow.reuse_primary {
+        None
+    } else if cfg.model.version == cfg.shadow.baseline.version {
+        Some(Target::Baseline)
+    } else if cfg.model.version == cfg.shadow.canary.version {
+        Some(Target::Canary)
+    } else {
+        tracing::warn!(
+            version = %cfg.model.version,
+            "shadow.reuse_primary is on but model.version matches neither shadow version: both sides are called"
+        );
+        None
+    };
     let mirror = Arc::new(Mirror {
+        reuse,
         baseline: ShadowTarget {
             base: parse_uri("shadow.baseline.url", &cfg.shadow.baseline.url)?,
             version: cfg.shadow.baseline.version.as_str().into(),

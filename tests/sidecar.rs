@@ -563,3 +563,59 @@ async fn metrics_exposition_passes_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// With reuse_primary on a canary pod, the primary's own answer is the canary side: one
+/// shadow call per sample instead of two, the same drift measured, the client unaffected.
+#[tokio::test]
+async fn reuse_primary_saves_the_call_for_the_pods_own_version() {
+    let c = 0.9;
+    let s = stack(
+        opts(CosineSpec::Constant(c)),
+        opts(CosineSpec::Identical),
+        opts(CosineSpec::Constant(c)),
+        "reuse_primary = true",
+        "",
+    )
+    .await;
+    let n = 40;
+    for i in 0..n {
+        let direct = s
+            .client
+            .send(
+                Method::POST,
+                &format!("{}/v1/embeddings", s.primary.url()),
+                &[],
+                format!(r#"{{"input":"reuse {i}"}}"#),
+            )
+            .await;
+        let via = s.embed(&format!("reuse {i}")).await;
+        assert_eq!(via.status, 200);
+        assert_eq!(via.body, direct.body);
+    }
+    let m = s.wait_pairs(n).await;
+    assert_eq!(
+        value(
+            &m,
+            "model_embedding_pairs_total",
+            &[("outcome", "compared")]
+        ),
+        Some(n as f64)
+    );
+    let mean = value(&m, "model_embedding_drift_cosine_similarity", &[]).unwrap();
+    assert!((mean - c).abs() < 0.005, "{mean}");
+    assert_eq!(s.baseline.shadow_requests(), n);
+    assert_eq!(
+        s.canary.requests(),
+        0,
+        "the canary side came from the primary"
+    );
+    assert_eq!(s.primary.requests(), 2 * n, "n direct + n proxied");
+    assert_eq!(
+        value(
+            &m,
+            "shadowgate_shadow_requests_total",
+            &[("target", "canary"), ("outcome", "ok")]
+        ),
+        Some(n as f64)
+    );
+}
