@@ -323,7 +323,7 @@ impl Mirror {
         primary: Option<oneshot::Receiver<Result<Bytes, String>>>,
     ) -> CallResult {
         match primary {
-            Some(rx) => self.from_primary(which, job, rx).await,
+            Some(rx) => self.primary_answer(which, job, rx).await,
             None => {
                 self.call(&self.client, target, which, job, path, headers, body)
                     .await
@@ -332,7 +332,7 @@ impl Mirror {
     }
 
     /// The primary's own answer as one side of the pair.
-    async fn from_primary(
+    async fn primary_answer(
         &self,
         which: Target,
         job: &ShadowJob,
