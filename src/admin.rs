@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::drift::DriftState;
 use crate::feedback::{token_matches, Feedback, JoinResult};
 use crate::metrics::Metrics;
+use crate::status;
 
 /// How long `/readyz` waits for a TCP connection to the primary.
 const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,6 +32,7 @@ pub struct AdminState {
     pub primary: http::Uri,
     pub started: Instant,
     pub config: Arc<Config>,
+    pub history: Arc<Mutex<status::History>>,
 }
 
 impl AdminState {
@@ -122,42 +124,44 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn status_page(State(state): State<AdminState>) -> Html<String> {
-    let s = state.refresh();
+    state.refresh();
     let c = &state.config;
-    let fmt = |v: f64| {
-        if v.is_nan() {
-            "–".to_string()
-        } else {
-            format!("{v:.4}")
+    let view = status::View {
+        model: c.model.name.clone(),
+        version: c.model.version.clone(),
+        baseline: c.shadow.baseline.version.clone(),
+        canary: c.shadow.canary.version.clone(),
+        uptime: state.started.elapsed(),
+        families: state.metrics.registry.gather(),
+        gates: c.gates.clone(),
+    };
+    let page = match state.history.lock() {
+        Ok(h) => status::render(&view, &h),
+        Err(_) => status::render(&view, &status::History::default()),
+    };
+    Html(page)
+}
+
+/// Sample the drift statistics into the status page's history until `stop`.
+pub async fn record_history(state: AdminState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(status::HISTORY_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
-    };
-    let rows = match &s {
-        Some(s) => format!(
-            "<tr><th>pairs in window</th><td id=\"window-pairs\">{}</td></tr>\
-             <tr><th>mean cosine (window)</th><td id=\"mean-cosine\">{}</td></tr>\
-             <tr><th>cosine bounds (since start)</th><td id=\"bounds\">{} … {}</td></tr>\
-             <tr><th>noise floor (self cosine)</th><td id=\"self-cosine\">{}</td></tr>\
-             <tr><th>pairs since start</th><td id=\"total-pairs\">{}</td></tr>",
-            s.window_pairs,
-            fmt(s.mean_cosine),
-            fmt(s.cosine_lower),
-            fmt(s.cosine_upper),
-            fmt(s.self_mean_cosine),
-            s.total_pairs
-        ),
-        None => String::new(),
-    };
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>shadowgate · {model}</title></head>\
-         <body style=\"font-family:sans-serif\"><h1>shadowgate</h1>\
-         <p>model <b>{model}</b>, this pod <b>{version}</b>; baseline <b>{b}</b> vs canary <b>{cv}</b>; up {up}s</p>\
-         <table>{rows}</table><p><a href=\"/metrics\">/metrics</a></p></body></html>",
-        model = html_escape(&c.model.name),
-        version = html_escape(&c.model.version),
-        b = html_escape(&c.shadow.baseline.version),
-        cv = html_escape(&c.shadow.canary.version),
-        up = state.started.elapsed().as_secs(),
-    ))
+        if let Some(s) = state.refresh() {
+            if let Ok(mut h) = state.history.lock() {
+                h.push(status::HistoryPoint {
+                    at: state.started.elapsed().as_secs_f64(),
+                    mean: s.mean_cosine,
+                    lower: s.cosine_lower,
+                    upper: s.cosine_upper,
+                    self_mean: s.self_mean_cosine,
+                });
+            }
+        }
+    }
 }
 
 /// Escape text for HTML element content and attribute values.

@@ -28,6 +28,7 @@ pub struct Config {
     pub feedback: FeedbackConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
+    pub gates: GatesConfig,
 }
 
 /// `[model]`: what this pod serves.
@@ -292,6 +293,38 @@ impl Default for MetricsConfig {
         Self {
             token_buckets: vec![16, 64, 256, 1024],
             tokens_field: "completion_tokens".into(),
+        }
+    }
+}
+
+/// `[gates]`: the thresholds of the recipe's gates, used by the status page's verdicts.
+/// Keep them equal to the AnalysisTemplates in `deploy/argo/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatesConfig {
+    pub max_error_rate: f64,
+    #[serde(with = "duration_str")]
+    pub max_p99: Duration,
+    /// Mean cosine the canary must keep (the recipe's 0.92).
+    pub cosine_threshold: f64,
+    /// Largest share of pairs allowed under `drift.floor`.
+    pub low_similarity_budget: f64,
+    /// accuracy(canary) / accuracy(baseline) must stay above this.
+    pub accuracy_ratio: f64,
+    /// conversion(canary) / conversion(baseline) must stay above this.
+    pub conversion_ratio: f64,
+}
+
+impl Default for GatesConfig {
+    fn default() -> Self {
+        // The published recipe's stage gates.
+        Self {
+            max_error_rate: 0.001,
+            max_p99: Duration::from_millis(500),
+            cosine_threshold: 0.92,
+            low_similarity_budget: 0.05,
+            accuracy_ratio: 0.95,
+            conversion_ratio: 0.98,
         }
     }
 }
@@ -684,11 +717,12 @@ fn collect_unknown_and_deserialize(
             "feedback" => section!(feedback),
             "limits" => section!(limits),
             "metrics" => section!(metrics),
+            "gates" => section!(gates),
             other => {
                 ok = false;
                 problems.push(ConfigProblem {
                     key: other.to_string(),
-                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics".into(),
+                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics, gates".into(),
                 });
             }
         }

@@ -19,7 +19,8 @@
 //! - [`feedback`]: labels and business events joined online.
 //! - [`metrics`]: every exported series, registered once.
 //! - [`shadow`]: shadow-log records and the Parquet writer.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, status page.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/labels`, `/feedback`.
+//! - [`status`]: the status page at `/`.
 //! - [`demo`]: built-in model servers and traffic for `shadowgate demo`.
 //! - [`cli`]: command-line definitions.
 //!
@@ -44,3 +45,4 @@ pub mod proxy;
 pub mod sampler;
 pub mod serve;
 pub mod shadow;
+pub mod status;

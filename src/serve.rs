@@ -247,6 +247,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         primary: proxy.primary.clone(),
         started: Instant::now(),
         config: cfg.clone(),
+        history: Arc::default(),
     };
     // The admin port outlives the proxy port so the last scrape sees the drained totals.
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);

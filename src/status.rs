@@ -1,0 +1,521 @@
+//! The status page at `/` on the admin port, for the engineer who port-forwards to one
+//! pod: drift mean with its bounds and the noise floor over the last hour (inline SVG, no
+//! external assets), the verdict each gate would give now from this pod's view, and the
+//! health of the shadow path and shadow log. Every number is read from the same registry
+//! `/metrics` exposes, so the page and the scrape cannot disagree.
+
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::time::Duration;
+
+use prometheus::proto::{MetricFamily, MetricType};
+
+use crate::config::GatesConfig;
+
+/// One point of the drift history.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryPoint {
+    /// Seconds since the sidecar started.
+    pub at: f64,
+    pub mean: f64,
+    pub lower: f64,
+    pub upper: f64,
+    pub self_mean: f64,
+}
+
+/// How often the history is sampled, and how much is kept (one hour).
+pub const HISTORY_EVERY: Duration = Duration::from_secs(10);
+pub const HISTORY_POINTS: usize = 360;
+
+/// Drift history for the chart: a ring of the last hour.
+#[derive(Debug, Default)]
+pub struct History {
+    points: VecDeque<HistoryPoint>,
+}
+
+impl History {
+    pub fn push(&mut self, p: HistoryPoint) {
+        if self.points.len() == HISTORY_POINTS {
+            self.points.pop_front();
+        }
+        self.points.push_back(p);
+    }
+
+    pub fn points(&self) -> impl Iterator<Item = &HistoryPoint> {
+        self.points.iter()
+    }
+}
+
+/// A gate's verdict as Argo Rollouts would see it from this pod's series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// Evidence not yet enough either way: keep collecting.
+    Inconclusive,
+    /// No data (NaN, or nothing served).
+    NoData,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+            Verdict::NoData => "no data",
+        }
+    }
+    fn colour(self) -> &'static str {
+        match self {
+            Verdict::Pass => "#1a7f37",
+            Verdict::Fail => "#cf222e",
+            Verdict::Inconclusive => "#9a6700",
+            Verdict::NoData => "#6e7781",
+        }
+    }
+}
+
+/// Sum of a family's samples whose labels include all of `labels` (counter, gauge or
+/// histogram count).
+pub fn metric(families: &[MetricFamily], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let Some(f) = families.iter().find(|f| f.name() == name) else {
+        return f64::NAN;
+    };
+    let mut sum = 0.0;
+    let mut any = false;
+    for m in f.get_metric() {
+        let matches = labels.iter().all(|(k, v)| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == *k && l.value() == *v)
+        });
+        if !matches {
+            continue;
+        }
+        any = true;
+        sum += match f.get_field_type() {
+            MetricType::COUNTER => m.get_counter().get_value(),
+            MetricType::GAUGE => m.get_gauge().get_value(),
+            MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
+            _ => 0.0,
+        };
+    }
+    if any {
+        sum
+    } else {
+        f64::NAN
+    }
+}
+
+/// A quantile from a histogram family (all series summed), by linear interpolation in
+/// the bucket, as PromQL's `histogram_quantile` does.
+pub fn histogram_quantile(families: &[MetricFamily], name: &str, q: f64) -> f64 {
+    let Some(f) = families.iter().find(|f| f.name() == name) else {
+        return f64::NAN;
+    };
+    let mut edges: Vec<(f64, f64)> = Vec::new();
+    let mut total = 0.0;
+    for m in f.get_metric() {
+        let h = m.get_histogram();
+        total += h.get_sample_count() as f64;
+        for (i, b) in h.get_bucket().iter().enumerate() {
+            if edges.len() <= i {
+                edges.push((b.upper_bound(), 0.0));
+            }
+            edges[i].1 += b.cumulative_count() as f64;
+        }
+    }
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for &(upper, count) in &edges {
+        if count >= rank {
+            let width = count - prev.1;
+            return if width == 0.0 {
+                upper
+            } else {
+                prev.0 + (upper - prev.0) * (rank - prev.1) / width
+            };
+        }
+        prev = (upper, count);
+    }
+    edges.last().map_or(f64::NAN, |e| e.0)
+}
+
+/// Everything the page shows, read from the registry.
+pub struct View {
+    pub model: String,
+    pub version: String,
+    pub baseline: String,
+    pub canary: String,
+    pub uptime: Duration,
+    pub families: Vec<MetricFamily>,
+    pub gates: GatesConfig,
+}
+
+/// The gate verdicts from this pod's point of view.
+pub fn verdicts(v: &View) -> Vec<(&'static str, String, Verdict)> {
+    let f = &v.families;
+    let g = &v.gates;
+    let mut out = Vec::new();
+
+    let requests = metric(f, "model_inference_requests_total", &[]);
+    let errors = metric(f, "model_inference_errors_total", &[]);
+    let rate = if requests > 0.0 {
+        errors / requests
+    } else {
+        f64::NAN
+    };
+    let verdict = if rate.is_nan() {
+        Verdict::NoData
+    } else if rate < g.max_error_rate {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    out.push((
+        "error rate",
+        format!("{} (limit {})", fmt(rate, 5), g.max_error_rate),
+        verdict,
+    ));
+
+    let p99 = histogram_quantile(f, "model_inference_duration_seconds", 0.99);
+    let limit = g.max_p99.as_secs_f64();
+    let verdict = if p99.is_nan() {
+        Verdict::NoData
+    } else if p99 < limit {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    out.push((
+        "p99 latency",
+        format!("{} s (limit {limit} s)", fmt(p99, 4)),
+        verdict,
+    ));
+
+    let lower = metric(f, "model_embedding_cosine_similarity_lower_bound", &[]);
+    let upper = metric(f, "model_embedding_cosine_similarity_upper_bound", &[]);
+    let low_lo = metric(f, "model_embedding_low_similarity_ratio_lower_bound", &[]);
+    let low_hi = metric(f, "model_embedding_low_similarity_ratio_upper_bound", &[]);
+    let verdict = if [lower, upper, low_lo, low_hi].iter().any(|x| x.is_nan()) {
+        Verdict::NoData
+    } else if upper < g.cosine_threshold || low_lo > g.low_similarity_budget {
+        Verdict::Fail
+    } else if lower >= g.cosine_threshold && low_hi <= g.low_similarity_budget {
+        Verdict::Pass
+    } else {
+        Verdict::Inconclusive
+    };
+    out.push((
+        "embedding drift",
+        format!(
+            "cosine in [{}, {}] (threshold {}); low share in [{}, {}] (budget {})",
+            fmt(lower, 4),
+            fmt(upper, 4),
+            g.cosine_threshold,
+            fmt(low_lo, 4),
+            fmt(low_hi, 4),
+            g.low_similarity_budget
+        ),
+        verdict,
+    ));
+
+    let noise = metric(
+        f,
+        "model_embedding_noise_adjusted_similarity_lower_bound",
+        &[],
+    );
+    let verdict = if noise.is_nan() {
+        Verdict::NoData
+    } else if noise >= g.cosine_threshold {
+        Verdict::Pass
+    } else {
+        Verdict::Inconclusive
+    };
+    out.push((
+        "noise-adjusted drift",
+        format!(
+            "lower bound {} (threshold {})",
+            fmt(noise, 4),
+            g.cosine_threshold
+        ),
+        verdict,
+    ));
+
+    let ratio = metric(f, "model_accuracy_ratio_lower_bound", &[]);
+    let verdict = if ratio.is_nan() {
+        Verdict::NoData
+    } else if ratio >= g.accuracy_ratio {
+        Verdict::Pass
+    } else {
+        Verdict::Inconclusive
+    };
+    out.push((
+        "accuracy ratio",
+        format!(
+            "lower bound {} (threshold {})",
+            fmt(ratio, 4),
+            g.accuracy_ratio
+        ),
+        verdict,
+    ));
+
+    let conv = metric(f, "business_metric_conversion_rate", &[]);
+    out.push((
+        "conversion ratio",
+        format!(
+            "this pod ({}) converts {}; the ratio needs the other version's pods (see Prometheus)",
+            v.version,
+            fmt(conv, 4)
+        ),
+        Verdict::NoData,
+    ));
+    out
+}
+
+fn fmt(x: f64, digits: usize) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
+/// The whole page.
+pub fn render(v: &View, history: &History) -> String {
+    let f = &v.families;
+    let esc = crate::admin::html_escape;
+    let mut h = String::with_capacity(16 * 1024);
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>shadowgate · {model}</title>\
+         <meta http-equiv=\"refresh\" content=\"10\">\
+         <style>body{{font-family:system-ui,sans-serif;margin:1.5em;color:#1f2328}}table{{border-collapse:collapse;margin:.5em 0 1.2em}}\
+         td,th{{padding:.25em .8em;border-bottom:1px solid #d0d7de;text-align:left}}th{{font-weight:600}}.num{{font-variant-numeric:tabular-nums}}</style>\
+         </head><body><h1>shadowgate</h1>\
+         <p>model <b>{model}</b> · this pod serves <b>{version}</b> · baseline <b>{b}</b> vs canary <b>{c}</b> · up {up}s</p>",
+        model = esc(&v.model),
+        version = esc(&v.version),
+        b = esc(&v.baseline),
+        c = esc(&v.canary),
+        up = v.uptime.as_secs()
+    );
+
+    let g = |name: &str| metric(f, name, &[]);
+    h.push_str("<h2>Drift</h2><table>");
+    for (id, label, value) in [
+        (
+            "mean-cosine",
+            "mean cosine (window)",
+            fmt(g("model_embedding_drift_cosine_similarity"), 4),
+        ),
+        (
+            "lower-bound",
+            "lower bound (since start)",
+            fmt(g("model_embedding_cosine_similarity_lower_bound"), 4),
+        ),
+        (
+            "upper-bound",
+            "upper bound (since start)",
+            fmt(g("model_embedding_cosine_similarity_upper_bound"), 4),
+        ),
+        (
+            "noise-floor",
+            "noise floor: self cosine",
+            fmt(g("model_embedding_self_cosine_similarity"), 4),
+        ),
+        (
+            "noise-adjusted",
+            "noise-adjusted lower bound",
+            fmt(
+                g("model_embedding_noise_adjusted_similarity_lower_bound"),
+                4,
+            ),
+        ),
+        (
+            "low-ratio",
+            "share under the floor (window)",
+            fmt(g("model_embedding_low_similarity_ratio"), 4),
+        ),
+        (
+            "window-pairs",
+            "pairs in window",
+            fmt(g("model_embedding_window_pairs"), 0),
+        ),
+        (
+            "pairs-compared",
+            "pairs compared (total)",
+            fmt(
+                metric(f, "model_embedding_pairs_total", &[("outcome", "compared")]),
+                0,
+            ),
+        ),
+    ] {
+        let _ = write!(
+            h,
+            "<tr><th>{label}</th><td class=\"num\" id=\"{id}\">{value}</td></tr>"
+        );
+    }
+    h.push_str("</table>");
+    h.push_str(&chart(history));
+
+    h.push_str("<h2>Gates, as this pod sees them</h2><table>");
+    for (name, detail, verdict) in verdicts(v) {
+        let _ = write!(
+            h,
+            "<tr><th>{name}</th><td class=\"verdict\" data-gate=\"{name}\" style=\"color:{}\"><b>{}</b></td><td>{}</td></tr>",
+            verdict.colour(),
+            verdict.as_str(),
+            esc(&detail)
+        );
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Shadow path</h2><table><tr><th>target</th>");
+    let outcomes = ["ok", "error", "timeout", "invalid_embedding", "dropped"];
+    for o in outcomes {
+        let _ = write!(h, "<th>{o}</th>");
+    }
+    h.push_str("</tr>");
+    for t in ["baseline", "canary"] {
+        let _ = write!(h, "<tr><th>{t}</th>");
+        for o in outcomes {
+            let n = metric(
+                f,
+                "shadowgate_shadow_requests_total",
+                &[("target", t), ("outcome", o)],
+            );
+            let _ = write!(
+                h,
+                "<td class=\"num\" id=\"shadow-{t}-{o}\">{}</td>",
+                fmt(n, 0)
+            );
+        }
+        h.push_str("</tr>");
+    }
+    let _ = write!(
+        h,
+        "</table><p>in flight: <span id=\"in-flight\">{}</span></p>",
+        fmt(g("shadowgate_shadow_in_flight"), 0)
+    );
+
+    h.push_str("<h2>Shadow log</h2><table>");
+    for (id, label, name) in [
+        (
+            "log-rows",
+            "rows written",
+            "shadowgate_shadow_log_rows_total",
+        ),
+        (
+            "log-files",
+            "files closed",
+            "shadowgate_shadow_log_files_total",
+        ),
+        (
+            "log-dropped",
+            "rows dropped",
+            "shadowgate_shadow_log_dropped_total",
+        ),
+        (
+            "log-errors",
+            "write errors",
+            "shadowgate_shadow_log_write_errors_total",
+        ),
+        (
+            "log-queue",
+            "queue depth",
+            "shadowgate_shadow_log_queue_depth",
+        ),
+    ] {
+        let _ = write!(
+            h,
+            "<tr><th>{label}</th><td class=\"num\" id=\"{id}\">{}</td></tr>",
+            fmt(g(name), 0)
+        );
+    }
+    h.push_str("</table><p><a href=\"/metrics\">/metrics</a> · <a href=\"/readyz\">/readyz</a></p></body></html>");
+    h
+}
+
+/// Inline SVG: the mean with its confidence band and the noise floor, last hour.
+fn chart(history: &History) -> String {
+    let pts: Vec<&HistoryPoint> = history.points().filter(|p| p.mean.is_finite()).collect();
+    if pts.len() < 2 {
+        return "<p id=\"chart\">chart: waiting for data (a point every 10 s)</p>".into();
+    }
+    let (w, hgt, pad) = (720.0, 220.0, 36.0);
+    let t0 = pts[0].at;
+    let t1 = pts[pts.len() - 1].at.max(t0 + 1.0);
+    let lo = pts
+        .iter()
+        .flat_map(|p| [p.mean, p.lower, p.self_mean])
+        .filter(|x| x.is_finite())
+        .fold(1.0f64, f64::min)
+        .max(-1.0)
+        - 0.01;
+    let hi = 1.0;
+    let x = |t: f64| pad + (t - t0) / (t1 - t0) * (w - 2.0 * pad);
+    let y = |v: f64| hgt - pad + (lo - v.clamp(lo, hi)) / (hi - lo) * (hgt - 2.0 * pad);
+    let line = |sel: &dyn Fn(&HistoryPoint) -> f64| -> String {
+        pts.iter()
+            .filter(|p| sel(p).is_finite())
+            .map(|p| format!("{:.1},{:.1}", x(p.at), y(sel(p))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let band: Vec<String> = pts
+        .iter()
+        .filter(|p| p.upper.is_finite())
+        .map(|p| format!("{:.1},{:.1}", x(p.at), y(p.upper)))
+        .chain(
+            pts.iter()
+                .rev()
+                .filter(|p| p.lower.is_finite())
+                .map(|p| format!("{:.1},{:.1}", x(p.at), y(p.lower))),
+        )
+        .collect();
+    format!(
+        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" role=\"img\" aria-label=\"drift over the last hour\">\
+         <rect width=\"{w}\" height=\"{hgt}\" fill=\"#f6f8fa\"/>\
+         <polygon points=\"{band}\" fill=\"#54aeff\" fill-opacity=\"0.25\"/>\
+         <polyline points=\"{mean}\" fill=\"none\" stroke=\"#0969da\" stroke-width=\"2\"/>\
+         <polyline points=\"{noise}\" fill=\"none\" stroke=\"#8250df\" stroke-dasharray=\"4 3\"/>\
+         <text x=\"4\" y=\"{ytop:.0}\" font-size=\"11\">{hi:.3}</text><text x=\"4\" y=\"{ybot:.0}\" font-size=\"11\">{lo:.3}</text>\
+         <text x=\"{pad}\" y=\"14\" font-size=\"11\" fill=\"#0969da\">mean cosine (window) with bounds</text>\
+         <text x=\"300\" y=\"14\" font-size=\"11\" fill=\"#8250df\">noise floor (self cosine)</text></svg>",
+        band = band.join(" "),
+        mean = line(&|p| p.mean),
+        noise = line(&|p| p.self_mean),
+        ytop = y(hi) + 4.0,
+        ybot = y(lo),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantile_interpolates_like_promql() {
+        let r = prometheus::Registry::new();
+        let h = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new("h", "h").buckets(vec![0.1, 0.2, 0.4]),
+        )
+        .unwrap();
+        r.register(Box::new(h.clone())).unwrap();
+        for _ in 0..50 {
+            h.observe(0.05);
+        }
+        for _ in 0..50 {
+            h.observe(0.15);
+        }
+        let f = r.gather();
+        // rank 75 of 100: halfway through the (0.1, 0.2] bucket.
+        assert!((histogram_quantile(&f, "h", 0.75) - 0.15).abs() < 1e-12);
+        assert!((histogram_quantile(&f, "h", 0.5) - 0.1).abs() < 1e-12);
+    }
+}
