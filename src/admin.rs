@@ -60,6 +60,7 @@ pub fn router(state: AdminState) -> Router {
 
 /// Serve until `stop` turns true.
 pub async fn serve(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(record_history(state.clone(), stop.clone()));
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
