@@ -194,7 +194,7 @@ impl Default for DriftSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShadowLogConfig {
-    /// Root of the Hive-partitioned tree; empty disables the shadow log.
+    /// Root of the Hive-partitioned tree; `""` turns the shadow log off.
     pub dir: PathBuf,
     pub max_rows_per_file: usize,
     #[serde(with = "duration_str")]

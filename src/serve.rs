@@ -20,11 +20,12 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::drift::{DriftConfig, DriftState};
 use crate::feedback::{Feedback, FeedbackMetrics};
-use crate::metrics::{MetricLabels, Metrics, Target};
+use crate::metrics::{MetricLabels, Metrics, PairOutcome, Target};
 use crate::mirror::{Mirror, RecordLabels, ShadowTarget};
 use crate::protocol::Extractor;
 use crate::proxy::{http_client, Proxy};
 use crate::sampler::{SampleRate, Sampler};
+use crate::shadow::{self, ShadowLogGuard, ShadowLogMetrics, WriterOptions, WriterSummary};
 
 /// Why the sidecar could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
     #[error("invalid setting {key}: {reason}")]
     Setting { key: &'static str, reason: String },
+    #[error("shadow_log.dir: {0}")]
+    ShadowLog(#[from] crate::shadow::ShadowLogError),
 }
 
 /// What a finished run did, for logs and tests.
@@ -48,6 +51,8 @@ pub struct Summary {
     pub connections_cut: usize,
     /// Shadow comparisons still running when the grace period ended.
     pub shadow_tasks_cut: usize,
+    /// What the shadow log wrote, when it is on.
+    pub shadow_log: Option<WriterSummary>,
 }
 
 /// A running sidecar: its bound addresses and the handle that stops it.
@@ -128,6 +133,29 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .filter_map(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
         .collect();
     let pod: Arc<str> = pod_name().into();
+    let (log, log_guard) = if cfg.shadow_log.dir.as_os_str().is_empty() {
+        (None, None)
+    } else {
+        let opts = WriterOptions {
+            dir: cfg.shadow_log.dir.clone(),
+            pod: pod.to_string(),
+            max_rows_per_file: cfg.shadow_log.max_rows_per_file,
+            max_file_age: cfg.shadow_log.max_file_age,
+            queue_capacity: cfg.shadow_log.queue_capacity,
+            store_inputs: cfg.shadow_log.store_inputs,
+            store_embeddings: cfg.shadow_log.store_embeddings,
+            ..WriterOptions::new(cfg.shadow_log.dir.clone(), pod.to_string())
+        };
+        let (sender, guard) = shadow::start(
+            opts,
+            ShadowLogMetrics::register(&metrics.registry, &cfg.model.name)?,
+        )?;
+        let report = guard.recovery_report();
+        if !report.is_empty() {
+            tracing::warn!(?report, "shadow log: leftover temporary files from an earlier run were recovered or set aside");
+        }
+        (Some(sender), Some(guard))
+    };
     let feedback = Arc::new(Feedback::new(
         cfg.feedback.label_ttl,
         cfg.feedback.max_tracked,
@@ -178,7 +206,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         metrics: metrics.clone(),
         drift: drift.clone(),
         feedback: feedback.clone(),
-        log: None,
+        log,
         labels: RecordLabels {
             model: cfg.model.name.as_str().into(),
             pod,
@@ -260,6 +288,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         shadow_permits,
         stop_rx,
         admin,
+        log_guard,
     ));
     tracing::info!(%proxy_addr, %admin_addr, "shadowgate listening");
     Ok(Running {
@@ -280,6 +309,7 @@ async fn run(
     shadow_permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     admin: (watch::Sender<bool>, JoinHandle<()>),
+    log_guard: Option<ShadowLogGuard>,
 ) -> Summary {
     let graceful = GracefulShutdown::new();
     let conn_permits = Arc::new(Semaphore::new(cfg.limits.max_connections));
@@ -343,9 +373,30 @@ async fn run(
             );
         }
     }
+    if let Some(guard) = log_guard {
+        // Every row the mirror handed over is now in the queue: close the files.
+        tracing::info!("closing the shadow log");
+        match tokio::task::spawn_blocking(move || guard.close()).await {
+            Ok(Ok(s)) => {
+                tracing::info!(rows = s.rows, files = s.files, "shadow log closed");
+                summary.shadow_log = Some(s);
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "shadow log did not close cleanly"),
+            Err(e) => tracing::error!(error = %e, "shadow log close task failed"),
+        }
+    }
     let _ = admin.0.send(true);
     let _ = admin.1.await;
-    tracing::info!("shut down");
+    let pairs = &proxy.metrics.drift;
+    tracing::info!(
+        compared = pairs.pair(PairOutcome::Compared).get(),
+        baseline_error = pairs.pair(PairOutcome::BaselineError).get(),
+        canary_error = pairs.pair(PairOutcome::CanaryError).get(),
+        timeout = pairs.pair(PairOutcome::Timeout).get(),
+        invalid = pairs.pair(PairOutcome::Invalid).get(),
+        shadow_log_rows = summary.shadow_log.map_or(0, |s| s.rows),
+        "shut down; final pair counts"
+    );
     summary
 }
 

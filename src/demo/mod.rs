@@ -282,6 +282,15 @@ max_file_age = "10s"
         baseline.requests(),
         canary.requests()
     );
+    if let Some(log) = &summary.shadow_log {
+        println!(
+            "  shadow log          {} rows in {} Parquet files ({} bytes) under {}",
+            log.rows,
+            log.files,
+            log.bytes,
+            opts.dir.display()
+        );
+    }
     if summary.shadow_tasks_cut > 0 {
         println!(
             "  shutdown            {} shadow comparisons cut by the grace period",

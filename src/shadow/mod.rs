@@ -1,12 +1,35 @@
-//! The shadow log (placeholder until the Parquet writer lands): record type only.
-mod record;
-pub use record::{ShadowRecord, TargetOutcome};
+//! Shadow log: one Parquet row per mirrored request, in a Hive-partitioned tree that
+//! pyarrow, DuckDB, Spark and Trino read as one table, written off the hot path.
+//!
+//! - [`record`]: the row type the mirror path fills.
+//! - `schema`: the Arrow schema ([`arrow_schema`]) and Parquet settings.
+//! - `layout`: partition directories and file names.
+//! - `writer`: bounded queue ([`ShadowLogSender::try_log`]), writer thread, rotation,
+//!   close ([`ShadowLogGuard::close`]).
+//! - `recovery`: leftover temporary files at start.
+//! - `metrics`: [`ShadowLogMetrics`].
+//!
+//! Guarantees: a reader never sees a partial file (files are written as
+//! `.<name>.parquet.tmp`, fsynced, then renamed); every row `try_log` accepted is in a
+//! closed file once `close` returns, unless its file hit a write error (then it is
+//! counted in `dropped_total{reason="write_error"}`); a `kill -9` loses at most the open
+//! file of each partition (≤ `max_rows_per_file` rows, ≤ `max_file_age` old), whose
+//! leftover is quarantined at the next start, never deleted.
 
-/// Placeholder sender until the writer lands.
-#[derive(Clone, Debug, Default)]
-pub struct ShadowLogSender;
-impl ShadowLogSender {
-    pub fn try_log(&self, _rec: ShadowRecord) -> bool {
-        true
-    }
-}
+mod layout;
+mod metrics;
+pub mod record;
+mod recovery;
+mod schema;
+mod writer;
+
+pub use layout::QUARANTINE_DIR;
+pub use metrics::ShadowLogMetrics;
+pub use record::{ShadowRecord, TargetOutcome};
+pub use recovery::{QuarantinedFile, RecoveryReport};
+pub use schema::{arrow_schema, ROW_GROUP_MAX_BYTES, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+pub use writer::{
+    start, start_gated, ShadowLogError, ShadowLogGuard, ShadowLogSender, WriterOptions,
+    WriterSummary, DEFAULT_MAX_FILE_AGE, DEFAULT_MAX_ROWS_PER_FILE, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_ROW_GROUP_ROWS,
+};

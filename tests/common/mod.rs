@@ -107,6 +107,8 @@ url = "{canary}"
 version = "v2"
 [drift]
 min_pairs = 10
+[shadow_log]
+dir = ""
 "#
     );
     let mut table: toml::Table = base.parse().unwrap();
@@ -183,6 +185,21 @@ impl Client {
         Self {
             inner: http_client(64),
         }
+    }
+
+    /// POST a JSON body; the status, or None when the request failed (connection refused,
+    /// reset): for load that runs across a shutdown.
+    pub async fn try_send(&self, method: Method, url: &str, body: String) -> Option<u16> {
+        let req = Request::builder()
+            .method(method)
+            .uri(url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .ok()?;
+        let resp = self.inner.request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await.ok()?;
+        Some(status)
     }
 
     pub async fn send(
