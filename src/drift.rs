@@ -1,109 +1,607 @@
-//! TEMPORARY stand-in until drift statistics land (same API).
+//! Drift statistics for one (model, baseline, canary) triple: the numbers behind the
+//! drift gauges of DESIGN.md ("Prometheus series"). Pure code; the caller owns the clock,
+//! wraps a [`DriftState`] in a `Mutex` and calls [`DriftState::snapshot`] once per scrape.
+//!
+//! Two horizons:
+//! - the sliding window (`DriftConfig::window`, at most [`WINDOW_CAP`] pairs): mean
+//!   cosine, low quantiles, share under the floor, norm ratio, prediction agreement;
+//! - since the canary revision started ([`DriftState::reset`]): anytime-valid
+//!   [`ConfidenceSequence`]s, which stay valid although a gate looks every minute.
+//!
+//! The noise-adjusted bound: with C = E[cos(b, c)] (baseline vs canary) and
+//! S = E[cos(b, b')] (baseline vs itself, assumed > 0), `noise_adjusted_lower` is a lower
+//! bound on C / S that holds at level α (the configured per-side alpha) uniformly over
+//! time. The α is split by a union bound: a lower bound L on C at α/2 (its own sequence),
+//! and a two-sided bound [Sₗ, Sᵤ] on S at α/4 per side. On the event that all three
+//! hold (probability ≥ 1 − α), C/S ≥ L/Sᵤ when L ≥ 0 and C/S ≥ L/Sₗ when L < 0 (a
+//! smaller denominator makes a negative ratio more negative); if L < 0 and Sₗ ≤ 0 the
+//! bound is vacuous and reported as −∞.
+
+mod confseq;
+
+pub use confseq::ConfidenceSequence;
+
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// Quantile levels of the windowed cosine reported by [`DriftSnapshot::quantiles`]: low
+/// ones, because a canary that breaks a small share of inputs moves the tail first.
+pub const QUANTILES: [f64; 4] = [0.01, 0.05, 0.1, 0.5];
+
+/// Most pairs the sliding window keeps (oldest dropped first): 8 MiB at 32 bytes a pair,
+/// and still every pair of a 5-minute window at ~870 compared pairs per second.
+pub const WINDOW_CAP: usize = 262_144;
+
+/// Settings of the drift statistics (validated by the configuration layer).
 #[derive(Debug, Clone)]
 pub struct DriftConfig {
+    /// Sliding window for the mean, quantile, ratio and agreement statistics.
     pub window: Duration,
+    /// Below this many pairs a statistic is NaN: windowed ones count pairs in the window,
+    /// bounds count pairs since the last reset.
     pub min_pairs: u64,
+    /// Cosine under which a pair counts as "low".
     pub floor: f64,
+    /// Miscoverage per side of every confidence sequence, in (0, 0.5].
     pub alpha: f64,
 }
-pub const QUANTILES: [f64; 4] = [0.01, 0.05, 0.1, 0.5];
+
+/// One compared pair in the window. 32 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    at: Instant,
+    cosine: f64,
+    // A gauge of a mean ratio near 1 needs no more than f32 precision; it saves 8 bytes.
+    norm_ratio: f32,
+    agree: Option<bool>,
+}
+
+/// Drift statistics of one (model, baseline, canary) triple. `Send`; not synchronised.
+#[derive(Debug, Clone)]
 pub struct DriftState {
     cfg: DriftConfig,
-    w: VecDeque<(Instant, f64, f64, Option<bool>)>,
-    total: u64,
+    /// Ordered by insertion time (callers pass a monotonic clock; small reorderings from
+    /// concurrent callers only delay an eviction slightly).
+    window: VecDeque<Entry>,
+    /// Reused buffer for quantile selection.
+    scratch: Vec<f64>,
+    /// (1 + cos)/2 at α per side: the exported cosine bounds.
+    cosine_cs: ConfidenceSequence,
+    /// 1[cos < floor] at α per side.
+    low_cs: ConfidenceSequence,
+    /// (1 + cos)/2 at α/2: numerator of the noise-adjusted bound.
+    ratio_num_cs: ConfidenceSequence,
+    /// (1 + self cos)/2 at α/4 per side: denominator of the noise-adjusted bound.
+    self_cs: ConfidenceSequence,
 }
+
+/// Everything the drift gauges show, computed by [`DriftState::snapshot`]. Cosine-valued
+/// fields are in cosine space [-1, 1]; NaN means "not enough pairs".
 #[derive(Debug, Clone)]
 pub struct DriftSnapshot {
+    /// Pairs in the sliding window.
     pub window_pairs: u64,
+    /// Mean cosine of the window's pairs.
     pub mean_cosine: f64,
+    /// `(q, value)` for each q in [`QUANTILES`], linear interpolation between order
+    /// statistics (the "type 7" definition of R and numpy).
     pub quantiles: Vec<(f64, f64)>,
+    /// Share of the window's pairs with cosine < floor.
     pub low_ratio: f64,
+    /// Mean canary/baseline norm ratio over the window (non-finite ratios skipped).
     pub norm_ratio: f64,
+    /// Share agreeing among the window's pairs that have both predictions; NaN if fewer
+    /// than `min_pairs` such pairs.
     pub agreement: f64,
+    /// Pairs since the last reset.
     pub total_pairs: u64,
+    /// Anytime-valid lower bound on the mean cosine since the last reset.
     pub cosine_lower: f64,
+    /// Anytime-valid upper bound on the mean cosine since the last reset.
     pub cosine_upper: f64,
+    /// Anytime-valid lower bound on P(cos < floor) since the last reset.
     pub low_ratio_lower: f64,
+    /// Anytime-valid upper bound on P(cos < floor) since the last reset.
     pub low_ratio_upper: f64,
+    /// Self-similarity pairs since the last reset.
     pub self_pairs: u64,
+    /// Mean self cosine since the last reset (NaN below `min_pairs`).
     pub self_mean_cosine: f64,
+    /// Lower bound on E[cos(b,c)] / E[cos(b,b')] (module doc); NaN unless both the pairs
+    /// and the self pairs number at least `min_pairs`.
     pub noise_adjusted_lower: f64,
 }
+
 impl DriftState {
+    /// Empty statistics.
     pub fn new(cfg: DriftConfig) -> Self {
+        let alpha = cfg.alpha;
         Self {
             cfg,
-            w: VecDeque::new(),
-            total: 0,
+            window: VecDeque::new(),
+            scratch: Vec::new(),
+            cosine_cs: ConfidenceSequence::new(alpha),
+            low_cs: ConfidenceSequence::new(alpha),
+            ratio_num_cs: ConfidenceSequence::new(alpha / 2.0),
+            self_cs: ConfidenceSequence::new(alpha / 4.0),
         }
     }
-    pub fn record(&mut self, now: Instant, c: f64, n: f64, a: Option<bool>) {
-        self.w.push_back((now, c, n, a));
-        self.total += 1;
+
+    /// One compared pair. `agree` is None when either prediction is missing.
+    ///
+    /// A non-finite `cosine` is ignored (`compare` never produces one); finite ones are
+    /// clamped to [-1, 1].
+    pub fn record(&mut self, now: Instant, cosine: f64, norm_ratio: f64, agree: Option<bool>) {
+        if !cosine.is_finite() {
+            return;
+        }
+        let cosine = cosine.clamp(-1.0, 1.0);
+        self.evict(now);
+        if self.window.len() >= WINDOW_CAP {
+            self.window.pop_front();
+        }
+        self.window.push_back(Entry {
+            at: now,
+            cosine,
+            norm_ratio: norm_ratio as f32,
+            agree,
+        });
+        let x = (1.0 + cosine) / 2.0;
+        self.cosine_cs.push(x);
+        self.ratio_num_cs.push(x);
+        self.low_cs
+            .push(if cosine < self.cfg.floor { 1.0 } else { 0.0 });
     }
-    pub fn record_self(&mut self, _now: Instant, _c: f64) {}
-    pub fn reset(&mut self) {
-        self.w.clear();
-        self.total = 0;
+
+    /// One self-similarity pair (baseline called twice on the same input): the noise
+    /// floor. Kept since the last reset, like the bounds it feeds; `_now` is accepted for
+    /// symmetry with [`DriftState::record`]. Non-finite cosines are ignored.
+    pub fn record_self(&mut self, _now: Instant, cosine: f64) {
+        if cosine.is_finite() {
+            self.self_cs.push((1.0 + cosine.clamp(-1.0, 1.0)) / 2.0);
+        }
     }
+
+    /// Drop window entries older than `window`, compute everything. Below `min_pairs`
+    /// (pairs in the window for windowed stats; pairs since reset for the bounds)
+    /// ratios/quantiles/bounds are NaN.
     pub fn snapshot(&mut self, now: Instant) -> DriftSnapshot {
-        while let Some(f) = self.w.front() {
-            if now.duration_since(f.0) > self.cfg.window {
-                self.w.pop_front();
+        self.evict(now);
+        // Zero pairs is never enough, whatever min_pairs says.
+        let need = self.cfg.min_pairs.max(1);
+        let window_pairs = self.window.len() as u64;
+        let windowed = window_pairs >= need;
+
+        let nan = f64::NAN;
+        let (mut mean_cosine, mut low_ratio, mut norm_ratio) = (nan, nan, nan);
+        let mut quantiles: Vec<(f64, f64)> = QUANTILES.iter().map(|&q| (q, nan)).collect();
+        if windowed {
+            let n = self.window.len() as f64;
+            let (mut sum, mut low, mut ratio_sum, mut ratio_n) = (0.0, 0u64, 0.0, 0u64);
+            for e in &self.window {
+                sum += e.cosine;
+                low += u64::from(e.cosine < self.cfg.floor);
+                if e.norm_ratio.is_finite() {
+                    ratio_sum += f64::from(e.norm_ratio);
+                    ratio_n += 1;
+                }
+            }
+            mean_cosine = sum / n;
+            low_ratio = low as f64 / n;
+            if ratio_n > 0 {
+                norm_ratio = ratio_sum / ratio_n as f64;
+            }
+            self.scratch.clear();
+            self.scratch.extend(self.window.iter().map(|e| e.cosine));
+            quantiles = quantiles_in_place(&mut self.scratch, &QUANTILES);
+        }
+
+        let (with_both, agreeing) =
+            self.window
+                .iter()
+                .fold((0u64, 0u64), |(w, a), e| match e.agree {
+                    Some(ok) => (w + 1, a + u64::from(ok)),
+                    None => (w, a),
+                });
+        let agreement = if with_both >= need {
+            agreeing as f64 / with_both as f64
+        } else {
+            nan
+        };
+
+        let total_pairs = self.cosine_cs.count();
+        let bounded = total_pairs >= need;
+        let to_cos = |x: f64| 2.0 * x - 1.0;
+        let (cosine_lower, cosine_upper, low_ratio_lower, low_ratio_upper) = if bounded {
+            let (cl, cu) = self.cosine_cs.bounds();
+            let (ll, lu) = self.low_cs.bounds();
+            (to_cos(cl), to_cos(cu), ll, lu)
+        } else {
+            (nan, nan, nan, nan)
+        };
+
+        let self_pairs = self.self_cs.count();
+        let self_enough = self_pairs >= need;
+        let self_mean_cosine = if self_enough {
+            to_cos(self.self_cs.mean())
+        } else {
+            nan
+        };
+        let noise_adjusted_lower = if bounded && self_enough {
+            let lower = to_cos(self.ratio_num_cs.bounds().0);
+            let (self_lo, self_hi) = self.self_cs.bounds();
+            noise_adjusted(lower, to_cos(self_lo), to_cos(self_hi))
+        } else {
+            nan
+        };
+
+        DriftSnapshot {
+            window_pairs,
+            mean_cosine,
+            quantiles,
+            low_ratio,
+            norm_ratio,
+            agreement,
+            total_pairs,
+            cosine_lower,
+            cosine_upper,
+            low_ratio_lower,
+            low_ratio_upper,
+            self_pairs,
+            self_mean_cosine,
+            noise_adjusted_lower,
+        }
+    }
+
+    /// Canary version changed: forget everything (window and confidence sequences).
+    pub fn reset(&mut self) {
+        let cfg = self.cfg.clone();
+        let scratch = std::mem::take(&mut self.scratch);
+        *self = Self::new(cfg);
+        // Keep the allocation; the next snapshot needs a buffer of the same size.
+        self.scratch = scratch;
+    }
+
+    fn evict(&mut self, now: Instant) {
+        let Some(cutoff) = now.checked_sub(self.cfg.window) else {
+            return; // The window reaches back before the clock's origin: nothing is old.
+        };
+        while self.window.front().is_some_and(|e| e.at < cutoff) {
+            self.window.pop_front();
+        }
+    }
+}
+
+/// Lower bound on C/S from a lower bound on C and two-sided bounds on S > 0 (module doc).
+fn noise_adjusted(cross_lower: f64, self_lower: f64, self_upper: f64) -> f64 {
+    if cross_lower >= 0.0 {
+        if self_upper > 0.0 {
+            cross_lower / self_upper
+        } else {
+            // S ≤ Sᵤ ≤ 0 contradicts the assumption S > 0: the ratio is meaningless.
+            f64::NAN
+        }
+    } else if self_lower > 0.0 {
+        cross_lower / self_lower
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+/// Type-7 quantiles (linear interpolation between the order statistics at (n−1)q) of a
+/// non-empty slice without NaNs, reordering it. `qs` must be ascending. O(n · |qs|).
+fn quantiles_in_place(xs: &mut [f64], qs: &[f64]) -> Vec<(f64, f64)> {
+    let n = xs.len();
+    if n == 0 {
+        return qs.iter().map(|&q| (q, f64::NAN)).collect();
+    }
+    // Invariant: xs[..start] holds the `start` smallest values, each ≤ all of xs[start..].
+    let mut start = 0;
+    qs.iter()
+        .map(|&q| {
+            let h = q.clamp(0.0, 1.0) * (n - 1) as f64;
+            let lo = (h.floor() as usize).min(n - 1);
+            let frac = h - lo as f64;
+            if lo >= start {
+                xs[start..].select_nth_unstable_by(lo - start, f64::total_cmp);
+                start = lo + 1;
+            }
+            let below = xs[lo];
+            let value = if frac > 0.0 && lo + 1 < n {
+                // The next order statistic is the smallest of what lies above.
+                let above = xs[lo + 1..].iter().copied().fold(f64::INFINITY, f64::min);
+                below + frac * (above - below)
             } else {
-                break;
+                below
+            };
+            (q, value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confseq::tests::SplitMix;
+    use super::*;
+
+    fn cfg(window_secs: u64, min_pairs: u64) -> DriftConfig {
+        DriftConfig {
+            window: Duration::from_secs(window_secs),
+            min_pairs,
+            floor: 0.8,
+            alpha: 0.025,
+        }
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// Type-7 quantile on a sorted copy.
+    fn reference_quantile(xs: &[f64], q: f64) -> f64 {
+        let mut s = xs.to_vec();
+        s.sort_by(f64::total_cmp);
+        let h = q * (s.len() - 1) as f64;
+        let lo = h.floor() as usize;
+        let hi = (lo + 1).min(s.len() - 1);
+        s[lo] + (h - lo as f64) * (s[hi] - s[lo])
+    }
+
+    #[test]
+    fn state_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<DriftState>();
+        assert_send::<ConfidenceSequence>();
+    }
+
+    #[test]
+    fn nan_below_min_pairs() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(300, 50));
+        st.record_self(t0, 0.99);
+        for i in 0..49 {
+            st.record(t0, 0.95, 1.0, Some(true));
+            st.record_self(t0 + secs(f64::from(i)), 0.99);
+        }
+        let s = st.snapshot(t0 + secs(1.0));
+        assert_eq!((s.window_pairs, s.total_pairs, s.self_pairs), (49, 49, 50));
+        for (name, v) in [
+            ("mean", s.mean_cosine),
+            ("low", s.low_ratio),
+            ("norm", s.norm_ratio),
+            ("agree", s.agreement),
+            ("cl", s.cosine_lower),
+            ("cu", s.cosine_upper),
+            ("ll", s.low_ratio_lower),
+            ("lu", s.low_ratio_upper),
+            ("noise", s.noise_adjusted_lower),
+        ] {
+            assert!(v.is_nan(), "{name} = {v}");
+        }
+        assert_eq!(s.quantiles.len(), QUANTILES.len());
+        assert!(s.quantiles.iter().all(|&(_, v)| v.is_nan()));
+        assert!((s.self_mean_cosine - 0.99).abs() < 1e-12);
+
+        st.record(t0, 0.95, 1.0, None);
+        let s = st.snapshot(t0 + secs(1.0));
+        assert_eq!(s.window_pairs, 50);
+        assert!((s.mean_cosine - 0.95).abs() < 1e-12);
+        assert!(s.quantiles.iter().all(|&(_, v)| (v - 0.95).abs() < 1e-12));
+        assert_eq!(s.low_ratio, 0.0);
+        assert_eq!(s.norm_ratio, 1.0);
+        // Only 49 pairs carry both predictions.
+        assert!(s.agreement.is_nan());
+        assert!(s.cosine_lower < 0.95 && s.cosine_upper >= 0.95);
+        assert!(s.noise_adjusted_lower.is_finite());
+    }
+
+    #[test]
+    fn window_evicts_by_time_but_bounds_do_not() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 10));
+        for _ in 0..100 {
+            st.record(t0, 0.5, 2.0, Some(false));
+        }
+        for _ in 0..100 {
+            st.record(t0 + secs(30.0), 0.9, 1.0, Some(true));
+        }
+        let s = st.snapshot(t0 + secs(60.0));
+        // Age exactly = window is kept.
+        assert_eq!(s.window_pairs, 200);
+        assert!((s.mean_cosine - 0.7).abs() < 1e-12);
+        let s = st.snapshot(t0 + secs(60.5));
+        assert_eq!((s.window_pairs, s.total_pairs), (100, 200));
+        assert!((s.mean_cosine - 0.9).abs() < 1e-12);
+        assert_eq!((s.agreement, s.norm_ratio, s.low_ratio), (1.0, 1.0, 0.0));
+        // The since-reset bounds still see the 0.5s: the upper bound is below 0.9.
+        assert!(s.cosine_upper < 0.9, "{}", s.cosine_upper);
+        assert!(s.low_ratio_lower > 0.2, "{}", s.low_ratio_lower);
+        let s = st.snapshot(t0 + secs(91.0));
+        assert_eq!(s.window_pairs, 0);
+        assert!(s.mean_cosine.is_nan() && s.agreement.is_nan());
+        assert!(s.cosine_lower.is_finite());
+    }
+
+    #[test]
+    fn window_is_capped_oldest_first() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(3600, 1));
+        for _ in 0..10 {
+            st.record(t0, -1.0, 1.0, None);
+        }
+        for _ in 0..WINDOW_CAP {
+            st.record(t0, 1.0, 1.0, None);
+        }
+        let s = st.snapshot(t0);
+        assert_eq!(s.window_pairs, WINDOW_CAP as u64);
+        assert_eq!(s.total_pairs, WINDOW_CAP as u64 + 10);
+        assert_eq!(s.mean_cosine, 1.0);
+    }
+
+    #[test]
+    fn quantiles_match_sorted_reference() {
+        let mut rng = SplitMix(42);
+        for n in [1usize, 2, 3, 7, 10, 101, 1000, 4099] {
+            let xs: Vec<f64> = (0..n).map(|_| 1.0 - rng.uniform().powi(3) * 0.6).collect();
+            let t0 = Instant::now();
+            let mut st = DriftState::new(cfg(60, 1));
+            for &x in &xs {
+                st.record(t0, x, 1.0, None);
+            }
+            let s = st.snapshot(t0);
+            for &(q, v) in &s.quantiles {
+                let want = reference_quantile(&xs, q);
+                assert!((v - want).abs() < 1e-12, "n {n} q {q}: {v} vs {want}");
+            }
+            // Arbitrary, unsorted and repeated levels through the helper directly.
+            let qs = [0.0, 0.0, 0.25, 0.25, 0.3333, 0.9, 0.999, 1.0];
+            let mut scratch = xs.clone();
+            for (q, v) in quantiles_in_place(&mut scratch, &qs) {
+                let want = reference_quantile(&xs, q);
+                assert!((v - want).abs() < 1e-12, "n {n} q {q}: {v} vs {want}");
             }
         }
-        let n = self.w.len() as f64;
-        let ok = self.w.len() as u64 >= self.cfg.min_pairs;
-        let mean = if n > 0.0 {
-            self.w.iter().map(|x| x.1).sum::<f64>() / n
-        } else {
-            f64::NAN
-        };
-        let nr = if ok {
-            self.w.iter().map(|x| x.2).sum::<f64>() / n
-        } else {
-            f64::NAN
-        };
-        DriftSnapshot {
-            window_pairs: self.w.len() as u64,
-            mean_cosine: mean,
-            quantiles: QUANTILES.iter().map(|q| (*q, f64::NAN)).collect(),
-            low_ratio: f64::NAN,
-            norm_ratio: nr,
-            agreement: f64::NAN,
-            total_pairs: self.total,
-            cosine_lower: f64::NAN,
-            cosine_upper: f64::NAN,
-            low_ratio_lower: f64::NAN,
-            low_ratio_upper: f64::NAN,
-            self_pairs: 0,
-            self_mean_cosine: f64::NAN,
-            noise_adjusted_lower: f64::NAN,
+    }
+
+    #[test]
+    fn low_ratio_norm_ratio_and_agreement_are_exact() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 5));
+        // Floor 0.8: 0.5 and 0.79 are low; 0.8 itself is not.
+        let pairs = [
+            (0.5, 0.5, Some(false)),
+            (0.79, 1.0, Some(true)),
+            (0.8, 1.5, None),
+            (0.81, f64::NAN, Some(true)),
+            (0.95, 1.0, Some(true)),
+            (1.0, 1.0, Some(true)),
+        ];
+        for (c, r, a) in pairs {
+            st.record(t0, c, r, a);
         }
+        let s = st.snapshot(t0);
+        assert_eq!(s.window_pairs, 6);
+        assert_eq!(s.low_ratio, 2.0 / 6.0);
+        assert!((s.mean_cosine - 4.85 / 6.0).abs() < 1e-12);
+        assert!((s.norm_ratio - 5.0 / 5.0).abs() < 1e-6, "{}", s.norm_ratio);
+        assert_eq!(s.agreement, 4.0 / 5.0);
+        // Non-finite cosines are ignored entirely.
+        st.record(t0, f64::NAN, 1.0, Some(false));
+        st.record_self(t0, f64::INFINITY);
+        let s = st.snapshot(t0);
+        assert_eq!((s.window_pairs, s.total_pairs, s.self_pairs), (6, 6, 0));
     }
-}
-/// TEMPORARY stand-in (same API as the real confidence sequence).
-pub struct ConfidenceSequence {
-    n: u64,
-    sum: f64,
-}
-impl ConfidenceSequence {
-    pub fn new(_alpha_per_side: f64) -> Self {
-        Self { n: 0, sum: 0.0 }
+
+    #[test]
+    fn reset_forgets_everything() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 5));
+        for _ in 0..100 {
+            st.record(t0, 0.3, 1.0, Some(true));
+            st.record_self(t0, 0.99);
+        }
+        st.reset();
+        let s = st.snapshot(t0);
+        assert_eq!((s.window_pairs, s.total_pairs, s.self_pairs), (0, 0, 0));
+        assert!(s.mean_cosine.is_nan() && s.cosine_lower.is_nan() && s.self_mean_cosine.is_nan());
+        for _ in 0..100 {
+            st.record(t0, 0.9, 1.0, Some(true));
+        }
+        let s = st.snapshot(t0);
+        assert!((s.mean_cosine - 0.9).abs() < 1e-12);
+        // The old 0.3s no longer drag the bound down.
+        assert!(s.cosine_lower > 0.6, "{}", s.cosine_lower);
     }
-    pub fn push(&mut self, x: f64) {
-        self.n += 1;
-        self.sum += x;
+
+    /// Cosines c = 1 − d with d spread on [0, 2·(1 − mean)], self cosines likewise.
+    fn sample_cos(rng: &mut SplitMix, mean: f64) -> f64 {
+        1.0 - 2.0 * (1.0 - mean) * rng.uniform()
     }
-    pub fn count(&self) -> u64 {
-        self.n
+
+    #[test]
+    fn bounds_bracket_truth_and_tighten() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(300, 50));
+        let mut rng = SplitMix(5);
+        let mut prev_width = f64::INFINITY;
+        for round in 0..5 {
+            for i in 0..2000 {
+                let at = t0 + secs(f64::from(round * 2000 + i) * 0.01);
+                st.record(at, sample_cos(&mut rng, 0.9), 1.0, Some(true));
+                if i % 4 == 0 {
+                    st.record_self(at, sample_cos(&mut rng, 0.96));
+                }
+            }
+            let s = st.snapshot(t0 + secs(f64::from(round + 1) * 20.0));
+            assert!(s.cosine_lower < 0.9 && 0.9 < s.cosine_upper, "{s:?}");
+            // cos = 1 − 0.2u is never under the floor 0.8: the share is 0.
+            assert!(
+                s.low_ratio_lower == 0.0 && s.low_ratio_upper < 0.01,
+                "{s:?}"
+            );
+            let true_ratio = 0.9 / 0.96;
+            assert!(s.noise_adjusted_lower < true_ratio, "{s:?}");
+            let width = s.cosine_upper - s.cosine_lower;
+            assert!(width < prev_width);
+            prev_width = width;
+        }
+        let s = st.snapshot(t0 + secs(100.0));
+        eprintln!("{s:?}");
+        assert!(prev_width < 0.01, "{prev_width}");
+        assert!(s.noise_adjusted_lower > 0.9, "{}", s.noise_adjusted_lower);
+        assert!((s.self_mean_cosine - 0.96).abs() < 0.005);
     }
-    pub fn bounds(&self) -> (f64, f64) {
-        let m = self.sum / self.n as f64;
-        (m, m)
+
+    /// The noise-adjusted bound misses the true ratio in at most α of the streams.
+    #[test]
+    fn noise_adjusted_bound_coverage() {
+        let alpha = 0.05;
+        let (streams, len) = (200u64, 2000);
+        let (cross, own) = (0.85, 0.95);
+        let mut misses = 0;
+        for s in 0..streams {
+            let mut rng = SplitMix(0xD21F7 + s * 7919);
+            let t0 = Instant::now();
+            let mut st = DriftState::new(DriftConfig {
+                alpha,
+                ..cfg(60, 20)
+            });
+            let mut missed = false;
+            for i in 0..len {
+                st.record(t0, sample_cos(&mut rng, cross), 1.0, None);
+                st.record_self(t0, sample_cos(&mut rng, own));
+                // With L ≥ 0 the bound L/Sᵤ only rises (L is a running max, Sᵤ a running
+                // min), so a few looks see every excursion; each look costs a full snapshot.
+                if i % 500 == 499 {
+                    missed |= st.snapshot(t0).noise_adjusted_lower > cross / own;
+                }
+            }
+            misses += u32::from(missed);
+        }
+        let rate = f64::from(misses) / streams as f64;
+        eprintln!("noise-adjusted miss rate {rate:.4}");
+        assert!(rate <= alpha + 0.02, "{rate}");
+    }
+
+    #[test]
+    fn noise_adjusted_handles_signs() {
+        assert_eq!(noise_adjusted(0.9, 0.8, 1.0), 0.9);
+        assert_eq!(noise_adjusted(0.45, 0.8, 0.9), 0.5);
+        assert_eq!(noise_adjusted(-0.4, 0.8, 0.9), -0.5);
+        assert_eq!(noise_adjusted(-0.4, 0.0, 0.9), f64::NEG_INFINITY);
+        assert!(noise_adjusted(0.4, -0.2, 0.0).is_nan());
+
+        // A canary that inverts embeddings gets a negative, finite bound.
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 50));
+        for _ in 0..500 {
+            st.record(t0, -0.9, 1.0, None);
+            st.record_self(t0, 0.99);
+        }
+        let s = st.snapshot(t0);
+        assert!(
+            s.noise_adjusted_lower < -0.9 && s.noise_adjusted_lower > -1.5,
+            "{s:?}"
+        );
     }
 }
