@@ -110,6 +110,9 @@ pub struct DriftSnapshot {
     /// Lower bound on E[cos(b,c)] / E[cos(b,b')] (module doc); NaN unless both the pairs
     /// and the self pairs number at least `min_pairs`.
     pub noise_adjusted_lower: f64,
+    /// Upper bound on the same ratio (same α split, the other side of each sequence):
+    /// a gate fails a canary when even this is under its threshold.
+    pub noise_adjusted_upper: f64,
 }
 
 impl DriftState {
@@ -227,12 +230,16 @@ impl DriftState {
         } else {
             nan
         };
-        let noise_adjusted_lower = if bounded && self_enough {
-            let lower = to_cos(self.ratio_num_cs.bounds().0);
+        let (noise_adjusted_lower, noise_adjusted_upper) = if bounded && self_enough {
+            let (lower, upper) = self.ratio_num_cs.bounds();
             let (self_lo, self_hi) = self.self_cs.bounds();
-            noise_adjusted(lower, to_cos(self_lo), to_cos(self_hi))
+            let (self_lo, self_hi) = (to_cos(self_lo), to_cos(self_hi));
+            (
+                noise_adjusted(to_cos(lower), self_lo, self_hi),
+                noise_adjusted_upper(to_cos(upper), self_lo, self_hi),
+            )
         } else {
-            nan
+            (nan, nan)
         };
 
         DriftSnapshot {
@@ -250,6 +257,7 @@ impl DriftState {
             self_pairs,
             self_mean_cosine,
             noise_adjusted_lower,
+            noise_adjusted_upper,
         }
     }
 
@@ -285,6 +293,22 @@ fn noise_adjusted(cross_lower: f64, self_lower: f64, self_upper: f64) -> f64 {
         cross_lower / self_lower
     } else {
         f64::NEG_INFINITY
+    }
+}
+
+/// Upper bound on C/S from an upper bound on C and two-sided bounds on S > 0: the
+/// mirror image of [`noise_adjusted`].
+fn noise_adjusted_upper(cross_upper: f64, self_lower: f64, self_upper: f64) -> f64 {
+    if cross_upper >= 0.0 {
+        if self_lower > 0.0 {
+            cross_upper / self_lower
+        } else {
+            f64::INFINITY
+        }
+    } else if self_upper > 0.0 {
+        cross_upper / self_upper
+    } else {
+        f64::NAN
     }
 }
 
@@ -589,6 +613,9 @@ mod tests {
         assert_eq!(noise_adjusted(0.45, 0.8, 0.9), 0.5);
         assert_eq!(noise_adjusted(-0.4, 0.8, 0.9), -0.5);
         assert_eq!(noise_adjusted(-0.4, 0.0, 0.9), f64::NEG_INFINITY);
+        assert_eq!(noise_adjusted_upper(0.45, 0.9, 1.0), 0.5);
+        assert_eq!(noise_adjusted_upper(0.45, 0.0, 1.0), f64::INFINITY);
+        assert_eq!(noise_adjusted_upper(-0.45, 0.8, 0.9), -0.5);
         assert!(noise_adjusted(0.4, -0.2, 0.0).is_nan());
 
         // A canary that inverts embeddings gets a negative, finite bound.

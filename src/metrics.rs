@@ -157,6 +157,7 @@ pub struct DriftMetrics {
     low_lower: Gauge,
     low_upper: Gauge,
     noise_adjusted_lower: Gauge,
+    noise_adjusted_upper: Gauge,
     self_mean: Gauge,
     norm_ratio: Gauge,
     agreement: Gauge,
@@ -187,6 +188,7 @@ impl DriftMetrics {
         self.low_lower.set(s.low_ratio_lower);
         self.low_upper.set(s.low_ratio_upper);
         self.noise_adjusted_lower.set(s.noise_adjusted_lower);
+        self.noise_adjusted_upper.set(s.noise_adjusted_upper);
         self.self_mean.set(s.self_mean_cosine);
         self.norm_ratio.set(s.norm_ratio);
         self.agreement.set(s.agreement);
@@ -378,6 +380,7 @@ impl Metrics {
             low_lower: low_bound("model_embedding_low_similarity_ratio_lower_bound", "Anytime-valid lower bound on the share of pairs under the floor.")?,
             low_upper: low_bound("model_embedding_low_similarity_ratio_upper_bound", "Anytime-valid upper bound on the share of pairs under the floor.")?,
             noise_adjusted_lower: gauge("model_embedding_noise_adjusted_similarity_lower_bound", "Lower bound on E[cos(baseline, canary)] / E[cos(baseline, baseline')]; NaN below min_pairs.")?,
+            noise_adjusted_upper: gauge("model_embedding_noise_adjusted_similarity_upper_bound", "Upper bound on E[cos(baseline, canary)] / E[cos(baseline, baseline')]; NaN below min_pairs.")?,
             self_mean: gauge("model_embedding_self_cosine_similarity", "Mean cosine of the baseline with itself on the same input (noise floor), since start.")?,
             norm_ratio: gauge("model_embedding_norm_ratio", "Mean |canary| / |baseline| over the drift window; NaN below min_pairs.")?,
             agreement: gauge("model_prediction_agreement_ratio", "Share of window pairs whose predictions agree; NaN below min_pairs.")?,
