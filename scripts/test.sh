@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of shadowgate on a fresh Debian machine with Rust installed:
-# installs what cargo does not (Prometheus, Pushgateway, pyarrow, DuckDB), then
+# installs what cargo does not (Prometheus, Pushgateway, Chromium, pyarrow, DuckDB,
+# PyYAML), then
 # checks formatting and lints, and runs the whole suite with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,7 @@ need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -18,9 +20,9 @@ fi
 # The Debian units start these on install; the tests run their own on loopback ports.
 systemctl stop prometheus prometheus-pushgateway 2>/dev/null || true
 
-if ! python3 -c 'import pyarrow, duckdb' 2>/dev/null; then
-  echo "==> pip install pyarrow duckdb"
-  python3 -m pip install -q --disable-pip-version-check pyarrow duckdb
+if ! python3 -c 'import pyarrow, duckdb, yaml' 2>/dev/null; then
+  echo "==> pip install pyarrow duckdb pyyaml"
+  python3 -m pip install -q --disable-pip-version-check pyarrow duckdb pyyaml
 fi
 
 echo "==> cargo fmt --check"

@@ -322,7 +322,7 @@ impl Default for GatesConfig {
             max_error_rate: 0.001,
             max_p99: Duration::from_millis(500),
             cosine_threshold: 0.92,
-            low_similarity_budget: 0.05,
+            low_similarity_budget: 0.02,
             accuracy_ratio: 0.95,
             conversion_ratio: 0.98,
         }

@@ -29,11 +29,18 @@ struct Scenario {
 }
 
 fn opts(cosine: CosineSpec) -> ModelOptions {
-    ModelOptions { dim: 64, cosine, ..Default::default() }
+    ModelOptions {
+        dim: 64,
+        cosine,
+        ..Default::default()
+    }
 }
 
 fn noisy() -> ModelOptions {
-    ModelOptions { behaviour: Behaviour::Noisy { self_cosine: 0.9 }, ..opts(CosineSpec::Identical) }
+    ModelOptions {
+        behaviour: Behaviour::Noisy { self_cosine: 0.9 },
+        ..opts(CosineSpec::Identical)
+    }
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -66,7 +73,11 @@ fn scenarios() -> Vec<Scenario> {
             // 5 % of inputs broken to cosine 0.5, the rest at 0.97: the mean stays ≈ 0.947.
             model: "broken-subset",
             baseline: opts(CosineSpec::Identical),
-            canary: opts(CosineSpec::Mixture { share: 0.05, bad: 0.5, good: 0.97 }),
+            canary: opts(CosineSpec::Mixture {
+                share: 0.05,
+                bad: 0.5,
+                good: 0.97,
+            }),
             drift: "Failed",
             noise_adjusted: "Successful",
             recipe_mean_above: true,
@@ -91,7 +102,10 @@ const REQUESTS: usize = 2500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_gets_the_verdict_it_deserves() {
     let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/argo");
-    assert!(templates.is_dir(), "deploy/argo holds the AnalysisTemplates");
+    assert!(
+        templates.is_dir(),
+        "deploy/argo holds the AnalysisTemplates"
+    );
     let mut stacks = Vec::new();
     for s in scenarios() {
         let model = format!("[model]\nname = \"{}\"\nversion = \"v2\"\n", s.model);
@@ -126,7 +140,10 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
     }
 
     let targets: Vec<_> = stacks.iter().map(|(_, s)| s.sidecar.admin_addr).collect();
-    let p = tokio::task::spawn_blocking(move || prom::Prometheus::start(&targets, "1s", false, &[])).await.unwrap();
+    let p =
+        tokio::task::spawn_blocking(move || prom::Prometheus::start(&targets, "1s", false, &[]))
+            .await
+            .unwrap();
     let prom_url = format!("http://{}", p.addr);
     // Let a few scrapes land so rate() windows have two points.
     let names: Vec<&str> = stacks.iter().map(|(s, _)| s.model).collect();
@@ -153,7 +170,11 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
             ])
             .output()
             .expect("python3 with pyyaml");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         let verdict = |needle: &str| -> String {
             let (name, t) = report
@@ -167,11 +188,23 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
         };
         let drift = verdict_of(&report, "drift", false);
         let noise = verdict_of(&report, "noise", true);
-        let mean = p.value(&format!("model_embedding_drift_cosine_similarity{{model=\"{}\"}}", s.model)).unwrap();
-        table.push(format!("{:<18} mean {:.4}  drift {:<12} noise-adjusted {:<12}", s.model, mean, drift, noise));
+        let mean = p
+            .value(&format!(
+                "model_embedding_drift_cosine_similarity{{model=\"{}\"}}",
+                s.model
+            ))
+            .unwrap();
+        table.push(format!(
+            "{:<18} mean {:.4}  drift {:<12} noise-adjusted {:<12}",
+            s.model, mean, drift, noise
+        ));
         assert_eq!(mean > 0.92, s.recipe_mean_above, "{}: mean {mean}", s.model);
         assert_eq!(drift, s.drift, "{}: drift template: {report}", s.model);
-        assert_eq!(noise, s.noise_adjusted, "{}: noise-adjusted template: {report}", s.model);
+        assert_eq!(
+            noise, s.noise_adjusted,
+            "{}: noise-adjusted template: {report}",
+            s.model
+        );
         // The infrastructure gates see a healthy canary in every scenario.
         assert_eq!(verdict("error"), "Successful", "{}: {report}", s.model);
         assert_eq!(verdict("latency"), "Successful", "{}: {report}", s.model);
@@ -180,7 +213,15 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
 
     // Send one request per scenario so the client stays in use until the end.
     for (_, stack) in &stacks {
-        stack.client.send(Method::GET, &format!("{}/healthz", stack.admin_url()), &[], String::new()).await;
+        stack
+            .client
+            .send(
+                Method::GET,
+                &format!("{}/healthz", stack.admin_url()),
+                &[],
+                String::new(),
+            )
+            .await;
     }
 }
 

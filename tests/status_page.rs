@@ -1,0 +1,129 @@
+//! The status page at `/` on the admin port, rendered by headless Chromium: it must show
+//! the numbers `/metrics` shows.
+
+mod common;
+
+use std::process::Command;
+
+use shadowgate::demo::model::{CosineSpec, ModelOptions};
+
+fn chromium() -> &'static str {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return c;
+        }
+    }
+    panic!("headless Chromium is needed: the test command installs the Debian package `chromium`");
+}
+
+/// The DOM after load, as Chromium rendered it.
+fn dump_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Text of the element with `id`.
+fn by_id(dom: &str, id: &str) -> String {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("#{id} missing"));
+    let start = at + dom[at..].find('>').unwrap() + 1;
+    let end = start + dom[start..].find('<').unwrap();
+    dom[start..end].trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_renders_the_numbers_metrics_shows() {
+    let o = |c| ModelOptions {
+        dim: 64,
+        cosine: c,
+        ..Default::default()
+    };
+    let s = common::stack(
+        o(CosineSpec::Identical),
+        o(CosineSpec::Identical),
+        o(CosineSpec::Constant(0.9)),
+        "self_similarity_rate = 1.0",
+        "",
+    )
+    .await;
+    // 800 pairs: enough for the anytime-valid upper bound to fall under 0.92.
+    for i in 0..800 {
+        assert_eq!(s.embed(&format!("page {i}")).await.status, 200);
+    }
+    // Traffic is over and drained: both views read the same, settled numbers.
+    let m = s.wait_pairs(800).await;
+    let url = format!("{}/", s.admin_url());
+    let dom = tokio::task::spawn_blocking(move || dump_dom(&url))
+        .await
+        .unwrap();
+    let metric = |name: &str, labels: &[(&str, &str)]| common::value(&m, name, labels).unwrap();
+
+    let shown = |id: &str| {
+        by_id(&dom, id)
+            .parse::<f64>()
+            .unwrap_or_else(|_| panic!("#{id}: {:?}", by_id(&dom, id)))
+    };
+    assert!(
+        (shown("mean-cosine") - metric("model_embedding_drift_cosine_similarity", &[])).abs()
+            < 5e-5
+    );
+    assert!(
+        (shown("lower-bound") - metric("model_embedding_cosine_similarity_lower_bound", &[])).abs()
+            < 5e-5
+    );
+    assert!(
+        (shown("upper-bound") - metric("model_embedding_cosine_similarity_upper_bound", &[])).abs()
+            < 5e-5
+    );
+    assert!(
+        (shown("noise-floor") - metric("model_embedding_self_cosine_similarity", &[])).abs() < 5e-5
+    );
+    assert_eq!(
+        shown("pairs-compared"),
+        metric("model_embedding_pairs_total", &[("outcome", "compared")])
+    );
+    assert_eq!(shown("pairs-compared"), 800.0);
+    assert_eq!(
+        shown("shadow-canary-ok"),
+        metric(
+            "shadowgate_shadow_requests_total",
+            &[("target", "canary"), ("outcome", "ok")]
+        )
+    );
+    // The gate section judges this canary (cosine 0.9 < 0.92) as failing drift.
+    assert!(
+        dom.contains("data-gate=\"embedding drift\""),
+        "gate verdicts shown"
+    );
+    let drift_row = &dom[dom.find("data-gate=\"embedding drift\"").unwrap()..];
+    assert!(drift_row[..200].contains(">fail<"), "{}", &drift_row[..200]);
+    assert!(
+        dom.contains("<svg") || dom.contains("id=\"chart\""),
+        "chart or its placeholder"
+    );
+}
