@@ -27,7 +27,10 @@ pub use layout::QUARANTINE_DIR;
 pub use metrics::ShadowLogMetrics;
 pub use record::{ShadowRecord, TargetOutcome};
 pub use recovery::{QuarantinedFile, RecoveryReport};
-pub use schema::{arrow_schema, ROW_GROUP_MAX_BYTES, SCHEMA_VERSION, SCHEMA_VERSION_KEY};
+pub use schema::{
+    arrow_schema, records_to_batch, writer_properties, ROW_GROUP_MAX_BYTES, SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+};
 pub use writer::{
     start, start_gated, ShadowLogError, ShadowLogGuard, ShadowLogSender, WriterOptions,
     WriterSummary, DEFAULT_MAX_FILE_AGE, DEFAULT_MAX_ROWS_PER_FILE, DEFAULT_QUEUE_CAPACITY,

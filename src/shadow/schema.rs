@@ -11,7 +11,7 @@ use arrow_array::{
 use arrow_schema::{ArrowError, DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{WriterProperties, WriterVersion};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 
 use super::record::{ShadowRecord, TargetOutcome};
@@ -56,6 +56,16 @@ const DICTIONARY_COLUMNS: [&str; 8] = [
 ];
 
 const EMBEDDING_COLUMNS: [&str; 2] = ["baseline_embedding", "canary_embedding"];
+
+/// Columns nobody filters by range (hashes, free text, labels, embedding floats): their
+/// min/max statistics cost a comparison per value and prune nothing. The others keep
+/// page-level statistics and the page index (`ts`, `request_id` ranges, cosine floors).
+const NO_STATISTICS_COLUMNS: [&str; 4] = [
+    "input_hash",
+    "input",
+    "baseline_prediction",
+    "canary_prediction",
+];
 
 fn embedding_item() -> FieldRef {
     // Elements are never null (an embedding with a hole is rejected upstream); a
@@ -117,7 +127,7 @@ pub fn arrow_schema() -> SchemaRef {
 /// Parquet settings: zstd everywhere, dictionary only where values repeat,
 /// BYTE_STREAM_SPLIT for embedding floats (≈10 % smaller under zstd, PITFALLS.md),
 /// row groups of `row_group_rows` rows or [`ROW_GROUP_MAX_BYTES`], whichever is first.
-pub(crate) fn writer_properties(row_group_rows: usize) -> WriterProperties {
+pub fn writer_properties(row_group_rows: usize) -> WriterProperties {
     let zstd = ZstdLevel::try_new(ZSTD_LEVEL).unwrap_or_default();
     let mut b = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
@@ -133,17 +143,23 @@ pub(crate) fn writer_properties(row_group_rows: usize) -> WriterProperties {
     for col in DICTIONARY_COLUMNS {
         b = b.set_column_dictionary_enabled(ColumnPath::from(col), true);
     }
+    for col in NO_STATISTICS_COLUMNS {
+        b = b.set_column_statistics_enabled(ColumnPath::from(col), EnabledStatistics::None);
+    }
     for col in EMBEDDING_COLUMNS {
         // arrow-rs writes a list as `<col>.list.item` (PITFALLS.md: pyarrow says `element`).
         let leaf = ColumnPath::new(vec![col.to_owned(), "list".to_owned(), "item".to_owned()]);
-        b = b.set_column_encoding(leaf, Encoding::BYTE_STREAM_SPLIT);
+        b = b
+            .set_column_encoding(leaf.clone(), Encoding::BYTE_STREAM_SPLIT)
+            .set_column_statistics_enabled(leaf, EnabledStatistics::None);
     }
     b.build()
 }
 
 /// Builds one `RecordBatch` of [`arrow_schema`] from `records`. With `store_inputs` /
 /// `store_embeddings` off, those columns are all null whatever the records hold.
-pub(crate) fn records_to_batch(
+/// With [`writer_properties`], what a tool needs to write files exactly as the writer does.
+pub fn records_to_batch(
     records: &[ShadowRecord],
     store_inputs: bool,
     store_embeddings: bool,
