@@ -31,16 +31,33 @@ impl Prometheus {
         honor_labels: bool,
         rule_files: &[PathBuf],
     ) -> Prometheus {
+        Self::start_labeled(targets, &[], interval, honor_labels, rule_files)
+    }
+
+    /// [`start`](Self::start), with `target_labels` added to every scraped series (as a
+    /// PodMonitor copies pod labels such as `rollouts_pod_template_hash`).
+    pub fn start_labeled(
+        targets: &[SocketAddr],
+        target_labels: &[(&str, &str)],
+        interval: &str,
+        honor_labels: bool,
+        rule_files: &[PathBuf],
+    ) -> Prometheus {
         let dir = tempfile::tempdir().expect("tempdir");
+        let labels: String = target_labels
+            .iter()
+            .map(|(k, v)| format!("          {k}: '{v}'\n"))
+            .collect();
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rules: Vec<String> = rule_files
             .iter()
             .map(|p| format!("  - '{}'", p.display()))
             .collect();
         let config = format!(
-            "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\nrule_files:\n{}\nscrape_configs:\n  - job_name: shadowgate\n    honor_labels: {honor_labels}\n    static_configs:\n      - targets: [{}]\n",
+            "global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\nrule_files:\n{}\nscrape_configs:\n  - job_name: shadowgate\n    honor_labels: {honor_labels}\n    static_configs:\n      - targets: [{}]\n{}",
             if rules.is_empty() { "  []".to_string() } else { rules.join("\n") },
-            targets.join(", ")
+            targets.join(", "),
+            if labels.is_empty() { String::new() } else { format!("        labels:\n{labels}") }
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write config");
