@@ -232,12 +232,17 @@ impl Mirror {
         comparison: Option<compare::Comparison>,
     ) {
         self.metrics.drift.pair(outcome).inc();
-        let Some(log) = &self.log else { return };
-        let l = &self.labels;
         let prediction = |r: Option<&CallResult>| {
             r.and_then(|r| r.output.as_ref())
                 .and_then(|o| o.prediction.clone())
         };
+        let (bp, cp) = (prediction(b), prediction(c));
+        if bp.is_some() || cp.is_some() {
+            self.feedback
+                .predictions(&job.request_id, bp, cp, Instant::now());
+        }
+        let Some(log) = &self.log else { return };
+        let l = &self.labels;
         let embedding = |r: Option<&CallResult>| {
             if l.store_embeddings {
                 r.and_then(|r| r.output.as_ref())

@@ -223,6 +223,11 @@ impl Proxy {
                 {
                     m.errors.inc();
                 }
+                if status.is_success() {
+                    self.feedback.served(&request_id, started);
+                } else if let Some(t) = tee.as_mut() {
+                    t.fail(format!("primary answered HTTP {}", status.as_u16()));
+                }
                 strip_hop_by_hop(&mut parts.headers);
                 parts
                     .headers

@@ -69,7 +69,7 @@ async fn labels_and_conversions_drive_accuracy_and_conversion_gauges() {
     let r = s.client.send(Method::POST, &url, &auth, body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let counts: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(counts["joined"], n);
+    assert_eq!(counts["joined"], n, "{counts}");
     assert_eq!(counts["unknown"], 1);
 
     let bad = s

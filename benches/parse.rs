@@ -1,0 +1,86 @@
+//! Embedding extraction throughput: shadowgate's scanner against the generic route
+//! (`serde_json::Value`, then collect or base64-decode), on OpenAI-shaped bodies.
+
+use std::hint::black_box;
+
+use base64::Engine as _;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use serde_json::Value;
+use shadowgate::protocol::{Extractor, Protocol};
+
+const DIMS: [usize; 4] = [384, 768, 1536, 3072];
+
+/// Deterministic embedding-like values (roughly N(0, 0.05) via a sum of uniforms).
+fn values(dim: usize) -> Vec<f32> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ dim as u64;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..dim)
+        .map(|_| ((uniform() + uniform() + uniform() - 1.5) * 0.1) as f32)
+        .collect()
+}
+
+/// A compact OpenAI `/v1/embeddings` body. Float values are written as Python writes a
+/// float32 widened to float64 (up to 17 significant digits), as the OpenAI API does.
+fn openai_body(values: &[f32], base64: bool) -> Vec<u8> {
+    let embedding = if base64 {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+    } else {
+        Value::from(values.iter().map(|&v| v as f64).collect::<Vec<_>>())
+    };
+    let doc = serde_json::json!({
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 8, "total_tokens": 8}
+    });
+    serde_json::to_vec(&doc).expect("serialize bench body")
+}
+
+/// The generic route the scanner replaces.
+fn via_value(body: &[u8]) -> Vec<f32> {
+    let v: Value = serde_json::from_slice(body).expect("valid body");
+    match &v["data"][0]["embedding"] {
+        Value::Array(items) => items
+            .iter()
+            .map(|x| x.as_f64().expect("number") as f32)
+            .collect(),
+        Value::String(s) => base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .expect("base64")
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let extractor = Extractor::new(Protocol::OpenAi, "", "").expect("extractor");
+    for (name, base64) in [("openai_float", false), ("openai_base64", true)] {
+        let mut group = c.benchmark_group(name);
+        for dim in DIMS {
+            let body = openai_body(&values(dim), base64);
+            assert_eq!(
+                extractor.parse(&body).expect("parse").embedding,
+                via_value(&body)
+            );
+            group.throughput(Throughput::Bytes(body.len() as u64));
+            group.bench_with_input(BenchmarkId::new("shadowgate", dim), &body, |b, body| {
+                b.iter(|| extractor.parse(black_box(body)).expect("parse"))
+            });
+            group.bench_with_input(BenchmarkId::new("serde_value", dim), &body, |b, body| {
+                b.iter(|| via_value(black_box(body)))
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,692 @@
+//! Protocol parsing against recorded responses, serde_json as the reference, and bodies
+//! broken in every way we could think of.
+
+use super::*;
+use proptest::prelude::*;
+use serde_json::Value;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/fixtures/protocols/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The slow, obviously right way: a serde_json tree, then the numbers at `pointer`.
+fn reference(body: &[u8], pointer: &str) -> Vec<f32> {
+    let v: Value = serde_json::from_slice(body).expect("reference parse");
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .expect("array at pointer")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
+
+fn parse(protocol: Protocol, body: &[u8]) -> Result<ModelOutput, ParseError> {
+    Extractor::new(protocol, "", "").unwrap().parse(body)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+const ALL: [Protocol; 5] = [
+    Protocol::OpenAi,
+    Protocol::Tei,
+    Protocol::KServeV2,
+    Protocol::TfServing,
+    Protocol::Generic,
+];
+
+#[test]
+fn protocol_names_match_config_spelling() {
+    for p in ALL {
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(json, format!("\"{}\"", p.as_str()));
+        let back: Protocol = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+    }
+    assert_eq!(Protocol::KServeV2.to_string(), "kserve_v2");
+}
+
+#[test]
+fn openai_float_fixture_matches_serde_bit_for_bit() {
+    let body = fixture("openai_float.json");
+    let out = parse(Protocol::OpenAi, &body).unwrap();
+    assert_eq!(out.embedding.len(), 8);
+    assert!((out.embedding[0] - -0.012_794_014).abs() < 1e-9);
+    assert_eq!(
+        bits(&out.embedding),
+        bits(&reference(&body, "/data/0/embedding"))
+    );
+    assert_eq!(out.prediction, None);
+}
+
+#[test]
+fn openai_base64_decodes_to_the_same_vector_as_float() {
+    let float = parse(Protocol::OpenAi, &fixture("openai_float.json")).unwrap();
+    let b64 = parse(Protocol::OpenAi, &fixture("openai_base64.json")).unwrap();
+    assert_eq!(bits(&b64.embedding), bits(&float.embedding));
+}
+
+#[test]
+fn openai_keys_in_any_order() {
+    let float = parse(Protocol::OpenAi, &fixture("openai_float.json")).unwrap();
+    let body = fixture("openai_reordered.json");
+    let out = parse(Protocol::OpenAi, &body).unwrap();
+    assert_eq!(bits(&out.embedding), bits(&float.embedding));
+    let ex = Extractor::new(Protocol::OpenAi, "", "/model").unwrap();
+    assert_eq!(
+        ex.parse(&body).unwrap().prediction.as_deref(),
+        Some("bge-m\u{e9}-large")
+    );
+}
+
+#[test]
+fn tei_takes_the_first_row() {
+    let body = fixture("tei_embed.json");
+    let out = parse(Protocol::Tei, &body).unwrap();
+    assert_eq!(out.embedding.len(), 8);
+    assert_eq!(bits(&out.embedding), bits(&reference(&body, "/0")));
+    let two = br#"[[1.5,2.5],[3.5,4.5]]"#;
+    assert_eq!(parse(Protocol::Tei, two).unwrap().embedding, vec![1.5, 2.5]);
+}
+
+#[test]
+fn kserve_flat_nested_and_batched() {
+    let flat = fixture("kserve_v2.json");
+    let out = parse(Protocol::KServeV2, &flat).unwrap();
+    assert_eq!(
+        bits(&out.embedding),
+        bits(&reference(&flat, "/outputs/0/data"))
+    );
+
+    let nested = fixture("kserve_v2_nested.json");
+    let out_nested = parse(Protocol::KServeV2, &nested).unwrap();
+    assert_eq!(bits(&out_nested.embedding), bits(&out.embedding));
+
+    let batch = fixture("kserve_v2_batch.json");
+    let all = reference(&batch, "/outputs/0/data");
+    let first = parse(Protocol::KServeV2, &batch).unwrap();
+    assert_eq!(first.embedding.len(), 4);
+    assert_eq!(bits(&first.embedding), bits(&all[..4]));
+    let ex = Extractor::new(Protocol::KServeV2, "", "/outputs/1/data/0").unwrap();
+    assert_eq!(
+        ex.parse(&batch).unwrap().prediction.as_deref(),
+        Some("positive")
+    );
+}
+
+#[test]
+fn kserve_shape_must_match_data() {
+    let cases: [(&[u8], &str); 5] = [
+        (br#"{"outputs":[{"shape":[1,3],"data":[1,2]}]}"#, "shape"),
+        (br#"{"outputs":[{"shape":[2,3],"data":[1,2,3]}]}"#, "shape"),
+        (br#"{"outputs":[{"data":[1,2]}]}"#, "missing_field"),
+        (
+            br#"{"outputs":[{"shape":[1,-2],"data":[1,2]}]}"#,
+            "wrong_type",
+        ),
+        (
+            br#"{"outputs":[{"shape":[1.0,2],"data":[1,2]}]}"#,
+            "wrong_type",
+        ),
+    ];
+    for (body, kind) in cases {
+        let err = parse(Protocol::KServeV2, body).unwrap_err();
+        assert_eq!(err.kind(), kind, "{}: {err}", String::from_utf8_lossy(body));
+    }
+    // 2^64 overflow in the product is a mismatch, not a panic.
+    let huge = br#"{"outputs":[{"shape":[4294967296,4294967296,2],"data":[1,2]}]}"#;
+    assert_eq!(parse(Protocol::KServeV2, huge).unwrap_err().kind(), "shape");
+    // Shape may come after data; a 3-D batch keeps the first row's block.
+    let late = br#"{"outputs":[{"data":[[[1,2],[3,4]],[[5,6],[7,8]]],"shape":[2,2,2]}]}"#;
+    assert_eq!(
+        parse(Protocol::KServeV2, late).unwrap().embedding,
+        vec![1.0, 2.0, 3.0, 4.0]
+    );
+    // An override that names another output checks that output's shape.
+    let ex = Extractor::new(Protocol::KServeV2, "/outputs/1/data", "").unwrap();
+    let two = br#"{"outputs":[{"shape":[1],"data":["x"]},{"shape":[1,2],"data":[0.5,0.25]}]}"#;
+    assert_eq!(ex.parse(two).unwrap().embedding, vec![0.5, 0.25]);
+}
+
+#[test]
+fn tfserving_rows_or_flat() {
+    let rows = fixture("tfserving_rows.json");
+    let out = parse(Protocol::TfServing, &rows).unwrap();
+    assert_eq!(
+        bits(&out.embedding),
+        bits(&reference(&rows, "/predictions/0"))
+    );
+    let flat = fixture("tfserving_flat.json");
+    let out_flat = parse(Protocol::TfServing, &flat).unwrap();
+    assert_eq!(bits(&out_flat.embedding), bits(&out.embedding));
+    let bad_rest = br#"{"predictions":[[1,2],[3,}]}"#;
+    assert_eq!(
+        parse(Protocol::TfServing, bad_rest).unwrap_err().kind(),
+        "malformed"
+    );
+    let three_d = br#"{"predictions":[[[1,2]]]}"#;
+    assert_eq!(
+        parse(Protocol::TfServing, three_d).unwrap_err().kind(),
+        "wrong_type"
+    );
+}
+
+#[test]
+fn generic_pointer_and_every_prediction_kind() {
+    let body = fixture("generic.json");
+    let cases = [
+        ("/result/label", Some("positive")),
+        ("/result/score", Some("0.9312")),
+        ("/result/meta", Some(r#"{"took_ms":3,"tags":["a","b"]}"#)),
+        ("/result/meta/tags", Some(r#"["a","b"]"#)),
+        ("/result/meta/tags/1", Some("b")),
+    ];
+    for (pointer, want) in cases {
+        let ex = Extractor::new(Protocol::Generic, "/result/vector", pointer).unwrap();
+        let out = ex.parse(&body).unwrap();
+        assert_eq!(out.prediction.as_deref(), want, "{pointer}");
+        assert_eq!(
+            bits(&out.embedding),
+            bits(&reference(&body, "/result/vector"))
+        );
+    }
+    let small = br#"{"e":[1],"t":true,"n":null,"s":"a\"b\u00e9\ud83d\ude00"}"#;
+    for (pointer, want) in [
+        ("/t", Some("true")),
+        ("/n", None),
+        ("/s", Some("a\"b\u{e9}\u{1F600}")),
+    ] {
+        let ex = Extractor::new(Protocol::Generic, "/e", pointer).unwrap();
+        assert_eq!(ex.parse(small).unwrap().prediction.as_deref(), want);
+    }
+    let ex = Extractor::new(Protocol::Generic, "/e", "/absent").unwrap();
+    assert_eq!(ex.parse(small).unwrap_err().kind(), "missing_field");
+}
+
+#[test]
+fn generic_accepts_base64_and_pointer_escapes() {
+    let body = br#"{"a/b":{"m~n":["x",{"v":"AADAPwAAIEA="}]}}"#;
+    let ex = Extractor::new(Protocol::Generic, "/a~1b/m~0n/1/v", "/a~1b/m~0n/0").unwrap();
+    let out = ex.parse(body).unwrap();
+    assert_eq!(out.embedding, vec![1.5, 2.5]);
+    assert_eq!(out.prediction.as_deref(), Some("x"));
+    // Escaped keys in the body match too.
+    let escaped = br#"{"d\u0061ta":[{"embedding":[0.5]}]}"#;
+    assert_eq!(
+        parse(Protocol::OpenAi, escaped).unwrap().embedding,
+        vec![0.5]
+    );
+}
+
+#[test]
+fn pointer_errors() {
+    assert_eq!(
+        Extractor::new(Protocol::Generic, "", "").unwrap_err(),
+        PointerError::MissingEmbeddingPointer
+    );
+    for bad in ["data/0", "/a~2", "/a~"] {
+        assert!(
+            matches!(
+                Extractor::new(Protocol::Generic, bad, ""),
+                Err(PointerError::Invalid { .. })
+            ),
+            "{bad}"
+        );
+        assert!(Extractor::new(Protocol::OpenAi, "", bad).is_err(), "{bad}");
+    }
+    // "01" and "-" are keys, not indices: nothing in an array matches them.
+    let ex = Extractor::new(Protocol::Generic, "/01", "").unwrap();
+    assert_eq!(ex.parse(b"[[1],[2]]").unwrap_err().kind(), "missing_field");
+}
+
+#[test]
+fn zero_vectors_and_extreme_values_parse() {
+    let out = parse(Protocol::Tei, b"[[0,0.0,-0,0e5]]").unwrap();
+    assert_eq!(out.embedding, vec![0.0; 4]);
+    assert!(out.embedding[2].is_sign_negative());
+    // Subnormal in f64 and f32, f32::MAX, and an underflow to zero are all finite.
+    let out = parse(Protocol::Tei, b"[[1e-40, 3.4028235e38, 1e-50, -2.5E+3]]").unwrap();
+    assert_eq!(out.embedding, vec![1e-40, f32::MAX, 0.0, -2500.0]);
+}
+
+#[test]
+fn duplicate_keys_last_wins_like_serde() {
+    let body = br#"{"data":[{"embedding":[1]}],"data":[{"embedding":[2]}]}"#;
+    assert_eq!(parse(Protocol::OpenAi, body).unwrap().embedding, vec![2.0]);
+    assert_eq!(reference(body, "/data/0/embedding"), vec![2.0]);
+}
+
+/// Every bad output is an error of the expected kind.
+#[test]
+fn bad_outputs_are_errors_of_the_right_kind() {
+    let cases: &[(Protocol, &[u8], &str)] = &[
+        (Protocol::Tei, b"", "truncated"),
+        (Protocol::Tei, b"   ", "truncated"),
+        (Protocol::Tei, b"[[1,2]] x", "malformed"),
+        (Protocol::Tei, b"[[1,2]]]", "malformed"),
+        (Protocol::Tei, b"[[1,2,]]", "malformed"),
+        (Protocol::Tei, b"[[1 2]]", "malformed"),
+        (Protocol::Tei, b"[[01]]", "malformed"),
+        (Protocol::Tei, b"[[1.]]", "malformed"),
+        (Protocol::Tei, b"[[.5]]", "malformed"),
+        (Protocol::Tei, b"[[+1]]", "malformed"),
+        (Protocol::Tei, b"[[1e]]", "malformed"),
+        (Protocol::Tei, b"[[-]]", "malformed"),
+        (Protocol::Tei, b"[[inf]]", "malformed"),
+        (Protocol::Tei, b"[[Nope]]", "malformed"),
+        (Protocol::Tei, b"[[1],{]", "malformed"),
+        (Protocol::Tei, b"[[1],\"\x01\"]", "malformed"),
+        (Protocol::Tei, b"[[1],\"\\x\"]", "malformed"),
+        (Protocol::Tei, b"[[1],\"\\ud800\"]", "malformed"),
+        (Protocol::Tei, b"[[1],\"\xff\"]", "malformed"),
+        (Protocol::Tei, b"[[1],tru]", "malformed"),
+        (Protocol::Tei, b"[[1],1e999]", "malformed"),
+        (Protocol::Tei, b"[[1],-1E+400]", "malformed"),
+        (Protocol::Tei, b"[[1,2]", "truncated"),
+        (Protocol::Tei, b"[[NaN]]", "non_finite"),
+        (Protocol::Tei, b"[[1,Infinity]]", "non_finite"),
+        (Protocol::Tei, b"[[1,2,-Infinity]]", "non_finite"),
+        (Protocol::Tei, b"[[1e39]]", "non_finite"),
+        (Protocol::Tei, b"[[1e400]]", "non_finite"),
+        (Protocol::Tei, b"[[]]", "empty"),
+        (Protocol::Tei, b"[]", "missing_field"),
+        (Protocol::Tei, b"{}", "missing_field"),
+        (Protocol::Tei, b"[[\"a\",\"b\"]]", "wrong_type"),
+        (Protocol::Tei, b"[[[1],[2]]]", "wrong_type"),
+        (Protocol::Tei, b"[{\"a\":1}]", "wrong_type"),
+        (Protocol::Tei, b"[\"AAAAAA==\"]", "wrong_type"),
+        (Protocol::Tei, b"[[1,null]]", "wrong_type"),
+        (
+            Protocol::OpenAi,
+            br#"{"error":{"message":"overloaded"}}"#,
+            "missing_field",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":{"embedding":[1]}}"#,
+            "missing_field",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"embedding":"not base64!"}]}"#,
+            "bad_base64",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"embedding":"AAAA"}]}"#,
+            "bad_base64",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"embedding":"AADAfw=="}]}"#,
+            "non_finite",
+        ),
+        (Protocol::OpenAi, br#"{"data":[{"embedding":""}]}"#, "empty"),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"embedding":1.5}]}"#,
+            "wrong_type",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"embedding":{"0":1}}]}"#,
+            "wrong_type",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"embedding":[1]}],}"#,
+            "malformed",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"embedding":[1]}] "x":1}"#,
+            "malformed",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data" [{"embedding":[1]}]}"#,
+            "malformed",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{data:[{"embedding":[1]}]}"#,
+            "malformed",
+        ),
+        (Protocol::TfServing, br#"{"predictions":[]}"#, "empty"),
+        (Protocol::TfServing, br#"{"predictions":[[]]}"#, "empty"),
+        (
+            Protocol::KServeV2,
+            br#"{"outputs":[{"shape":[1,0],"data":[]}]}"#,
+            "empty",
+        ),
+        (
+            Protocol::KServeV2,
+            br#"{"outputs":[{"shape":[1],"data":["x"]}]}"#,
+            "wrong_type",
+        ),
+    ];
+    for (protocol, body, kind) in cases {
+        let got = parse(*protocol, body);
+        match got {
+            Err(e) => assert_eq!(e.kind(), *kind, "{}: {e}", String::from_utf8_lossy(body)),
+            Ok(o) => panic!("{}: accepted {o:?}", String::from_utf8_lossy(body)),
+        }
+    }
+}
+
+#[test]
+fn errors_carry_useful_context() {
+    let err = parse(Protocol::Tei, b"[[1,2,]]").unwrap_err();
+    assert_eq!(
+        err,
+        ParseError::Malformed {
+            offset: 6,
+            reason: "expected a JSON value"
+        }
+    );
+    assert_eq!(
+        parse(Protocol::Tei, b"[[1,2,NaN]]").unwrap_err(),
+        ParseError::NonFinite { index: 2 }
+    );
+    let err = parse(
+        Protocol::KServeV2,
+        br#"{"outputs":[{"shape":[3],"data":[[1],[2]]}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ParseError::Shape {
+            shape: vec![3],
+            len: 2
+        }
+    );
+    let err = parse(Protocol::OpenAi, b"{}").unwrap_err();
+    assert_eq!(err.to_string(), "no value at /data/0/embedding");
+    let err = parse(Protocol::Tei, b"[[1,2]").unwrap_err();
+    assert_eq!(err, ParseError::Truncated { offset: 6 });
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let mut body = b"[[1],".to_vec();
+    body.extend(vec![b'['; 100_000]);
+    body.extend(vec![b']'; 100_000]);
+    assert_eq!(parse(Protocol::Tei, &body).unwrap_err().kind(), "malformed");
+    let mut obj = br#"{"a":"#.repeat(10_000);
+    obj.extend(b"1");
+    obj.extend(vec![b'}'; 10_000]);
+    assert_eq!(
+        parse(Protocol::OpenAi, &obj).unwrap_err().kind(),
+        "malformed"
+    );
+    let ex = Extractor::new(Protocol::KServeV2, "", "").unwrap();
+    let mut data = br#"{"outputs":[{"data":"#.to_vec();
+    data.extend(vec![b'['; 1000]);
+    assert_eq!(ex.parse(&data).unwrap_err().kind(), "malformed");
+}
+
+const FIXTURES: [(&str, Protocol); 10] = [
+    ("openai_float.json", Protocol::OpenAi),
+    ("openai_base64.json", Protocol::OpenAi),
+    ("openai_reordered.json", Protocol::OpenAi),
+    ("tei_embed.json", Protocol::Tei),
+    ("kserve_v2.json", Protocol::KServeV2),
+    ("kserve_v2_nested.json", Protocol::KServeV2),
+    ("kserve_v2_batch.json", Protocol::KServeV2),
+    ("tfserving_rows.json", Protocol::TfServing),
+    ("tfserving_flat.json", Protocol::TfServing),
+    ("generic.json", Protocol::Generic),
+];
+
+fn extractor_for(protocol: Protocol) -> Extractor {
+    let pointer = if protocol == Protocol::Generic {
+        "/result/vector"
+    } else {
+        ""
+    };
+    Extractor::new(protocol, pointer, "").unwrap()
+}
+
+#[test]
+fn every_truncation_of_every_fixture_is_truncated() {
+    for (name, protocol) in FIXTURES {
+        let body = fixture(name);
+        let ex = extractor_for(protocol);
+        assert!(ex.parse(&body).is_ok(), "{name}");
+        let content = body.trim_ascii_end().len();
+        for cut in 0..content {
+            match ex.parse(&body[..cut]) {
+                Err(ParseError::Truncated { offset }) => assert_eq!(offset, cut),
+                other => panic!("{name} cut at {cut}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn rewrite_wraps_the_input_for_each_protocol() {
+    let body = fixture("chat_request.json");
+    let rw = Rewrite {
+        path: "/v1/embeddings".into(),
+        input_pointer: "/messages/0/content".into(),
+    };
+    rw.validate().unwrap();
+    let text = "Caf\u{e9} \"bar\"\nline\u{2028}two \u{1F600}";
+    let expect = [
+        (
+            Protocol::OpenAi,
+            serde_json::json!({"input": text, "model": "gpt-4o-mini"}),
+        ),
+        (Protocol::Tei, serde_json::json!({"inputs": text})),
+        (
+            Protocol::KServeV2,
+            serde_json::json!({"inputs":[{"name":"input","shape":[1],"datatype":"BYTES","data":[text]}]}),
+        ),
+        (
+            Protocol::TfServing,
+            serde_json::json!({"instances": [text]}),
+        ),
+        (Protocol::Generic, serde_json::json!({"input": text})),
+    ];
+    for (protocol, want) in expect {
+        let out = rewrite_request(protocol, &rw, &body).unwrap();
+        let got: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(got, want, "{protocol}");
+    }
+    // No "model" in the request: none in the rewrite.
+    let out = rewrite_request(
+        Protocol::OpenAi,
+        &rw,
+        br#"{"messages":[{"content":"\u0001x"}]}"#,
+    )
+    .unwrap();
+    let got: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(got, serde_json::json!({"input": "\u{1}x"}));
+}
+
+#[test]
+fn rewrite_errors() {
+    let rw = Rewrite {
+        path: "/embed".into(),
+        input_pointer: "/prompt".into(),
+    };
+    let cases: [(&[u8], &str); 4] = [
+        (br#"{"prompt":["a"]}"#, "not_a_string"),
+        (br#"{"other":"a"}"#, "missing_input"),
+        (br#"{"prompt":"a""#, "malformed_body"),
+        (b"not json", "malformed_body"),
+    ];
+    for (body, kind) in cases {
+        let err = rewrite_request(Protocol::Tei, &rw, body).unwrap_err();
+        assert_eq!(err.kind(), kind, "{err}");
+    }
+    let bad_path = Rewrite {
+        path: "embed".into(),
+        input_pointer: "/prompt".into(),
+    };
+    assert_eq!(bad_path.validate().unwrap_err().kind(), "bad_path");
+    let bad_pointer = Rewrite {
+        path: "/embed".into(),
+        input_pointer: "prompt".into(),
+    };
+    assert_eq!(bad_pointer.validate().unwrap_err().kind(), "bad_pointer");
+    assert_eq!(
+        rewrite_request(Protocol::Tei, &bad_pointer, b"{}")
+            .unwrap_err()
+            .kind(),
+        "bad_pointer"
+    );
+    let toml_rw: Rewrite =
+        toml::from_str("path = \"/v1/embeddings\"\ninput_pointer = \"/input\"").unwrap();
+    assert_eq!(toml_rw.input_pointer, "/input");
+    assert!(toml::from_str::<Rewrite>("path = \"/a\"\ninput_pointer = \"/b\"\nx = 1").is_err());
+}
+
+#[test]
+fn extractor_is_shareable() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Extractor>();
+}
+
+fn openai_body(values: &[f32], widen: bool, pretty: bool) -> Vec<u8> {
+    let embedding: Vec<Value> = values
+        .iter()
+        .map(|&x| {
+            if widen {
+                // What Python does with a float32: its f64 repr (up to 17 digits).
+                serde_json::json!(x as f64)
+            } else {
+                serde_json::json!(x)
+            }
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
+        "model": "m",
+        "usage": {"prompt_tokens": 1, "total_tokens": 1}
+    });
+    if pretty {
+        serde_json::to_vec_pretty(&doc).unwrap()
+    } else {
+        serde_json::to_vec(&doc).unwrap()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Vectors written by serde_json come back bit-for-bit, as serde_json reads them.
+    #[test]
+    fn round_trips_serde_json_vectors(
+        values in prop::collection::vec(
+            prop::num::f32::NORMAL | prop::num::f32::SUBNORMAL | prop::num::f32::ZERO, 1..300),
+        widen: bool,
+        pretty: bool,
+    ) {
+        let body = openai_body(&values, widen, pretty);
+        let out = parse(Protocol::OpenAi, &body).unwrap();
+        prop_assert_eq!(bits(&out.embedding), bits(&reference(&body, "/data/0/embedding")));
+        prop_assert_eq!(bits(&out.embedding), bits(&values));
+    }
+
+    /// Any JSON number text converts exactly as serde_json's f64, narrowed to f32.
+    #[test]
+    fn numbers_convert_like_serde_json(
+        nums in prop::collection::vec(
+            "-?(0|[1-9][0-9]{0,30})(\\.[0-9]{1,30})?([eE][+-]?[0-9]{1,3})?", 1..20)
+    ) {
+        let body = format!("[[{}]]", nums.join(","));
+        let ours = parse(Protocol::Tei, body.as_bytes());
+        let theirs: Result<Vec<f64>, _> = nums.iter().map(|n| n.parse::<f64>()).collect();
+        let theirs = theirs.unwrap();
+        let serde_ok = serde_json::from_str::<Value>(&body).is_ok();
+        match ours {
+            Ok(out) => {
+                prop_assert!(serde_ok);
+                let want: Vec<f32> = reference(body.as_bytes(), "/0");
+                prop_assert_eq!(bits(&out.embedding), bits(&want));
+                let std_want: Vec<f32> = theirs.iter().map(|&x| x as f32).collect();
+                prop_assert_eq!(bits(&out.embedding), bits(&std_want));
+            }
+            Err(ParseError::NonFinite { index }) => {
+                prop_assert!(!(theirs[index] as f32).is_finite());
+            }
+            Err(e) => prop_assert!(false, "{}: {}", body, e),
+        }
+    }
+
+    /// Decimals at and around f32 rounding midpoints (where narrowing an approximate f64
+    /// could go the wrong way) still match serde_json bit for bit.
+    #[test]
+    fn near_f32_midpoints_round_like_serde(
+        x in prop::num::f32::POSITIVE | prop::num::f32::NEGATIVE,
+        digits in 6usize..22,
+        nudge in -40i64..=40,
+        fixed: bool,
+    ) {
+        let next = f32::from_bits(x.to_bits() + 1);
+        prop_assume!(next.is_finite());
+        let mid = (f64::from(x) + f64::from(next)) / 2.0; // exact in f64
+        let m = f64::from_bits(mid.to_bits().wrapping_add_signed(nudge));
+        let text = if fixed && m.abs() > 1e-30 && m.abs() < 1e30 {
+            format!("{m:.digits$}")
+        } else {
+            format!("{m:.digits$e}")
+        };
+        let body = format!("[[{text},{m:e},{m}]]");
+        let want: Vec<f32> = reference(body.as_bytes(), "/0");
+        match parse(Protocol::Tei, body.as_bytes()) {
+            Ok(out) => prop_assert_eq!(bits(&out.embedding), bits(&want), "{}", body),
+            Err(ParseError::NonFinite { index }) => prop_assert!(!want[index].is_finite()),
+            Err(e) => prop_assert!(false, "{}: {}", body, e),
+        }
+    }
+
+    /// Arbitrary bytes never panic, and nothing serde_json rejects is accepted.
+    #[test]
+    fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..200)) {
+        for protocol in ALL {
+            if let Ok(out) = extractor_for(protocol).parse(&body) {
+                prop_assert!(serde_json::from_slice::<Value>(&body).is_ok());
+                prop_assert!(!out.embedding.is_empty());
+            }
+        }
+    }
+
+    /// JSON-ish noise (the bytes JSON is made of) never panics either.
+    #[test]
+    fn json_alphabet_noise_never_panics(body in "[\\[\\]{}\",:0-9eE.+\\- a-zNIT\\\\]{0,120}") {
+        for protocol in ALL {
+            if extractor_for(protocol).parse(body.as_bytes()).is_ok() {
+                prop_assert!(serde_json::from_slice::<Value>(body.as_bytes()).is_ok());
+            }
+        }
+    }
+
+    /// One byte of a valid fixture changed, dropped or duplicated: an error or an output
+    /// that serde_json agrees with, never a panic.
+    #[test]
+    fn mutated_fixtures_never_panic(
+        which in 0..FIXTURES.len(),
+        at in any::<prop::sample::Index>(),
+        byte: u8,
+        op in 0..3u8,
+    ) {
+        let (name, protocol) = FIXTURES[which];
+        let mut body = fixture(name);
+        let i = at.index(body.len());
+        match op {
+            0 => body[i] = byte,
+            1 => { body.remove(i); }
+            _ => body.insert(i, byte),
+        }
+        let ex = extractor_for(protocol);
+        if let Ok(out) = ex.parse(&body) {
+            prop_assert!(serde_json::from_slice::<Value>(&body).is_ok());
+            prop_assert!(out.embedding.iter().all(|x| x.is_finite()));
+        }
+    }
+}
