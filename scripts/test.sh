@@ -31,7 +31,7 @@ echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast
+  SOAK_SECONDS="${SOAK_SECONDS:-120}" cargo nextest run --no-fail-fast
 else
-  cargo test --no-fail-fast
+  SOAK_SECONDS="${SOAK_SECONDS:-120}" cargo test --no-fail-fast
 fi

@@ -241,8 +241,8 @@ impl Default for FeedbackConfig {
             label_ttl: Duration::from_secs(3600),
             conversion_window: Duration::from_secs(900),
             token: String::new(),
-            // ~100 bytes each: ~100 MiB worst case would be too much for a sidecar; 200k ≈ 20 MiB.
-            max_tracked: 200_000,
+            // ~65 bytes per tracked id: 100k ≈ 6.5 MiB, an hour of ~30 req/s per pod.
+            max_tracked: 100_000,
         }
     }
 }
@@ -567,7 +567,7 @@ impl Config {
         if self.feedback.max_tracked == 0 {
             bad(
                 "feedback.max_tracked",
-                "must be at least 1, e.g. 200000".into(),
+                "must be at least 1, e.g. 100000".into(),
             );
         }
         if self.limits.max_connections == 0 {
@@ -927,6 +927,35 @@ alpha = 0.9
         .unwrap_err();
         assert_eq!(err.problems()[0].key, "drift");
         assert!(err.problems()[0].message.contains("five minutes"));
+    }
+
+    proptest::proptest! {
+        /// The loader never panics, whatever the file and the environment hold: every
+        /// input is either a config or a list of problems.
+        #[test]
+        fn loader_never_panics_on_arbitrary_input(
+            text in ".{0,400}",
+            key in "[A-Z_]{1,24}",
+            value in ".{0,40}",
+        ) {
+            let env = vec![(format!("SHADOWGATE_{key}"), value)];
+            let _ = Config::from_toml_with_env(&text, env);
+        }
+
+        /// Mutations of a valid file (a line dropped or doubled, a value replaced) also
+        /// come back as a config or as problems, never a panic.
+        #[test]
+        fn loader_never_panics_on_mutated_valid_files(line in 0usize..12, junk in ".{0,20}", dup in proptest::bool::ANY) {
+            let mut lines: Vec<String> = MINIMAL.lines().map(str::to_string).collect();
+            let i = line % lines.len();
+            if dup {
+                let l = lines[i].clone();
+                lines.insert(i, l);
+            } else if let Some((k, _)) = lines[i].clone().split_once('=') {
+                lines[i] = format!("{k}= {junk}");
+            }
+            let _ = Config::from_toml_with_env(&lines.join("\n"), std::iter::empty());
+        }
     }
 
     #[test]

@@ -232,11 +232,43 @@ struct Scores {
     canary_cs: ConfidenceSequence,
 }
 
-/// Served requests and conversions in the conversion window.
-#[derive(Default)]
+/// Served requests and conversions in the conversion window, counted per second so
+/// memory is bounded by the window's length in seconds, not by traffic.
 struct Conversions {
-    served: VecDeque<Instant>,
-    converted: VecDeque<Instant>,
+    origin: Instant,
+    /// (second since origin, served, converted), oldest first.
+    buckets: VecDeque<(u64, u64, u64)>,
+}
+
+impl Conversions {
+    fn add(&mut self, now: Instant, served: u64, converted: u64) {
+        let sec = now.saturating_duration_since(self.origin).as_secs();
+        match self.buckets.back_mut() {
+            Some(b) if b.0 == sec => {
+                b.1 += served;
+                b.2 += converted;
+            }
+            _ => self.buckets.push_back((sec, served, converted)),
+        }
+    }
+
+    /// Conversions / served over the last `window`; NaN with nothing served.
+    fn rate(&mut self, now: Instant, window: Duration) -> f64 {
+        let sec = now.saturating_duration_since(self.origin).as_secs();
+        let oldest = sec.saturating_sub(window.as_secs());
+        while self.buckets.front().is_some_and(|b| b.0 < oldest) {
+            self.buckets.pop_front();
+        }
+        let (served, converted) = self
+            .buckets
+            .iter()
+            .fold((0, 0), |a, b| (a.0 + b.1, a.1 + b.2));
+        if served == 0 {
+            f64::NAN
+        } else {
+            converted as f64 / served as f64
+        }
+    }
 }
 
 /// The online join state.
@@ -269,7 +301,10 @@ impl Feedback {
                 baseline_cs: ConfidenceSequence::new(alpha / 2.0),
                 canary_cs: ConfidenceSequence::new(alpha / 2.0),
             }),
-            conversions: Mutex::new(Conversions::default()),
+            conversions: Mutex::new(Conversions {
+                origin: Instant::now(),
+                buckets: VecDeque::new(),
+            }),
             metrics,
         }
     }
@@ -282,7 +317,7 @@ impl Feedback {
     pub fn served(&self, request_id: &str, now: Instant) {
         self.upsert(request_id, now, |_| {});
         if let Ok(mut c) = self.conversions.lock() {
-            c.served.push_back(now);
+            c.add(now, 1, 0);
         }
     }
 
@@ -410,7 +445,7 @@ impl Feedback {
         };
         if result == JoinResult::Joined && event == "conversion" {
             if let Ok(mut c) = self.conversions.lock() {
-                c.converted.push_back(now);
+                c.add(now, 0, 1);
             }
         }
         self.metrics.join(1, result);
@@ -420,26 +455,7 @@ impl Feedback {
     /// Bring the conversion-rate and tracked-ids gauges up to date (once per scrape).
     pub fn refresh(&self, now: Instant) {
         if let Ok(mut c) = self.conversions.lock() {
-            let w = self.conversion_window;
-            while c
-                .served
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) > w)
-            {
-                c.served.pop_front();
-            }
-            while c
-                .converted
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) > w)
-            {
-                c.converted.pop_front();
-            }
-            let rate = if c.served.is_empty() {
-                f64::NAN
-            } else {
-                c.converted.len() as f64 / c.served.len() as f64
-            };
+            let rate = c.rate(now, self.conversion_window);
             self.metrics.conversion.set(rate);
         }
         let mut tracked = 0;
