@@ -650,7 +650,7 @@ fn apply_env(
             });
             continue;
         }
-        let value = parse_env_value(&raw);
+        let value = parse_env_value(path.last().map_or("", String::as_str), &raw);
         if let Err(seg) = set_path(table, &path, value) {
             problems.push(ConfigProblem {
                 key: format!("{ENV_PREFIX}{rest}"),
@@ -680,7 +680,25 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     }
 }
 
-fn parse_env_value(raw: &str) -> toml::Value {
+/// Keys whose values are always strings, even when they look like numbers
+/// (`SHADOWGATE_MODEL__VERSION=2` is the version "2", not the integer 2).
+const STRING_KEYS: [&str; 10] = [
+    "name",
+    "version",
+    "url",
+    "token",
+    "dir",
+    "protocol",
+    "embedding_pointer",
+    "prediction_pointer",
+    "path",
+    "input_pointer",
+];
+
+fn parse_env_value(key: &str, raw: &str) -> toml::Value {
+    if STRING_KEYS.contains(&key) {
+        return toml::Value::String(raw.to_string());
+    }
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
         Ok(mut t) => t
@@ -865,6 +883,7 @@ version = "v2"
                 ("SHADOWGATE_SHADOW_LOG__DIR", "/tmp/x"),
                 ("SHADOWGATE_DRIFT__WINDOW", "1m"),
                 ("SHADOWGATE_MODEL__NAME", "m"),
+                ("SHADOWGATE_MODEL__VERSION", "2"),
                 ("OTHER_VAR", "ignored"),
             ],
         )
@@ -874,6 +893,10 @@ version = "v2"
         assert_eq!(c.shadow_log.dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.drift.window, Duration::from_secs(60));
         assert_eq!(c.model.name, "m");
+        assert_eq!(
+            c.model.version, "2",
+            "a version that looks like a number stays a string"
+        );
     }
 
     #[test]

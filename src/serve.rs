@@ -61,14 +61,19 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     drift: Arc<Mutex<DriftState>>,
+    feedback: Arc<Feedback>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Summary>,
 }
 
 impl Running {
     /// The drift statistics now (also brings the drift gauges up to date).
+    /// The drift statistics now; also brings every computed gauge (drift, conversion)
+    /// up to date, as a scrape would.
     pub fn drift_snapshot(&self) -> Option<crate::drift::DriftSnapshot> {
-        let snapshot = self.drift.lock().ok()?.snapshot(Instant::now());
+        let now = Instant::now();
+        self.feedback.refresh(now);
+        let snapshot = self.drift.lock().ok()?.snapshot(now);
         self.metrics.drift.set(&snapshot);
         Some(snapshot)
     }
@@ -271,7 +276,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let admin_state = AdminState {
         metrics: metrics.clone(),
         drift: drift.clone(),
-        feedback,
+        feedback: feedback.clone(),
         primary: proxy.primary.clone(),
         started: Instant::now(),
         config: cfg.clone(),
@@ -296,6 +301,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         admin_addr,
         metrics,
         drift,
+        feedback,
         stop: stop_tx,
         task,
     })

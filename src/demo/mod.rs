@@ -85,8 +85,11 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         lo: (1.0 - 2.0 * opts.drift).max(-1.0),
         hi: 1.0,
     };
+    // Both versions also classify their input (a `label` beside the embedding); the
+    // canary disagrees with the baseline on a share of inputs that grows with --drift.
     let base = ModelOptions {
         dim: DEMO_DIM,
+        prediction_flip_share: Some(0.0),
         ..Default::default()
     };
     let primary = ModelServer::spawn(base.clone())
@@ -97,6 +100,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         .map_err(DemoError::ModelServer)?;
     let canary = ModelServer::spawn(ModelOptions {
         cosine: canary_spec,
+        prediction_flip_share: Some(opts.drift),
         ..base
     })
     .await
@@ -117,6 +121,7 @@ sample_rate = 1.0
 max_per_second = 0
 max_in_flight = 256
 self_similarity_rate = 0.05
+prediction_pointer = "/label"
 [shadow.baseline]
 url = "{baseline}"
 version = "v1"
@@ -163,6 +168,7 @@ max_file_age = "10s"
     let client = http_client::<Full<Bytes>>(opts.clients.max(1));
     let mut workers = Vec::new();
     for w in 0..opts.clients.max(1) {
+        let admin = format!("http://{}", running.admin_addr);
         let (traffic, stop, client, url) = (
             traffic.clone(),
             stop.clone(),
@@ -188,14 +194,48 @@ max_file_age = "10s"
                     .body(Full::new(Bytes::from(body)));
                 let Ok(req) = req else { continue };
                 let t = Instant::now();
-                let ok = match client.request(req).await {
+                let (ok, id) = match client.request(req).await {
                     Ok(resp) => {
                         let status = resp.status();
-                        resp.into_body().collect().await.is_ok() && status.is_success()
+                        let id = resp
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        (
+                            resp.into_body().collect().await.is_ok() && status.is_success(),
+                            id,
+                        )
                     }
-                    Err(_) => false,
+                    Err(_) => (false, None),
                 };
                 traffic.record(t.elapsed(), ok);
+                // Ground truth arrives for every 4th request (the baseline's class, wrong
+                // one time in ten), and one request in ten converts.
+                if let Some(id) = id.filter(|_| i % 4 == 0) {
+                    let text = format!("{} #{w}-{i}", words.join(" "));
+                    let mut truth = model::predicted_label(&text, 0.0);
+                    if rng.uniform() < 0.1 {
+                        truth = if truth == "0" { "1".into() } else { "0".into() };
+                    }
+                    let mut events = vec![(
+                        format!("{admin}/labels"),
+                        format!(r#"{{"request_id":"{id}","label":"{truth}"}}"#),
+                    )];
+                    if i % 10 == 0 {
+                        events.push((
+                            format!("{admin}/feedback"),
+                            format!(r#"{{"request_id":"{id}","event":"conversion"}}"#),
+                        ));
+                    }
+                    for (url, body) in events {
+                        if let Ok(req) = Request::post(url).body(Full::new(Bytes::from(body))) {
+                            if let Ok(resp) = client.request(req).await {
+                                let _ = resp.into_body().collect().await;
+                            }
+                        }
+                    }
+                }
             }
         }));
     }
@@ -234,6 +274,7 @@ max_file_age = "10s"
     let elapsed = started.elapsed();
     let snap = running.drift_snapshot();
     let m = running.metrics.clone();
+    let families = m.registry.gather();
     let summary = running.shutdown().await;
 
     let pairs: Vec<String> = PairOutcome::ALL
@@ -276,6 +317,24 @@ max_file_age = "10s"
             s.self_pairs
         );
     }
+    let acc =
+        |v: &str| crate::status::metric(&families, "model_inference_accuracy", &[("version", v)]);
+    let labeled = crate::status::metric(&families, "model_shadow_labeled_pairs_total", &[]);
+    println!(
+        "  accuracy (online)   baseline v1 {}, canary v2 {} on {} labeled pairs; ratio lower bound {}",
+        fmt_nan(acc("v1")),
+        fmt_nan(acc("v2")),
+        labeled,
+        fmt_nan(crate::status::metric(&families, "model_accuracy_ratio_lower_bound", &[]))
+    );
+    println!(
+        "  conversion rate     {} (this pod, v1)",
+        fmt_nan(crate::status::metric(
+            &families,
+            "business_metric_conversion_rate",
+            &[]
+        ))
+    );
     println!(
         "  model servers       primary {} requests, baseline {}, canary {}",
         primary.requests(),
