@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of shadowgate on a fresh Debian machine with Rust installed:
 # installs what cargo does not (Prometheus, Pushgateway, Chromium, pyarrow, DuckDB,
-# PyYAML), then
+# PyYAML, scipy, PySpark), then
 # checks formatting and lints, and runs the whole suite with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +20,12 @@ fi
 # The Debian units start these on install; the tests run their own on loopback ports.
 systemctl stop prometheus prometheus-pushgateway 2>/dev/null || true
 
-if ! python3 -c 'import pyarrow, duckdb, yaml' 2>/dev/null; then
-  echo "==> pip install pyarrow duckdb pyyaml"
-  python3 -m pip install -q --disable-pip-version-check pyarrow duckdb pyyaml
+# pyarrow and DuckDB read the shadow logs back; PyYAML reads the Argo templates; scipy
+# gives reference statistics; pyspark runs the Spark accuracy job in local mode (on the
+# machine's Java 17).
+if ! python3 -c 'import pyarrow, duckdb, yaml, scipy, numpy, pyspark' 2>/dev/null; then
+  echo "==> pip install pyarrow duckdb pyyaml scipy numpy pyspark"
+  python3 -m pip install -q --disable-pip-version-check pyarrow duckdb pyyaml scipy numpy pyspark
 fi
 
 echo "==> cargo fmt --check"

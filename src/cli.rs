@@ -26,6 +26,9 @@ pub enum Command {
         /// TOML configuration file.
         file: PathBuf,
     },
+    /// Batch accuracy job: join shadow logs with ground-truth labels by request id and
+    /// report, per model and version pair, accuracy, the paired comparison and agreement.
+    Accuracy(crate::accuracy::AccuracyArgs),
     /// Everything on one machine: built-in baseline and canary model servers, the
     /// sidecar, and traffic, with live progress and a summary.
     Demo {

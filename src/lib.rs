@@ -19,6 +19,7 @@
 //! - [`feedback`]: labels and business events joined online.
 //! - [`metrics`]: every exported series, registered once.
 //! - [`shadow`]: shadow-log records and the Parquet writer.
+//! - [`accuracy`]: batch job joining shadow logs with labels (`shadowgate accuracy`).
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/labels`, `/feedback`.
 //! - [`status`]: the status page at `/`.
 //! - [`demo`]: built-in model servers and traffic for `shadowgate demo`.
@@ -31,6 +32,7 @@
 //!                                                          └─► shadow log (Parquet)
 //! ```
 
+pub mod accuracy;
 pub mod admin;
 pub mod cli;
 pub mod compare;

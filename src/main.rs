@@ -43,6 +43,16 @@ fn main() -> ExitCode {
                     .map_err(anyhow::Error::from)
             })
         }
+        Command::Accuracy(args) => match shadowgate::accuracy::run(&args) {
+            Ok(report) => {
+                print!("{}", report.to_table());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shadowgate accuracy: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Command::Demo {
             seconds,
             admin,

@@ -1,0 +1,649 @@
+//! Ground-truth labels: reading Parquet, CSV and JSON-lines files, and the id → label
+//! table the join probes. Duplicate ids keep the latest label: the greatest timestamp
+//! when the files have one, else the last in file order (files sorted by path, rows in
+//! order); the superseded rows are counted.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
+use rayon::prelude::*;
+
+use super::columns::{label_ts_column, text_column, StrCol};
+use super::files::{has_extension, list_files, parse_timestamp, seconds_to_micros};
+use super::stats::Label;
+use super::{AccuracyError, SkippedFile};
+
+/// Extensions read from a labels directory.
+pub const LABEL_EXTENSIONS: [&str; 5] = ["parquet", "csv", "jsonl", "json", "ndjson"];
+
+/// Which columns of the label files hold what.
+#[derive(Debug, Clone)]
+pub struct LabelColumns {
+    pub id: String,
+    pub label: String,
+    /// Used when a file has it; otherwise that file's rows are undated.
+    pub ts: Option<String>,
+}
+
+/// Counts about the label rows read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelCounts {
+    /// Label rows read from all files.
+    pub rows: u64,
+    /// Rows without an id or a label value: ignored.
+    pub invalid: u64,
+    /// Valid rows superseded by a later label for the same id.
+    pub duplicates: u64,
+    /// Distinct ids with a label.
+    pub distinct: u64,
+}
+
+/// The labels of one file, in row order, before deduplication. Ids live in one arena
+/// and label values are interned per file, so a row costs no allocation.
+#[derive(Default)]
+struct Chunk {
+    ids: Vec<u8>,
+    ends: Vec<usize>,
+    /// Index into `values` per row.
+    labels: Vec<u32>,
+    values: Vec<String>,
+    value_index: std::collections::HashMap<String, u32>,
+    ts: Vec<Option<i64>>,
+    invalid: u64,
+}
+
+impl Chunk {
+    fn push(&mut self, id: Option<&str>, label: Option<&str>, ts: Option<i64>) {
+        match (id, label) {
+            (Some(id), Some(label)) => {
+                self.ids.extend_from_slice(id.as_bytes());
+                self.ends.push(self.ids.len());
+                let v = match self.value_index.get(label) {
+                    Some(&v) => v,
+                    None => {
+                        let v = self.values.len() as u32;
+                        self.values.push(label.to_owned());
+                        self.value_index.insert(label.to_owned(), v);
+                        v
+                    }
+                };
+                self.labels.push(v);
+                self.ts.push(ts);
+            }
+            _ => self.invalid += 1,
+        }
+    }
+    fn rows(&self) -> u64 {
+        self.ends.len() as u64 + self.invalid
+    }
+}
+
+/// Open-addressing hash table from request id to label, with ids in one arena: about
+/// 20 bytes per id plus the id's bytes, and no allocation per id.
+pub struct LabelTable {
+    arena: Vec<u8>,
+    ends: Vec<usize>,
+    hashes: Vec<u64>,
+    /// Index into `values` per id.
+    label_of: Vec<u32>,
+    ts: Vec<Option<i64>>,
+    /// Distinct label values (there are usually few classes).
+    values: Vec<Label>,
+    value_index: std::collections::HashMap<String, u32>,
+    /// 0 = empty, else id index + 1.
+    slots: Vec<u32>,
+    pub counts: LabelCounts,
+}
+
+impl Default for LabelTable {
+    fn default() -> Self {
+        LabelTable {
+            arena: Vec::new(),
+            ends: Vec::new(),
+            hashes: Vec::new(),
+            label_of: Vec::new(),
+            ts: Vec::new(),
+            values: Vec::new(),
+            value_index: Default::default(),
+            slots: vec![0; 16],
+            counts: LabelCounts::default(),
+        }
+    }
+}
+
+impl LabelTable {
+    /// Number of distinct ids.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn id(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.arena[start..self.ends[i]]
+    }
+
+    /// Index of `id` if labeled.
+    #[inline]
+    pub fn find(&self, id: &str) -> Option<usize> {
+        let h = hash_bytes(id.as_bytes());
+        let mask = self.slots.len() - 1;
+        let mut pos = (h as usize) & mask;
+        loop {
+            let s = self.slots[pos];
+            if s == 0 {
+                return None;
+            }
+            let i = (s - 1) as usize;
+            if self.hashes[i] == h && self.id(i) == id.as_bytes() {
+                return Some(i);
+            }
+            pos = (pos + 1) & mask;
+        }
+    }
+
+    /// The label of id index `i`.
+    #[inline]
+    pub fn label(&self, i: usize) -> &Label {
+        &self.values[self.label_of[i] as usize]
+    }
+
+    fn intern(&mut self, label: &str) -> u32 {
+        if let Some(&v) = self.value_index.get(label) {
+            return v;
+        }
+        let v = self.values.len() as u32;
+        self.values.push(Label::new(label));
+        self.value_index.insert(label.to_owned(), v);
+        v
+    }
+
+    /// Adds one valid label row; rows must come in file order.
+    fn insert(&mut self, id: &[u8], v: u32, ts: Option<i64>) {
+        let h = hash_bytes(id);
+        let mut pos = (h as usize) & (self.slots.len() - 1);
+        loop {
+            let s = self.slots[pos];
+            if s == 0 {
+                break;
+            }
+            let i = (s - 1) as usize;
+            if self.hashes[i] == h && self.id(i) == id {
+                self.counts.duplicates += 1;
+                // Later rows win ties, and an undated row loses to a dated one.
+                if ts >= self.ts[i] {
+                    self.label_of[i] = v;
+                    self.ts[i] = ts;
+                }
+                return;
+            }
+            pos = (pos + 1) & (self.slots.len() - 1);
+        }
+        self.arena.extend_from_slice(id);
+        self.ends.push(self.arena.len());
+        self.hashes.push(h);
+        self.label_of.push(v);
+        self.ts.push(ts);
+        self.slots[pos] = self.ends.len() as u32;
+        if self.ends.len() * 2 > self.slots.len() {
+            self.grow();
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = self.slots.len() * 2;
+        let mut slots = vec![0u32; size];
+        for (i, &h) in self.hashes.iter().enumerate() {
+            let mut pos = (h as usize) & (size - 1);
+            while slots[pos] != 0 {
+                pos = (pos + 1) & (size - 1);
+            }
+            slots[pos] = i as u32 + 1;
+        }
+        self.slots = slots;
+    }
+
+    /// Makes room for `n` more ids without rehashing on the way.
+    fn reserve(&mut self, n: usize) {
+        let want = (self.ends.len() + n).saturating_mul(2).next_power_of_two();
+        if want > self.slots.len() {
+            self.slots = vec![0; want / 2];
+            self.grow();
+        }
+    }
+
+    fn add_chunk(&mut self, c: &Chunk) {
+        self.counts.rows += c.rows();
+        self.counts.invalid += c.invalid;
+        let global: Vec<u32> = c.values.iter().map(|v| self.intern(v)).collect();
+        let mut start = 0;
+        for (k, &end) in c.ends.iter().enumerate() {
+            self.insert(&c.ids[start..end], global[c.labels[k] as usize], c.ts[k]);
+            start = end;
+        }
+        self.counts.distinct = self.ends.len() as u64;
+    }
+}
+
+/// FxHash-style mixing of 8-byte words with a murmur3 finalizer: fast on short ids and
+/// well spread in the low bits the table uses. Not DoS-resistant, which a batch job over
+/// its own logs does not need.
+#[inline]
+fn hash_bytes(b: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = b.len() as u64;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let rem = chunks.remainder();
+    if !rem.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rem.len()].copy_from_slice(rem);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Reads every label file under `inputs` (files in parallel, merged in path order).
+/// Corrupt files are an error, or skipped and returned when `skip_bad` is set; a file
+/// without the id or label column is always an error.
+pub fn load(
+    inputs: &[PathBuf],
+    cols: &LabelColumns,
+    skip_bad: bool,
+) -> Result<(LabelTable, Vec<SkippedFile>), AccuracyError> {
+    let files = list_files(inputs, &LABEL_EXTENSIONS)?;
+    let chunks: Vec<Result<Chunk, AccuracyError>> =
+        files.par_iter().map(|f| read_file(f, cols)).collect();
+    let mut table = LabelTable::default();
+    table.reserve(chunks.iter().flatten().map(|c| c.ends.len()).sum());
+    let mut skipped = Vec::new();
+    for (path, chunk) in files.iter().zip(chunks) {
+        match chunk {
+            Ok(c) => table.add_chunk(&c),
+            Err(e @ AccuracyError::BadFile { .. }) if skip_bad => skipped.push(SkippedFile {
+                path: path.clone(),
+                error: e.to_string(),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((table, skipped))
+}
+
+/// A column of ids or labels: strings read in place, other types rendered once.
+enum TextCol<'a> {
+    Str(StrCol<'a>),
+    Owned(Vec<Option<String>>),
+}
+
+impl<'a> TextCol<'a> {
+    fn new(a: &'a arrow_array::ArrayRef) -> Option<Self> {
+        match StrCol::new(a) {
+            Some(s) => Some(TextCol::Str(s)),
+            None => text_column(a).map(TextCol::Owned),
+        }
+    }
+    fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            TextCol::Str(s) => s.get(i),
+            TextCol::Owned(v) => v[i].as_deref(),
+        }
+    }
+}
+
+fn bad(path: &Path, problem: impl std::fmt::Display) -> AccuracyError {
+    AccuracyError::BadFile {
+        path: path.to_path_buf(),
+        problem: problem.to_string(),
+    }
+}
+
+fn missing(path: &Path, column: &str) -> AccuracyError {
+    AccuracyError::MissingColumn {
+        path: path.to_path_buf(),
+        column: column.to_string(),
+    }
+}
+
+fn read_file(path: &Path, cols: &LabelColumns) -> Result<Chunk, AccuracyError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if has_extension(name, "parquet") {
+        read_parquet(path, cols)
+    } else if has_extension(name, "csv") {
+        let bytes = read_bytes(path)?;
+        read_csv(path, &bytes, cols)
+    } else if has_extension(name, "jsonl")
+        || has_extension(name, "json")
+        || has_extension(name, "ndjson")
+    {
+        let bytes = read_bytes(path)?;
+        read_json_lines(path, &bytes, cols)
+    } else {
+        Err(AccuracyError::Usage(format!(
+            "{}: unknown label file type (use .parquet, .csv or .jsonl)",
+            path.display()
+        )))
+    }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, AccuracyError> {
+    std::fs::read(path).map_err(|e| AccuracyError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+fn read_parquet(path: &Path, cols: &LabelColumns) -> Result<Chunk, AccuracyError> {
+    let file = File::open(path).map_err(|e| AccuracyError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
+    let schema = builder.schema().clone();
+    let idx = |c: &str| schema.index_of(c).ok();
+    let id_i = idx(&cols.id).ok_or_else(|| missing(path, &cols.id))?;
+    let label_i = idx(&cols.label).ok_or_else(|| missing(path, &cols.label))?;
+    let ts_i = cols.ts.as_deref().and_then(idx);
+    let mut roots = vec![id_i, label_i];
+    roots.extend(ts_i);
+    roots.sort_unstable();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| bad(path, e))?;
+    let pos = |i: usize| roots.iter().position(|&r| r == i).unwrap_or(0);
+    let mut chunk = Chunk::default();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(path, e))?;
+        let type_err = |c: &str| {
+            bad(
+                path,
+                format!(
+                    "column `{c}` has an unsupported type {}",
+                    schema
+                        .field_with_name(c)
+                        .map(|f| f.data_type().to_string())
+                        .unwrap_or_default()
+                ),
+            )
+        };
+        let ids = TextCol::new(batch.column(pos(id_i))).ok_or_else(|| type_err(&cols.id))?;
+        let labels =
+            TextCol::new(batch.column(pos(label_i))).ok_or_else(|| type_err(&cols.label))?;
+        let ts = match ts_i {
+            Some(t) => Some(
+                label_ts_column(batch.column(pos(t)))
+                    .ok_or_else(|| type_err(cols.ts.as_deref().unwrap_or("ts")))?,
+            ),
+            None => None,
+        };
+        for r in 0..batch.num_rows() {
+            let t = ts.as_ref().and_then(|t| t[r]);
+            chunk.push(ids.get(r), labels.get(r), t);
+        }
+    }
+    Ok(chunk)
+}
+
+/// Timestamp of a text value in a CSV field: a number is seconds since the epoch,
+/// anything else RFC 3339.
+fn text_ts(s: &str) -> Option<i64> {
+    match super::stats::parse_decimal(s) {
+        Some(v) => seconds_to_micros(v),
+        None => parse_timestamp(s),
+    }
+}
+
+fn read_csv(path: &Path, bytes: &[u8], cols: &LabelColumns) -> Result<Chunk, AccuracyError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| bad(path, format!("not UTF-8: {e}")))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut records = CsvRecords::new(text);
+    let header = match records.next() {
+        None => return Err(missing(path, &cols.id)),
+        Some(r) => r.map_err(|e| bad(path, e))?,
+    };
+    let find = |c: &str| header.iter().position(|h| h == c);
+    let id_i = find(&cols.id).ok_or_else(|| missing(path, &cols.id))?;
+    let label_i = find(&cols.label).ok_or_else(|| missing(path, &cols.label))?;
+    let ts_i = cols.ts.as_deref().and_then(find);
+    let mut chunk = Chunk::default();
+    for rec in records {
+        let rec = rec.map_err(|e| bad(path, e))?;
+        // An empty field is a missing value, as Spark's CSV reader reads it.
+        let field = |i: usize| rec.get(i).map(String::as_str).filter(|s| !s.is_empty());
+        let ts = ts_i.and_then(field).and_then(text_ts);
+        chunk.push(field(id_i), field(label_i), ts);
+    }
+    Ok(chunk)
+}
+
+/// RFC 4180 records: fields separated by commas, optionally in double quotes (which may
+/// hold commas, newlines and `""` for a quote); lines end in LF or CRLF. Blank lines
+/// are skipped.
+struct CsvRecords<'a> {
+    s: &'a [u8],
+    text: &'a str,
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> CsvRecords<'a> {
+    fn new(text: &'a str) -> Self {
+        CsvRecords {
+            s: text.as_bytes(),
+            text,
+            pos: 0,
+            line: 1,
+        }
+    }
+}
+
+impl Iterator for CsvRecords<'_> {
+    type Item = Result<Vec<String>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let s = self.s;
+        // Skip blank lines.
+        while self.pos < s.len() && (s[self.pos] == b'\n' || s[self.pos] == b'\r') {
+            if s[self.pos] == b'\n' {
+                self.line += 1;
+            }
+            self.pos += 1;
+        }
+        if self.pos >= s.len() {
+            return None;
+        }
+        let start_line = self.line;
+        let mut fields = Vec::new();
+        loop {
+            // One field starting at self.pos.
+            if self.pos < s.len() && s[self.pos] == b'"' {
+                self.pos += 1;
+                let mut field = String::new();
+                let mut seg = self.pos;
+                loop {
+                    if self.pos >= s.len() {
+                        return Some(Err(format!("line {start_line}: unterminated quoted field")));
+                    }
+                    match s[self.pos] {
+                        b'"' if s.get(self.pos + 1) == Some(&b'"') => {
+                            field.push_str(&self.text[seg..=self.pos]);
+                            self.pos += 2;
+                            seg = self.pos;
+                        }
+                        b'"' => {
+                            field.push_str(&self.text[seg..self.pos]);
+                            self.pos += 1;
+                            break;
+                        }
+                        b'\n' => {
+                            self.line += 1;
+                            self.pos += 1;
+                        }
+                        _ => self.pos += 1,
+                    }
+                }
+                fields.push(field);
+                match s.get(self.pos) {
+                    None | Some(b',') | Some(b'\n') => {}
+                    Some(b'\r') if matches!(s.get(self.pos + 1), None | Some(b'\n')) => {}
+                    Some(_) => {
+                        return Some(Err(format!(
+                            "line {}: text after a closing quote",
+                            self.line
+                        )))
+                    }
+                }
+            } else {
+                let start = self.pos;
+                while self.pos < s.len() && !matches!(s[self.pos], b',' | b'\n' | b'\r') {
+                    self.pos += 1;
+                }
+                fields.push(self.text[start..self.pos].to_owned());
+            }
+            match s.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b'\r') => {
+                    self.pos += 1;
+                    if s.get(self.pos) == Some(&b'\n') {
+                        self.pos += 1;
+                    }
+                    self.line += 1;
+                    return Some(Ok(fields));
+                }
+                Some(b'\n') => {
+                    self.pos += 1;
+                    self.line += 1;
+                    return Some(Ok(fields));
+                }
+                _ => return Some(Ok(fields)),
+            }
+        }
+    }
+}
+
+fn read_json_lines(path: &Path, bytes: &[u8], cols: &LabelColumns) -> Result<Chunk, AccuracyError> {
+    use serde_json::Value;
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let mut chunk = Chunk::default();
+    let mut saw_id = false;
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: Value =
+            serde_json::from_slice(line).map_err(|e| bad(path, format!("line {}: {e}", n + 1)))?;
+        let Value::Object(o) = v else {
+            return Err(bad(path, format!("line {}: not a JSON object", n + 1)));
+        };
+        let id = o.get(&cols.id);
+        saw_id |= id.is_some();
+        let ts = cols
+            .ts
+            .as_deref()
+            .and_then(|c| o.get(c))
+            .and_then(|v| match v {
+                Value::Number(n) => n.as_f64().and_then(seconds_to_micros),
+                Value::String(s) => parse_timestamp(s),
+                _ => None,
+            });
+        chunk.push(
+            id.and_then(text).as_deref(),
+            o.get(&cols.label).and_then(text).as_deref(),
+            ts,
+        );
+    }
+    if !saw_id && chunk.rows() > 0 {
+        return Err(missing(path, &cols.id));
+    }
+    Ok(chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(s: &str) -> Vec<Vec<String>> {
+        CsvRecords::new(s).map(|r| r.expect("record")).collect()
+    }
+
+    #[test]
+    fn csv_handles_quotes_commas_and_crlf() {
+        let recs = csv("a,b,c\r\n\"x,1\",\"say \"\"hi\"\"\",\r\n\"multi\nline\",2,3\n\n4,,\"\"\n");
+        assert_eq!(
+            recs,
+            vec![
+                vec!["a", "b", "c"],
+                vec!["x,1", "say \"hi\"", ""],
+                vec!["multi\nline", "2", "3"],
+                vec!["4", "", ""],
+            ]
+        );
+        assert!(CsvRecords::new("\"open").next().is_some_and(|r| r.is_err()));
+        assert!(CsvRecords::new("\"a\"b").next().is_some_and(|r| r.is_err()));
+    }
+
+    #[test]
+    fn latest_label_wins_by_timestamp_then_order() {
+        let mut t = LabelTable::default();
+        let mut c = Chunk::default();
+        c.push(Some("r1"), Some("a"), Some(10));
+        c.push(Some("r1"), Some("b"), Some(5)); // older: ignored
+        c.push(Some("r2"), Some("x"), None);
+        c.push(Some("r2"), Some("y"), None); // later in order: wins
+        c.push(Some("r3"), Some("p"), Some(7));
+        c.push(Some("r3"), Some("q"), Some(7)); // tie: later wins
+        c.push(None, Some("z"), None);
+        t.add_chunk(&c);
+        let get = |id: &str| t.find(id).map(|i| t.label(i).text.to_string());
+        assert_eq!(get("r1").as_deref(), Some("a"));
+        assert_eq!(get("r2").as_deref(), Some("y"));
+        assert_eq!(get("r3").as_deref(), Some("q"));
+        assert_eq!(get("r4"), None);
+        assert_eq!(
+            t.counts,
+            LabelCounts {
+                rows: 7,
+                invalid: 1,
+                duplicates: 3,
+                distinct: 3
+            }
+        );
+    }
+
+    #[test]
+    fn table_grows_and_finds_every_id() {
+        let mut t = LabelTable::default();
+        let mut c = Chunk::default();
+        for i in 0..10_000 {
+            c.push(Some(&format!("id-{i}")), Some(&(i % 3).to_string()), None);
+        }
+        t.add_chunk(&c);
+        assert_eq!(t.len(), 10_000);
+        for i in 0..10_000 {
+            let k = t.find(&format!("id-{i}")).expect("present");
+            assert_eq!(t.label(k).text.as_ref(), (i % 3).to_string());
+        }
+        assert!(t.find("id-10000").is_none());
+    }
+}
