@@ -127,6 +127,9 @@ impl Gen {
 struct Run {
     rows: usize,
     secs: f64,
+    /// CPU seconds of the whole process over the timed part (all threads): robust to a
+    /// busy machine, where wall time is not.
+    cpu: f64,
     bytes: u64,
     files: u64,
 }
@@ -154,22 +157,26 @@ fn rust_run(dir: &Path, rows: usize, dim: usize) -> Run {
         ..WriterOptions::new(dir, "bench-pod-0")
     };
     let t0 = Instant::now();
+    let c0 = process_cpu_secs();
     let (tx, guard) = start(opts, metrics).expect("start writer");
     for i in 0..rows {
         let rec = gen.record(i);
         // A single producer: once the queue has room, try_log cannot fail.
+        // Sleep rather than spin, so the CPU column counts the writer, not a busy wait.
         while tx.queue_len() >= QUEUE_CAPACITY {
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_micros(100));
         }
         assert!(tx.try_log(rec), "row {i} dropped");
     }
     let summary = guard.close().expect("close");
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu_secs() - c0;
     assert_eq!(summary.rows, rows as u64);
     assert_eq!(summary.write_errors, 0);
     Run {
         rows,
         secs,
+        cpu,
         bytes: summary.bytes,
         files: summary.files,
     }
@@ -182,7 +189,7 @@ fn rust_encode_only(dir: &Path, rows: usize, dim: usize) -> Run {
     let props = writer_properties(ROW_GROUP_ROWS);
     let part = dir.join("model=llm-inference/date=2026-11-05/hour=12");
     std::fs::create_dir_all(&part).expect("mkdir");
-    let (mut secs, mut bytes, mut files) = (0.0, 0, 0);
+    let (mut secs, mut cpu, mut bytes, mut files) = (0.0, 0.0, 0, 0);
     for lo in (0..rows).step_by(ROWS_PER_FILE) {
         let hi = (lo + ROWS_PER_FILE).min(rows);
         let batches: Vec<_> = (lo..hi)
@@ -196,6 +203,7 @@ fn rust_encode_only(dir: &Path, rows: usize, dim: usize) -> Run {
         let final_path = part.join(format!("encode-{files:06}.parquet"));
         let temp = part.join(format!(".encode-{files:06}.parquet.tmp"));
         let t0 = Instant::now();
+        let c0 = process_cpu_secs();
         let file = File::create(&temp).expect("create");
         let mut w =
             ArrowWriter::try_new(file, arrow_schema(), Some(props.clone())).expect("writer");
@@ -206,11 +214,13 @@ fn rust_encode_only(dir: &Path, rows: usize, dim: usize) -> Run {
         w.inner().sync_all().expect("fsync");
         std::fs::rename(&temp, &final_path).expect("rename");
         secs += t0.elapsed().as_secs_f64();
+        cpu += process_cpu_secs() - c0;
         bytes += std::fs::metadata(&final_path).expect("stat").len();
     }
     Run {
         rows,
         secs,
+        cpu,
         bytes,
         files,
     }
@@ -246,6 +256,7 @@ fn pyarrow_run(dir: &Path, rows: usize, dim: usize, mode: &str) -> Result<Run, S
     Ok(Run {
         rows: v["rows"].as_u64().unwrap_or(0) as usize,
         secs: v["seconds"].as_f64().unwrap_or(f64::NAN),
+        cpu: v["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
         bytes: v["bytes"].as_u64().unwrap_or(0),
         files: v["files"].as_u64().unwrap_or(0),
     })
@@ -256,6 +267,20 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(default)
+}
+
+/// utime + stime of this process, dead threads included (`/proc/self/stat`, 100 Hz ticks).
+fn process_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command: state is [0], utime [11], stime [12].
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
 }
 
 /// Best (shortest) of `repeat` runs, each in a fresh directory removed afterwards.
@@ -293,20 +318,22 @@ fn main() {
          inputs stored, fsync + rename per file; best of {repeat}"
     );
     println!(
-        "{:<44} {:>9} {:>7} {:>11} {:>7} {:>8} {:>5}",
-        "case / writer", "rows", "secs", "rows/s", "MB/s", "MB", "files"
+        "{:<44} {:>9} {:>7} {:>11} {:>7} {:>8} {:>5} {:>7} {:>13}",
+        "case / writer", "rows", "secs", "rows/s", "MB/s", "MB", "files", "cpu s", "rows/cpu-s"
     );
     for (case, n, dim) in [("no emb", rows, 0), ("768-dim emb", emb_rows, DIM)] {
         let line = |who: &str, r: &Run| {
             println!(
-                "{:<44} {:>9} {:>7.2} {:>11.0} {:>7.1} {:>8.1} {:>5}",
+                "{:<44} {:>9} {:>7.2} {:>11.0} {:>7.1} {:>8.1} {:>5} {:>7.2} {:>13.0}",
                 format!("{case} / {who}"),
                 r.rows,
                 r.secs,
                 r.rows_per_sec(),
                 r.mb_per_sec(),
                 r.bytes as f64 / 1e6,
-                r.files
+                r.files,
+                r.cpu,
+                r.rows as f64 / r.cpu
             );
         };
         let writer = best(&root, repeat, |d| Ok::<_, ()>(rust_run(d, n, dim))).expect("infallible");
@@ -331,9 +358,10 @@ fn main() {
                 Ok(p) => {
                     line(label, &p);
                     println!(
-                        "{:<44} rust {what} / {label} = {:.2}x rows/s",
+                        "{:<44} rust {what} / {label} = {:.2}x rows/s, {:.2}x rows/cpu-s",
                         "",
-                        mine.rows_per_sec() / p.rows_per_sec()
+                        mine.rows_per_sec() / p.rows_per_sec(),
+                        p.cpu / mine.cpu
                     );
                 }
                 Err(e) => println!("{case} / {label}: unavailable: {}", e.trim()),
