@@ -24,9 +24,10 @@ fn values(dim: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A compact OpenAI `/v1/embeddings` body. Float values are written as Python writes a
-/// float32 widened to float64 (up to 17 significant digits), as the OpenAI API does.
-fn openai_body(values: &[f32], base64: bool) -> Vec<u8> {
+/// An OpenAI `/v1/embeddings` body. Float values are written as Python writes a float32
+/// widened to float64 (up to 17 significant digits), as the OpenAI API does; compact as
+/// most OpenAI-compatible servers send it, or indented as api.openai.com does.
+fn openai_body(values: &[f32], base64: bool, pretty: bool) -> Vec<u8> {
     let embedding = if base64 {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -39,7 +40,11 @@ fn openai_body(values: &[f32], base64: bool) -> Vec<u8> {
         "model": "text-embedding-3-small",
         "usage": {"prompt_tokens": 8, "total_tokens": 8}
     });
-    serde_json::to_vec(&doc).expect("serialize bench body")
+    if pretty {
+        serde_json::to_vec_pretty(&doc).expect("serialize bench body")
+    } else {
+        serde_json::to_vec(&doc).expect("serialize bench body")
+    }
 }
 
 /// The generic route the scanner replaces.
@@ -62,10 +67,15 @@ fn via_value(body: &[u8]) -> Vec<f32> {
 
 fn bench(c: &mut Criterion) {
     let extractor = Extractor::new(Protocol::OpenAi, "", "").expect("extractor");
-    for (name, base64) in [("openai_float", false), ("openai_base64", true)] {
+    let groups = [
+        ("openai_float", false, false, &DIMS[..]),
+        ("openai_base64", true, false, &DIMS[..]),
+        ("openai_float_pretty", false, true, &DIMS[1..3]),
+    ];
+    for (name, base64, pretty, dims) in groups {
         let mut group = c.benchmark_group(name);
-        for dim in DIMS {
-            let body = openai_body(&values(dim), base64);
+        for &dim in dims {
+            let body = openai_body(&values(dim), base64, pretty);
             assert_eq!(
                 extractor.parse(&body).expect("parse").embedding,
                 via_value(&body)

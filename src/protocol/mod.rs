@@ -1,11 +1,17 @@
 //! How each model server shapes embeddings and predictions: turns a response body into a
 //! [`ModelOutput`] without building a JSON tree, and rewrites requests for shadow calls.
 //!
-//! The parser is a purpose-built scanner ([`scan`]) that walks the body once, validates
-//! everything (a body serde_json rejects is rejected here too), skips what no pointer
-//! asks for, and reads the embedding's numbers straight into a `Vec<f32>`. Numbers are
-//! parsed with `fast-float2` to the correctly rounded f64, then narrowed to f32, which is
-//! bit-for-bit what `serde_json` (with `float_roundtrip`) followed by `as f32` gives.
+//! The parser is a purpose-built scanner ([`scan`]) that walks the body once, following
+//! every configured pointer at the same time, validates everything (a body serde_json
+//! rejects is rejected here too), skips what no pointer asks for, and reads the embedding's
+//! numbers straight into a `Vec<f32>`. Long flat arrays of plain decimals, the usual
+//! embedding, take a faster path ([`fast`]); anything unusual there falls back to the
+//! scanner, which also produces every error.
+//!
+//! Every number comes out bit-for-bit as serde_json (with `float_roundtrip`) followed by
+//! `as f32` gives: the fast conversions are provably equal except within a few f64 ulps
+//! of an f32 rounding midpoint, and there (and for long or extreme numbers) `fast-float2`
+//! gives the correctly rounded f64 first.
 
 mod fast;
 mod rewrite;
@@ -422,7 +428,23 @@ impl<'a, 'c> Walker<'a, 'c> {
                 }
             }
             (b'"', EmbeddingShape::Flat { base64: true }) => {
-                let span = self.s.string()?;
+                // The decoder rejects every byte outside the base64 alphabet, so an
+                // unescaped string needs no scan of its own beyond finding its end.
+                let content = self.s.pos + 1;
+                let plain_end = memchr::memchr2(b'"', b'\\', &self.s.buf[content..])
+                    .map(|n| content + n)
+                    .filter(|&end| self.s.buf[end] == b'"');
+                let span = match plain_end {
+                    Some(end) => {
+                        self.s.pos = end + 1;
+                        StrSpan {
+                            start: content,
+                            end,
+                            escaped: false,
+                        }
+                    }
+                    None => self.s.string()?,
+                };
                 out = if span.escaped {
                     self.s.unescape(span, &mut self.scratch)?;
                     decode_base64(&self.scratch)?
@@ -444,7 +466,8 @@ impl<'a, 'c> Walker<'a, 'c> {
     }
 
     /// Appends the numbers of the array at the cursor to `out`; with `flatten`, nested
-    /// arrays are read in order, otherwise they are a type error. This is the hot loop.
+    /// arrays are read in order, otherwise they are a type error. Tries the fast path
+    /// first; this careful loop handles the rest and reports errors.
     fn numbers(
         &mut self,
         out: &mut Vec<f32>,
@@ -560,15 +583,15 @@ fn decode_base64(text: &[u8]) -> Result<Vec<f32>, ParseError> {
             reason: format!("{} bytes is not a whole number of f32s", bytes.len()),
         });
     }
-    let mut out = Vec::with_capacity(bytes.len() / 4);
-    for (index, chunk) in bytes.chunks_exact(4).enumerate() {
-        let v = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        if !v.is_finite() {
-            return Err(ParseError::NonFinite { index });
-        }
-        out.push(v);
+    // Convert, then check: two simple loops the compiler vectorizes.
+    let out: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    match out.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(ParseError::NonFinite { index }),
+        None => Ok(out),
     }
-    Ok(out)
 }
 
 /// The value at a span as prediction text: strings decoded, `null` as `None`, numbers

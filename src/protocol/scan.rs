@@ -139,6 +139,16 @@ pub(crate) fn pow10(q: i64) -> Option<f64> {
     POW10.get(usize::try_from(q + POW10_ZERO).ok()?).copied()
 }
 
+/// [`narrow`] for an `a` that already carries its sign.
+#[inline(always)]
+pub(crate) fn narrow_signed(a: f64, tolerance: u64) -> Option<f32> {
+    let dropped = a.to_bits() & ((1 << 29) - 1);
+    if dropped.wrapping_sub((1 << 28) - tolerance) <= 2 * tolerance {
+        return None;
+    }
+    Some(a as f32)
+}
+
 /// The midpoint check and narrowing of [`to_f32`], for an `a` in f32's normal range.
 #[inline(always)]
 pub(crate) fn narrow(a: f64, negative: bool, tolerance: u64) -> Option<f32> {
@@ -168,7 +178,9 @@ pub(crate) fn parse_8values(v: u64) -> u64 {
     const MASK: u64 = 0x0000_00FF_0000_00FF;
     const MUL1: u64 = 0x000F_4240_0000_0064; // 100 + (1_000_000 << 32)
     const MUL2: u64 = 0x0000_2710_0000_0001; // 1 + (10_000 << 32)
-    let v = (v * 10) + (v >> 8); // pairs of digits, no overflow
+                                             // Pairs of digits (no overflow for digit values; callers may pass other bytes and
+                                             // ignore the result, so wrap rather than trap).
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
     let v1 = (v & MASK).wrapping_mul(MUL1);
     let v2 = ((v >> 16) & MASK).wrapping_mul(MUL2);
     u64::from((v1.wrapping_add(v2) >> 32) as u32)

@@ -69,6 +69,22 @@ fn openai_base64_decodes_to_the_same_vector_as_float() {
 }
 
 #[test]
+fn openai_base64_with_escaped_slashes_or_raw_control_bytes() {
+    let body = fixture("openai_base64.json");
+    let plain = parse(Protocol::OpenAi, &body).unwrap();
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains('/'));
+    let escaped = text.replace('/', "\\/");
+    let out = parse(Protocol::OpenAi, escaped.as_bytes()).unwrap();
+    assert_eq!(bits(&out.embedding), bits(&plain.embedding));
+    let raw_control = b"{\"data\":[{\"embedding\":\"AADA\x01\"}]}";
+    assert_eq!(
+        parse(Protocol::OpenAi, raw_control).unwrap_err().kind(),
+        "bad_base64"
+    );
+}
+
+#[test]
 fn openai_keys_in_any_order() {
     let float = parse(Protocol::OpenAi, &fixture("openai_float.json")).unwrap();
     let body = fixture("openai_reordered.json");
@@ -575,8 +591,79 @@ fn openai_body(values: &[f32], widen: bool, pretty: bool) -> Vec<u8> {
     }
 }
 
+/// One element of a generated array, written in one of the ways servers write numbers.
+fn element_text(v: f32, style: u8) -> String {
+    match style % 6 {
+        0 => serde_json::to_string(&f64::from(v)).unwrap(), // Python / OpenAI
+        1 => serde_json::to_string(&v).unwrap(),            // ryu f32 (TEI)
+        2 => format!("{v:e}"),
+        3 => format!(" {} ", (v * 1000.0).round() as i32), // integers, spaces
+        4 => format!("{:.3}", f64::from(v) * 1e-6),
+        _ => format!("{v:.30}"),
+    }
+}
+
+/// A defect put in place of one element, and the error kind it must give.
+const DEFECTS: [(&str, &str); 14] = [
+    ("NaN", "non_finite"),
+    ("Infinity", "non_finite"),
+    ("-Infinity", "non_finite"),
+    ("1e999", "non_finite"),
+    ("-4e38", "non_finite"),
+    ("\"x,y\"", "wrong_type"),
+    ("[1]", "wrong_type"),
+    ("null", "wrong_type"),
+    ("{}", "wrong_type"),
+    ("", "malformed"),
+    ("01", "malformed"),
+    ("1.", "malformed"),
+    ("-", "malformed"),
+    ("1.5e", "malformed"),
+];
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Long arrays take the split, interleaved fast path: what it accepts equals serde_json's
+    /// reading, and a defect anywhere gives the same error as the careful path.
+    #[test]
+    fn long_arrays_match_serde_and_fail_alike(
+        values in prop::collection::vec(-1.0f32..1.0, 30..500),
+        styles in prop::collection::vec(0..6u8, 1..4),
+        layout in 0..4usize,
+        defect in prop::option::of((any::<prop::sample::Index>(), 0..DEFECTS.len())),
+    ) {
+        let mut items: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| element_text(v, styles[i % styles.len()]))
+            .collect();
+        let mut want_err = None;
+        if let Some((at, d)) = defect {
+            let i = at.index(items.len());
+            items[i] = DEFECTS[d].0.to_owned();
+            want_err = Some((i, DEFECTS[d].1));
+        }
+        let sep = [",", ",\n        ", ",\r\n\t\t\t", " ,  \n \t "][layout];
+        let body = format!(
+            "{{\"object\":\"list\",\"data\":[{{\"embedding\":[{}],\"index\":0}}],\"model\":\"m\"}}",
+            items.join(sep)
+        );
+        let got = parse(Protocol::OpenAi, body.as_bytes());
+        match (want_err, got) {
+            (None, Ok(out)) => {
+                let want = reference(body.as_bytes(), "/data/0/embedding");
+                prop_assert_eq!(bits(&out.embedding), bits(&want));
+            }
+            (Some((i, kind)), Err(e)) => {
+                prop_assert_eq!(e.kind(), kind, "{}", e);
+                if let ParseError::NonFinite { index } = e {
+                    prop_assert_eq!(index, i);
+                }
+            }
+            (want, got) => prop_assert!(false, "want {:?}, got {:?}", want, got),
+        }
+    }
 
     /// Vectors written by serde_json come back bit-for-bit, as serde_json reads them.
     #[test]
