@@ -32,6 +32,8 @@
 //!                                                          └─► shadow log (Parquet)
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod accuracy;
 pub mod admin;
 pub mod cli;

