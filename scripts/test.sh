@@ -38,3 +38,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   SOAK_SECONDS="${SOAK_SECONDS:-120}" cargo test --no-fail-fast
 fi
+
+# The container image's builder stage, replayed on this machine (no container engine
+# here): a clean release build with the Dockerfile's own commands. In CI always; locally
+# with SHADOWGATE_VALIDATE_DOCKER_BUILD=1 (it takes minutes).
+if [ "${CI:-}" = true ] || [ "${SHADOWGATE_VALIDATE_DOCKER_BUILD:-0}" = 1 ]; then
+  echo "==> Dockerfile builder stage (deploy/Dockerfile), replayed"
+  python3 tests/py/deploy_dockerfile_build.py deploy/Dockerfile target/deploy-docker-build
+fi
