@@ -191,3 +191,78 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Even at debug level, neither credentials nor request bodies reach the logs, also when
+/// shadow calls fail (the failure is logged with the request id and the error only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_bodies_never_reach_the_logs() {
+    let primary = ModelServer::spawn(ModelOptions::default()).await.unwrap();
+    let broken = ModelServer::spawn(ModelOptions {
+        behaviour: Behaviour::Malformed,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy_port, admin_port) = (free_port(), free_port());
+    let text = format!(
+        "[listen]\nproxy = \"127.0.0.1:{proxy_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[primary]\nurl = \"{}\"\n[shadow]\nsample_rate = 1.0\n[shadow.baseline]\nurl = \"{}\"\nversion = \"v1\"\n[shadow.canary]\nurl = \"http://127.0.0.1:1\"\nversion = \"v2\"\n[shadow_log]\ndir = \"\"\n[feedback]\ntoken = \"admin-token-5ecret\"\n",
+        primary.url(),
+        broken.url()
+    );
+    let path = write_config(dir.path(), &text);
+    let child = Command::new(BIN)
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .env("SHADOWGATE_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err() {
+        assert!(Instant::now() < deadline, "sidecar did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = common::Client::new();
+    for i in 0..5 {
+        let r = client
+            .send(
+                Method::POST,
+                &format!("http://127.0.0.1:{proxy_port}/v1/embeddings"),
+                &[
+                    ("authorization", "Bearer user-token-5ecret"),
+                    ("cookie", "session=cookie-5ecret"),
+                ],
+                format!(r#"{{"input":"personal-data-5ecret {i}"}}"#),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let r = client
+        .send(
+            Method::POST,
+            &format!("http://127.0.0.1:{admin_port}/labels"),
+            &[("authorization", "Bearer admin-token-5ecret")],
+            r#"{"request_id":"x","label":"label-5ecret"}"#.into(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("shadow call failed") || log.contains("bad model output"),
+        "debug logging was on: {log}"
+    );
+    assert!(
+        !log.contains("5ecret"),
+        "a secret or a body reached the log:\n{log}"
+    );
+}

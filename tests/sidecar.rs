@@ -329,6 +329,7 @@ async fn canary_faults_never_reach_the_client() {
         sidecar.shutdown().await;
         quantile(&mut latencies, 0.5)
     };
+    let fds_before = open_fds();
     for (name, behaviour, outcome) in cases {
         let canary = ModelServer::spawn(opts(CosineSpec::Identical))
             .await
@@ -400,6 +401,20 @@ async fn canary_faults_never_reach_the_client() {
         );
         sidecar.shutdown().await;
     }
+    // No task or connection outlives its sidecar: every descriptor opened for the eleven
+    // faulty canaries (listeners, pooled upstream connections, hung calls) is closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fds_after = open_fds();
+    assert!(
+        fds_after <= fds_before + 4,
+        "descriptors leaked: {fds_before} before, {fds_after} after"
+    );
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
