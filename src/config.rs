@@ -609,7 +609,14 @@ fn check_url(url: &str, key: &str, bad: &mut impl FnMut(&str, String)) {
     }
     match url.parse::<http::Uri>() {
         Ok(u) => {
-            let scheme_ok = matches!(u.scheme_str(), Some("http") | Some("https"));
+            if u.scheme_str() == Some("https") {
+                bad(
+                    key,
+                    format!("{url:?}: https upstreams are not supported yet; use the model server's plain-HTTP port, e.g. \"http://127.0.0.1:8000\""),
+                );
+                return;
+            }
+            let scheme_ok = u.scheme_str() == Some("http");
             if !scheme_ok || u.authority().is_none() {
                 bad(
                     key,
