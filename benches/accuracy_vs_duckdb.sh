@@ -71,7 +71,7 @@ run_shadowgate() {
   "$BIN" accuracy --quiet --logs "$DIR/logs" --labels "$DIR/labels" --json "$DIR/shadowgate.json"
 }
 run_duckdb() {
-  python3 -c 'import duckdb, sys; print(duckdb.sql(open(sys.argv[1]).read()).fetchall())' "$DIR/query.sql"
+  python3 -c 'import duckdb, sys; c = duckdb.connect(); c.execute("SET enable_progress_bar = false"); print(c.sql(open(sys.argv[1]).read()).fetchall())' "$DIR/query.sql"
 }
 
 # measure NAME: runs run_NAME under GNU time; appends "wall_s rss_kib" to $DIR/NAME.times

@@ -16,7 +16,8 @@ pub enum StrCol<'a> {
     Large(&'a arrow_array::LargeStringArray),
     View(&'a arrow_array::StringViewArray),
     Dict {
-        array: &'a dyn Array,
+        /// Per row: null (only when the array has nulls).
+        nulls: Option<Vec<bool>>,
         keys: Vec<usize>,
         values: Box<StrCol<'a>>,
     },
@@ -36,7 +37,8 @@ impl<'a> StrCol<'a> {
             DataType::Dictionary(_, _) => {
                 let d = a.as_any_dictionary_opt()?;
                 StrCol::Dict {
-                    array: a,
+                    nulls: (a.null_count() > 0)
+                        .then(|| (0..a.len()).map(|i| a.is_null(i)).collect()),
                     keys: d.normalized_keys(),
                     values: Box::new(Self::from_dyn(d.values().as_ref())?),
                 }
@@ -61,11 +63,11 @@ impl<'a> StrCol<'a> {
             StrCol::Large(a) => (!a.is_null(i)).then(|| a.value(i)),
             StrCol::View(a) => (!a.is_null(i)).then(|| a.value(i)),
             StrCol::Dict {
-                array,
+                nulls,
                 keys,
                 values,
             } => {
-                if array.is_null(i) {
+                if nulls.as_ref().is_some_and(|n| n[i]) {
                     None
                 } else {
                     values.get(keys[i])

@@ -255,6 +255,7 @@ fn open(path: PathBuf, partition: Partition, need_ts: bool) -> Result<Opened, Ac
             }
         }
     }
+    let meta = with_dictionaries(meta);
     let schema: &Schema = meta.schema();
     let string_col = |name: &str| -> Result<Option<usize>, AccuracyError> {
         match schema.index_of(name) {
@@ -329,6 +330,49 @@ fn open(path: PathBuf, partition: Partition, need_ts: bool) -> Result<Opened, Ac
     })
 }
 
+/// Low-cardinality string columns: read as Arrow dictionaries straight from Parquet's
+/// dictionary pages instead of copying every row's string (a quarter of the scan's
+/// time when measured). Falls back to plain strings if the reader refuses.
+const DICTIONARY_COLUMNS: [&str; 5] = [
+    "model",
+    "baseline_version",
+    "canary_version",
+    "baseline_prediction",
+    "canary_prediction",
+];
+
+fn with_dictionaries(meta: ArrowReaderMetadata) -> ArrowReaderMetadata {
+    use arrow_schema::DataType;
+    let schema = meta.schema();
+    let mut changed = false;
+    let fields: Vec<arrow_schema::FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let plain = matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8);
+            if plain && DICTIONARY_COLUMNS.contains(&f.name().as_str()) {
+                changed = true;
+                let t = DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(f.data_type().clone()),
+                );
+                std::sync::Arc::new(f.as_ref().clone().with_data_type(t))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    if !changed {
+        return meta;
+    }
+    let dict = std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    ArrowReaderMetadata::try_new(
+        meta.metadata().clone(),
+        ArrowReaderOptions::new().with_schema(dict),
+    )
+    .unwrap_or(meta)
+}
+
 #[derive(Default)]
 struct TaskOut {
     groups: Vec<(GroupKey, GroupCounts)>,
@@ -356,6 +400,7 @@ fn scan_row_group(
     let mut out = TaskOut::default();
     // Index of the last group touched: rows of a file nearly always share one group.
     let mut last: Option<usize> = None;
+    let mut found = Vec::with_capacity(BATCH_ROWS);
     for batch in reader {
         let batch = batch.map_err(|e| bad(&o.path, format!("row group {rg}: {e}")))?;
         let n = batch.num_rows();
@@ -374,6 +419,8 @@ fn scan_row_group(
             ),
             None => None,
         };
+        let ids_buf: Vec<Option<&str>> = (0..n).map(|i| ids.get(i)).collect();
+        labels.find_many(&ids_buf, &mut found);
         for i in 0..n {
             if let Some(ts) = &ts {
                 let Some(t) = ts[i] else { continue };
@@ -426,9 +473,9 @@ fn scan_row_group(
                 counts.compared += 1;
                 counts.agreed += u64::from(predictions_agree(x, y));
             }
-            let Some(id) = ids.get(i) else { continue };
-            let Some(k) = labels.find(id) else { continue };
-            let label = labels.label(k);
+            let Some((k, label)) = found[i] else {
+                continue;
+            };
             counts.labeled += 1;
             // A missing prediction counts as wrong.
             let b_ok = bp.is_some_and(|p| prediction_correct(p, label));
@@ -440,7 +487,7 @@ fn scan_row_group(
                 (false, true) => t.canary_only += 1,
                 (false, false) => t.both_wrong += 1,
             }
-            out.matched.push(k as u32);
+            out.matched.push(k);
         }
         progress.rows_done.fetch_add(n as u64, Ordering::Relaxed);
     }
