@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Method;
 use shadowgate::demo::model::{Behaviour, ModelOptions, ModelServer};
@@ -120,7 +120,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (proxy_port, admin_port) = (free_port(), free_port());
+    let (proxy_port, admin_port) = (common::free_port(), common::free_port());
     let text = format!(
         "[listen]\nproxy = \"127.0.0.1:{proxy_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[primary]\nurl = \"{}\"\n[shadow]\nsample_rate = 1.0\ntimeout = \"3s\"\n[shadow.baseline]\nurl = \"{}\"\nversion = \"v1\"\n[shadow.canary]\nurl = \"{}\"\nversion = \"v2\"\n",
         primary.url(),
@@ -135,11 +135,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         .spawn()
         .unwrap();
     let client = common::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err() {
-        assert!(Instant::now() < deadline, "sidecar did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_listening(proxy_port);
     let url = format!("http://127.0.0.1:{proxy_port}/v1/embeddings");
     let inflight = {
         let client = client.clone();
@@ -184,14 +180,6 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Even at debug level, neither credentials nor request bodies reach the logs, also when
 /// shadow calls fail (the failure is logged with the request id and the error only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +192,7 @@ async fn secrets_and_bodies_never_reach_the_logs() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (proxy_port, admin_port) = (free_port(), free_port());
+    let (proxy_port, admin_port) = (common::free_port(), common::free_port());
     let text = format!(
         "[listen]\nproxy = \"127.0.0.1:{proxy_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[primary]\nurl = \"{}\"\n[shadow]\nsample_rate = 1.0\n[shadow.baseline]\nurl = \"{}\"\nversion = \"v1\"\n[shadow.canary]\nurl = \"http://127.0.0.1:1\"\nversion = \"v2\"\n[shadow_log]\ndir = \"\"\n[feedback]\ntoken = \"admin-token-5ecret\"\n",
         primary.url(),
@@ -218,11 +206,7 @@ async fn secrets_and_bodies_never_reach_the_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err() {
-        assert!(Instant::now() < deadline, "sidecar did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_listening(proxy_port);
     let client = common::Client::new();
     for i in 0..5 {
         let r = client

@@ -7,21 +7,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
 use shadowgate::demo::model::{CosineSpec, ModelOptions, ModelServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowgate");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Sidecar {
     child: Child,
@@ -35,7 +27,7 @@ fn spawn_sidecar(
     baseline: &str,
     canary: &str,
 ) -> Sidecar {
-    let (proxy_port, admin_port) = (free_port(), free_port());
+    let (proxy_port, admin_port) = (common::free_port(), common::free_port());
     let text = format!(
         r#"[model]
 name = "m"
@@ -71,11 +63,7 @@ max_rows_per_file = 400
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err() {
-        assert!(Instant::now() < deadline, "sidecar did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_listening(proxy_port);
     Sidecar { child, proxy_port }
 }
 

@@ -15,14 +15,6 @@ use shadowgate::demo::model::{CosineSpec, ModelOptions, ModelServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowgate");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -65,7 +57,7 @@ async fn rss_and_fds_stay_flat_under_sustained_load() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (proxy_port, admin_port) = (free_port(), free_port());
+    let (proxy_port, admin_port) = (common::free_port(), common::free_port());
     let cfg = format!(
         r#"[model]
 name = "soak"
@@ -109,11 +101,7 @@ max_tracked = 20000
         .spawn()
         .unwrap();
     let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err() {
-        assert!(Instant::now() < deadline, "sidecar did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_listening(proxy_port);
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));

@@ -268,3 +268,23 @@ pub fn quantile(v: &mut [Duration], q: f64) -> Duration {
     let i = ((v.len() as f64 - 1.0) * q).round() as usize;
     v[i]
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the process under test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Block until something accepts connections on 127.0.0.1:`port`, at most 10 s.
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on port {port} after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
