@@ -80,23 +80,33 @@ impl Chunk {
     }
 }
 
-/// Open-addressing hash table from request id to label, laid out for the join's
-/// probe side: a slot is 8 bytes (24 tag bits of the hash, 40 bits of arena offset),
-/// and an arena entry holds everything a hit needs next to the id's bytes
-/// (`[index u32][label u32][len u32][id]`). A miss costs one cache line of `slots`,
-/// a hit one more in the arena; no allocation per id.
+/// Id → label table, radix-partitioned by the top bits of the id's hash: each
+/// partition is an open-addressing table small enough to build in cache, and the
+/// partitions build in parallel. A slot is 8 bytes (24 tag bits of the hash, 40 bits
+/// of arena offset); an arena entry holds everything a hit needs next to the id's
+/// bytes (`[index u32][label u32][len u32][id]`). A lookup miss costs one cache line of
+/// slots, a hit one more in the arena; no allocation per id.
 pub struct LabelTable {
-    arena: Vec<u8>,
-    /// Per id index: the timestamp of the label kept (deduplication only).
-    ts: Vec<Option<i64>>,
+    parts: Vec<Part>,
     /// Distinct label values (there are usually few classes).
     values: Vec<Label>,
     value_index: std::collections::HashMap<String, u32>,
-    /// 0 = empty, else tag << 40 | (arena offset + 1).
-    slots: Vec<u64>,
     pub counts: LabelCounts,
 }
 
+#[derive(Default)]
+struct Part {
+    arena: Vec<u8>,
+    /// Per local index: the timestamp of the label kept (deduplication only).
+    ts: Vec<Option<i64>>,
+    /// 0 = empty, else tag | (arena offset + 1).
+    slots: Vec<u64>,
+    /// Global index of this partition's first id.
+    base: u32,
+    duplicates: u64,
+}
+
+const PART_BITS: u32 = 8;
 const OFFSET_BITS: u32 = 40;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
 const HEADER: usize = 12;
@@ -108,46 +118,36 @@ fn u32_at(a: &[u8], i: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
+/// Hash bits 16..40 in the slot's top 24 bits: independent of the partition (top
+/// bits) and of the slot position (low bits).
 #[inline]
 fn tag(h: u64) -> u64 {
-    h >> OFFSET_BITS << OFFSET_BITS
+    (h >> 16) << OFFSET_BITS
 }
 
-impl Default for LabelTable {
-    fn default() -> Self {
-        LabelTable {
-            arena: Vec::new(),
-            ts: Vec::new(),
-            values: Vec::new(),
-            value_index: Default::default(),
-            slots: vec![0; 16],
-            counts: LabelCounts::default(),
+#[inline]
+fn part_of(h: u64) -> usize {
+    (h >> (64 - PART_BITS)) as usize
+}
+
+impl Part {
+    fn with_capacity(n: usize) -> Part {
+        Part {
+            slots: vec![0; (n.max(8) * 2).next_power_of_two()],
+            ..Default::default()
         }
     }
-}
 
-impl LabelTable {
-    /// Number of distinct ids.
-    pub fn len(&self) -> usize {
-        self.ts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ts.is_empty()
-    }
-
-    /// Arena offset of the entry whose id is `id` (hash `h`), or the empty slot where it
-    /// would go.
+    /// Arena offset of the entry for `id` (hash `h`), or the empty slot where it would go.
     #[inline]
-    fn probe(&self, id: &[u8], h: u64) -> Result<usize, usize> {
+    fn probe(&self, id: &[u8], h: u64, mut s: u64) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut pos = (h as usize) & mask;
         loop {
-            let s = self.slots[pos];
             if s == 0 {
                 return Err(pos);
             }
-            if tag(s) == tag(h) {
+            if s & !OFFSET_MASK == tag(h) {
                 let off = ((s & OFFSET_MASK) - 1) as usize;
                 let len = u32_at(&self.arena, off + 8) as usize;
                 if self.arena.get(off + HEADER..off + HEADER + len) == Some(id) {
@@ -155,75 +155,19 @@ impl LabelTable {
                 }
             }
             pos = (pos + 1) & mask;
+            s = self.slots[pos];
         }
-    }
-
-    /// The id's index (dense, `0..len()`) and label, if labeled.
-    #[inline]
-    pub fn find(&self, id: &str) -> Option<(u32, &Label)> {
-        let off = self.probe(id.as_bytes(), hash_bytes(id.as_bytes())).ok()?;
-        Some(self.entry(off))
     }
 
     #[inline]
-    fn entry(&self, off: usize) -> (u32, &Label) {
-        let idx = u32_at(&self.arena, off);
-        (idx, &self.values[u32_at(&self.arena, off + 4) as usize])
+    fn first(&self, h: u64) -> u64 {
+        self.slots[(h as usize) & (self.slots.len() - 1)]
     }
 
-    /// [`LabelTable::find`] for a batch of ids, into `out` (cleared first). The probe
-    /// side of the join is bound by cache misses on the table; gathering every id's
-    /// first slot (and then the arena line of each tag hit) in loops of independent
-    /// loads lets the CPU overlap the misses instead of taking them one by one.
-    pub fn find_many<'s>(&'s self, ids: &[Option<&str>], out: &mut Vec<Option<(u32, &'s Label)>>) {
-        out.clear();
-        let mask = self.slots.len() - 1;
-        let mut hashes = Vec::with_capacity(ids.len());
-        let mut first = Vec::with_capacity(ids.len());
-        for id in ids {
-            let h = id.map_or(0, |s| hash_bytes(s.as_bytes()));
-            hashes.push(h);
-            first.push(if id.is_some() {
-                self.slots[(h as usize) & mask]
-            } else {
-                0
-            });
-        }
-        let mut sink = 0u8;
-        for (&s, &h) in first.iter().zip(&hashes) {
-            if s != 0 && tag(s) == tag(h) {
-                sink ^= self.arena[((s & OFFSET_MASK) - 1) as usize];
-            }
-        }
-        std::hint::black_box(sink);
-        for (i, id) in ids.iter().enumerate() {
-            let found = match id {
-                Some(id) if first[i] != 0 => self
-                    .probe(id.as_bytes(), hashes[i])
-                    .ok()
-                    .map(|off| self.entry(off)),
-                _ => None,
-            };
-            out.push(found);
-        }
-    }
-
-    fn intern(&mut self, label: &str) -> u32 {
-        if let Some(&v) = self.value_index.get(label) {
-            return v;
-        }
-        let v = self.values.len() as u32;
-        self.values.push(Label::new(label));
-        self.value_index.insert(label.to_owned(), v);
-        v
-    }
-
-    /// Adds one valid label row; rows must come in file order.
-    fn insert(&mut self, id: &[u8], v: u32, ts: Option<i64>) {
-        let h = hash_bytes(id);
-        match self.probe(id, h) {
+    fn insert(&mut self, id: &[u8], h: u64, v: u32, ts: Option<i64>) {
+        match self.probe(id, h, self.first(h)) {
             Ok(off) => {
-                self.counts.duplicates += 1;
+                self.duplicates += 1;
                 let idx = u32_at(&self.arena, off) as usize;
                 // Later rows win ties, and an undated row loses to a dated one.
                 if ts >= self.ts[idx] {
@@ -252,7 +196,7 @@ impl LabelTable {
         let size = self.slots.len() * 2;
         let mut slots = vec![0u64; size];
         let mut off = 0;
-        // Walk the arena: entries are back to back.
+        // Entries are back to back in the arena.
         while off < self.arena.len() {
             let len = u32_at(&self.arena, off + 8) as usize;
             let h = hash_bytes(&self.arena[off + HEADER..off + HEADER + len]);
@@ -265,26 +209,147 @@ impl LabelTable {
         }
         self.slots = slots;
     }
+}
 
-    /// Makes room for `n` more ids without rehashing on the way.
-    fn reserve(&mut self, n: usize) {
-        let want = (self.ts.len() + n).saturating_mul(2).next_power_of_two();
-        if want > self.slots.len() {
-            self.slots = vec![0; want / 2];
-            self.grow();
+impl Default for LabelTable {
+    fn default() -> Self {
+        LabelTable {
+            parts: (0..1usize << PART_BITS)
+                .map(|_| Part::with_capacity(0))
+                .collect(),
+            values: Vec::new(),
+            value_index: Default::default(),
+            counts: LabelCounts::default(),
+        }
+    }
+}
+
+impl LabelTable {
+    /// Number of distinct ids.
+    pub fn len(&self) -> usize {
+        self.counts.distinct as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.distinct == 0
+    }
+
+    #[inline]
+    fn entry(&self, p: &Part, off: usize) -> (u32, &Label) {
+        let idx = p.base + u32_at(&p.arena, off);
+        (idx, &self.values[u32_at(&p.arena, off + 4) as usize])
+    }
+
+    /// The id's index (dense, `0..len()`) and label, if labeled.
+    pub fn find(&self, id: &str) -> Option<(u32, &Label)> {
+        let h = hash_bytes(id.as_bytes());
+        let p = &self.parts[part_of(h)];
+        let off = p.probe(id.as_bytes(), h, p.first(h)).ok()?;
+        Some(self.entry(p, off))
+    }
+
+    /// [`LabelTable::find`] for a batch of ids, into `out` (cleared first). The probe
+    /// side of the join is bound by cache misses on the table; gathering every id's
+    /// first slot (and then the arena line of each tag hit) in loops of independent
+    /// loads lets the CPU overlap the misses instead of taking them one by one.
+    pub fn find_many<'s>(&'s self, ids: &[Option<&str>], out: &mut Vec<Option<(u32, &'s Label)>>) {
+        out.clear();
+        let mut hashes = Vec::with_capacity(ids.len());
+        let mut first = Vec::with_capacity(ids.len());
+        for id in ids {
+            let h = id.map_or(0, |s| hash_bytes(s.as_bytes()));
+            hashes.push(h);
+            first.push(if id.is_some() {
+                self.parts[part_of(h)].first(h)
+            } else {
+                0
+            });
+        }
+        let mut sink = 0u8;
+        for (&s, &h) in first.iter().zip(&hashes) {
+            if s != 0 && s & !OFFSET_MASK == tag(h) {
+                sink ^= self.parts[part_of(h)].arena[((s & OFFSET_MASK) - 1) as usize];
+            }
+        }
+        std::hint::black_box(sink);
+        for (i, id) in ids.iter().enumerate() {
+            let found = match id {
+                Some(id) if first[i] != 0 => {
+                    let p = &self.parts[part_of(hashes[i])];
+                    p.probe(id.as_bytes(), hashes[i], first[i])
+                        .ok()
+                        .map(|off| self.entry(p, off))
+                }
+                _ => None,
+            };
+            out.push(found);
         }
     }
 
-    fn add_chunk(&mut self, c: &Chunk) {
-        self.counts.rows += c.rows();
-        self.counts.invalid += c.invalid;
-        let global: Vec<u32> = c.values.iter().map(|v| self.intern(v)).collect();
-        let mut start = 0;
-        for (k, &end) in c.ends.iter().enumerate() {
-            self.insert(&c.ids[start..end], global[c.labels[k] as usize], c.ts[k]);
-            start = end;
+    fn intern(&mut self, label: &str) -> u32 {
+        if let Some(&v) = self.value_index.get(label) {
+            return v;
         }
-        self.counts.distinct = self.ts.len() as u64;
+        let v = self.values.len() as u32;
+        self.values.push(Label::new(label));
+        self.value_index.insert(label.to_owned(), v);
+        v
+    }
+
+    /// Builds the table from chunks in file order: rows are bucketed by partition per
+    /// chunk, then each partition replays its rows in file order, all in parallel.
+    fn build(&mut self, chunks: &[&Chunk]) {
+        let globals: Vec<Vec<u32>> = chunks
+            .iter()
+            .map(|c| c.values.iter().map(|v| self.intern(v)).collect())
+            .collect();
+        let nparts = self.parts.len();
+        // Per chunk: the hash of each row and its rows per partition.
+        let bucketed: Vec<(Vec<u64>, Vec<Vec<u32>>)> = chunks
+            .par_iter()
+            .map(|c| {
+                let mut hashes = Vec::with_capacity(c.ends.len());
+                let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); nparts];
+                let mut start = 0;
+                for (r, &end) in c.ends.iter().enumerate() {
+                    let h = hash_bytes(&c.ids[start..end]);
+                    hashes.push(h);
+                    buckets[part_of(h)].push(r as u32);
+                    start = end;
+                }
+                (hashes, buckets)
+            })
+            .collect();
+        let sizes: Vec<usize> = (0..nparts)
+            .map(|p| bucketed.iter().map(|(_, b)| b[p].len()).sum())
+            .collect();
+        self.parts = (0..nparts)
+            .into_par_iter()
+            .map(|p| {
+                let mut part = Part::with_capacity(sizes[p]);
+                for (k, c) in chunks.iter().enumerate() {
+                    let (hashes, buckets) = &bucketed[k];
+                    for &r in &buckets[p] {
+                        let r = r as usize;
+                        let start = if r == 0 { 0 } else { c.ends[r - 1] };
+                        let v = globals[k][c.labels[r] as usize];
+                        part.insert(&c.ids[start..c.ends[r]], hashes[r], v, c.ts[r]);
+                    }
+                }
+                part
+            })
+            .collect();
+        let mut base = 0u32;
+        for part in &mut self.parts {
+            part.base = base;
+            base += part.ts.len() as u32;
+        }
+        self.counts.distinct = u64::from(base);
+        self.counts.duplicates = self.parts.iter().map(|p| p.duplicates).sum();
+        for c in chunks {
+            self.counts.rows += c.rows();
+            self.counts.invalid += c.invalid;
+        }
     }
 }
 
@@ -325,12 +390,11 @@ pub fn load(
     let files = list_files(inputs, &LABEL_EXTENSIONS)?;
     let chunks: Vec<Result<Chunk, AccuracyError>> =
         files.par_iter().map(|f| read_file(f, cols)).collect();
-    let mut table = LabelTable::default();
-    table.reserve(chunks.iter().flatten().map(|c| c.ends.len()).sum());
+    let mut good = Vec::new();
     let mut skipped = Vec::new();
     for (path, chunk) in files.iter().zip(chunks) {
         match chunk {
-            Ok(c) => table.add_chunk(&c),
+            Ok(c) => good.push(c),
             Err(e @ AccuracyError::BadFile { .. }) if skip_bad => skipped.push(SkippedFile {
                 path: path.clone(),
                 error: e.to_string(),
@@ -338,6 +402,8 @@ pub fn load(
             Err(e) => return Err(e),
         }
     }
+    let mut table = LabelTable::default();
+    table.build(&good.iter().collect::<Vec<_>>());
     Ok((table, skipped))
 }
 
@@ -672,7 +738,7 @@ mod tests {
         c.push(Some("r3"), Some("p"), Some(7));
         c.push(Some("r3"), Some("q"), Some(7)); // tie: later wins
         c.push(None, Some("z"), None);
-        t.add_chunk(&c);
+        t.build(&[&c]);
         let get = |id: &str| t.find(id).map(|(_, l)| l.text.to_string());
         assert_eq!(get("r1").as_deref(), Some("a"));
         assert_eq!(get("r2").as_deref(), Some("y"));
@@ -696,20 +762,24 @@ mod tests {
         for i in 0..10_000 {
             c.push(Some(&format!("id-{i}")), Some(&(i % 3).to_string()), None);
         }
-        t.add_chunk(&c);
+        t.build(&[&c]);
         assert_eq!(t.len(), 10_000);
-        for i in 0..10_000 {
+        let mut seen = vec![false; 10_000];
+        let mut index = vec![0u32; 10_000];
+        for (i, slot) in index.iter_mut().enumerate() {
             let (k, l) = t.find(&format!("id-{i}")).expect("present");
             assert_eq!(l.text.as_ref(), (i % 3).to_string());
-            assert_eq!(k, i);
+            assert!(!seen[k as usize], "indices are distinct and dense");
+            seen[k as usize] = true;
+            *slot = k;
         }
         assert!(t.find("id-10000").is_none());
         let ids: Vec<String> = (9_990..10_010).map(|i| format!("id-{i}")).collect();
         let ids: Vec<Option<&str>> = ids.iter().map(|s| Some(s.as_str())).chain([None]).collect();
         let mut out = Vec::new();
         t.find_many(&ids, &mut out);
-        let want: Vec<Option<u32>> = (9_990..10_010u32)
-            .map(|i| (i < 10_000).then_some(i))
+        let want: Vec<Option<u32>> = (9_990..10_010usize)
+            .map(|i| (i < 10_000).then(|| index[i]))
             .chain([None])
             .collect();
         assert_eq!(
