@@ -250,3 +250,28 @@ async fn secrets_and_bodies_never_reach_the_logs() {
         "a secret or a body reached the log:\n{log}"
     );
 }
+
+/// The README's configuration (kept as fixtures/shadowgate.example.toml) is valid as written.
+#[test]
+fn the_documented_example_config_is_valid() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/shadowgate.example.toml");
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let example = std::fs::read_to_string(&path).unwrap();
+    let body = example.split_once('\n').unwrap().1;
+    assert!(
+        readme.contains(body),
+        "fixtures/shadowgate.example.toml and the README's config block differ"
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
