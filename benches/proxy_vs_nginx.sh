@@ -2,7 +2,7 @@
 # Whole-process benchmark: the shadowgate sidecar against nginx, side by side.
 #
 #   bash benches/proxy_vs_nginx.sh            # full run, ~9 minutes
-#   QUICK=1 bash benches/proxy_vs_nginx.sh    # smoke run, ~1 minute
+#   QUICK=1 bash benches/proxy_vs_nginx.sh    # smoke run, ~80 s
 #
 # What it measures (issue 7): for each row, shadowgate and nginx configured to do the
 # same job, loaded by wrk over keep-alive connections, runs interleaved (A B A B ...),
@@ -38,7 +38,8 @@
 # ROWS ("1 2 3 4": which groups to run; the table shows what ran); MEM_SECONDS=0 skips
 # the memory run; MEM_SAMPLE_RATE (0.1) and MEM_SHADOW_LOG (1) vary it, to tell which
 # part of the sidecar grows; BASE_PORT (18400); SHADOWGATE (target/release/shadowgate);
-# OUT (benches/proxy/results.md: the table, quoted by BENCHMARKS.md); KEEP=1 keeps the
+# OUT (benches/proxy/results.md: the table, quoted by BENCHMARKS.md; QUICK=1 writes
+# /tmp/shadowgate-bench-quick.md instead); KEEP=1 keeps the
 # work directory (configs, logs, raw wrk output).
 set -euo pipefail
 
@@ -63,7 +64,9 @@ MEM_SAMPLE_RATE=${MEM_SAMPLE_RATE:-0.1}
 MEM_SHADOW_LOG=${MEM_SHADOW_LOG:-1}
 BASE_PORT=${BASE_PORT:-18400}
 SHADOWGATE=${SHADOWGATE:-$ROOT/target/release/shadowgate}
-OUT=${OUT:-$HERE/results.md}
+OUT_DEFAULT=$HERE/results.md
+[[ $QUICK == 1 ]] && OUT_DEFAULT=${TMPDIR:-/tmp}/shadowgate-bench-quick.md # smoke runs do not replace the published table
+OUT=${OUT:-$OUT_DEFAULT}
 KEEP=${KEEP:-0}
 PROFILE=${PROFILE:-}
 PROFILE_ONLY=${PROFILE_ONLY:-0}
@@ -400,8 +403,8 @@ profile_run() { # name script conns
   wait "$perf_pid" || true
   {
     echo "# perf record -e cpu-clock --call-graph dwarf, 4 s of ${DESC[$name]} under wrk -c$3"
-    echo "## self time by symbol"
-    perf report -i "$data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^$'
+    echo "## self time by binary"
+    perf report -i "$data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | sed 's/ *$//'
     echo "## inclusive time of the proxy's own frames (inlined frames counted)"
     perf script -i "$data" -F ip,sym,dso 2>/dev/null |
       python3 "$HERE/perf_inclusive.py" 45 'shadowgate::|hyper::proto|hyper_util::client|uuid|prometheus|parquet|simsimd|tokio::time|ngx_http_[a-z_]*(handler|mirror|proxy|upstream|request)|getrandom|malloc|free'
@@ -471,11 +474,16 @@ per_req() { # name column -> median over rounds of column / requests
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "nan"; else printf "%.2f", a / b }'; }
 fmt() { awk -v v="$1" -v d="${2:-2}" 'BEGIN { printf "%." d "f", v }'; }
 verdict() { awk -v v="$1" -v lim="$2" 'BEGIN { print (v != "nan" && v + 0 <= lim + 0) ? "met" : "**missed**" }'; }
+paired() { # a-name b-name column -> median over rounds of a/b within the same round
+  awk -F, -v a="$1" -v b="$2" -v c="$3" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
+    $2 == a { x[$1] = $k } $2 == b { y[$1] = $k }
+    END { for (r in x) if ((r in y) && y[r] + 0 != 0) printf "%.4f\n", x[r] / y[r] }' "$RUNS" | median
+}
 compare() { # label a-name b-name column digits target-text limit
   ran "$2" && ran "$3" || return 0
-  local a b r
-  a=$(col "$2" "$4"); b=$(col "$3" "$4"); r=$(ratio "$a" "$b")
-  echo "| $1 | $(fmt "$a" "$5") | $(fmt "$b" "$5") | $r | $6 | $( [[ -n $7 ]] && verdict "$r" "$7") |"
+  local a b r p
+  a=$(col "$2" "$4"); b=$(col "$3" "$4"); r=$(ratio "$a" "$b"); p=$(fmt "$(paired "$2" "$3" "$4")")
+  echo "| $1 | $(fmt "$a" "$5") | $(fmt "$b" "$5") | $r | $p | $6 | $( [[ -n $7 ]] && verdict "$r" "$7") |"
 }
 
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -500,8 +508,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
       "$conns" "$(fmt "$(col "$name" errors)" 0)"
   done
   echo
-  echo "| row | shadowgate | peer | ratio | target | |"
-  echo "|---|---:|---:|---:|---|---|"
+  echo "| row | shadowgate | peer | ratio of medians | median of paired ratios | target | |"
+  echo "|---|---:|---:|---:|---:|---|---|"
   compare "plain proxying: CPU µs/req" sg_plain ng_plain cpu_us_per_req 1 "≤ 1.0 × nginx" 1.0
   compare "plain proxying: p99 ms" sg_plain ng_plain p99_ms 2 "≤ nginx" 1.0
   compare "10% mirrored: CPU µs/req" sg_m10 ng_m10 cpu_us_per_req 1 "≤ 0.8 × nginx" 0.8
@@ -513,7 +521,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   if ran sg_m100reuse && ran sg_m100; then
     a=$(awk -v b="$(per_req sg_m100reuse baseline)" -v c="$(per_req sg_m100reuse canary)" 'BEGIN { print b + c }')
     b=$(awk -v b="$(per_req sg_m100 baseline)" -v c="$(per_req sg_m100 canary)" 'BEGIN { print b + c }')
-    echo "| reuse_primary on vs off: shadow calls per sample (upstream counters) | $(fmt "$a") | $(fmt "$b") | $(ratio "$a" "$b") | 1 vs 2 | $(awk -v a="$a" 'BEGIN { print (a > 0.98 && a < 1.02) ? "met" : "**missed**" }') |"
+    echo "| reuse_primary on vs off: shadow calls per sample (upstream counters) | $(fmt "$a") | $(fmt "$b") | $(ratio "$a" "$b") | | 1 vs 2 | $(awk -v a="$a" 'BEGIN { print (a > 0.98 && a < 1.02) ? "met" : "**missed**" }') |"
   fi
   if ((MEM_SECONDS > 0)); then
     echo
