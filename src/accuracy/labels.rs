@@ -106,6 +106,16 @@ struct Part {
     duplicates: u64,
 }
 
+/// One chunk's rows of one partition, in row order.
+#[derive(Default)]
+struct Bucket {
+    ids: Vec<u8>,
+    ends: Vec<usize>,
+    hashes: Vec<u64>,
+    labels: Vec<u32>,
+    ts: Vec<Option<i64>>,
+}
+
 const PART_BITS: u32 = 8;
 const OFFSET_BITS: u32 = 40;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
@@ -296,44 +306,57 @@ impl LabelTable {
         v
     }
 
-    /// Builds the table from chunks in file order: rows are bucketed by partition per
-    /// chunk, then each partition replays its rows in file order, all in parallel.
-    fn build(&mut self, chunks: &[&Chunk]) {
+    /// Builds the table from chunks in file order. Each chunk's rows are scattered by
+    /// partition into contiguous buckets (one sequential pass), then each partition
+    /// replays its buckets in file order, partitions in parallel: every step reads and
+    /// writes memory sequentially or within one cache-sized partition.
+    fn build(&mut self, chunks: Vec<Chunk>) {
         let globals: Vec<Vec<u32>> = chunks
             .iter()
             .map(|c| c.values.iter().map(|v| self.intern(v)).collect())
             .collect();
+        for c in &chunks {
+            self.counts.rows += c.rows();
+            self.counts.invalid += c.invalid;
+        }
         let nparts = self.parts.len();
-        // Per chunk: the hash of each row and its rows per partition.
-        let bucketed: Vec<(Vec<u64>, Vec<Vec<u32>>)> = chunks
-            .par_iter()
-            .map(|c| {
-                let mut hashes = Vec::with_capacity(c.ends.len());
-                let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); nparts];
+        let bucketed: Vec<Vec<Bucket>> = chunks
+            .into_par_iter()
+            .zip(globals)
+            .map(|(c, global)| {
+                let mut buckets: Vec<Bucket> = (0..nparts).map(|_| Bucket::default()).collect();
                 let mut start = 0;
                 for (r, &end) in c.ends.iter().enumerate() {
-                    let h = hash_bytes(&c.ids[start..end]);
-                    hashes.push(h);
-                    buckets[part_of(h)].push(r as u32);
+                    let id = &c.ids[start..end];
+                    let h = hash_bytes(id);
+                    let b = &mut buckets[part_of(h)];
+                    b.ids.extend_from_slice(id);
+                    b.ends.push(b.ids.len());
+                    b.hashes.push(h);
+                    b.labels.push(global[c.labels[r] as usize]);
+                    b.ts.push(c.ts[r]);
                     start = end;
                 }
-                (hashes, buckets)
+                buckets
             })
-            .collect();
-        let sizes: Vec<usize> = (0..nparts)
-            .map(|p| bucketed.iter().map(|(_, b)| b[p].len()).sum())
             .collect();
         self.parts = (0..nparts)
             .into_par_iter()
             .map(|p| {
-                let mut part = Part::with_capacity(sizes[p]);
-                for (k, c) in chunks.iter().enumerate() {
-                    let (hashes, buckets) = &bucketed[k];
-                    for &r in &buckets[p] {
-                        let r = r as usize;
-                        let start = if r == 0 { 0 } else { c.ends[r - 1] };
-                        let v = globals[k][c.labels[r] as usize];
-                        part.insert(&c.ids[start..c.ends[r]], hashes[r], v, c.ts[r]);
+                let n = bucketed.iter().map(|b| b[p].hashes.len()).sum();
+                let mut part = Part::with_capacity(n);
+                part.arena.reserve(
+                    bucketed
+                        .iter()
+                        .map(|b| b[p].ids.len() + HEADER * b[p].hashes.len())
+                        .sum(),
+                );
+                for chunk in &bucketed {
+                    let b = &chunk[p];
+                    let mut start = 0;
+                    for (r, &end) in b.ends.iter().enumerate() {
+                        part.insert(&b.ids[start..end], b.hashes[r], b.labels[r], b.ts[r]);
+                        start = end;
                     }
                 }
                 part
@@ -346,10 +369,6 @@ impl LabelTable {
         }
         self.counts.distinct = u64::from(base);
         self.counts.duplicates = self.parts.iter().map(|p| p.duplicates).sum();
-        for c in chunks {
-            self.counts.rows += c.rows();
-            self.counts.invalid += c.invalid;
-        }
     }
 }
 
@@ -403,7 +422,7 @@ pub fn load(
         }
     }
     let mut table = LabelTable::default();
-    table.build(&good.iter().collect::<Vec<_>>());
+    table.build(good);
     Ok((table, skipped))
 }
 
@@ -738,7 +757,7 @@ mod tests {
         c.push(Some("r3"), Some("p"), Some(7));
         c.push(Some("r3"), Some("q"), Some(7)); // tie: later wins
         c.push(None, Some("z"), None);
-        t.build(&[&c]);
+        t.build(vec![c]);
         let get = |id: &str| t.find(id).map(|(_, l)| l.text.to_string());
         assert_eq!(get("r1").as_deref(), Some("a"));
         assert_eq!(get("r2").as_deref(), Some("y"));
@@ -762,7 +781,7 @@ mod tests {
         for i in 0..10_000 {
             c.push(Some(&format!("id-{i}")), Some(&(i % 3).to_string()), None);
         }
-        t.build(&[&c]);
+        t.build(vec![c]);
         assert_eq!(t.len(), 10_000);
         let mut seen = vec![false; 10_000];
         let mut index = vec![0u32; 10_000];
