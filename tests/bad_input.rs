@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use http::Method;
 use shadowgate::demo::model::{CosineSpec, ModelOptions};
 
 fn opts() -> ModelOptions {
@@ -113,15 +112,7 @@ async fn connections_over_the_limit_are_shed_with_503() {
 async fn admin_endpoints_are_not_on_the_proxy_port() {
     let s = common::stack(opts(), opts(), opts(), "", "").await;
     for path in ["/metrics", "/labels", "/feedback", "/healthz"] {
-        let r = s
-            .client
-            .send(
-                Method::GET,
-                &format!("{}{path}", s.proxy_url()),
-                &[],
-                String::new(),
-            )
-            .await;
+        let r = s.client.get(&format!("{}{path}", s.proxy_url())).await;
         // Whatever the model server says about the path: never the sidecar's own metrics.
         assert!(
             !r.text().contains("model_inference_requests_total"),

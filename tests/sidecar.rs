@@ -260,12 +260,7 @@ async fn sampling_follows_the_id_hash_exactly() {
         )
         .await;
     s.client
-        .send(
-            Method::GET,
-            &format!("{}/v1/embeddings", s.proxy_url()),
-            &[],
-            String::new(),
-        )
+        .get(&format!("{}/v1/embeddings", s.proxy_url()))
         .await;
     s.wait_pairs(expected).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -374,12 +369,7 @@ async fn canary_faults_never_reach_the_client() {
         let deadline = Instant::now() + Duration::from_secs(5);
         let m = loop {
             let m = client
-                .send(
-                    Method::GET,
-                    &format!("http://{}/metrics", sidecar.admin_addr),
-                    &[],
-                    String::new(),
-                )
+                .get(&format!("http://{}/metrics", sidecar.admin_addr))
                 .await
                 .text();
             if value(&m, "model_embedding_pairs_total", &[("outcome", outcome)]) == Some(n as f64)
@@ -485,21 +475,11 @@ async fn primary_failures_become_clear_gateway_errors() {
     assert_eq!(r.status, 502);
     assert!(r.text().contains("primary"), "{}", r.text());
     let ready = client
-        .send(
-            Method::GET,
-            &format!("http://{}/readyz", sidecar.admin_addr),
-            &[],
-            String::new(),
-        )
+        .get(&format!("http://{}/readyz", sidecar.admin_addr))
         .await;
     assert_eq!(ready.status, 503);
     let health = client
-        .send(
-            Method::GET,
-            &format!("http://{}/healthz", sidecar.admin_addr),
-            &[],
-            String::new(),
-        )
+        .get(&format!("http://{}/healthz", sidecar.admin_addr))
         .await;
     assert_eq!(health.status, 200);
     sidecar.shutdown().await;
@@ -528,23 +508,13 @@ async fn primary_failures_become_clear_gateway_errors() {
         .await;
     assert_eq!(r.status, 504);
     let m = client
-        .send(
-            Method::GET,
-            &format!("http://{}/metrics", sidecar.admin_addr),
-            &[],
-            String::new(),
-        )
+        .get(&format!("http://{}/metrics", sidecar.admin_addr))
         .await
         .text();
     assert_eq!(value(&m, "model_inference_errors_total", &[]), Some(1.0));
     assert_eq!(value(&m, "model_inference_requests_total", &[]), Some(1.0));
     let ready = client
-        .send(
-            Method::GET,
-            &format!("http://{}/readyz", sidecar.admin_addr),
-            &[],
-            String::new(),
-        )
+        .get(&format!("http://{}/readyz", sidecar.admin_addr))
         .await;
     assert_eq!(ready.status, 200);
     sidecar.shutdown().await;

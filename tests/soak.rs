@@ -132,12 +132,7 @@ max_tracked = 20000
     while started.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_secs(5).min(Duration::from_secs(seconds) / 6)).await;
         let m = client
-            .send(
-                Method::GET,
-                &format!("http://127.0.0.1:{admin_port}/metrics"),
-                &[],
-                String::new(),
-            )
+            .get(&format!("http://127.0.0.1:{admin_port}/metrics"))
             .await
             .text();
         let s = Sample {

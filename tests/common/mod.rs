@@ -187,6 +187,11 @@ impl Client {
         }
     }
 
+    /// GET `url`.
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(Method::GET, url, &[], String::new()).await
+    }
+
     /// POST a JSON body; the status, or None when the request failed (connection refused,
     /// reset): for load that runs across a shutdown.
     pub async fn try_send(&self, method: Method, url: &str, body: String) -> Option<u16> {
