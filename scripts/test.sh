@@ -2,7 +2,8 @@
 # Runs every test of shadowgate on a fresh Debian machine with Rust installed:
 # installs what cargo does not (Prometheus, Pushgateway, Chromium, pyarrow, DuckDB,
 # PyYAML, scipy, PySpark), then
-# checks formatting and lints, and runs the whole suite with cargo-nextest.
+# checks formatting, lints and the dependency policy (cargo-deny), and runs the whole
+# suite with cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,22 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+
+# Dependency policy (deny.toml): licenses, banned crates, registries. cargo-deny is a
+# cargo plugin, built once (~3 min on 2 cores) into ~/.cargo/bin.
+echo "==> cargo deny"
+if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.'; then
+  cargo install cargo-deny --locked --version 0.20.2 --quiet
+fi
+cargo deny --offline check --hide-inclusion-graph licenses bans sources
+# Advisories need the RustSec database, a git clone from GitHub: checked when reachable,
+# and said plainly when not.
+if timeout 20 git ls-remote https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
+  cargo deny check --hide-inclusion-graph advisories
+else
+  echo "cargo deny: advisories NOT checked: github.com/rustsec/advisory-db is unreachable from this machine"
+fi
+
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
   SOAK_SECONDS="${SOAK_SECONDS:-120}" cargo nextest run --no-fail-fast

@@ -30,9 +30,29 @@ struct Entry {
     converted: bool,
 }
 
+/// Keys are already well-mixed 64-bit hashes of the id: hashing them again (SipHash,
+/// the map's default) would be a second hash on every served request.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; fold anything else in for completeness.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    map: HashMap<u64, Entry>,
+    map: HashMap<u64, Entry, std::hash::BuildHasherDefault<KeyHasher>>,
     order: VecDeque<(Instant, u64)>,
 }
 
@@ -310,7 +330,8 @@ impl Feedback {
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
-        &self.shards[(key as usize) % SHARDS]
+        // Middle bits: the map indexes by the low bits and tags by the top ones.
+        &self.shards[((key >> 32) as usize) % SHARDS]
     }
 
     /// This pod answered `request_id` successfully (the primary path calls this).

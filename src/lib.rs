@@ -12,6 +12,7 @@
 //! - [`serve`]: wiring of everything below; ordered shutdown.
 //! - [`proxy`]: the primary path (forward, stream back, offer to the sampler).
 //! - [`sampler`]: pure decision, mirror this request or not.
+//! - [`ids`]: request ids (UUIDv7) for requests that arrive without one.
 //! - [`mirror`]: bounded shadow tasks calling baseline and canary.
 //! - [`protocol`]: how each model server shapes embeddings and predictions.
 //! - [`compare`]: cosine (simsimd), norms, prediction agreement.
@@ -42,6 +43,7 @@ pub mod config;
 pub mod demo;
 pub mod drift;
 pub mod feedback;
+pub mod ids;
 pub mod metrics;
 pub mod mirror;
 pub mod protocol;

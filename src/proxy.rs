@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
@@ -70,6 +71,7 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// Remembers served ids for labels and conversions posted later.
     pub feedback: Arc<crate::feedback::Feedback>,
+    /// Finds the generated-token count in responses (`metrics.tokens_field`).
     pub tokens_finder: memchr::memmem::Finder<'static>,
 }
 
@@ -83,16 +85,13 @@ impl Proxy {
         let received_at = SystemTime::now();
         let (mut parts, body) = req.into_parts();
 
-        let request_id = match parts
-            .headers
-            .get(&self.request_id_header)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(id) if !id.is_empty() => id.to_string(),
-            _ => uuid::Uuid::now_v7().to_string(),
+        // The client's id when it is printable ASCII, else a new UUIDv7. The header value
+        // shares the parsed request's buffer: no copy on the common path.
+        let id_value = match parts.headers.get(&self.request_id_header) {
+            Some(v) if !v.is_empty() && v.to_str().is_ok() => v.clone(),
+            _ => crate::ids::new_request_id(received_at),
         };
-        let id_value = HeaderValue::from_str(&request_id)
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        let request_id = id_value.to_str().unwrap_or("invalid");
 
         if let Some(len) = content_length(&parts.headers) {
             if len > self.max_body_bytes as u64 {
@@ -104,18 +103,12 @@ impl Proxy {
             }
         }
 
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
         let mut shadow = None;
         // With reuse_primary, a copy of the primary's answer for the mirror.
         let mut tee = None;
         let decision = self
             .sampler
-            .decide(&parts.method, parts.uri.path(), &request_id, started);
+            .decide(&parts.method, parts.uri.path(), request_id, started);
         let upstream_body = match decision {
             Decision::NotEligible => Either::Left(Limited::new(body, self.max_body_bytes)),
             Decision::NotSampled => {
@@ -175,6 +168,11 @@ impl Proxy {
         parts
             .headers
             .insert(self.request_id_header.clone(), id_value.clone());
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         if let Some((permit, bytes, self_similarity)) = shadow {
             self.metrics.shadow.decision(MirrorDecision::Mirrored).inc();
             let primary_response = self.mirror.reuse.map(|_| {
@@ -187,9 +185,9 @@ impl Proxy {
                 rx
             });
             let job = ShadowJob {
-                request_id: request_id.clone(),
+                request_id: request_id.to_string(),
                 method: parts.method.clone(),
-                path: path.clone(),
+                path: path_and_query.as_str().to_string(),
                 headers: parts.headers.clone(),
                 body: bytes,
                 received_at,
@@ -200,7 +198,7 @@ impl Proxy {
             tokio::spawn(async move { mirror.run(job, permit).await });
         }
 
-        parts.uri = match join_uri(&self.primary, &path) {
+        parts.uri = match with_path(&self.primary, path_and_query) {
             Some(u) => u,
             None => {
                 return Ok(local_response(
@@ -224,19 +222,18 @@ impl Proxy {
                     m.errors.inc();
                 }
                 if status.is_success() {
-                    self.feedback.served(&request_id, started);
+                    self.feedback.served(request_id, started);
                 } else if let Some(t) = tee.as_mut() {
                     t.fail(format!("primary answered HTTP {}", status.as_u16()));
                 }
                 strip_hop_by_hop(&mut parts.headers);
                 parts
                     .headers
-                    .insert(self.request_id_header.clone(), id_value);
+                    .insert(self.request_id_header.clone(), id_value.clone());
                 let body = MeteredBody {
                     inner: body,
                     started,
-                    metrics: m.clone(),
-                    finder: self.tokens_finder.clone(),
+                    proxy: self.clone(),
                     scan: TokenScan::default(),
                     done: false,
                     tee,
@@ -293,14 +290,36 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 
 /// `base` (scheme + authority) joined with the client's path and query.
 pub fn join_uri(base: &Uri, path_and_query: &str) -> Option<Uri> {
+    with_path(base, path_and_query.parse().ok()?)
+}
+
+/// `base` with an already parsed path and query: clones of shared buffers, no parsing.
+fn with_path(base: &Uri, path_and_query: PathAndQuery) -> Option<Uri> {
     let mut parts = base.clone().into_parts();
-    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).ok()
 }
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Runs twice per request: no allocation unless a `Connection` header names extras.
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    // Runs twice per request on maps of a handful of headers: one pass of cheap name
+    // comparisons finds most maps clean, sparing nine hashed removals.
+    let is_hop = |name: &HeaderName| {
+        name == header::CONNECTION
+            || name == header::TE
+            || name == header::TRAILER
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::PROXY_AUTHENTICATE
+            || name == header::PROXY_AUTHORIZATION
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+    };
+    if !headers.keys().any(is_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -313,8 +332,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
     for name in [
         header::CONNECTION,
         header::TE,
@@ -366,27 +383,39 @@ fn short_reason(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Finds the generated-token count (`"completion_tokens": N`) in a streamed response
 /// without parsing it: a byte search per chunk, carrying a short tail across chunks.
-#[derive(Default)]
 struct TokenScan {
-    tail: Vec<u8>,
+    /// The last bytes of the previous chunk (`tail_len` of them): no allocation.
+    tail: [u8; TOKEN_TAIL],
+    tail_len: usize,
     found: Option<u64>,
 }
 
 /// Enough of the previous chunk to catch a key and its number split across chunks.
 const TOKEN_TAIL: usize = 64;
 
+impl Default for TokenScan {
+    fn default() -> Self {
+        Self {
+            tail: [0; TOKEN_TAIL],
+            tail_len: 0,
+            found: None,
+        }
+    }
+}
+
 impl TokenScan {
     fn feed(&mut self, finder: &memchr::memmem::Finder<'_>, chunk: &[u8]) {
-        if !self.tail.is_empty() {
-            let mut joined = std::mem::take(&mut self.tail);
+        if self.tail_len > 0 {
+            let mut joined = [0u8; 2 * TOKEN_TAIL];
             let head = chunk.len().min(TOKEN_TAIL);
-            joined.extend_from_slice(&chunk[..head]);
-            self.scan(finder, &joined);
+            joined[..self.tail_len].copy_from_slice(&self.tail[..self.tail_len]);
+            joined[self.tail_len..self.tail_len + head].copy_from_slice(&chunk[..head]);
+            self.scan(finder, &joined[..self.tail_len + head]);
         }
         self.scan(finder, chunk);
         let keep = chunk.len().min(TOKEN_TAIL);
-        self.tail.clear();
-        self.tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+        self.tail[..keep].copy_from_slice(&chunk[chunk.len() - keep..]);
+        self.tail_len = keep;
     }
 
     fn scan(&mut self, finder: &memchr::memmem::Finder<'_>, bytes: &[u8]) {
@@ -422,8 +451,8 @@ fn skip(mut s: &[u8], pred: impl Fn(u8) -> bool) -> &[u8] {
 pub struct MeteredBody {
     inner: Incoming,
     started: Instant,
-    metrics: PrimaryMetrics,
-    finder: memchr::memmem::Finder<'static>,
+    /// For the metrics and the token finder: one reference count, no per-request copies.
+    proxy: Arc<Proxy>,
     scan: TokenScan,
     done: bool,
     tee: Option<Tee>,
@@ -470,8 +499,9 @@ impl MeteredBody {
             return;
         }
         self.done = true;
+        let metrics: &PrimaryMetrics = &self.proxy.metrics.primary;
         if failed {
-            self.metrics.errors.inc();
+            metrics.errors.inc();
         }
         if let Some(tee) = self.tee.as_mut() {
             if failed {
@@ -480,7 +510,7 @@ impl MeteredBody {
                 tee.complete();
             }
         }
-        self.metrics
+        metrics
             .duration_for(self.scan.found)
             .observe(self.started.elapsed().as_secs_f64());
     }
@@ -499,7 +529,7 @@ impl Body for MeteredBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.scan.feed(&this.finder, data);
+                    this.scan.feed(&this.proxy.tokens_finder, data);
                     if let Some(tee) = this.tee.as_mut() {
                         tee.push(data);
                     }

@@ -23,8 +23,9 @@ pub const SCHEMA_VERSION: &str = "1";
 
 /// Row-group cap in bytes (estimated, encoded): with 768-dim embeddings a 64 k-row group
 /// would hold ~400 MB in memory before it is flushed; this keeps each open file's buffer
-/// bounded whatever `row_group_rows` says.
-pub const ROW_GROUP_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// bounded whatever `row_group_rows` says. 8 MiB keeps the sidecar inside its 64 MiB
+/// budget (issue 7) while column chunks stay large enough for scans (~1 MiB each).
+pub const ROW_GROUP_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// zstd level 1: what pyarrow and Spark use by default; higher levels cost several times
 /// the CPU for a few percent on this data.
