@@ -62,13 +62,11 @@ pub fn root_store(cfg: &TlsConfig) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     if !cfg.ca_file.as_os_str().is_empty() {
         for (i, cert) in load_ca_file(&cfg.ca_file)?.into_iter().enumerate() {
-            roots
-                .add(cert)
-                .map_err(|e| TlsError::BadCertificate {
-                    path: cfg.ca_file.clone(),
-                    index: i + 1,
-                    reason: e.to_string(),
-                })?;
+            roots.add(cert).map_err(|e| TlsError::BadCertificate {
+                path: cfg.ca_file.clone(),
+                index: i + 1,
+                reason: e.to_string(),
+            })?;
         }
     }
     if cfg.system_roots {
@@ -84,7 +82,9 @@ pub fn root_store(cfg: &TlsConfig) -> Result<RootCertStore, TlsError> {
             );
         }
         if added == 0 {
-            tracing::warn!("tls.system_roots: the system root store is empty; only tls.ca_file is trusted");
+            tracing::warn!(
+                "tls.system_roots: the system root store is empty; only tls.ca_file is trusted"
+            );
         }
     }
     Ok(roots)
@@ -150,11 +150,7 @@ mod tests {
             load_ca_file(&text),
             Err(TlsError::NoCertificates { .. })
         ));
-        let cut = write(
-            &dir,
-            "cut.pem",
-            "-----BEGIN CERTIFICATE-----\nMIIB\n",
-        );
+        let cut = write(&dir, "cut.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n");
         assert!(matches!(load_ca_file(&cut), Err(TlsError::NotPem { .. })));
         let junk = write(
             &dir,

@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use common::{config, value, Client};
 use http::Method;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use shadowgate::config::Config;
 use shadowgate::demo::model::{CosineSpec, ModelOptions, ModelServer};
@@ -54,8 +52,7 @@ impl Ca {
     fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().unwrap();
         let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, "model server");
@@ -194,12 +191,7 @@ async fn https_primary_answers_byte_equal_to_the_direct_answer() {
             )
             .await;
         let via = client
-            .send(
-                Method::POST,
-                &format!("{proxy}/v1/embeddings"),
-                &[],
-                body,
-            )
+            .send(Method::POST, &format!("{proxy}/v1/embeddings"), &[], body)
             .await;
         assert_eq!(via.status, 200, "{}", via.text());
         assert_eq!(via.body, direct.body, "request {i}");
@@ -247,7 +239,11 @@ async fn https_baseline_and_canary_are_compared_with_a_two_ca_bundle() {
     }
     let m = stack.wait_pairs(n).await;
     assert_eq!(
-        count(&m, "model_embedding_pairs_total", &[("outcome", "compared")]),
+        count(
+            &m,
+            "model_embedding_pairs_total",
+            &[("outcome", "compared")]
+        ),
         n as f64,
         "{m}"
     );
@@ -317,7 +313,11 @@ async fn certificates_from_an_untrusted_ca_are_refused() {
         n as f64
     );
     assert_eq!(
-        count(&m, "model_embedding_pairs_total", &[("outcome", "canary_error")]),
+        count(
+            &m,
+            "model_embedding_pairs_total",
+            &[("outcome", "canary_error")]
+        ),
         n as f64
     );
     assert_eq!(count(&m, "model_inference_errors_total", &[]), 0.0);
