@@ -936,6 +936,8 @@ version = "v2"
         assert_eq!(c.shadow.timeout, Duration::from_secs(2));
         assert_eq!(c.drift.window, Duration::from_secs(300));
         assert_eq!(c.shadow.methods, vec!["POST".to_string()]);
+        assert!(c.tls.system_roots);
+        assert!(c.tls.ca_file.as_os_str().is_empty());
     }
 
     #[test]
