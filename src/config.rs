@@ -29,6 +29,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
     pub gates: GatesConfig,
+    pub tls: TlsConfig,
 }
 
 /// `[model]`: what this pod serves.
@@ -329,6 +330,27 @@ impl Default for GatesConfig {
     }
 }
 
+/// `[tls]`: how `https://` upstreams are verified. Plain `http://` upstreams ignore it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificate(s) that signed the upstreams' certificates (several
+    /// blocks allowed); `""` = none. Read at start: a bad file stops the sidecar.
+    pub ca_file: PathBuf,
+    /// Also trust the system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the OS store).
+    pub system_roots: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        // Public upstreams work out of the box; a private CA is added with ca_file.
+        Self {
+            ca_file: PathBuf::new(),
+            system_roots: true,
+        }
+    }
+}
+
 /// One problem in a configuration, with the key's path and the fix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigProblem {
@@ -588,9 +610,45 @@ impl Config {
                 "must be strictly increasing, e.g. [16, 64, 256, 1024]".into(),
             );
         }
+        self.validate_tls(&mut bad);
         if self.listen.proxy == self.listen.admin && self.listen.proxy.port() != 0 {
             bad("listen.admin", format!("{} is also listen.proxy: admin endpoints need their own port, e.g. \"0.0.0.0:9090\"", self.listen.admin));
         }
+    }
+
+    /// `[tls]`: the CA bundle must be usable now, not at the first https call; an https
+    /// upstream needs some root to be trusted.
+    fn validate_tls(&self, bad: &mut impl FnMut(&str, String)) {
+        if !self.tls.ca_file.as_os_str().is_empty() {
+            let anchors = crate::tls::root_store(&TlsConfig {
+                system_roots: false,
+                ..self.tls.clone()
+            });
+            if let Err(e) = anchors {
+                bad("tls.ca_file", e.to_string());
+            }
+        } else if !self.tls.system_roots {
+            for (key, url) in [
+                ("primary.url", &self.primary.url),
+                ("shadow.baseline.url", &self.shadow.baseline.url),
+                ("shadow.canary.url", &self.shadow.canary.url),
+            ] {
+                if is_https(url) {
+                    bad("tls.ca_file", format!("{key} {url:?} uses https but no root is trusted: set tls.ca_file to the PEM file of the CA that signed it, or tls.system_roots = true"));
+                }
+            }
+        }
+    }
+
+    /// Whether any upstream is `https://` (only then are certificates read at start).
+    pub fn uses_https(&self) -> bool {
+        [
+            &self.primary.url,
+            &self.shadow.baseline.url,
+            &self.shadow.canary.url,
+        ]
+        .into_iter()
+        .any(|u| is_https(u))
     }
 
     /// The effective configuration as TOML, for `check-config`.
@@ -609,18 +667,11 @@ fn check_url(url: &str, key: &str, bad: &mut impl FnMut(&str, String)) {
     }
     match url.parse::<http::Uri>() {
         Ok(u) => {
-            if u.scheme_str() == Some("https") {
-                bad(
-                    key,
-                    format!("{url:?}: https upstreams are not supported yet; use the model server's plain-HTTP port, e.g. \"http://127.0.0.1:8000\""),
-                );
-                return;
-            }
-            let scheme_ok = u.scheme_str() == Some("http");
+            let scheme_ok = matches!(u.scheme_str(), Some("http" | "https"));
             if !scheme_ok || u.authority().is_none() {
                 bad(
                     key,
-                    format!("{url:?} needs a scheme and host, e.g. \"http://127.0.0.1:8000\""),
+                    format!("{url:?} needs a scheme (http or https) and host, e.g. \"http://127.0.0.1:8000\""),
                 );
             } else if u.path() != "/" && !u.path().is_empty() {
                 bad(key, format!("{url:?} has a path; give only scheme, host and port (the client's path is kept)"));
@@ -631,6 +682,11 @@ fn check_url(url: &str, key: &str, bad: &mut impl FnMut(&str, String)) {
             format!("{url:?} is not a URL ({e}), e.g. \"http://127.0.0.1:8000\""),
         ),
     }
+}
+
+fn is_https(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .is_ok_and(|u| u.scheme() == Some(&http::uri::Scheme::HTTPS))
 }
 
 /// Apply `SHADOWGATE_A__B__C=value` as `a.b.c = value`. The value is read as a TOML
@@ -689,7 +745,7 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
 
 /// Keys whose values are always strings, even when they look like numbers
 /// (`SHADOWGATE_MODEL__VERSION=2` is the version "2", not the integer 2).
-const STRING_KEYS: [&str; 10] = [
+const STRING_KEYS: [&str; 11] = [
     "name",
     "version",
     "url",
@@ -700,6 +756,7 @@ const STRING_KEYS: [&str; 10] = [
     "prediction_pointer",
     "path",
     "input_pointer",
+    "ca_file",
 ];
 
 fn parse_env_value(key: &str, raw: &str) -> toml::Value {
@@ -743,11 +800,12 @@ fn collect_unknown_and_deserialize(
             "limits" => section!(limits),
             "metrics" => section!(metrics),
             "gates" => section!(gates),
+            "tls" => section!(tls),
             other => {
                 ok = false;
                 problems.push(ConfigProblem {
                     key: other.to_string(),
-                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics, gates".into(),
+                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics, gates, tls".into(),
                 });
             }
         }
@@ -878,6 +936,8 @@ version = "v2"
         assert_eq!(c.shadow.timeout, Duration::from_secs(2));
         assert_eq!(c.drift.window, Duration::from_secs(300));
         assert_eq!(c.shadow.methods, vec!["POST".to_string()]);
+        assert!(c.tls.system_roots);
+        assert!(c.tls.ca_file.as_os_str().is_empty());
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! - [`accuracy`]: batch job joining shadow logs with labels (`shadowgate accuracy`).
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/labels`, `/feedback`.
 //! - [`status`]: the status page at `/`.
+//! - [`tls`]: trusted roots and the rustls configuration for `https://` upstreams.
 //! - [`demo`]: built-in model servers and traffic for `shadowgate demo`.
 //! - [`cli`]: command-line definitions.
 //!
@@ -52,3 +53,4 @@ pub mod sampler;
 pub mod serve;
 pub mod shadow;
 pub mod status;
+pub mod tls;

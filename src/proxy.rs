@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -31,23 +32,43 @@ pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
 pub type UpstreamBody = Either<Limited<Incoming>, Full<Bytes>>;
 /// Body of responses to the client: the primary's, streamed, or one the sidecar made.
 pub type ClientBody = Either<MeteredBody, Full<Bytes>>;
-/// The pooled HTTP/1 client used for every upstream.
-pub type HttpClient<B> = Client<HttpConnector, B>;
+/// The pooled HTTP/1 client used for every upstream, `http://` and `https://` alike: on
+/// a plain URL the TLS layer only wraps the TCP stream in an enum variant.
+pub type HttpClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 
 /// How long an idle pooled connection is kept: shorter than common server keep-alive
 /// timeouts (uvicorn 5 s is the outlier; most are ≥ 60 s), so the pool rarely hands out a
 /// connection the server is closing. Retries of such races are on (hyper's default).
 const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Build a keep-alive client for one kind of body.
+/// Build a keep-alive client for plain-HTTP use (tests, the demo's traffic): it trusts no
+/// root, so an `https://` URL fails certificate verification. Upstream clients are built
+/// by [`upstream_client`] with the configured roots.
 pub fn http_client<B>(max_idle_per_host: usize) -> HttpClient<B>
 where
     B: Body + Send + 'static,
     B::Data: Send,
 {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    upstream_client(max_idle_per_host, crate::tls::no_roots_config())
+}
+
+/// Build a keep-alive client for one kind of body that speaks `http://` as is and
+/// `https://` with `tls` (HTTP/1.1 over TLS, certificates checked against its roots).
+pub fn upstream_client<B>(max_idle_per_host: usize, tls: Arc<rustls::ClientConfig>) -> HttpClient<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+{
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+    // The TLS layer, not the TCP connector, decides which schemes are allowed.
+    http.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(Arc::unwrap_or_clone(tls))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE)
         .pool_max_idle_per_host(max_idle_per_host)

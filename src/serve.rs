@@ -23,7 +23,7 @@ use crate::feedback::{Feedback, FeedbackMetrics};
 use crate::metrics::{MetricLabels, Metrics, PairOutcome, Target};
 use crate::mirror::{Mirror, RecordLabels, ShadowTarget};
 use crate::protocol::Extractor;
-use crate::proxy::{http_client, Proxy};
+use crate::proxy::{upstream_client, Proxy};
 use crate::sampler::{SampleRate, Sampler};
 use crate::shadow::{self, ShadowLogGuard, ShadowLogMetrics, WriterOptions, WriterSummary};
 
@@ -175,6 +175,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         )?,
     ));
 
+    // One TLS configuration (roots, session cache) for every upstream client.
+    let tls = crate::tls::client_config(&cfg.tls, cfg.uses_https())
+        .map_err(|e| setting("tls.ca_file", e.to_string()))?;
     let reuse = if !cfg.shadow.reuse_primary {
         None
     } else if cfg.model.version == cfg.shadow.baseline.version {
@@ -198,8 +201,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             base: parse_uri("shadow.canary.url", &cfg.shadow.canary.url)?,
             version: cfg.shadow.canary.version.as_str().into(),
         },
-        client: http_client(cfg.shadow.max_in_flight),
-        self_client: http_client(cfg.shadow.max_in_flight),
+        client: upstream_client(cfg.shadow.max_in_flight, tls.clone()),
+        self_client: upstream_client(cfg.shadow.max_in_flight, tls.clone()),
         protocol: cfg.shadow.protocol,
         extractor,
         rewrite: cfg.shadow.rewrite.clone(),
@@ -223,7 +226,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let shadow_permits = Arc::new(Semaphore::new(cfg.shadow.max_in_flight));
     let proxy = Arc::new(Proxy {
         primary: parse_uri("primary.url", &cfg.primary.url)?,
-        client: http_client(1024),
+        client: upstream_client(1024, tls),
         timeout: cfg.primary.timeout,
         count_4xx_as_errors: cfg.primary.count_4xx_as_errors,
         request_id_header,
