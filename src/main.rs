@@ -81,14 +81,46 @@ fn config_failure(e: &ConfigError) -> ExitCode {
     }
 }
 
+/// `SHADOWGATE_WORKER_THREADS`: how many threads serve requests (default: tokio's, one
+/// per CPU or `TOKIO_WORKER_THREADS`). Set it to the container's CPU limit.
+fn worker_threads() -> Result<Option<usize>, String> {
+    const VAR: &str = "SHADOWGATE_WORKER_THREADS";
+    match std::env::var(VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(format!(
+                "{VAR}={v:?} is not a thread count; set a whole number ≥ 1 (e.g. the container's CPU limit) or unset it"
+            )),
+        },
+        Err(_) => Err(format!("{VAR} is not valid UTF-8; set a whole number ≥ 1 or unset it")),
+    }
+}
+
 fn run_async<F>(fut: F) -> ExitCode
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match worker_threads() {
+        Ok(n) => n,
+        Err(why) => {
+            eprintln!("shadowgate: {why}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    // One worker (a pod with a one-CPU limit) runs everything on the calling thread, as
+    // nginx's single worker does: no work-stealing queues, no cross-thread wake-ups.
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("shadowgate: cannot start the runtime: {e}");

@@ -323,37 +323,7 @@ fn with_path(base: &Uri, path_and_query: PathAndQuery) -> Option<Uri> {
 
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    // Runs twice per request on maps of a handful of headers: one pass of cheap name
-    // comparisons finds most maps clean, sparing nine hashed removals.
-    let is_hop = |name: &HeaderName| {
-        name == header::CONNECTION
-            || name == header::TE
-            || name == header::TRAILER
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::PROXY_AUTHENTICATE
-            || name == header::PROXY_AUTHORIZATION
-            || name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-    };
-    if !headers.keys().any(is_hop) {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in [
+    const HOP: [HeaderName; 9] = [
         header::CONNECTION,
         header::TE,
         header::TRAILER,
@@ -361,10 +331,49 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         header::UPGRADE,
         header::PROXY_AUTHENTICATE,
         header::PROXY_AUTHORIZATION,
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-    ] {
-        headers.remove(name);
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ];
+    // Runs twice per request on maps of a handful of headers: one pass of name
+    // comparisons says which hop-by-hop headers are there, and only those are removed.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        // `Connection` may name more headers to drop. Its usual values ("keep-alive",
+        // "close") name none beyond the fixed set, so nothing is allocated for them.
+        let mut named = Vec::new();
+        for token in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+        {
+            let token = token.trim();
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str()))
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
