@@ -107,6 +107,36 @@ fn invalid_config_lists_every_problem_and_exits_64() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    sigterm_case(None).await;
+}
+
+/// The same on the single-threaded runtime (`SHADOWGATE_WORKER_THREADS=1`): proxying,
+/// mirroring, draining and shutdown all run on one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_threaded_runtime_serves_mirrors_and_drains() {
+    sigterm_case(Some("1")).await;
+}
+
+#[test]
+fn bad_worker_thread_counts_exit_64_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), GOOD);
+    for bad in ["0", "two", "-1"] {
+        let out = Command::new(BIN)
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .env("SHADOWGATE_WORKER_THREADS", bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{bad}: {err}");
+        assert!(
+            err.contains("SHADOWGATE_WORKER_THREADS") && err.contains("whole number"),
+            "{err}"
+        );
+    }
+}
+
+async fn sigterm_case(threads: Option<&str>) {
     let primary = ModelServer::spawn(ModelOptions {
         behaviour: Behaviour::Delay(Duration::from_millis(700)),
         ..Default::default()
@@ -128,12 +158,29 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         shadow.url()
     );
     let path = write_config(dir.path(), &text);
-    let child = Command::new(BIN)
-        .args(["serve", "--config", path.to_str().unwrap()])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config", path.to_str().unwrap()]);
+    if let Some(n) = threads {
+        cmd.env("SHADOWGATE_WORKER_THREADS", n);
+    }
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    if threads == Some("1") {
+        // The runtime's thread is the main thread: no tokio worker threads.
+        std::thread::sleep(Duration::from_millis(300));
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("tokio-runtime-w")),
+            "{names:?}\n{status}"
+        );
+    }
     let client = common::Client::new();
     common::wait_listening(proxy_port);
     let url = format!("http://127.0.0.1:{proxy_port}/v1/embeddings");
@@ -145,7 +192,14 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SIGTERM only once the request is in flight at the primary and at both shadows
+    // (a loaded machine can take longer than any fixed pause to get it there).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (primary.requests() < 1 || shadow.shadow_requests() < 2)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -168,7 +222,12 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
         String::from_utf8_lossy(&status.stderr)
     );
     // The shadow pair (900 ms) outlived the primary answer (700 ms) and was still drained.
-    assert_eq!(shadow.shadow_requests(), 2);
+    assert_eq!(
+        shadow.shadow_requests(),
+        2,
+        "primary saw {}",
+        primary.requests()
+    );
     let log = String::from_utf8_lossy(&status.stderr);
     assert!(
         log.contains("draining shadow work") && !log.contains("grace period over"),
