@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 /// ones, because a canary that breaks a small share of inputs moves the tail first.
 pub const QUANTILES: [f64; 4] = [0.01, 0.05, 0.1, 0.5];
 
-/// Most pairs the sliding window keeps (oldest dropped first): 8 MiB at 32 bytes a pair,
-/// and still every pair of a 5-minute window at ~870 compared pairs per second.
+/// Most pairs the sliding window keeps (oldest dropped first): 4 MiB at 16 bytes a pair
+/// (plus 1 MiB of quantile scratch), and still every pair of a 5-minute window at ~870
+/// compared pairs per second.
 pub const WINDOW_CAP: usize = 262_144;
 
 /// Settings of the drift statistics (validated by the configuration layer).
@@ -46,15 +47,25 @@ pub struct DriftConfig {
     pub alpha: f64,
 }
 
-/// One compared pair in the window. 32 bytes.
+/// One compared pair in the window: 16 bytes, because the window is the sidecar's largest
+/// structure (issue 7's memory budget). Gauges of means and quantiles need no more than
+/// f32 precision; whether the pair is under the floor is decided in f64 when recorded.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    at: Instant,
-    cosine: f64,
-    // A gauge of a mean ratio near 1 needs no more than f32 precision; it saves 8 bytes.
+    /// Milliseconds since the state's `origin`.
+    at_ms: u32,
+    cosine: f32,
     norm_ratio: f32,
-    agree: Option<bool>,
+    /// `HAS_AGREE`, `AGREE`, `LOW` bits.
+    flags: u8,
 }
+
+const HAS_AGREE: u8 = 1;
+const AGREE: u8 = 2;
+const LOW: u8 = 4;
+
+/// When the clock offset nears u32's range (~24 days), entries are re-based.
+const REBASE_MS: u64 = 1 << 31;
 
 /// Drift statistics of one (model, baseline, canary) triple. `Send`; not synchronised.
 #[derive(Debug, Clone)]
@@ -63,8 +74,10 @@ pub struct DriftState {
     /// Ordered by insertion time (callers pass a monotonic clock; small reorderings from
     /// concurrent callers only delay an eviction slightly).
     window: VecDeque<Entry>,
+    /// What `Entry::at_ms` counts from.
+    origin: Instant,
     /// Reused buffer for quantile selection.
-    scratch: Vec<f64>,
+    scratch: Vec<f32>,
     /// (1 + cos)/2 at α per side: the exported cosine bounds.
     cosine_cs: ConfidenceSequence,
     /// 1[cos < floor] at α per side.
@@ -122,6 +135,7 @@ impl DriftState {
         Self {
             cfg,
             window: VecDeque::new(),
+            origin: Instant::now(),
             scratch: Vec::new(),
             cosine_cs: ConfidenceSequence::new(alpha),
             low_cs: ConfidenceSequence::new(alpha),
@@ -143,11 +157,17 @@ impl DriftState {
         if self.window.len() >= WINDOW_CAP {
             self.window.pop_front();
         }
+        let flags = match agree {
+            None => 0,
+            Some(false) => HAS_AGREE,
+            Some(true) => HAS_AGREE | AGREE,
+        } | if cosine < self.cfg.floor { LOW } else { 0 };
+        let at_ms = self.ticks(now);
         self.window.push_back(Entry {
-            at: now,
-            cosine,
+            at_ms,
+            cosine: cosine as f32,
             norm_ratio: norm_ratio as f32,
-            agree,
+            flags,
         });
         let x = (1.0 + cosine) / 2.0;
         self.cosine_cs.push(x);
@@ -182,8 +202,8 @@ impl DriftState {
             let n = self.window.len() as f64;
             let (mut sum, mut low, mut ratio_sum, mut ratio_n) = (0.0, 0u64, 0.0, 0u64);
             for e in &self.window {
-                sum += e.cosine;
-                low += u64::from(e.cosine < self.cfg.floor);
+                sum += f64::from(e.cosine);
+                low += u64::from(e.flags & LOW != 0);
                 if e.norm_ratio.is_finite() {
                     ratio_sum += f64::from(e.norm_ratio);
                     ratio_n += 1;
@@ -199,13 +219,13 @@ impl DriftState {
             quantiles = quantiles_in_place(&mut self.scratch, &QUANTILES);
         }
 
-        let (with_both, agreeing) =
-            self.window
-                .iter()
-                .fold((0u64, 0u64), |(w, a), e| match e.agree {
-                    Some(ok) => (w + 1, a + u64::from(ok)),
-                    None => (w, a),
-                });
+        let (with_both, agreeing) = self.window.iter().fold((0u64, 0u64), |(w, a), e| {
+            if e.flags & HAS_AGREE != 0 {
+                (w + 1, a + u64::from(e.flags & AGREE != 0))
+            } else {
+                (w, a)
+            }
+        });
         let agreement = if with_both >= need {
             agreeing as f64 / with_both as f64
         } else {
@@ -274,9 +294,28 @@ impl DriftState {
         let Some(cutoff) = now.checked_sub(self.cfg.window) else {
             return; // The window reaches back before the clock's origin: nothing is old.
         };
-        while self.window.front().is_some_and(|e| e.at < cutoff) {
+        if cutoff <= self.origin {
+            return;
+        }
+        let cutoff_ms = self.ticks(cutoff);
+        while self.window.front().is_some_and(|e| e.at_ms < cutoff_ms) {
             self.window.pop_front();
         }
+    }
+
+    /// `at` in milliseconds since `origin`; moves `origin` (and every entry) forward
+    /// when the offset would outgrow u32, so a sidecar may run for years.
+    fn ticks(&mut self, at: Instant) -> u32 {
+        let mut ms = at.saturating_duration_since(self.origin).as_millis() as u64;
+        if ms >= REBASE_MS {
+            let shift = ms - REBASE_MS / 2;
+            self.origin += Duration::from_millis(shift);
+            for e in &mut self.window {
+                e.at_ms = (u64::from(e.at_ms).saturating_sub(shift)) as u32;
+            }
+            ms -= shift;
+        }
+        ms as u32
     }
 }
 
@@ -314,7 +353,7 @@ fn noise_adjusted_upper(cross_upper: f64, self_lower: f64, self_upper: f64) -> f
 
 /// Type-7 quantiles (linear interpolation between the order statistics at (n−1)q) of a
 /// non-empty slice without NaNs, reordering it. `qs` must be ascending. O(n · |qs|).
-fn quantiles_in_place(xs: &mut [f64], qs: &[f64]) -> Vec<(f64, f64)> {
+fn quantiles_in_place(xs: &mut [f32], qs: &[f64]) -> Vec<(f64, f64)> {
     let n = xs.len();
     if n == 0 {
         return qs.iter().map(|&q| (q, f64::NAN)).collect();
@@ -327,13 +366,16 @@ fn quantiles_in_place(xs: &mut [f64], qs: &[f64]) -> Vec<(f64, f64)> {
             let lo = (h.floor() as usize).min(n - 1);
             let frac = h - lo as f64;
             if lo >= start {
-                xs[start..].select_nth_unstable_by(lo - start, f64::total_cmp);
+                xs[start..].select_nth_unstable_by(lo - start, f32::total_cmp);
                 start = lo + 1;
             }
-            let below = xs[lo];
+            let below = f64::from(xs[lo]);
             let value = if frac > 0.0 && lo + 1 < n {
                 // The next order statistic is the smallest of what lies above.
-                let above = xs[lo + 1..].iter().copied().fold(f64::INFINITY, f64::min);
+                let above = xs[lo + 1..]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .fold(f64::INFINITY, f64::min);
                 below + frac * (above - below)
             } else {
                 below
@@ -404,19 +446,39 @@ mod tests {
         }
         assert_eq!(s.quantiles.len(), QUANTILES.len());
         assert!(s.quantiles.iter().all(|&(_, v)| v.is_nan()));
-        assert!((s.self_mean_cosine - 0.99).abs() < 1e-12);
+        assert!((s.self_mean_cosine - 0.99).abs() < 1e-7);
 
         st.record(t0, 0.95, 1.0, None);
         let s = st.snapshot(t0 + secs(1.0));
         assert_eq!(s.window_pairs, 50);
-        assert!((s.mean_cosine - 0.95).abs() < 1e-12);
-        assert!(s.quantiles.iter().all(|&(_, v)| (v - 0.95).abs() < 1e-12));
+        // Windowed statistics come from f32 entries: exact to f32 precision.
+        assert!((s.mean_cosine - 0.95).abs() < 1e-7);
+        assert!(s.quantiles.iter().all(|&(_, v)| (v - 0.95).abs() < 1e-7));
         assert_eq!(s.low_ratio, 0.0);
         assert_eq!(s.norm_ratio, 1.0);
         // Only 49 pairs carry both predictions.
         assert!(s.agreement.is_nan());
         assert!(s.cosine_lower < 0.95 && s.cosine_upper >= 0.95);
         assert!(s.noise_adjusted_lower.is_finite());
+    }
+
+    #[test]
+    fn entries_are_16_bytes_and_the_clock_rebases_after_weeks() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 1));
+        st.record(t0, 0.5, 1.0, None);
+        // 30 days on: past u32 milliseconds' half range, so the origin moves.
+        let later = t0 + Duration::from_secs(30 * 86_400);
+        for i in 0..10 {
+            st.record(later + secs(f64::from(i)), 0.9, 1.0, Some(true));
+        }
+        let s = st.snapshot(later + secs(10.0));
+        assert_eq!(s.window_pairs, 10);
+        assert!((s.mean_cosine - 0.9).abs() < 1e-7);
+        // Time still orders entries after the rebase: 5 of 10 leave the window.
+        let s = st.snapshot(later + secs(64.5));
+        assert_eq!(s.window_pairs, 5);
     }
 
     #[test]
@@ -432,10 +494,10 @@ mod tests {
         let s = st.snapshot(t0 + secs(60.0));
         // Age exactly = window is kept.
         assert_eq!(s.window_pairs, 200);
-        assert!((s.mean_cosine - 0.7).abs() < 1e-12);
+        assert!((s.mean_cosine - 0.7).abs() < 1e-7);
         let s = st.snapshot(t0 + secs(60.5));
         assert_eq!((s.window_pairs, s.total_pairs), (100, 200));
-        assert!((s.mean_cosine - 0.9).abs() < 1e-12);
+        assert!((s.mean_cosine - 0.9).abs() < 1e-7);
         assert_eq!((s.agreement, s.norm_ratio, s.low_ratio), (1.0, 1.0, 0.0));
         // The since-reset bounds still see the 0.5s: the upper bound is below 0.9.
         assert!(s.cosine_upper < 0.9, "{}", s.cosine_upper);
@@ -466,7 +528,10 @@ mod tests {
     fn quantiles_match_sorted_reference() {
         let mut rng = SplitMix(42);
         for n in [1usize, 2, 3, 7, 10, 101, 1000, 4099] {
-            let xs: Vec<f64> = (0..n).map(|_| 1.0 - rng.uniform().powi(3) * 0.6).collect();
+            // The window stores f32: values it can hold exactly give exact quantiles.
+            let xs: Vec<f64> = (0..n)
+                .map(|_| f64::from((1.0 - rng.uniform().powi(3) * 0.6) as f32))
+                .collect();
             let t0 = Instant::now();
             let mut st = DriftState::new(cfg(60, 1));
             for &x in &xs {
@@ -479,7 +544,7 @@ mod tests {
             }
             // Arbitrary, unsorted and repeated levels through the helper directly.
             let qs = [0.0, 0.0, 0.25, 0.25, 0.3333, 0.9, 0.999, 1.0];
-            let mut scratch = xs.clone();
+            let mut scratch: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
             for (q, v) in quantiles_in_place(&mut scratch, &qs) {
                 let want = reference_quantile(&xs, q);
                 assert!((v - want).abs() < 1e-12, "n {n} q {q}: {v} vs {want}");
@@ -506,7 +571,7 @@ mod tests {
         let s = st.snapshot(t0);
         assert_eq!(s.window_pairs, 6);
         assert_eq!(s.low_ratio, 2.0 / 6.0);
-        assert!((s.mean_cosine - 4.85 / 6.0).abs() < 1e-12);
+        assert!((s.mean_cosine - 4.85 / 6.0).abs() < 1e-7);
         assert!((s.norm_ratio - 5.0 / 5.0).abs() < 1e-6, "{}", s.norm_ratio);
         assert_eq!(s.agreement, 4.0 / 5.0);
         // Non-finite cosines are ignored entirely.
@@ -532,7 +597,7 @@ mod tests {
             st.record(t0, 0.9, 1.0, Some(true));
         }
         let s = st.snapshot(t0);
-        assert!((s.mean_cosine - 0.9).abs() < 1e-12);
+        assert!((s.mean_cosine - 0.9).abs() < 1e-7);
         // The old 0.3s no longer drag the bound down.
         assert!(s.cosine_lower > 0.6, "{}", s.cosine_lower);
     }

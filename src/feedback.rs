@@ -1,10 +1,11 @@
 //! Online joins: each request id remembers, for `label_ttl`, that this pod served it and
 //! (when mirrored) both shadow predictions. Ground-truth labels posted later score the
 //! baseline and canary on the same inputs; business events (conversions) give the
-//! conversion rate of the version this pod serves. Memory is bounded by a cap on tracked
-//! ids; evictions are counted.
+//! conversion rate of the version this pod serves. Memory is fixed by a cap on tracked
+//! ids (a set-associative table allocated at start, 32 bytes an id); evictions are
+//! counted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,40 +21,46 @@ const SHARDS: usize = 16;
 /// Below this many labeled pairs the accuracy ratio bound is NaN.
 pub const MIN_LABELED_PAIRS: u64 = 30;
 
-/// What one request id remembers. Keyed by a 64-bit hash of the id, not the id itself,
-/// to keep ~40 bytes per tracked request.
-#[derive(Debug)]
-struct Entry {
-    served_at: Instant,
+/// Ids per set: an id can live in any of the 8 slots of its set, and a new id takes an
+/// empty or expired slot, else the oldest of the 8 (an eviction).
+const WAYS: usize = 8;
+
+/// What one request id remembers. Keyed by a 64-bit hash of the id, not the id itself:
+/// 32 bytes per tracked request. All zeros is an empty slot.
+#[derive(Debug, Default)]
+struct Slot {
+    /// `id_hash` of the request id, never 0 (0 marks an empty slot).
+    key: u64,
+    /// Milliseconds since the table's origin.
+    served_ms: u64,
     predictions: Option<Box<(Option<String>, Option<String>)>>,
     labeled: bool,
     converted: bool,
 }
 
-/// Keys are already well-mixed 64-bit hashes of the id: hashing them again (SipHash,
-/// the map's default) would be a second hash on every served request.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed; fold anything else in for completeness.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+/// One lock's worth of slots: sets of `ways` slots.
+struct Shard {
+    slots: Vec<Slot>,
+    ways: usize,
 }
 
-#[derive(Default)]
-struct Shard {
-    map: HashMap<u64, Entry, std::hash::BuildHasherDefault<KeyHasher>>,
-    order: VecDeque<(Instant, u64)>,
+impl Shard {
+    /// At most `capacity` slots (at least one): [`WAYS`] per set, fewer when tiny.
+    fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let ways = WAYS.min(capacity);
+        let len = capacity / ways * ways;
+        let mut slots = Vec::with_capacity(len);
+        slots.resize_with(len, Slot::default);
+        Shard { slots, ways }
+    }
+
+    /// The slots an id with this key may occupy.
+    fn set(&mut self, key: u64) -> &mut [Slot] {
+        let w = self.ways;
+        let i = (key as usize) % (self.slots.len() / w);
+        &mut self.slots[i * w..(i + 1) * w]
+    }
 }
 
 /// How one posted label or event was joined.
@@ -294,8 +301,9 @@ impl Conversions {
 /// The online join state.
 pub struct Feedback {
     shards: Vec<Mutex<Shard>>,
-    ttl: Duration,
-    max_per_shard: usize,
+    /// What `Slot::served_ms` counts from.
+    origin: Instant,
+    ttl_ms: u64,
     conversion_window: Duration,
     scores: Mutex<Scores>,
     conversions: Mutex<Conversions>,
@@ -312,9 +320,11 @@ impl Feedback {
         metrics: FeedbackMetrics,
     ) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            ttl,
-            max_per_shard: max_tracked.div_ceil(SHARDS).max(1),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::new(max_tracked / SHARDS)))
+                .collect(),
+            origin: Instant::now(),
+            ttl_ms: ttl.as_millis() as u64,
             conversion_window,
             scores: Mutex::new(Scores {
                 counts: [0; 4],
@@ -330,8 +340,37 @@ impl Feedback {
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
-        // Middle bits: the map indexes by the low bits and tags by the top ones.
+        // Middle bits: the set index uses the low ones.
         &self.shards[((key >> 32) as usize) % SHARDS]
+    }
+
+    fn key(request_id: &str) -> u64 {
+        id_hash(request_id.as_bytes(), 0x5e7).max(1)
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    fn live(&self, slot: &Slot, now_ms: u64) -> bool {
+        slot.key != 0 && now_ms.saturating_sub(slot.served_ms) <= self.ttl_ms
+    }
+
+    /// Runs `f` on the live slot of `request_id`, if there is one.
+    fn with_slot<R>(
+        &self,
+        request_id: &str,
+        now: Instant,
+        f: impl FnOnce(&mut Slot) -> R,
+    ) -> Option<R> {
+        let key = Self::key(request_id);
+        let now_ms = self.ms(now);
+        let mut s = self.shard(key).lock().ok()?;
+        let slot = s
+            .set(key)
+            .iter_mut()
+            .find(|x| x.key == key && self.live(x, now_ms))?;
+        Some(f(slot))
     }
 
     /// This pod answered `request_id` successfully (the primary path calls this).
@@ -356,50 +395,49 @@ impl Feedback {
         });
     }
 
-    fn upsert(&self, request_id: &str, now: Instant, update: impl FnOnce(&mut Entry)) {
-        let key = id_hash(request_id.as_bytes(), 0x5e7);
+    fn upsert(&self, request_id: &str, now: Instant, update: impl FnOnce(&mut Slot)) {
+        let key = Self::key(request_id);
+        let now_ms = self.ms(now);
         let Ok(mut s) = self.shard(key).lock() else {
             return;
         };
-        s.expire(now, self.ttl);
-        if let Some(e) = s.map.get_mut(&key) {
-            update(e);
+        let set = s.set(key);
+        if let Some(slot) = set
+            .iter_mut()
+            .find(|x| x.key == key && self.live(x, now_ms))
+        {
+            update(slot);
             return;
         }
-        while s.map.len() >= self.max_per_shard && s.pop_oldest() {
-            self.metrics.evictions.inc();
-        }
-        let mut e = Entry {
-            served_at: now,
-            predictions: None,
-            labeled: false,
-            converted: false,
+        let i = match set.iter().position(|x| !self.live(x, now_ms)) {
+            Some(i) => i,
+            None => {
+                self.metrics.evictions.inc();
+                (0..set.len())
+                    .min_by_key(|&i| set[i].served_ms)
+                    .unwrap_or(0)
+            }
         };
-        update(&mut e);
-        s.map.insert(key, e);
-        s.order.push_back((now, key));
+        set[i] = Slot {
+            key,
+            served_ms: now_ms,
+            ..Slot::default()
+        };
+        update(&mut set[i]);
     }
 
     /// Score a ground-truth label against both shadow predictions.
     pub fn label(&self, request_id: &str, label: &str, now: Instant) -> JoinResult {
-        let key = id_hash(request_id.as_bytes(), 0x5e7);
-        let preds = {
-            let Ok(mut s) = self.shard(key).lock() else {
-                return JoinResult::Unknown;
-            };
-            s.expire(now, self.ttl);
-            match s.map.get_mut(&key) {
-                None => None,
-                Some(e) if e.labeled => Some(Err(JoinResult::Duplicate)),
-                Some(e) => {
-                    e.labeled = true;
-                    Some(match &e.predictions {
-                        Some(p) => Ok((**p).clone()),
-                        None => Err(JoinResult::NotMirrored),
-                    })
-                }
+        let preds = self.with_slot(request_id, now, |e| {
+            if e.labeled {
+                return Err(JoinResult::Duplicate);
             }
-        };
+            e.labeled = true;
+            match &e.predictions {
+                Some(p) => Ok((**p).clone()),
+                None => Err(JoinResult::NotMirrored),
+            }
+        });
         let result = match preds {
             None => JoinResult::Unknown,
             Some(Err(r)) => r,
@@ -447,23 +485,17 @@ impl Feedback {
 
     /// A business event. Only `conversion` events move the conversion rate.
     pub fn event(&self, request_id: &str, event: &str, now: Instant) -> JoinResult {
-        let key = id_hash(request_id.as_bytes(), 0x5e7);
-        let result = match self.shard(key).lock() {
-            Ok(mut s) => {
-                s.expire(now, self.ttl);
-                match s.map.get_mut(&key) {
-                    None => JoinResult::Unknown,
-                    Some(e) if event == "conversion" && e.converted => JoinResult::Duplicate,
-                    Some(e) => {
-                        if event == "conversion" {
-                            e.converted = true;
-                        }
-                        JoinResult::Joined
-                    }
+        let conversion = event == "conversion";
+        let result = self
+            .with_slot(request_id, now, |e| {
+                if conversion && e.converted {
+                    JoinResult::Duplicate
+                } else {
+                    e.converted |= conversion;
+                    JoinResult::Joined
                 }
-            }
-            Err(_) => JoinResult::Unknown,
-        };
+            })
+            .unwrap_or(JoinResult::Unknown);
         if result == JoinResult::Joined && event == "conversion" {
             if let Ok(mut c) = self.conversions.lock() {
                 c.add(now, 0, 1);
@@ -479,40 +511,20 @@ impl Feedback {
             let rate = c.rate(now, self.conversion_window);
             self.metrics.conversion.set(rate);
         }
+        let now_ms = self.ms(now);
         let mut tracked = 0;
         for s in &self.shards {
             if let Ok(mut s) = s.lock() {
-                s.expire(now, self.ttl);
-                tracked += s.map.len();
+                for slot in s.slots.iter_mut() {
+                    if self.live(slot, now_ms) {
+                        tracked += 1;
+                    } else if slot.key != 0 {
+                        *slot = Slot::default(); // frees an expired id's predictions
+                    }
+                }
             }
         }
         self.metrics.tracked.set(tracked as i64);
-    }
-}
-
-impl Shard {
-    /// Drop entries older than `ttl`.
-    fn expire(&mut self, now: Instant, ttl: Duration) {
-        while let Some(&(at, key)) = self.order.front() {
-            if now.saturating_duration_since(at) <= ttl {
-                break;
-            }
-            self.order.pop_front();
-            // The id may have been served again since; only drop the entry this slot made.
-            if self.map.get(&key).is_some_and(|e| e.served_at == at) {
-                self.map.remove(&key);
-            }
-        }
-    }
-
-    fn pop_oldest(&mut self) -> bool {
-        while let Some((at, key)) = self.order.pop_front() {
-            if self.map.get(&key).is_some_and(|e| e.served_at == at) {
-                self.map.remove(&key);
-                return true;
-            }
-        }
-        false
     }
 }
 
