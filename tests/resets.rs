@@ -341,16 +341,7 @@ impl Stack {
                 .get(&format!("http://{}/metrics", self.sidecar.admin_addr))
                 .await
                 .text();
-            let total: f64 = [
-                "compared",
-                "baseline_error",
-                "canary_error",
-                "timeout",
-                "invalid",
-            ]
-            .iter()
-            .map(|o| count(&m, "model_embedding_pairs_total", &[("outcome", o)]))
-            .sum();
+            let total = common::pairs_total(&m);
             if total as usize >= n || std::time::Instant::now() > deadline {
                 return m;
             }

@@ -166,16 +166,10 @@ async fn sigterm_under_load_loses_no_accepted_row() {
     assert_eq!(out.status.code(), Some(0), "{log}");
 
     let rows_logged = final_count(&log, "shadow_log_rows");
-    let pairs: u64 = [
-        "compared",
-        "baseline_error",
-        "canary_error",
-        "timeout",
-        "invalid",
-    ]
-    .iter()
-    .map(|k| final_count(&log, k))
-    .sum();
+    let pairs: u64 = common::PAIR_OUTCOMES
+        .iter()
+        .map(|k| final_count(&log, k))
+        .sum();
     let seen = read_back(&logs);
     let rows = seen["pyarrow"]["rows"].as_u64().unwrap();
     let ids: Vec<&str> = seen["pyarrow"]["request_ids"]

@@ -144,6 +144,31 @@ fn write_pem(dir: &Path, name: &str, pems: &[&str]) -> PathBuf {
     path
 }
 
+/// A plain primary, https baseline and canary with certificates from the given CAs, and
+/// a sidecar trusting `ca_file`; every request mirrored, identical models.
+async fn shadows_stack(
+    baseline_ca: &Ca,
+    canary_ca: &Ca,
+    ca_file: &Path,
+) -> (ModelServer, TlsModel, TlsModel, Stack) {
+    let primary = ModelServer::spawn(opts(CosineSpec::Identical))
+        .await
+        .unwrap();
+    let baseline = TlsModel::spawn(opts(CosineSpec::Identical), baseline_ca).await;
+    let canary = TlsModel::spawn(opts(CosineSpec::Identical), canary_ca).await;
+    let cfg = config(
+        &primary.url(),
+        &baseline.url(),
+        &canary.url(),
+        "",
+        &tls_section(ca_file),
+    );
+    let stack = Stack {
+        sidecar: serve::start(cfg).await.unwrap(),
+    };
+    (primary, baseline, canary, stack)
+}
+
 fn tls_section(ca_file: &Path) -> String {
     format!(
         "[tls]\nca_file = \"{}\"\nsystem_roots = false\n",
@@ -219,20 +244,7 @@ async fn https_baseline_and_canary_are_compared_with_a_two_ca_bundle() {
     let ca_b = Ca::new("CA B");
     let dir = tempfile::tempdir().unwrap();
     let ca_file = write_pem(dir.path(), "bundle.pem", &[&ca_a.pem, &ca_b.pem]);
-    let primary = ModelServer::spawn(opts(CosineSpec::Identical))
-        .await
-        .unwrap();
-    let baseline = TlsModel::spawn(opts(CosineSpec::Identical), &ca_a).await;
-    let canary = TlsModel::spawn(opts(CosineSpec::Identical), &ca_b).await;
-    let cfg = config(
-        &primary.url(),
-        &baseline.url(),
-        &canary.url(),
-        "",
-        &tls_section(&ca_file),
-    );
-    let sidecar = serve::start(cfg).await.unwrap();
-    let stack = Stack { sidecar };
+    let (_primary, baseline, canary, stack) = shadows_stack(&ca_a, &ca_b, &ca_file).await;
     let n = 30;
     for i in 0..n {
         assert_eq!(stack.embed(&format!("pair {i}")).await.status, 200);
@@ -274,21 +286,7 @@ async fn certificates_from_an_untrusted_ca_are_refused() {
 
     // A canary with a certificate from another CA: its shadow calls fail, the client
     // never notices.
-    let primary = ModelServer::spawn(opts(CosineSpec::Identical))
-        .await
-        .unwrap();
-    let baseline = TlsModel::spawn(opts(CosineSpec::Identical), &trusted).await;
-    let canary = TlsModel::spawn(opts(CosineSpec::Identical), &stranger).await;
-    let cfg = config(
-        &primary.url(),
-        &baseline.url(),
-        &canary.url(),
-        "",
-        &tls_section(&ca_file),
-    );
-    let stack = Stack {
-        sidecar: serve::start(cfg).await.unwrap(),
-    };
+    let (primary, _baseline, canary, stack) = shadows_stack(&trusted, &stranger, &ca_file).await;
     let n = 10;
     for i in 0..n {
         let r = stack.embed(&format!("x{i}")).await;
@@ -462,16 +460,7 @@ impl Stack {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let m = self.metrics().await;
-            let total: f64 = [
-                "compared",
-                "baseline_error",
-                "canary_error",
-                "timeout",
-                "invalid",
-            ]
-            .iter()
-            .map(|o| count(&m, "model_embedding_pairs_total", &[("outcome", o)]))
-            .sum();
+            let total = common::pairs_total(&m);
             if total as u64 >= n || std::time::Instant::now() > deadline {
                 return m;
             }

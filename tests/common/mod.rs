@@ -55,22 +55,36 @@ impl Stack {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = self.metrics().await;
-            let total: f64 = [
-                "compared",
-                "baseline_error",
-                "canary_error",
-                "timeout",
-                "invalid",
-            ]
-            .iter()
-            .map(|o| value(&text, "model_embedding_pairs_total", &[("outcome", o)]).unwrap_or(0.0))
-            .sum();
-            if total as u64 >= n || Instant::now() > deadline {
+            if pairs_total(&text) as u64 >= n || Instant::now() > deadline {
                 return text;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Every `outcome` label of `model_embedding_pairs_total`.
+pub const PAIR_OUTCOMES: [&str; 5] = [
+    "compared",
+    "baseline_error",
+    "canary_error",
+    "timeout",
+    "invalid",
+];
+
+/// `model_embedding_pairs_total` summed over its outcomes (0 for absent series).
+pub fn pairs_total(metrics_text: &str) -> f64 {
+    PAIR_OUTCOMES
+        .iter()
+        .map(|o| {
+            value(
+                metrics_text,
+                "model_embedding_pairs_total",
+                &[("outcome", o)],
+            )
+            .unwrap_or(0.0)
+        })
+        .sum()
 }
 
 /// A config for the given servers: model "m", this pod v2, baseline v1, canary v2, every
