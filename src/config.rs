@@ -261,6 +261,11 @@ pub struct LimitsConfig {
     /// Time allowed for a client to send the request headers.
     #[serde(with = "duration_str")]
     pub header_read_timeout: Duration,
+    /// Longest pause allowed between two reads of a request body (not a total, like
+    /// nginx's `client_body_timeout`): a client that stalls longer gets `408` and its
+    /// request is abandoned, so it holds no shadow permit and is not blamed on the primary.
+    #[serde(with = "duration_str")]
+    pub body_read_timeout: Duration,
     /// Grace period on SIGTERM for in-flight requests and shadow work.
     #[serde(with = "duration_str")]
     pub shutdown_grace: Duration,
@@ -273,6 +278,9 @@ impl Default for LimitsConfig {
             max_shadow_response_bytes: 64 << 20,
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
+            // nginx's client_body_timeout is 60 s; half that, as a stalled body also holds
+            // an upstream connection (and, when mirrored, a shadow permit) while it waits.
+            body_read_timeout: Duration::from_secs(30),
             // Kubernetes' default terminationGracePeriodSeconds is 30.
             shutdown_grace: Duration::from_secs(25),
         }
@@ -602,6 +610,12 @@ impl Config {
             bad(
                 "limits.max_body_bytes",
                 "must be at least 1, e.g. 16777216".into(),
+            );
+        }
+        if self.limits.body_read_timeout.is_zero() {
+            bad(
+                "limits.body_read_timeout",
+                "must be greater than 0, e.g. \"30s\" (the longest pause between two reads of a request body)".into(),
             );
         }
         if self.metrics.token_buckets.windows(2).any(|w| w[0] >= w[1]) {
@@ -1006,6 +1020,29 @@ alpha = 0.9
         }
         let shown = err.to_string();
         assert!(shown.contains("e.g."), "errors say how to fix: {shown}");
+    }
+
+    #[test]
+    fn body_read_timeout_has_a_default_an_env_override_and_refuses_zero() {
+        assert_eq!(
+            load(MINIMAL, &[]).unwrap().limits.body_read_timeout,
+            Duration::from_secs(30)
+        );
+        let c = load(
+            MINIMAL,
+            &[("SHADOWGATE_LIMITS__BODY_READ_TIMEOUT", "750ms")],
+        )
+        .unwrap();
+        assert_eq!(c.limits.body_read_timeout, Duration::from_millis(750));
+        assert!(c.to_toml().contains("body_read_timeout = \"750ms\""));
+        let err = load(
+            &format!("{MINIMAL}\n[limits]\nbody_read_timeout = \"0s\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        let p = &err.problems()[0];
+        assert_eq!(p.key, "limits.body_read_timeout");
+        assert!(p.message.contains("e.g. \"30s\""), "{}", p.message);
     }
 
     #[test]

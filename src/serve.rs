@@ -231,6 +231,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         count_4xx_as_errors: cfg.primary.count_4xx_as_errors,
         request_id_header,
         max_body_bytes: cfg.limits.max_body_bytes,
+        body_read_timeout: cfg.limits.body_read_timeout,
         sampler: Sampler::new(
             rate,
             cfg.shadow.max_per_second,

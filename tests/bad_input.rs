@@ -124,3 +124,205 @@ async fn admin_endpoints_are_not_on_the_proxy_port() {
     // The proxied GETs went to the primary, as any other request would.
     assert_eq!(s.primary.requests(), 4);
 }
+
+/// Send `head` (request line, headers and the start of the body) at once, then `trickle`
+/// one byte every `gap`, then read until the server closes or 5 s pass. Returns the time
+/// from the last byte sent to the end of the answer, and the answer.
+fn send_slowly(
+    addr: std::net::SocketAddr,
+    head: &[u8],
+    trickle: &[u8],
+    gap: Duration,
+) -> (Duration, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.set_nodelay(true).unwrap();
+    c.write_all(head).unwrap();
+    for b in trickle {
+        std::thread::sleep(gap);
+        c.write_all(&[*b]).unwrap();
+    }
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    (
+        started.elapsed(),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}
+
+/// Headers announcing 1000 bytes of body, then only 10 of them: a client that stalls.
+const STALLED: &[u8] = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"input\":\"";
+
+/// Every test here must end well within this, whatever the sidecar does.
+const TEST_BOUND: Duration = Duration::from_secs(30);
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    common::value(text, name, labels).unwrap_or_else(|| panic!("{name}{labels:?} missing"))
+}
+
+/// Assert the answer is the sidecar's 408 naming the key, sent after the pause limit
+/// (300 ms, timer granularity aside) and well before the 2 s primary timeout.
+fn assert_body_timeout(waited: Duration, out: &str) {
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert!(out.contains("limits.body_read_timeout"), "{out:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "408 after {waited:?}, expected ~300 ms"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_mirrored_bodies_get_408_and_release_the_shadow_permit() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let s = common::stack(
+            opts(),
+            opts(),
+            opts(),
+            "sample_rate = 1.0\nmax_in_flight = 1",
+            "[limits]\nbody_read_timeout = \"300ms\"",
+        )
+        .await;
+        let addr = s.sidecar.proxy_addr;
+        let (waited, out) =
+            tokio::task::spawn_blocking(move || send_slowly(addr, STALLED, b"", Duration::ZERO))
+                .await
+                .unwrap();
+        assert_body_timeout(waited, &out);
+        assert_eq!(
+            s.primary.requests(),
+            0,
+            "a stalled mirrored body never reaches the primary"
+        );
+        assert_eq!(s.baseline.requests() + s.canary.requests(), 0);
+        let m = s.metrics().await;
+        let decision =
+            |d: &str| metric(&m, "shadowgate_mirror_decisions_total", &[("decision", d)]);
+        assert_eq!(decision("body_unavailable"), 1.0);
+        assert_eq!(decision("mirrored"), 0.0);
+        assert_eq!(metric(&m, "model_inference_errors_total", &[]), 0.0);
+        assert_eq!(metric(&m, "shadowgate_shadow_in_flight", &[]), 0.0);
+
+        // The only permit (max_in_flight = 1) was given back: the next request is mirrored.
+        assert_eq!(s.embed("after the stall").await.status, 200);
+        let m = s.wait_pairs(1).await;
+        assert_eq!(
+            metric(
+                &m,
+                "model_embedding_pairs_total",
+                &[("outcome", "compared")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            metric(
+                &m,
+                "shadowgate_mirror_decisions_total",
+                &[("decision", "mirrored")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            metric(
+                &m,
+                "shadowgate_mirror_decisions_total",
+                &[("decision", "dropped")]
+            ),
+            0.0
+        );
+    })
+    .await
+    .expect("test bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_streamed_bodies_get_408_and_are_not_primary_errors() {
+    tokio::time::timeout(TEST_BOUND, async {
+        let s = common::stack(
+            opts(),
+            opts(),
+            opts(),
+            "sample_rate = 0.0",
+            "[limits]\nbody_read_timeout = \"300ms\"",
+        )
+        .await;
+        let addr = s.sidecar.proxy_addr;
+        let (waited, out) =
+            tokio::task::spawn_blocking(move || send_slowly(addr, STALLED, b"", Duration::ZERO))
+                .await
+                .unwrap();
+        assert_body_timeout(waited, &out);
+        assert_eq!(s.baseline.requests() + s.canary.requests(), 0);
+        assert_eq!(s.embed("after the stall").await.status, 200);
+        let m = s.metrics().await;
+        assert_eq!(
+            metric(&m, "model_inference_errors_total", &[]),
+            0.0,
+            "a client's stalled body is not the primary's error"
+        );
+        assert_eq!(
+            metric(
+                &m,
+                "shadowgate_mirror_decisions_total",
+                &[("decision", "body_unavailable")]
+            ),
+            0.0
+        );
+    })
+    .await
+    .expect("test bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_but_steady_bodies_arrive_whole() {
+    tokio::time::timeout(TEST_BOUND, async {
+        // Mirrored (the body is collected first) and streamed (sent on as it comes).
+        for sample_rate in ["1.0", "0.0"] {
+            let s = common::stack(
+                opts(),
+                opts(),
+                opts(),
+                &format!("sample_rate = {sample_rate}"),
+                // primary.timeout also runs while a streamed body uploads: above the 2 s
+                // trickle, so that only the body timeout is under test.
+                "[limits]\nbody_read_timeout = \"300ms\"\n[primary]\ntimeout = \"10s\"",
+            )
+            .await;
+            let addr = s.sidecar.proxy_addr;
+            let text = "slow and steady wins";
+            let body = format!(r#"{{"messages":[{{"content":"{text}"}}]}}"#);
+            // The last 20 bytes trickle in a byte per 100 ms: 2 s in all, each pause
+            // a third of the limit.
+            let (start, tail) = body.as_bytes().split_at(body.len() - 20);
+            let mut head = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            head.extend_from_slice(start);
+            let tail = tail.to_vec();
+            let (_, out) = tokio::task::spawn_blocking(move || {
+                send_slowly(addr, &head, &tail, Duration::from_millis(100))
+            })
+            .await
+            .unwrap();
+            assert!(out.starts_with("HTTP/1.1 200"), "sample_rate {sample_rate}: {out:?}");
+            // The model echoes the message it parsed: the primary got every byte.
+            assert!(
+                out.contains(&format!("\"echo: {text}\"")),
+                "sample_rate {sample_rate}: {out:?}"
+            );
+            assert_eq!(s.primary.requests(), 1);
+            let m = s.metrics().await;
+            let mirrored = metric(
+                &m,
+                "shadowgate_mirror_decisions_total",
+                &[("decision", "mirrored")],
+            );
+            assert_eq!(mirrored, if sample_rate == "1.0" { 1.0 } else { 0.0 });
+            assert_eq!(metric(&m, "model_inference_errors_total", &[]), 0.0);
+        }
+    })
+    .await
+    .expect("test bound");
+}
