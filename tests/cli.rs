@@ -152,7 +152,7 @@ async fn sigterm_case(threads: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let (proxy_port, admin_port) = (common::free_port(), common::free_port());
     let text = format!(
-        "[listen]\nproxy = \"127.0.0.1:{proxy_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[primary]\nurl = \"{}\"\n[shadow]\nsample_rate = 1.0\ntimeout = \"3s\"\n[shadow.baseline]\nurl = \"{}\"\nversion = \"v1\"\n[shadow.canary]\nurl = \"{}\"\nversion = \"v2\"\n",
+        "[listen]\nproxy = \"127.0.0.1:{proxy_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[primary]\nurl = \"{}\"\n[shadow]\nsample_rate = 1.0\nself_similarity_rate = 0.0\ntimeout = \"3s\"\n[shadow.baseline]\nurl = \"{}\"\nversion = \"v1\"\n[shadow.canary]\nurl = \"{}\"\nversion = \"v2\"\n",
         primary.url(),
         shadow.url(),
         shadow.url()

@@ -457,7 +457,7 @@ impl Stack {
     }
 
     async fn wait_pairs(&self, n: u64) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             let m = self.metrics().await;
             let total = common::pairs_total(&m);
