@@ -14,7 +14,6 @@
 //! - [`sampler`]: pure decision, mirror this request or not.
 //! - [`ids`]: request ids (UUIDv7) for requests that arrive without one.
 //! - [`mirror`]: bounded shadow tasks calling baseline and canary.
-//! - [`shadow_thread`]: the thread and runtime shadow tasks run on, apart from clients.
 //! - [`protocol`]: how each model server shapes embeddings and predictions.
 //! - [`compare`]: cosine (simsimd), norms, prediction agreement.
 //! - [`drift`]: windowed statistics and confidence sequences.
@@ -53,6 +52,5 @@ pub mod proxy;
 pub mod sampler;
 pub mod serve;
 pub mod shadow;
-pub mod shadow_thread;
 pub mod status;
 pub mod tls;

@@ -92,8 +92,6 @@ pub struct Proxy {
     pub mirror: Arc<Mirror>,
     /// Caps concurrent shadow comparisons; a sample that finds it empty is dropped.
     pub shadow_permits: Arc<Semaphore>,
-    /// Where shadow tasks run: never on the threads serving clients.
-    pub shadow_thread: crate::shadow_thread::ShadowThread,
     pub metrics: Arc<Metrics>,
     /// Remembers served ids for labels and conversions posted later.
     pub feedback: Arc<crate::feedback::Feedback>,
@@ -229,8 +227,7 @@ impl Proxy {
                 primary_response,
             };
             let mirror = self.mirror.clone();
-            self.shadow_thread
-                .spawn(async move { mirror.run(job, permit).await });
+            tokio::spawn(async move { mirror.run(job, permit).await });
         }
 
         parts.uri = match with_path(&self.primary, path_and_query) {

@@ -42,8 +42,6 @@ pub enum ServeError {
     Setting { key: &'static str, reason: String },
     #[error("shadow_log.dir: {0}")]
     ShadowLog(#[from] crate::shadow::ShadowLogError),
-    #[error("cannot start the shadow thread: {0}")]
-    ShadowThread(std::io::Error),
 }
 
 /// What a finished run did, for logs and tests.
@@ -243,8 +241,6 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         ),
         mirror,
         shadow_permits: shadow_permits.clone(),
-        shadow_thread: crate::shadow_thread::ShadowThread::start()
-            .map_err(ServeError::ShadowThread)?,
         metrics: metrics.clone(),
         feedback: feedback.clone(),
         tokens_finder: memchr::memmem::Finder::new(cfg.metrics.tokens_field.as_bytes())
