@@ -172,23 +172,30 @@ fn assert_body_timeout(waited: Duration, out: &str) {
     );
 }
 
+/// A sidecar with `body_read_timeout = 300ms` and `shadow` settings, after one request
+/// whose body stalls: its 408 already checked.
+async fn stalled_request(shadow: &str) -> common::Stack {
+    let s = common::stack(
+        opts(),
+        opts(),
+        opts(),
+        shadow,
+        "[limits]\nbody_read_timeout = \"300ms\"",
+    )
+    .await;
+    let addr = s.sidecar.proxy_addr;
+    let (waited, out) =
+        tokio::task::spawn_blocking(move || send_slowly(addr, STALLED, b"", Duration::ZERO))
+            .await
+            .unwrap();
+    assert_body_timeout(waited, &out);
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_mirrored_bodies_get_408_and_release_the_shadow_permit() {
     tokio::time::timeout(TEST_BOUND, async {
-        let s = common::stack(
-            opts(),
-            opts(),
-            opts(),
-            "sample_rate = 1.0\nmax_in_flight = 1",
-            "[limits]\nbody_read_timeout = \"300ms\"",
-        )
-        .await;
-        let addr = s.sidecar.proxy_addr;
-        let (waited, out) =
-            tokio::task::spawn_blocking(move || send_slowly(addr, STALLED, b"", Duration::ZERO))
-                .await
-                .unwrap();
-        assert_body_timeout(waited, &out);
+        let s = stalled_request("sample_rate = 1.0\nmax_in_flight = 1").await;
         assert_eq!(
             s.primary.requests(),
             0,
@@ -238,20 +245,7 @@ async fn stalled_mirrored_bodies_get_408_and_release_the_shadow_permit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_streamed_bodies_get_408_and_are_not_primary_errors() {
     tokio::time::timeout(TEST_BOUND, async {
-        let s = common::stack(
-            opts(),
-            opts(),
-            opts(),
-            "sample_rate = 0.0",
-            "[limits]\nbody_read_timeout = \"300ms\"",
-        )
-        .await;
-        let addr = s.sidecar.proxy_addr;
-        let (waited, out) =
-            tokio::task::spawn_blocking(move || send_slowly(addr, STALLED, b"", Duration::ZERO))
-                .await
-                .unwrap();
-        assert_body_timeout(waited, &out);
+        let s = stalled_request("sample_rate = 0.0").await;
         assert_eq!(s.baseline.requests() + s.canary.requests(), 0);
         assert_eq!(s.embed("after the stall").await.status, 200);
         let m = s.metrics().await;
