@@ -32,10 +32,11 @@
 # PROFILE ("sg_plain ng_plain ...": one extra run each under `perf record -e cpu-clock
 # --call-graph dwarf`, flat and caller reports to benches/proxy/profile-NAME.txt);
 # PROFILE_ONLY=1 (only those runs: no table, no memory run);
-# PROXY_CPU (0); LOAD_CPU (1); SLOW_CPU (the 50 ms upstream's CPU, $PROXY_CPU: on the
-# load CPU its Python work delays wrk and the primary upstream, which inflated the
-# client p50 of the sampled run by 60% in a trial; on the proxy's CPU any interference
-# counts against the proxy, so the row is conservative);
+# PROXY_CPU (0); LOAD_CPU (1); SLOW_CPU (the 50 ms upstream's CPU, $LOAD_CPU like every
+# other upstream: a shadow target is another pod, its CPU is not the proxy's. With
+# SLOW_CPU=$PROXY_CPU every shadow send wakes the target on the proxy's core, and the
+# client p50 of the mirrored run rose from 1.07x to 1.28x of the unmirrored one in a
+# trial of the same binary);
 # ROWS ("1 2 3 4": which groups to run; the table shows what ran); MEM_SECONDS=0 skips
 # the memory run; MEM_SAMPLE_RATE (0.1) and MEM_SHADOW_LOG (1) vary it, to tell which
 # part of the sidecar grows; BASE_PORT (18400); SHADOWGATE (target/release/shadowgate);
@@ -60,7 +61,7 @@ SLOW_DELAY_MS=${SLOW_DELAY_MS:-10}
 SLOW_TARGET_MS=50
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-SLOW_CPU=${SLOW_CPU:-$PROXY_CPU}
+SLOW_CPU=${SLOW_CPU:-$LOAD_CPU}
 ROWS=${ROWS-1 2 3 4}
 MEM_SAMPLE_RATE=${MEM_SAMPLE_RATE:-0.1}
 MEM_SHADOW_LOG=${MEM_SHADOW_LOG:-1}
@@ -92,6 +93,11 @@ command -v taskset >/dev/null || die "taskset (util-linux) is needed"
 if [[ ! -x $SHADOWGATE ]]; then
   log "building $SHADOWGATE (cargo build --release)"
   (cd "$ROOT" && cargo build --release --quiet)
+fi
+SLOW_UPSTREAM=$ROOT/target/release/examples/slow_upstream
+if [[ ! -x $SLOW_UPSTREAM || $ROOT/examples/slow_upstream.rs -nt $SLOW_UPSTREAM ]]; then
+  log "building $SLOW_UPSTREAM (cargo build --release --example slow_upstream)"
+  (cd "$ROOT" && cargo build --release --quiet --example slow_upstream)
 fi
 NGINX=$(command -v nginx)
 NCPU=$(nproc)
@@ -178,8 +184,7 @@ EOF
 start_nginx up_primary "$LOAD_CPU" "$(upstream_server "$P_PRIMARY" "$WORK/body_baseline.json")"
 start_nginx up_baseline "$LOAD_CPU" "$(upstream_server "$P_BASELINE" "$WORK/body_baseline.json")"
 start_nginx up_canary "$LOAD_CPU" "$(upstream_server "$P_CANARY" "$WORK/body_canary.json")"
-taskset -c "$SLOW_CPU" python3 "$HERE/slow_upstream.py" "$P_SLOW" "$SLOW_TARGET_MS" \
-  "$WORK/body_canary.json" >"$WORK/slow_upstream.log" 2>&1 &
+taskset -c "$SLOW_CPU" "$SLOW_UPSTREAM" "$P_SLOW" "$SLOW_TARGET_MS" "$WORK/body_canary.json" >"$WORK/slow_upstream.log" 2>&1 &
 PIDS+=($!)
 
 # nginx as the proxy under test. Keep-alive to every upstream (the strongest nginx setup,
@@ -413,6 +418,33 @@ profile_run() { # name script conns
   } >"$rep"
   log "profile of $name: $rep"
 }
+strace_run() { # name script conns: syscalls per client request, from strace -c
+  local name=$1 pidvar="PID_$1" pid pids rep="$HERE/syscalls-$1.txt" reqs
+  pid=${!pidvar}
+  pids=$(echo "$pid" $(cat /proc/"$pid"/task/*/children 2>/dev/null))
+  measure warm "$name" 1 "$2" "$3"
+  local args=()
+  for p in $pids; do args+=(-p "$p"); done
+  strace -f -c -o "$WORK/strace-$1.txt" "${args[@]}" &
+  local strace_pid=$!
+  sleep 0.5
+  taskset -c "$LOAD_CPU" wrk -t1 -c"$3" -d3s -s "$2" "http://127.0.0.1:${PORT[$name]}/v1/embeddings" \
+    >"$WORK/wrk-strace-$name.txt" 2>&1
+  sleep 0.2
+  kill -INT "$strace_pid"; wait "$strace_pid" || true
+  reqs=$(awk '/requests in/ { print $1 }' "$WORK/wrk-strace-$name.txt")
+  {
+    echo "# strace -c -f, 3 s of ${DESC[$name]} under wrk -c$3: $reqs requests"
+    echo "# calls per request, then strace's own table"
+    awk -v r="$reqs" '$1 ~ /^[0-9.]+$/ && NF >= 5 { printf "%8.3f  %s\n", $4 / r, $NF }' "$WORK/strace-$1.txt"
+    cat "$WORK/strace-$1.txt"
+  } >"$rep"
+  log "syscalls of $name: $rep"
+}
+if [[ -n ${STRACE:-} ]]; then
+  for name in $STRACE; do strace_run "$name" "$WORK/post.lua" "$CONNS"; done
+  [[ $PROFILE_ONLY == 1 ]] && exit 0
+fi
 if [[ -n $PROFILE ]]; then
   command -v perf >/dev/null || die "PROFILE needs perf (linux-perf)"
   for name in $PROFILE; do

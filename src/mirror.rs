@@ -87,6 +87,11 @@ impl Mirror {
     /// Run one comparison; the permit is held until it is fully accounted for.
     pub async fn run(self: Arc<Self>, mut job: ShadowJob, permit: OwnedSemaphorePermit) {
         self.metrics.shadow.in_flight.inc();
+        // Let the primary request go out first. This task is spawned before the primary
+        // request is sent, so without the yield its two shadow sends run ahead of the
+        // primary's on a single-threaded runtime and the client waits for them. A
+        // yielded task resumes after the runtime has polled for I/O once.
+        tokio::task::yield_now().await;
         let primary = job.primary_response.take();
         self.compare_job(&job, primary).await;
         self.metrics.shadow.in_flight.dec();
