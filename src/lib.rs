@@ -54,3 +54,4 @@ pub mod serve;
 pub mod shadow;
 pub mod status;
 pub mod tls;
+pub mod upstream;

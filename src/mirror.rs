@@ -15,9 +15,10 @@ use crate::compare::{self, CompareError, Side};
 use crate::drift::DriftState;
 use crate::metrics::{Metrics, PairOutcome, Target};
 use crate::protocol::{self, Extractor, ModelOutput, Protocol, Rewrite};
-use crate::proxy::{error_chain, join_uri, HttpClient, SHADOW_HEADER};
+use crate::proxy::{error_chain, SHADOW_HEADER};
 use crate::sampler::id_hash;
 use crate::shadow::{ShadowLogSender, ShadowRecord, TargetOutcome};
+use crate::upstream::Upstream;
 
 /// One sampled request, as the mirror needs it.
 pub struct ShadowJob {
@@ -36,7 +37,8 @@ pub struct ShadowJob {
 
 /// One shadow target.
 pub struct ShadowTarget {
-    pub base: Uri,
+    /// Keep-alive connections to the target.
+    pub upstream: Upstream<Full<Bytes>>,
     pub version: Arc<str>,
 }
 
@@ -53,11 +55,10 @@ pub struct RecordLabels {
 pub struct Mirror {
     pub baseline: ShadowTarget,
     pub canary: ShadowTarget,
-    /// Pooled client for baseline and canary calls.
-    pub client: HttpClient<Full<Bytes>>,
-    /// A second pool for the self-similarity call, so the repeat goes over another
-    /// connection and cannot ride in the same server-side batch as the first.
-    pub self_client: HttpClient<Full<Bytes>>,
+    /// A second pool of connections to the baseline for the self-similarity call, so the
+    /// repeat goes over another connection and cannot ride in the same server-side batch
+    /// as the first.
+    pub self_upstream: Upstream<Full<Bytes>>,
     pub protocol: Protocol,
     pub extractor: Extractor,
     pub rewrite: Option<Rewrite>,
@@ -204,8 +205,7 @@ impl Mirror {
     ) {
         let again = self
             .call(
-                &self.self_client,
-                &self.baseline,
+                &self.self_upstream,
                 Target::Baseline,
                 job,
                 path,
@@ -335,7 +335,7 @@ impl Mirror {
         match primary {
             Some(rx) => self.primary_answer(which, job, rx).await,
             None => {
-                self.call(&self.client, target, which, job, path, headers, body)
+                self.call(&target.upstream, which, job, path, headers, body)
                     .await
             }
         }
@@ -392,8 +392,7 @@ impl Mirror {
     #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
-        client: &HttpClient<Full<Bytes>>,
-        target: &ShadowTarget,
+        upstream: &Upstream<Full<Bytes>>,
         which: Target,
         job: &ShadowJob,
         path: &str,
@@ -401,7 +400,7 @@ impl Mirror {
         body: Bytes,
     ) -> CallResult {
         let started = Instant::now();
-        let Some(uri) = join_uri(&target.base, path) else {
+        let Ok(uri) = path.parse::<Uri>() else {
             return CallResult {
                 outcome: TargetOutcome::Error,
                 latency: Duration::ZERO,
@@ -420,8 +419,8 @@ impl Mirror {
 
         let max = self.max_response_bytes;
         let exchange = async {
-            let resp = client
-                .request(req)
+            let resp = upstream
+                .send(req)
                 .await
                 .map_err(|e| CallError::Transport(error_chain(&e)))?;
             let status = resp.status();

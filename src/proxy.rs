@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::metrics::{Metrics, MirrorDecision, PrimaryMetrics};
 use crate::mirror::{Mirror, ShadowJob};
 use crate::sampler::{Decision, Sampler};
+use crate::upstream::{PooledBody, Upstream};
 
 /// The header marking mirrored requests, so model servers can tell them apart.
 pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
@@ -81,7 +82,8 @@ where
 /// Everything the primary path needs, shared by all connections.
 pub struct Proxy {
     pub primary: Uri,
-    pub client: HttpClient<UpstreamBody>,
+    /// Keep-alive connections to the primary.
+    pub upstream: Upstream<UpstreamBody>,
     pub timeout: std::time::Duration,
     pub count_4xx_as_errors: bool,
     pub request_id_header: HeaderName,
@@ -230,19 +232,11 @@ impl Proxy {
             tokio::spawn(async move { mirror.run(job, permit).await });
         }
 
-        parts.uri = match with_path(&self.primary, path_and_query) {
-            Some(u) => u,
-            None => {
-                return Ok(local_response(
-                    StatusCode::BAD_REQUEST,
-                    "request target is not a valid path",
-                    &id_value,
-                ))
-            }
-        };
+        // Origin form (`/path?query`): the upstream adds the Host header.
+        parts.uri = Uri::from(path_and_query);
         let upstream_req = Request::from_parts(parts, upstream_body);
         let m = &self.metrics.primary;
-        let result = tokio::time::timeout(self.timeout, self.client.request(upstream_req)).await;
+        let result = tokio::time::timeout(self.timeout, self.upstream.send(upstream_req)).await;
         m.requests.inc();
         match result {
             Ok(Ok(resp)) => {
@@ -338,18 +332,6 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// `base` (scheme + authority) joined with the client's path and query.
-pub fn join_uri(base: &Uri, path_and_query: &str) -> Option<Uri> {
-    with_path(base, path_and_query.parse().ok()?)
-}
-
-/// `base` with an already parsed path and query: clones of shared buffers, no parsing.
-fn with_path(base: &Uri, path_and_query: PathAndQuery) -> Option<Uri> {
-    let mut parts = base.clone().into_parts();
-    parts.path_and_query = Some(path_and_query);
-    Uri::from_parts(parts).ok()
-}
-
 /// Remove hop-by-hop headers (RFC 9110 §7.6.1): the fixed set and any named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     const HOP: [HeaderName; 9] = [
@@ -408,7 +390,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Whether `E` is `e` or one of its causes: a request body's own error reaches us wrapped
 /// in the client's (`client error (SendRequest)` → `error from user's Body stream` → `E`).
-fn in_chain<E: std::error::Error + 'static>(e: &hyper_util::client::legacy::Error) -> bool {
+fn in_chain<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if s.is::<E>() {
@@ -588,7 +570,7 @@ fn skip(mut s: &[u8], pred: impl Fn(u8) -> bool) -> &[u8] {
 /// The primary's response body, passed through frame by frame (nothing is buffered),
 /// observing the duration histogram when the last frame has gone out.
 pub struct MeteredBody {
-    inner: Incoming,
+    inner: PooledBody<UpstreamBody>,
     started: Instant,
     /// For the metrics and the token finder: one reference count, no per-request copies.
     proxy: Arc<Proxy>,
@@ -837,14 +819,5 @@ mod tests {
         );
         let err = body.collect().await.unwrap_err();
         assert!(err.is::<LengthLimitError>(), "{err}");
-    }
-
-    #[test]
-    fn join_keeps_path_and_query() {
-        let base: Uri = "http://127.0.0.1:8000".parse().unwrap();
-        assert_eq!(
-            join_uri(&base, "/v1/embeddings?x=1").unwrap().to_string(),
-            "http://127.0.0.1:8000/v1/embeddings?x=1"
-        );
     }
 }

@@ -23,9 +23,10 @@ use crate::feedback::{Feedback, FeedbackMetrics};
 use crate::metrics::{MetricLabels, Metrics, PairOutcome, Target};
 use crate::mirror::{Mirror, RecordLabels, ShadowTarget};
 use crate::protocol::Extractor;
-use crate::proxy::{upstream_client, Proxy};
+use crate::proxy::Proxy;
 use crate::sampler::{SampleRate, Sampler};
 use crate::shadow::{self, ShadowLogGuard, ShadowLogMetrics, WriterOptions, WriterSummary};
+use crate::upstream::Upstream;
 
 /// Why the sidecar could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -191,18 +192,23 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         );
         None
     };
+    let baseline_url = parse_uri("shadow.baseline.url", &cfg.shadow.baseline.url)?;
+    let primary_url = parse_uri("primary.url", &cfg.primary.url)?;
     let mirror = Arc::new(Mirror {
         reuse,
+        self_upstream: Upstream::new(&baseline_url, cfg.shadow.max_in_flight, tls.clone()),
         baseline: ShadowTarget {
-            base: parse_uri("shadow.baseline.url", &cfg.shadow.baseline.url)?,
+            upstream: Upstream::new(&baseline_url, cfg.shadow.max_in_flight, tls.clone()),
             version: cfg.shadow.baseline.version.as_str().into(),
         },
         canary: ShadowTarget {
-            base: parse_uri("shadow.canary.url", &cfg.shadow.canary.url)?,
+            upstream: Upstream::new(
+                &parse_uri("shadow.canary.url", &cfg.shadow.canary.url)?,
+                cfg.shadow.max_in_flight,
+                tls.clone(),
+            ),
             version: cfg.shadow.canary.version.as_str().into(),
         },
-        client: upstream_client(cfg.shadow.max_in_flight, tls.clone()),
-        self_client: upstream_client(cfg.shadow.max_in_flight, tls.clone()),
         protocol: cfg.shadow.protocol,
         extractor,
         rewrite: cfg.shadow.rewrite.clone(),
@@ -225,8 +231,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     });
     let shadow_permits = Arc::new(Semaphore::new(cfg.shadow.max_in_flight));
     let proxy = Arc::new(Proxy {
-        primary: parse_uri("primary.url", &cfg.primary.url)?,
-        client: upstream_client(1024, tls),
+        upstream: Upstream::new(&primary_url, 1024, tls),
+        primary: primary_url,
         timeout: cfg.primary.timeout,
         count_4xx_as_errors: cfg.primary.count_4xx_as_errors,
         request_id_header,
