@@ -38,6 +38,10 @@ struct Slot {
     converted: bool,
 }
 
+/// A request id's key in the table, from [`Feedback::prefetch`].
+#[derive(Debug, Clone, Copy)]
+pub struct IdKey(u64);
+
 /// One lock's worth of slots: sets of `ways` slots.
 struct Shard {
     slots: Vec<Slot>,
@@ -301,6 +305,9 @@ impl Conversions {
 /// The online join state.
 pub struct Feedback {
     shards: Vec<Mutex<Shard>>,
+    /// Address, set count and ways of each shard's slots, for [`Feedback::prefetch`].
+    /// The slot vectors are allocated once in `new` and never grow or move.
+    slot_addrs: Vec<(usize, usize, usize)>,
     /// What `Slot::served_ms` counts from.
     origin: Instant,
     ttl_ms: u64,
@@ -319,10 +326,19 @@ impl Feedback {
         alpha: f64,
         metrics: FeedbackMetrics,
     ) -> Self {
+        let shards: Vec<Mutex<Shard>> = (0..SHARDS)
+            .map(|_| Mutex::new(Shard::new(max_tracked / SHARDS)))
+            .collect();
+        let slot_addrs = shards
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(|e| e.into_inner());
+                (s.slots.as_ptr() as usize, s.slots.len() / s.ways, s.ways)
+            })
+            .collect();
         Self {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(Shard::new(max_tracked / SHARDS)))
-                .collect(),
+            shards,
+            slot_addrs,
             origin: Instant::now(),
             ttl_ms: ttl.as_millis() as u64,
             conversion_window,
@@ -375,7 +391,35 @@ impl Feedback {
 
     /// This pod answered `request_id` successfully (the primary path calls this).
     pub fn served(&self, request_id: &str, now: Instant) {
-        self.upsert(request_id, now, |_| {});
+        self.served_key(IdKey(Self::key(request_id)), now);
+    }
+
+    /// Start loading the slots `request_id` will use into the CPU cache, and return its
+    /// key for [`Feedback::served_key`]. The table is tens of MiB and each id lands on a
+    /// random set, so without this, recording the id when the primary answers waits for
+    /// main memory (2% of the proxy's CPU time in a profile); issued when the request
+    /// arrives, the load overlaps the upstream's answer.
+    #[allow(unsafe_code)] // A cache hint; see the SAFETY note. Measured in BENCHMARKS.md.
+    pub fn prefetch(&self, request_id: &str) -> IdKey {
+        let key = Self::key(request_id);
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let (base, sets, ways) = self.slot_addrs[((key >> 32) as usize) % SHARDS];
+            let set_bytes = ways * std::mem::size_of::<Slot>();
+            let first = base + (key as usize % sets.max(1)) * set_bytes;
+            for line in (0..set_bytes).step_by(64) {
+                // SAFETY: a prefetch is only a hint to the cache: it never faults and
+                // never changes memory, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>((first + line) as *const i8) };
+            }
+        }
+        IdKey(key)
+    }
+
+    /// [`Feedback::served`] with the key from [`Feedback::prefetch`].
+    pub fn served_key(&self, key: IdKey, now: Instant) {
+        self.upsert_key(key.0, now, |_| {});
         if let Ok(mut c) = self.conversions.lock() {
             c.add(now, 1, 0);
         }
@@ -396,7 +440,10 @@ impl Feedback {
     }
 
     fn upsert(&self, request_id: &str, now: Instant, update: impl FnOnce(&mut Slot)) {
-        let key = Self::key(request_id);
+        self.upsert_key(Self::key(request_id), now, update)
+    }
+
+    fn upsert_key(&self, key: u64, now: Instant, update: impl FnOnce(&mut Slot)) {
         let now_ms = self.ms(now);
         let Ok(mut s) = self.shard(key).lock() else {
             return;

@@ -118,6 +118,7 @@ impl Proxy {
             _ => crate::ids::new_request_id(received_at),
         };
         let request_id = id_value.to_str().unwrap_or("invalid");
+        let feedback_key = self.feedback.prefetch(request_id);
 
         if let Some(len) = content_length(&parts.headers) {
             if len > self.max_body_bytes as u64 {
@@ -248,7 +249,7 @@ impl Proxy {
                     m.errors.inc();
                 }
                 if status.is_success() {
-                    self.feedback.served(request_id, started);
+                    self.feedback.served_key(feedback_key, started);
                 } else if let Some(t) = tee.as_mut() {
                     t.fail(format!("primary answered HTTP {}", status.as_u16()));
                 }

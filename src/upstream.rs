@@ -128,7 +128,9 @@ where
         loop {
             let (mut conn, reused) = match self.pool.checkout().await {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                // Boxed: the connect and TLS handshake state is large and rarely needed;
+                // inline it would be part of every request's future and copied with it.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match conn.try_send_request(req).await {
                 Ok(resp) => {
