@@ -41,7 +41,9 @@
 # the memory run; MEM_SAMPLE_RATE (0.1) and MEM_SHADOW_LOG (1) vary it, to tell which
 # part of the sidecar grows; BASE_PORT (18400); SHADOWGATE (target/release/shadowgate);
 # OUT (benches/proxy/results.md: the table, quoted by BENCHMARKS.md; QUICK=1 writes
-# /tmp/shadowgate-bench-quick.md instead); KEEP=1 keeps the
+# /tmp/shadowgate-bench-quick.md instead); SHADOWGATE_B (a second shadowgate binary:
+# row 1 runs it too, interleaved, and the table adds the A/B ratio: how a change is
+# measured against the build before it); KEEP=1 keeps the
 # work directory (configs, logs, raw wrk output).
 set -euo pipefail
 
@@ -73,6 +75,7 @@ OUT=${OUT:-$OUT_DEFAULT}
 KEEP=${KEEP:-0}
 PROFILE=${PROFILE:-}
 PROFILE_ONLY=${PROFILE_ONLY:-0}
+SHADOWGATE_B=${SHADOWGATE_B:-}
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -264,7 +267,7 @@ dir = "$7"
 [limits]
 shutdown_grace = "2s"
 EOF
-  SHADOWGATE_WORKER_THREADS=$SG_THREADS taskset -c "$PROXY_CPU" "$SHADOWGATE" serve --config "$dir/shadowgate.toml" \
+  SHADOWGATE_WORKER_THREADS=$SG_THREADS taskset -c "$PROXY_CPU" "${8:-$SHADOWGATE}" serve --config "$dir/shadowgate.toml" \
     >"$dir/stdout.log" 2>"$dir/stderr.log" &
   PIDS+=($!)
   eval "PID_$name=$!"
@@ -302,6 +305,10 @@ DESC[sg_m100]="shadowgate, 100% (reuse_primary off)"
 DESC[sg_m100reuse]="shadowgate, 100%, reuse_primary on"
 DESC[sg_slow]="shadowgate, 100% to the 50 ms target"
 DESC[sg_paced]="shadowgate, sampling off (same paced load)"
+if [[ -n $SHADOWGATE_B ]]; then # A/B of two builds: row 1 runs this one too, interleaved
+  start_shadowgate sgB_plain $((BASE_PORT + n)) $((BASE_PORT + n + 20)) 0.0 false "$FAST" "" "$SHADOWGATE_B"
+  PORT[sgB_plain]=$((BASE_PORT + n)); DESC[sgB_plain]="shadowgate B ($SHADOWGATE_B), sampling off"
+fi
 PORT[sg_paced]=${PORT[sg_plain]}; PID_sg_paced=$PID_sg_plain
 
 for p in "$P_PRIMARY" "$P_BASELINE" "$P_CANARY"; do wait_http "http://127.0.0.1:$p/__status"; done
@@ -459,7 +466,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date +%s)
 log "load average at start: $LOAD_START; $REPS runs of ${DURATION}s per cell, $CONNS connections"
 has_row() { [[ " $ROWS " == *" $1 "* ]]; }
-if has_row 1; then log "row 1: plain proxying"; group "$WORK/post.lua" "$CONNS" sg_plain ng_plain; fi
+if has_row 1; then log "row 1: plain proxying"; group "$WORK/post.lua" "$CONNS" sg_plain ng_plain ${SHADOWGATE_B:+sgB_plain}; fi
 if has_row 2; then log "row 2: 10% mirrored (+ shadow log)"; group "$WORK/post.lua" "$CONNS" sg_m10 ng_m10 sg_m10log; fi
 if has_row 3; then log "rows 3+5: 100% mirrored, reuse_primary"; group "$WORK/post.lua" "$CONNS" sg_m100 ng_m100 sg_m100reuse; fi
 if has_row 4; then log "row 4: 50 ms shadow target, paced load"; group "$WORK/post_paced.lua" "$SLOW_CONNS" sg_slow sg_paced ng_slow; fi
@@ -530,7 +537,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo
   echo "| config | req/s | CPU µs/req | p50 ms | p99 ms | upstream calls per request (primary / baseline / canary / 50 ms) | new upstream connections per request | errors |"
   echo "|---|---:|---:|---:|---:|---|---:|---:|"
-  for name in sg_plain ng_plain sg_m10 ng_m10 sg_m10log sg_m100 ng_m100 sg_m100reuse sg_slow sg_paced ng_slow; do
+  for name in sg_plain ng_plain sgB_plain sg_m10 ng_m10 sg_m10log sg_m100 ng_m100 sg_m100reuse sg_slow sg_paced ng_slow; do
     ran "$name" || continue
     conns=$(awk -v a="$(per_req "$name" conns_primary)" -v b="$(per_req "$name" conns_baseline)" \
       -v c="$(per_req "$name" conns_canary)" -v d="$(per_req "$name" conns_slow)" 'BEGIN { printf "%.2f", a + b + c + d }')
@@ -545,6 +552,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo "| row | shadowgate | peer | ratio of medians | median of paired ratios | target | |"
   echo "|---|---:|---:|---:|---:|---|---|"
   compare "plain proxying: CPU µs/req" sg_plain ng_plain cpu_us_per_req 1 "≤ 1.0 × nginx" 1.0
+  compare "A/B: shadowgate against shadowgate B, CPU µs/req" sg_plain sgB_plain cpu_us_per_req 1 "" ""
+  compare "A/B: shadowgate B against nginx, CPU µs/req" sgB_plain ng_plain cpu_us_per_req 1 "" ""
   compare "plain proxying: p99 ms" sg_plain ng_plain p99_ms 2 "≤ nginx" 1.0
   compare "10% mirrored: CPU µs/req" sg_m10 ng_m10 cpu_us_per_req 1 "≤ 0.8 × nginx" 0.8
   compare "10% mirrored, shadow log on: CPU µs/req" sg_m10log ng_m10 cpu_us_per_req 1 "≤ 0.8 × nginx" 0.8
