@@ -33,7 +33,18 @@ pub struct ShadowJob {
     pub self_similarity: bool,
     /// With `reuse_primary`: the primary's own answer, for the side it serves.
     pub primary_response: Option<oneshot::Receiver<Result<Bytes, String>>>,
+    /// Closed when the primary's response head is in (or the primary failed): the
+    /// shadow calls wait for it, at most [`PRIMARY_HEAD_WAIT`].
+    pub primary_head: Option<oneshot::Receiver<()>>,
 }
+
+/// How long shadow calls wait for the primary's response head before they start anyway.
+/// Waiting keeps the sidecar's work for the shadows out of the client's way: sent before
+/// the primary answered, on a single-threaded runtime the two shadow sends delayed the
+/// client's response (client p50 1.36x of unmirrored in the 50 ms-target bench row;
+/// BENCHMARKS.md). A model slower than this gets its shadows started after this long,
+/// so a sample is held at most this much longer than before.
+pub const PRIMARY_HEAD_WAIT: Duration = Duration::from_millis(5);
 
 /// One shadow target.
 pub struct ShadowTarget {
@@ -88,11 +99,9 @@ impl Mirror {
     /// Run one comparison; the permit is held until it is fully accounted for.
     pub async fn run(self: Arc<Self>, mut job: ShadowJob, permit: OwnedSemaphorePermit) {
         self.metrics.shadow.in_flight.inc();
-        // Let the primary request go out first. This task is spawned before the primary
-        // request is sent, so without the yield its two shadow sends run ahead of the
-        // primary's on a single-threaded runtime and the client waits for them. A
-        // yielded task resumes after the runtime has polled for I/O once.
-        tokio::task::yield_now().await;
+        if let Some(head) = job.primary_head.take() {
+            let _ = tokio::time::timeout(PRIMARY_HEAD_WAIT, head).await;
+        }
         let primary = job.primary_response.take();
         self.compare_job(&job, primary).await;
         self.metrics.shadow.in_flight.dec();

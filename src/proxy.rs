@@ -208,7 +208,12 @@ impl Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // Dropped when the primary's head is in or the request failed: the shadow calls
+        // start then (`mirror::PRIMARY_HEAD_WAIT`).
+        let mut head_tx = None;
         if let Some((permit, bytes, self_similarity)) = shadow {
+            let (tx, head_rx) = oneshot::channel::<()>();
+            head_tx = Some(tx);
             self.metrics.shadow.decision(MirrorDecision::Mirrored).inc();
             let primary_response = self.mirror.reuse.map(|_| {
                 let (tx, rx) = oneshot::channel();
@@ -228,6 +233,7 @@ impl Proxy {
                 received_at,
                 self_similarity,
                 primary_response,
+                primary_head: Some(head_rx),
             };
             let mirror = self.mirror.clone();
             tokio::spawn(async move { mirror.run(job, permit).await });
@@ -238,6 +244,7 @@ impl Proxy {
         let upstream_req = Request::from_parts(parts, upstream_body);
         let m = &self.metrics.primary;
         let result = tokio::time::timeout(self.timeout, self.upstream.send(upstream_req)).await;
+        drop(head_tx);
         m.requests.inc();
         match result {
             Ok(Ok(resp)) => {

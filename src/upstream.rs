@@ -126,7 +126,7 @@ where
             .entry(HOST)
             .or_insert_with(|| self.host.clone());
         loop {
-            let (mut conn, reused) = match self.pool.checkout().await {
+            let (mut conn, reused) = match self.pool.checkout() {
                 Some(conn) => (conn, true),
                 // Boxed: the connect and TLS handshake state is large and rarely needed;
                 // inline it would be part of every request's future and copied with it.
@@ -170,22 +170,31 @@ where
 }
 
 impl<B> Pool<B> {
-    /// The most recently used live connection, if any (warm in every cache).
-    async fn checkout(&self) -> Option<SendRequest<B>> {
-        loop {
-            let Idle { mut conn, since } = self.idle.lock().ok()?.pop_back()?;
+    /// The most recently used live connection that can take a request now, if any
+    /// (warm in every cache). Never waits.
+    fn checkout(&self) -> Option<SendRequest<B>> {
+        let mut idle = self.idle.lock().ok()?;
+        let mut busy = Vec::new();
+        let found = loop {
+            let Some(Idle { conn, since }) = idle.pop_back() else {
+                break None;
+            };
             if conn.is_closed() || since.elapsed() > IDLE_TIMEOUT {
                 continue;
             }
             if conn.is_ready() {
-                return Some(conn);
+                break Some(conn);
             }
-            // Returned at the end of its response body; its connection task has not yet
-            // run since then. It is ready as soon as it does, or reports it closed.
-            if conn.ready().await.is_ok() {
-                return Some(conn);
-            }
+            // Its response has been read but the connection is still busy, e.g. still
+            // sending a request body the server answered before reading. Waiting for
+            // it could take as long as that upload: leave it for later and look on.
+            busy.push(Idle { conn, since });
+        };
+        // Back where they were, the most recent on top.
+        for i in busy.into_iter().rev() {
+            idle.push_back(i);
         }
+        found
     }
 
     fn put(&self, conn: SendRequest<B>) {
