@@ -16,7 +16,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -34,18 +34,14 @@ pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
 pub type UpstreamBody = Either<Limited<TimedBody<Incoming>>, Full<Bytes>>;
 /// Body of responses to the client: the primary's, streamed, or one the sidecar made.
 pub type ClientBody = Either<MeteredBody, Full<Bytes>>;
-/// The pooled HTTP/1 client used for every upstream, `http://` and `https://` alike: on
-/// a plain URL the TLS layer only wraps the TCP stream in an enum variant.
+/// hyper-util's general pooled HTTP/1 client, for the sidecar's own outgoing traffic
+/// that is not an upstream (the demo's clients, the Pushgateway, tests). Upstreams use
+/// [`crate::upstream::Upstream`].
 pub type HttpClient<B> = Client<HttpsConnector<HttpConnector>, B>;
 
-/// How long an idle pooled connection is kept: shorter than common server keep-alive
-/// timeouts (uvicorn 5 s is the outlier; most are ≥ 60 s), so the pool rarely hands out a
-/// connection the server is closing. Retries of such races are on (hyper's default).
-const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Build a keep-alive client for plain-HTTP use (tests, the demo's traffic): it trusts no
-/// root, so an `https://` URL fails certificate verification. Upstream clients are built
-/// by [`upstream_client`] with the configured roots.
+/// root, so an `https://` URL fails certificate verification. [`upstream_client`] takes
+/// the roots.
 pub fn http_client<B>(max_idle_per_host: usize) -> HttpClient<B>
 where
     B: Body + Send + 'static,
@@ -55,28 +51,19 @@ where
 }
 
 /// Build a keep-alive client for one kind of body that speaks `http://` as is and
-/// `https://` with `tls` (HTTP/1.1 over TLS, certificates checked against its roots).
+/// `https://` with `tls`, connecting like the upstream pools do
+/// ([`crate::upstream::connector`]).
 pub fn upstream_client<B>(max_idle_per_host: usize, tls: Arc<rustls::ClientConfig>) -> HttpClient<B>
 where
     B: Body + Send + 'static,
     B::Data: Send,
 {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-    // The TLS layer, not the TCP connector, decides which schemes are allowed.
-    http.enforce_http(false);
-    let connector = HttpsConnectorBuilder::new()
-        .with_tls_config(Arc::unwrap_or_clone(tls))
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
+        .pool_idle_timeout(crate::upstream::IDLE_TIMEOUT)
         .pool_max_idle_per_host(max_idle_per_host)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(connector)
+        .build(crate::upstream::connector(tls))
 }
 
 /// Everything the primary path needs, shared by all connections.

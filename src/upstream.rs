@@ -53,6 +53,21 @@ pub enum UpstreamError {
     Request(Uri, #[source] hyper::Error),
 }
 
+/// Opens upstream connections: TCP with TCP_NODELAY and a 5 s connect timeout; for
+/// `https://`, HTTP/1.1 over TLS with certificates checked against `tls`' roots.
+pub fn connector(tls: Arc<rustls::ClientConfig>) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    // The TLS layer, not the TCP connector, decides which schemes are allowed.
+    http.enforce_http(false);
+    HttpsConnectorBuilder::new()
+        .with_tls_config(Arc::unwrap_or_clone(tls))
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
+
 /// Keep-alive connections to one origin (`scheme://authority`), shared by all requests.
 pub struct Upstream<B> {
     origin: Uri,
@@ -80,16 +95,7 @@ where
     /// A pool for `origin` (only its scheme and authority are used) keeping at most
     /// `max_idle` idle connections; `https://` origins are verified against `tls`.
     pub fn new(origin: &Uri, max_idle: usize, tls: Arc<rustls::ClientConfig>) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        // The TLS layer, not the TCP connector, decides which schemes are allowed.
-        http.enforce_http(false);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(Arc::unwrap_or_clone(tls))
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = connector(tls);
         let mut parts = http::uri::Parts::default();
         parts.scheme = origin.scheme().cloned();
         parts.authority = origin.authority().cloned();
