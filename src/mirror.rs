@@ -49,7 +49,7 @@ pub const PRIMARY_HEAD_WAIT: Duration = Duration::from_millis(5);
 /// One shadow target.
 pub struct ShadowTarget {
     /// Keep-alive connections to the target.
-    pub upstream: Upstream<Full<Bytes>>,
+    pub upstream: Upstream,
     pub version: Arc<str>,
 }
 
@@ -69,7 +69,7 @@ pub struct Mirror {
     /// A second pool of connections to the baseline for the self-similarity call, so the
     /// repeat goes over another connection and cannot ride in the same server-side batch
     /// as the first.
-    pub self_upstream: Upstream<Full<Bytes>>,
+    pub self_upstream: Upstream,
     pub protocol: Protocol,
     pub extractor: Extractor,
     pub rewrite: Option<Rewrite>,
@@ -401,7 +401,7 @@ impl Mirror {
     #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
-        upstream: &Upstream<Full<Bytes>>,
+        upstream: &Upstream,
         which: Target,
         job: &ShadowJob,
         path: &str,

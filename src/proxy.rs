@@ -25,7 +25,7 @@ use tokio::sync::{oneshot, Semaphore};
 use crate::metrics::{Metrics, MirrorDecision, PrimaryMetrics};
 use crate::mirror::{Mirror, ShadowJob};
 use crate::sampler::{Decision, Sampler};
-use crate::upstream::{PooledBody, Upstream};
+use crate::upstream::{BodyError, PooledBody, Upstream};
 
 /// The header marking mirrored requests, so model servers can tell them apart.
 pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
@@ -70,7 +70,7 @@ where
 pub struct Proxy {
     pub primary: Uri,
     /// Keep-alive connections to the primary.
-    pub upstream: Upstream<UpstreamBody>,
+    pub upstream: Upstream,
     pub timeout: std::time::Duration,
     pub count_4xx_as_errors: bool,
     pub request_id_header: HeaderName,
@@ -565,7 +565,7 @@ fn skip(mut s: &[u8], pred: impl Fn(u8) -> bool) -> &[u8] {
 /// The primary's response body, passed through frame by frame (nothing is buffered),
 /// observing the duration histogram when the last frame has gone out.
 pub struct MeteredBody {
-    inner: PooledBody<UpstreamBody>,
+    inner: PooledBody,
     started: Instant,
     /// For the metrics and the token finder: one reference count, no per-request copies.
     proxy: Arc<Proxy>,
@@ -634,12 +634,12 @@ impl MeteredBody {
 
 impl Body for MeteredBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {

@@ -110,7 +110,7 @@ fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(path).body(Full::new(Bytes::new())).unwrap()
 }
 
-fn upstream(server: &CountingServer, max_idle: usize) -> Upstream<Full<Bytes>> {
+fn upstream(server: &CountingServer, max_idle: usize) -> Upstream {
     Upstream::new(
         &server.origin(),
         max_idle,
@@ -206,7 +206,7 @@ async fn connect_errors_name_the_origin_and_the_cause() {
         .local_addr()
         .unwrap();
     let origin: Uri = format!("http://{addr}").parse().unwrap();
-    let up: Upstream<Full<Bytes>> = Upstream::new(&origin, 8, shadowgate::tls::no_roots_config());
+    let up: Upstream = Upstream::new(&origin, 8, shadowgate::tls::no_roots_config());
     let err = up.send(get("/")).await.unwrap_err();
     let text = shadowgate::proxy::error_chain(&err);
     assert!(text.contains(&addr.to_string()), "{text}");
