@@ -1,6 +1,7 @@
-//! The upstream connection pool (`src/upstream.rs`) against a plain HTTP/1.1 server on
-//! 127.0.0.1 that counts its connections and can close idle ones the way servers with a
-//! short keep-alive timeout do (uvicorn: 5 s).
+//! The upstream client (`src/upstream/`) against plain HTTP/1.1 servers on 127.0.0.1: one
+//! that counts its connections and can close idle ones the way servers with a short
+//! keep-alive timeout do (uvicorn: 5 s), and one that answers with scripted raw bytes
+//! (chunked, close-delimited, interim and broken answers).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -211,4 +212,299 @@ async fn connect_errors_name_the_origin_and_the_cause() {
     let text = shadowgate::proxy::error_chain(&err);
     assert!(text.contains(&addr.to_string()), "{text}");
     assert!(text.to_lowercase().contains("refused"), "{text}");
+}
+
+/// A request as the scripted server saw it: head text, decoded body.
+type Seen = (String, Vec<u8>);
+
+/// A server that answers the requests on each connection with the next scripted raw
+/// responses (one list per connection, in order), records every request it read (head
+/// and decoded body) and closes the connection after its last scripted answer. An empty
+/// answer closes the connection after reading the request, without answering.
+struct ScriptedServer {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedServer {
+    async fn spawn(script: Vec<Vec<&'static [u8]>>) -> ScriptedServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (seen, count) = (requests.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            for answers in script {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = Vec::new();
+                for answer in answers {
+                    let Some(request) = read_request(&mut stream, &mut buf).await else {
+                        break;
+                    };
+                    seen.lock().unwrap().push(request);
+                    if answer.is_empty() || stream.write_all(answer).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        ScriptedServer {
+            addr,
+            requests,
+            connections,
+            task,
+        }
+    }
+
+    fn upstream(&self) -> Upstream {
+        let origin: Uri = format!("http://{}", self.addr).parse().unwrap();
+        Upstream::new(&origin, 8, shadowgate::tls::no_roots_config())
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One request off the connection: its head as text and its body, de-chunked.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
+    let head_len = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        read_more(stream, buf).await?;
+    };
+    let head = String::from_utf8(buf.drain(..head_len).collect()).unwrap();
+    let lower = head.to_ascii_lowercase();
+    let length = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse::<usize>().unwrap());
+    let mut body = Vec::new();
+    if let Some(len) = length {
+        while buf.len() < len {
+            read_more(stream, buf).await?;
+        }
+        body.extend(buf.drain(..len));
+    } else if lower.contains("transfer-encoding: chunked") {
+        loop {
+            let line_end = loop {
+                match find(buf, b"\r\n") {
+                    Some(i) => break i,
+                    None => read_more(stream, buf).await?,
+                }
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap(), 16).unwrap();
+            let end = line_end + 2 + size + 2;
+            while buf.len() < end {
+                read_more(stream, buf).await?;
+            }
+            body.extend_from_slice(&buf[line_end + 2..end - 2]);
+            buf.drain(..end);
+            if size == 0 {
+                break;
+            }
+        }
+    }
+    Some((head, body))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Append what the next read brings; `None` at EOF or on an error.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Some(())
+        }
+    }
+}
+
+async fn body_of(resp: http::Response<shadowgate::upstream::PooledBody>) -> Vec<u8> {
+    resp.into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn chunked_length_and_close_delimited_answers_arrive_whole_and_reuse_only_what_can_be() {
+    let server = ScriptedServer::spawn(vec![
+        vec![
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+        ],
+        vec![b"HTTP/1.1 204 No Content\r\n\r\n"],
+    ])
+    .await;
+    let up = server.upstream();
+    assert_eq!(
+        body_of(up.send(get("/a")).await.unwrap()).await,
+        b"hello, world"
+    );
+    assert_eq!(body_of(up.send(get("/b")).await.unwrap()).await, b"abc");
+    assert_eq!(
+        body_of(up.send(get("/c")).await.unwrap()).await,
+        b"until the end"
+    );
+    // The answer read to EOF ended that connection: the next request opens another.
+    let resp = up.send(get("/d")).await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(body_of(resp).await, b"");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    let paths: Vec<String> = server
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(head, _)| head.split(' ').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(paths, ["/a", "/b", "/c", "/d"]);
+}
+
+#[tokio::test]
+async fn bodies_of_unknown_length_go_out_chunked_and_known_ones_with_their_length() {
+    let server = ScriptedServer::spawn(vec![vec![
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+    ]])
+    .await;
+    let up = server.upstream();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let streamed = ChannelBody(rx);
+    let sender = tokio::spawn(async move {
+        for piece in [&b"{\"input\":"[..], b"\"a streamed ", b"body\"}"] {
+            tx.send(Bytes::from_static(piece)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let req = Request::post("/v1/embeddings").body(streamed).unwrap();
+    assert_eq!(up.send(req).await.unwrap().status(), 200);
+    sender.await.unwrap();
+    let req = Request::post("/v1/embeddings")
+        .body(Full::new(Bytes::from_static(b"0123456789")))
+        .unwrap();
+    assert_eq!(up.send(req).await.unwrap().status(), 200);
+
+    let seen = server.requests.lock().unwrap().clone();
+    assert!(
+        seen[0]
+            .0
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{}",
+        seen[0].0
+    );
+    assert_eq!(seen[0].1, b"{\"input\":\"a streamed body\"}");
+    assert!(
+        seen[1].0.contains("content-length: 10\r\n"),
+        "{}",
+        seen[1].0
+    );
+    assert_eq!(seen[1].1, b"0123456789");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+/// A request body of unknown length, fed through a channel.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|piece| piece.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped_and_head_requests_have_no_body() {
+    let server = ScriptedServer::spawn(vec![vec![
+        &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext",
+    ]])
+    .await;
+    let up = server.upstream();
+    assert_eq!(body_of(up.send(get("/")).await.unwrap()).await, b"ok");
+    let head = Request::head("/").body(Full::new(Bytes::new())).unwrap();
+    let resp = up.send(head).await.unwrap();
+    assert_eq!(resp.headers()["content-length"], "9");
+    assert_eq!(body_of(resp).await, b"");
+    assert_eq!(body_of(up.send(get("/")).await.unwrap()).await, b"next");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn broken_answers_are_errors_and_their_connections_are_not_reused() {
+    let server = ScriptedServer::spawn(vec![
+        vec![&b"HTTP/1.1 200 OK\r\ncontent-length: nine\r\n\r\n"[..]],
+        vec![b"this is not http\r\n\r\n"],
+        vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"],
+        vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"],
+        vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+    ])
+    .await;
+    let up = server.upstream();
+    let origin = server.addr.to_string();
+    for what in ["content-length", "malformed"] {
+        let err = up.send(get("/")).await.unwrap_err();
+        let text = shadowgate::proxy::error_chain(&err);
+        assert!(text.contains(&origin) && text.contains(what), "{text}");
+    }
+    for what in ["before the end", "chunk"] {
+        let resp = up.send(get("/")).await.unwrap();
+        let err = resp.into_body().collect().await.unwrap_err();
+        assert!(err.to_string().contains(what), "{err}");
+    }
+    assert_eq!(body_of(up.send(get("/")).await.unwrap()).await, b"ok");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn a_request_on_a_kept_connection_the_server_closes_unanswered_is_sent_again() {
+    // What a server closing an idle connection just as the request arrives looks like.
+    let server = ScriptedServer::spawn(vec![
+        vec![
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst"[..],
+            b"",
+        ],
+        vec![b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond"],
+    ])
+    .await;
+    let up = server.upstream();
+    assert_eq!(body_of(up.send(get("/")).await.unwrap()).await, b"first");
+    let req = Request::post("/again")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
+    assert_eq!(body_of(up.send(req).await.unwrap()).await, b"second");
+    let seen = server.requests.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        seen[1], seen[2],
+        "the same request, head and body, on the new connection"
+    );
+    assert_eq!(seen[2].1, b"payload");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
 }
