@@ -354,3 +354,56 @@ impl Stack {
         }
     }
 }
+
+#[tokio::test]
+async fn a_primary_answering_broken_http_gets_502_naming_the_cause() {
+    // Reads a request, answers with conflicting lengths, closes; for every connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            if read_request(&mut stream, &mut buf).await.is_some() {
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+                    )
+                    .await;
+            }
+        }
+    });
+    let shadow = ModelServer::spawn(opts()).await.unwrap();
+    let cfg = config(
+        &format!("http://{addr}"),
+        &shadow.url(),
+        &shadow.url(),
+        "sample_rate = 0.0",
+        "",
+    );
+    let sidecar = serve::start(cfg).await.unwrap();
+    let client = Client::new();
+    let proxy = format!("http://{}/v1/embeddings", sidecar.proxy_addr);
+    for _ in 0..3 {
+        let r = client
+            .send(
+                http::Method::POST,
+                &proxy,
+                &[],
+                r#"{"input":"x"}"#.to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 502);
+        let text = r.text();
+        assert!(
+            text.contains("unavailable") && text.contains("invalid content-length"),
+            "{text}"
+        );
+    }
+    let m = client
+        .get(&format!("http://{}/metrics", sidecar.admin_addr))
+        .await
+        .text();
+    assert_eq!(count(&m, "model_inference_errors_total", &[]), 3.0, "{m}");
+    sidecar.shutdown().await;
+    server.abort();
+}
