@@ -149,10 +149,12 @@ impl Indent {
 /// Parses one element of a stream ending at `end` (a `,` or `]`): whitespace, a finite
 /// number, whitespace, then `end` (returns false) or a comma (returns true).
 ///
-/// `INDENTED`: `indent` is expected first. The number's address is then `*p + indent.len`
-/// whatever the comparison says, so the CPU starts on it at once, and a mismatch (another
-/// indent, tabs, CRLF) is a mispredicted branch to [`unindent`]; more whitespace after a
-/// matched indent goes to [`slow_step`].
+/// `INDENTED`: `indent` is expected first. The match is a predicted branch, so the CPU
+/// starts on the number at `*p + indent.len` before the comparison is done (skipping the
+/// indent with [`skip_indent`] put its load and bit tricks on every number's address:
+/// 9.5 µs for a pretty 768-dim body, 6.05 µs this way, 5.5 µs compact). A mismatch
+/// (another indent, tabs, CRLF) goes to [`unindent`]; more whitespace after a matched
+/// indent, to [`slow_step`].
 #[inline(always)]
 fn step<const INDENTED: bool>(
     buf: &[u8],
