@@ -1,5 +1,6 @@
 //! Embedding extraction throughput: shadowgate's scanner against the generic route
-//! (`serde_json::Value`, then collect or base64-decode), on OpenAI-shaped bodies.
+//! (`serde_json::Value`, then collect or base64-decode) and simd-json's, on OpenAI-shaped
+//! bodies.
 
 use std::hint::black_box;
 
@@ -7,6 +8,7 @@ use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 use shadowgate::protocol::{Extractor, Protocol};
+use simd_json::prelude::*;
 
 const DIMS: [usize; 4] = [384, 768, 1536, 3072];
 
@@ -55,13 +57,42 @@ fn via_value(body: &[u8]) -> Vec<f32> {
             .iter()
             .map(|x| x.as_f64().expect("number") as f32)
             .collect(),
-        Value::String(s) => base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .expect("base64")
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
+        Value::String(s) => decode_base64(s),
         other => panic!("unexpected {other}"),
+    }
+}
+
+/// The f32s of a base64 embedding (little-endian), or panics.
+fn decode_base64(s: &str) -> Vec<f32> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("base64")
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// simd-json's route: parse to its tape, then walk it (measured faster than
+/// `to_borrowed_value`, which builds a DOM from the same tape: 44.8 vs 63.4 µs compact at
+/// 768 dims, 104 vs 129 µs pretty at 1536). simd-json parses in place, so the copy of the
+/// body into `scratch` is part of the cost.
+fn via_simd_json(body: &[u8], scratch: &mut Vec<u8>) -> Vec<f32> {
+    scratch.clear();
+    scratch.extend_from_slice(body);
+    let tape = simd_json::to_tape(scratch).expect("valid body");
+    let v = tape.as_value();
+    let e = v
+        .get("data")
+        .and_then(|d| d.as_array().and_then(|a| a.get(0)))
+        .and_then(|d| d.get("embedding"))
+        .expect("data[0].embedding");
+    if let Some(items) = e.as_array() {
+        items
+            .iter()
+            .map(|x| x.as_f64().expect("number") as f32)
+            .collect()
+    } else {
+        decode_base64(e.as_str().expect("array or string"))
     }
 }
 
@@ -80,12 +111,17 @@ fn bench(c: &mut Criterion) {
                 extractor.parse(&body).expect("parse").embedding,
                 via_value(&body)
             );
+            let mut scratch = Vec::with_capacity(body.len());
+            assert_eq!(via_simd_json(&body, &mut scratch), via_value(&body));
             group.throughput(Throughput::Bytes(body.len() as u64));
             group.bench_with_input(BenchmarkId::new("shadowgate", dim), &body, |b, body| {
                 b.iter(|| extractor.parse(black_box(body)).expect("parse"))
             });
             group.bench_with_input(BenchmarkId::new("serde_value", dim), &body, |b, body| {
                 b.iter(|| via_value(black_box(body)))
+            });
+            group.bench_with_input(BenchmarkId::new("simd_json", dim), &body, |b, body| {
+                b.iter(|| via_simd_json(black_box(body), &mut scratch))
             });
         }
         group.finish();

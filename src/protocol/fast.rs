@@ -3,6 +3,10 @@
 //! their dependency chains (each number's end decides where the next one starts);
 //! measured about 12% faster than one stream on 1536-dim bodies.
 //!
+//! Pretty-printed arrays put the same indent ("\n" and N spaces) before every element: it
+//! is learned once per array, after the first comma, and then each element's indent is
+//! one 16-byte comparison whose result the next number's address does not wait for.
+//!
 //! Anything unusual makes it give up (`None`); the careful scanner then parses the array
 //! from the start, and reports any error with its exact position and element index.
 
@@ -25,7 +29,7 @@ pub(crate) fn flat_numbers(buf: &[u8], open: usize, out: &mut Vec<f32>) -> Optio
     let len = close - start;
     if len < MIN_SPLIT_BYTES {
         let mut p = start;
-        while step(buf, &mut p, close, out)? {}
+        while step::<false>(buf, &mut p, close, out, Indent::NONE)? {}
         return Some(close + 1);
     }
     // Stream j runs from just after cut j-1 to cut j (a comma; the last ends at `]`).
@@ -36,6 +40,28 @@ pub(crate) fn flat_numbers(buf: &[u8], open: usize, out: &mut Vec<f32>) -> Optio
         *cut = target + memchr::memchr(b',', buf.get(target..close)?)?;
         from = *cut + 1;
     }
+    let indent = Indent::learn(buf, start, cuts[0]);
+    // Two copies of the loop: with no indent to expect, the compact one has no comparison
+    // on its critical path at all.
+    if indent.len == 0 {
+        streams::<false>(buf, start, &cuts, out, indent, len)?;
+    } else {
+        streams::<true>(buf, start, &cuts, out, indent, len)?;
+    }
+    Some(close + 1)
+}
+
+/// Parses the four streams from `start` to the `cuts` in one interleaved loop, appending
+/// their numbers to `out` in order. `INDENTED`: expect `indent` before every element.
+#[inline(always)]
+fn streams<const INDENTED: bool>(
+    buf: &[u8],
+    start: usize,
+    cuts: &[usize; 4],
+    out: &mut Vec<f32>,
+    indent: Indent,
+    len: usize,
+) -> Option<()> {
     let per_stream = len / 4 / 8 + 8;
     let (mut o1, mut o2, mut o3) = (
         Vec::with_capacity(per_stream),
@@ -45,36 +71,107 @@ pub(crate) fn flat_numbers(buf: &[u8], open: usize, out: &mut Vec<f32>) -> Optio
     let (mut p0, mut p1, mut p2, mut p3) = (start, cuts[0] + 1, cuts[1] + 1, cuts[2] + 1);
     let (mut m0, mut m1, mut m2, mut m3) = (true, true, true, true);
     while m0 && m1 && m2 && m3 {
-        m0 = step(buf, &mut p0, cuts[0], out)?;
-        m1 = step(buf, &mut p1, cuts[1], &mut o1)?;
-        m2 = step(buf, &mut p2, cuts[2], &mut o2)?;
-        m3 = step(buf, &mut p3, cuts[3], &mut o3)?;
+        m0 = step::<INDENTED>(buf, &mut p0, cuts[0], out, indent)?;
+        m1 = step::<INDENTED>(buf, &mut p1, cuts[1], &mut o1, indent)?;
+        m2 = step::<INDENTED>(buf, &mut p2, cuts[2], &mut o2, indent)?;
+        m3 = step::<INDENTED>(buf, &mut p3, cuts[3], &mut o3, indent)?;
     }
     while m0 {
-        m0 = step(buf, &mut p0, cuts[0], out)?;
+        m0 = step::<INDENTED>(buf, &mut p0, cuts[0], out, indent)?;
     }
     while m1 {
-        m1 = step(buf, &mut p1, cuts[1], &mut o1)?;
+        m1 = step::<INDENTED>(buf, &mut p1, cuts[1], &mut o1, indent)?;
     }
     while m2 {
-        m2 = step(buf, &mut p2, cuts[2], &mut o2)?;
+        m2 = step::<INDENTED>(buf, &mut p2, cuts[2], &mut o2, indent)?;
     }
     while m3 {
-        m3 = step(buf, &mut p3, cuts[3], &mut o3)?;
+        m3 = step::<INDENTED>(buf, &mut p3, cuts[3], &mut o3, indent)?;
     }
     out.extend_from_slice(&o1);
     out.extend_from_slice(&o2);
     out.extend_from_slice(&o3);
-    Some(close + 1)
+    Some(())
+}
+
+/// The whitespace that follows the first comma of an array, up to 16 bytes, which a
+/// pretty-printer repeats after every comma (`"\n" + 8 spaces` for OpenAI's bodies).
+#[derive(Clone, Copy)]
+struct Indent {
+    /// The indent's bytes, little-endian, zero past `len`.
+    bytes: u128,
+    /// 0xFF for each of the `len` bytes.
+    mask: u128,
+    len: usize,
+}
+
+impl Indent {
+    /// No learned indent: every element's whitespace is skipped by [`skip_indent`].
+    const NONE: Indent = Indent {
+        bytes: 0,
+        mask: 0,
+        len: 0,
+    };
+
+    /// The indent after the first comma in `buf[from..to]`, or [`Indent::NONE`] if there
+    /// is none, it is longer than 16 bytes, or the body ends within 16 bytes of it.
+    fn learn(buf: &[u8], from: usize, to: usize) -> Indent {
+        let Some(comma) = buf.get(from..to).and_then(|s| memchr::memchr(b',', s)) else {
+            return Indent::NONE;
+        };
+        let at = from + comma + 1;
+        let Some(end) = skip_ws(buf, at) else {
+            return Indent::NONE;
+        };
+        let len = end - at;
+        match buf.get(at..).and_then(|rest| rest.first_chunk::<16>()) {
+            Some(chunk) if (1..=16).contains(&len) => {
+                let mask = u128::MAX >> (8 * (16 - len));
+                Indent {
+                    bytes: u128::from_le_bytes(*chunk) & mask,
+                    mask,
+                    len,
+                }
+            }
+            _ => Indent::NONE,
+        }
+    }
+
+    /// Whether the body has this indent at `i` (false within 16 bytes of its end).
+    #[inline(always)]
+    fn at(self, buf: &[u8], i: usize) -> bool {
+        buf.get(i..)
+            .and_then(|rest| rest.first_chunk::<16>())
+            .is_some_and(|w| (u128::from_le_bytes(*w) ^ self.bytes) & self.mask == 0)
+    }
 }
 
 /// Parses one element of a stream ending at `end` (a `,` or `]`): whitespace, a finite
 /// number, whitespace, then `end` (returns false) or a comma (returns true).
+///
+/// `INDENTED`: `indent` is expected first. The match is a predicted branch, so the CPU
+/// starts on the number at `*p + indent.len` before the comparison is done (skipping the
+/// indent with [`skip_indent`] put its load and bit tricks on every number's address:
+/// 9.5 µs for a pretty 768-dim body, 6.05 µs this way, 5.5 µs compact). A mismatch
+/// (another indent, tabs, CRLF) goes to [`unindent`]; more whitespace after a matched
+/// indent, to [`slow_step`].
 #[inline(always)]
-fn step(buf: &[u8], p: &mut usize, end: usize, out: &mut Vec<f32>) -> Option<bool> {
+fn step<const INDENTED: bool>(
+    buf: &[u8],
+    p: &mut usize,
+    end: usize,
+    out: &mut Vec<f32>,
+    indent: Indent,
+) -> Option<bool> {
     let mut i = *p;
-    // Pretty-printed bodies (OpenAI's) indent every element; compact ones never do.
-    if *buf.get(i)? <= b' ' {
+    if INDENTED {
+        if indent.at(buf, i) {
+            i += indent.len;
+        } else {
+            i = unindent(buf, i)?;
+        }
+    } else if *buf.get(i)? <= b' ' {
+        // Compact bodies have none; an unlearned indent (short arrays) is skipped here.
         i = skip_indent(buf, i)?;
     }
     if let Some((v, j, next)) = number(buf, i) {
@@ -97,6 +194,8 @@ fn step(buf: &[u8], p: &mut usize, end: usize, out: &mut Vec<f32>) -> Option<boo
 #[cold]
 #[inline(never)]
 fn slow_step(buf: &[u8], p: &mut usize, i: usize, end: usize, out: &mut Vec<f32>) -> Option<bool> {
+    // An indent longer than the learned one leaves whitespace here.
+    let i = skip_ws(buf, i)?;
     if !matches!(buf.get(i), Some(b'-' | b'0'..=b'9')) {
         return None;
     }
@@ -117,6 +216,14 @@ fn slow_step(buf: &[u8], p: &mut usize, i: usize, end: usize, out: &mut Vec<f32>
     }
     *p = i + 1;
     Some(true)
+}
+
+/// [`skip_indent`] out of line: a call cannot be turned into a conditional move, so the
+/// learned-indent case in [`step`] stays a predicted branch.
+#[cold]
+#[inline(never)]
+fn unindent(buf: &[u8], i: usize) -> Option<usize> {
+    skip_indent(buf, i)
 }
 
 /// [`skip_ws`] eight bytes at a time for runs of spaces and newlines (an indent); a tab
@@ -281,6 +388,151 @@ fn digits16_swar(a1: u64, a2: u64) -> (bool, u64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// serde_json's reading of a JSON number array, narrowed to f32 bits.
+    fn serde_bits(text: &str) -> Vec<u32> {
+        let v: Vec<f64> = serde_json::from_str(text).unwrap();
+        v.iter().map(|&x| (x as f32).to_bits()).collect()
+    }
+
+    /// The fast path's reading of `text` (an array followed by padding), as f32 bits.
+    fn fast_bits(text: &str) -> Option<Vec<u32>> {
+        let mut out = Vec::new();
+        let end = flat_numbers(text.as_bytes(), 0, &mut out)?;
+        assert_eq!(text.as_bytes()[end - 1], b']');
+        Some(out.iter().map(|x| x.to_bits()).collect())
+    }
+
+    /// `n` Python-style 17-digit values joined by `sep(i)` before element i.
+    fn array(n: usize, sep: impl Fn(usize) -> String, tail: &str) -> String {
+        let mut s = String::from("[");
+        for i in 0..n {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&sep(i));
+            let v = ((i as f64 * 0.618_033_988_749).fract() - 0.5) * 0.1;
+            s.push_str(&format!("{:.17}", v));
+        }
+        s.push_str(tail);
+        s.push(']');
+        s
+    }
+
+    #[test]
+    fn learns_the_indent_after_the_first_comma() {
+        let body = b"[\n    1.5,\n        2.5,\n        3.5]";
+        let indent = Indent::learn(body, 1, body.len());
+        assert_eq!(indent.len, 9);
+        assert_eq!(indent.mask, (1u128 << 72) - 1);
+        assert!(indent.at(b"\n        2.5,\n        3.5]", 0));
+        assert!(!indent.at(b"\n       2.5,\n        3.5]", 0));
+        // Too close to the end to compare 16 bytes: not there (the caller skips byte-wise).
+        assert!(!indent.at(b"\n        2.5]", 0));
+        let long = format!("[1,\n{}2,3]{}", " ".repeat(16), " ".repeat(32));
+        assert_eq!(Indent::learn(long.as_bytes(), 1, long.len()).len, 0);
+        let sixteen = format!("[1,\n{}2,3]{}", " ".repeat(15), " ".repeat(32));
+        assert_eq!(Indent::learn(sixteen.as_bytes(), 1, sixteen.len()).len, 16);
+        assert_eq!(Indent::learn(b"[1,2,3]", 1, 7).len, 0);
+        assert_eq!(Indent::learn(b"[1 2 3]", 1, 7).len, 0);
+    }
+
+    /// Whatever whitespace stands before each element, the fast path itself (no fallback
+    /// to the careful scanner) reads what serde_json reads.
+    #[test]
+    fn any_indent_parses_on_the_fast_path() {
+        let pad = " ".repeat(40);
+        let eight = |_| "\n        ".to_owned();
+        type Sep = Box<dyn Fn(usize) -> String>;
+        let cases: Vec<(&str, Sep)> = vec![
+            ("openai", Box::new(eight)),
+            ("odd width", Box::new(|_| "\n   ".to_owned())),
+            ("tabs", Box::new(|_| "\n\t\t\t".to_owned())),
+            ("crlf", Box::new(|_| "\r\n        ".to_owned())),
+            ("space", Box::new(|_| " ".to_owned())),
+            ("over 16", Box::new(|_| format!("\n{}", " ".repeat(24)))),
+            ("exactly 16", Box::new(|_| format!("\n{}", " ".repeat(15)))),
+            // Widths that change: longer than learned (a matched prefix, then more),
+            // shorter, and a tab in the middle.
+            (
+                "mixed widths",
+                Box::new(|i| format!("\n{}", " ".repeat(4 + i % 7))),
+            ),
+            (
+                "wider later",
+                Box::new(|i| format!("\n{}", " ".repeat(if i < 2 { 8 } else { 10 }))),
+            ),
+            (
+                "narrower later",
+                Box::new(|i| format!("\n{}", " ".repeat(if i < 2 { 8 } else { 6 }))),
+            ),
+            (
+                "tab inside",
+                Box::new(|i| {
+                    if i % 5 == 3 {
+                        "\n    \t   ".to_owned()
+                    } else {
+                        "\n        ".to_owned()
+                    }
+                }),
+            ),
+            (
+                "first differs",
+                Box::new(|i| {
+                    if i == 1 {
+                        "\n\t".to_owned()
+                    } else {
+                        "\n        ".to_owned()
+                    }
+                }),
+            ),
+            (
+                "none after first",
+                Box::new(|i| {
+                    if i == 1 {
+                        "\n        ".to_owned()
+                    } else {
+                        String::new()
+                    }
+                }),
+            ),
+        ];
+        for (name, sep) in &cases {
+            for n in [3, 40, 200] {
+                for tail in ["", "\n      ", " \r\n\t"] {
+                    let text = array(n, sep, tail);
+                    let want = serde_bits(&text);
+                    assert_eq!(want.len(), n);
+                    let body = format!("{text}{pad}");
+                    assert_eq!(
+                        fast_bits(&body),
+                        Some(want.clone()),
+                        "{name} n={n} {tail:?}"
+                    );
+                    // The array at the very end of the body: the last indents are within
+                    // 16 bytes of it and are compared byte by byte.
+                    assert_eq!(fast_bits(&text), Some(want), "{name} n={n} at end");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn whitespace_before_commas_and_non_numbers_still_handled() {
+        let pad = " ".repeat(40);
+        let text = array(200, |_| "\n        ".to_owned(), "\n");
+        let spaced = text.replace(',', " ,");
+        assert_eq!(
+            fast_bits(&format!("{spaced}{pad}")),
+            Some(serde_bits(&spaced))
+        );
+        // A string in an indented array: the fast path gives up for the careful one.
+        let broken = text.replacen(",\n        ", ",\n        \"x\",\n        ", 150);
+        assert_eq!(fast_bits(&format!("{broken}{pad}")), None);
+        // An indent of only whitespace up to the `]`... of a trailing comma: not JSON.
+        let trailing = text.replace("\n]", ",\n        ]");
+        assert_eq!(fast_bits(&format!("{trailing}{pad}")), None);
+    }
 
     proptest! {
         /// The SIMD and the plain version agree on every input they accept.

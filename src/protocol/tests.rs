@@ -621,6 +621,20 @@ const DEFECTS: [(&str, &str); 14] = [
     ("1.5e", "malformed"),
 ];
 
+/// Whitespace put before an element: pretty-printers' indents and the odd ones.
+const INDENTS: [&str; 10] = [
+    "\n        ",
+    "\n  ",
+    "\n\t\t",
+    "\r\n        ",
+    "\n                      ",
+    "\n         ",
+    "\n       ",
+    "",
+    " ",
+    "\n    \t \r\n ",
+];
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -651,6 +665,55 @@ proptest! {
         );
         let got = parse(Protocol::OpenAi, body.as_bytes());
         match (want_err, got) {
+            (None, Ok(out)) => {
+                let want = reference(body.as_bytes(), "/data/0/embedding");
+                prop_assert_eq!(bits(&out.embedding), bits(&want));
+            }
+            (Some((i, kind)), Err(e)) => {
+                prop_assert_eq!(e.kind(), kind, "{}", e);
+                if let ParseError::NonFinite { index } = e {
+                    prop_assert_eq!(index, i);
+                }
+            }
+            (want, got) => prop_assert!(false, "want {:?}, got {:?}", want, got),
+        }
+    }
+
+    /// Pretty-printed arrays whose indent is learned once and then broken here and there
+    /// (other widths, tabs, CRLF, none, whitespace before the comma) read as serde_json
+    /// reads them, and a defect still gives the careful path's error.
+    #[test]
+    fn broken_indents_match_serde(
+        values in prop::collection::vec(-1.0f32..1.0, 20..400),
+        main in 0..INDENTS.len(),
+        breaks in prop::collection::vec((any::<prop::sample::Index>(), 0..INDENTS.len()), 0..12),
+        before_comma in prop::option::of(any::<prop::sample::Index>()),
+        defect in prop::option::of((any::<prop::sample::Index>(), 0..DEFECTS.len())),
+    ) {
+        let n = values.len();
+        let mut indents = vec![INDENTS[main]; n];
+        for (at, which) in &breaks {
+            indents[at.index(n)] = INDENTS[*which];
+        }
+        let mut items: Vec<String> = values
+            .iter()
+            .zip(&indents)
+            .map(|(&v, indent)| format!("{indent}{}", element_text(v, 0)))
+            .collect();
+        if let Some(at) = before_comma {
+            items[at.index(n)].push_str(" \t");
+        }
+        let mut want_err = None;
+        if let Some((at, d)) = defect {
+            let i = at.index(n);
+            items[i] = format!("{}{}", indents[i], DEFECTS[d].0);
+            want_err = Some((i, DEFECTS[d].1));
+        }
+        let body = format!(
+            "{{\n  \"data\": [\n    {{\n      \"embedding\": [{}\n      ]\n    }}\n  ]\n}}",
+            items.join(",")
+        );
+        match (want_err, parse(Protocol::OpenAi, body.as_bytes())) {
             (None, Ok(out)) => {
                 let want = reference(body.as_bytes(), "/data/0/embedding");
                 prop_assert_eq!(bits(&out.embedding), bits(&want));
