@@ -1,6 +1,9 @@
 """Markdown table of criterion results (target/criterion/*/new), medians, for
 BENCHMARKS.md: time per iteration and throughput, one line per benchmark, and per group
-the ratio of each function to the first one named in RATIO_TO (when present).
+the ratio of each function to the one named in RATIO_TO (when present). Next to the
+median, the fastest sample (criterion's sample.json: time / iterations of each sample):
+on a shared VM the medians swing with other work while the fastest samples hold still,
+so both are printed.
 
 usage: python3 criterion_table.py TARGET_DIR GROUP... [--ratio-to FUNCTION]
 """
@@ -49,22 +52,31 @@ for group in groups:
             est = json.load(open(os.path.join(d, "estimates.json")))
             bench = json.load(open(os.path.join(d, "benchmark.json")))
             ns = est["median"]["point_estimate"]
+            sample = json.load(open(os.path.join(d, "sample.json")))
+            fastest = min(t / n for t, n in zip(sample["times"], sample["iters"]))
             tp = bench.get("throughput") or {}
             unit, amount = next(iter(tp.items())) if tp else (None, None)
-            results[(func, param)] = (ns, unit, amount)
+            results[(func, param)] = (ns, fastest, unit, amount)
     params = sorted({p for _, p in results}, key=lambda p: (len(p), p))
     for param in params:
         base = results.get((ratio_to, param)) if ratio_to else None
-        for (func, p), (ns, unit, amount) in sorted(results.items()):
+        for (func, p), (ns, fastest, unit, amount) in sorted(results.items()):
             if p != param:
                 continue
             rate = human_rate(amount / (ns * 1e-9), unit) if unit else ""
-            ratio = ""
+            ratio = ratio_fastest = ""
             if base and func != ratio_to:
                 ratio = "%.2f×" % (ns / base[0])
-            rows.append((group, func, param, human_time(ns), rate, ratio))
+                ratio_fastest = "%.2f×" % (fastest / base[1])
+            rows.append(
+                (group, func, param, human_time(ns), rate, ratio, human_time(fastest), ratio_fastest)
+            )
 
-print("| group | function | param | median time | throughput | time ÷ %s |" % (ratio_to or "-"))
-print("|---|---|---:|---:|---:|---:|")
+base = ratio_to or "-"
+print(
+    "| group | function | param | median time | throughput | time ÷ %s | fastest sample | fastest ÷ %s's |"
+    % (base, base)
+)
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     print("| %s |" % " | ".join(r))
