@@ -114,11 +114,12 @@ struct Pool {
 }
 
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
-/// One connection and its buffers.
+/// One connection and its buffers. Boxed once when connected, so that the pool, the
+/// request and the response body pass a pointer around, not ~100 bytes.
 struct Conn {
     io: Stream,
     /// Bytes read and not yet handed out.
@@ -291,7 +292,7 @@ impl Upstream {
         }
     }
 
-    async fn checkout_or_connect(&self) -> Result<(Conn, bool), UpstreamError> {
+    async fn checkout_or_connect(&self) -> Result<(Box<Conn>, bool), UpstreamError> {
         match self.pool.checkout() {
             Some(conn) => Ok((conn, true)),
             // Boxed: the connect and TLS handshake state is large and rarely needed;
@@ -300,7 +301,7 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, UpstreamError> {
+    async fn connect(&self) -> Result<Box<Conn>, UpstreamError> {
         let open = async {
             let tcp = TcpStream::connect((self.addr.0.as_str(), self.addr.1)).await?;
             tcp.set_nodelay(true)?;
@@ -317,11 +318,11 @@ impl Upstream {
                 return Err(UpstreamError::Connect(self.origin.clone(), why.into()));
             }
         };
-        Ok(Conn {
+        Ok(Box::new(Conn {
             io,
             read: BytesMut::with_capacity(READ_CHUNK),
             write: Vec::with_capacity(1024),
-        })
+        }))
     }
 
     fn request_error(&self, e: impl Into<BoxError>) -> UpstreamError {
@@ -490,7 +491,7 @@ fn reserve(buf: &mut BytesMut) {
 impl Pool {
     /// The most recently used idle connection that is still open, if any (warm in
     /// every cache). Never waits.
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(Idle { conn, since }) = idle.pop() {
             if since.elapsed() <= IDLE_TIMEOUT && conn.io.is_open_and_quiet() {
@@ -500,7 +501,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(&self, conn: Box<Conn>) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
@@ -581,7 +582,7 @@ impl AsyncWrite for Stream {
 /// When it has been read to the end, its connection goes back to the pool; dropped
 /// earlier, the connection is closed.
 pub struct PooledBody {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
     decoder: Decoder,
     keep_alive: bool,
