@@ -508,3 +508,27 @@ async fn a_request_on_a_kept_connection_the_server_closes_unanswered_is_sent_aga
     assert_eq!(seen[2].1, b"payload");
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_large_answer_arrives_whole_and_its_connection_is_reused() {
+    // A batch of embeddings: a few MiB with a known length, then a small answer.
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+    let mut first =
+        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", big.len()).into_bytes();
+    first.extend_from_slice(&big);
+    let first: &'static [u8] = Box::leak(first.into_boxed_slice());
+    let server = ScriptedServer::spawn(vec![vec![
+        first,
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nsmall",
+    ]])
+    .await;
+    let up = server.upstream();
+    let resp = up.send(get("/batch")).await.unwrap();
+    assert_eq!(
+        http_body::Body::size_hint(resp.body()).exact(),
+        Some(big.len() as u64)
+    );
+    assert!(body_of(resp).await == big, "the large body differs");
+    assert_eq!(body_of(up.send(get("/")).await.unwrap()).await, b"small");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
+}
