@@ -635,6 +635,28 @@ const INDENTS: [&str; 10] = [
     "\n    \t \r\n ",
 ];
 
+/// An OpenAI body parses to what serde_json reads, or, with a defect at element `i`,
+/// fails with that defect's kind (and index, for non-finite values).
+fn matches_serde_or_fails_as_told(
+    body: &str,
+    want_err: Option<(usize, &str)>,
+) -> Result<(), TestCaseError> {
+    match (want_err, parse(Protocol::OpenAi, body.as_bytes())) {
+        (None, Ok(out)) => {
+            let want = reference(body.as_bytes(), "/data/0/embedding");
+            prop_assert_eq!(bits(&out.embedding), bits(&want));
+        }
+        (Some((i, kind)), Err(e)) => {
+            prop_assert_eq!(e.kind(), kind, "{}", e);
+            if let ParseError::NonFinite { index } = e {
+                prop_assert_eq!(index, i);
+            }
+        }
+        (want, got) => prop_assert!(false, "want {:?}, got {:?}", want, got),
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -663,20 +685,7 @@ proptest! {
             "{{\"object\":\"list\",\"data\":[{{\"embedding\":[{}],\"index\":0}}],\"model\":\"m\"}}",
             items.join(sep)
         );
-        let got = parse(Protocol::OpenAi, body.as_bytes());
-        match (want_err, got) {
-            (None, Ok(out)) => {
-                let want = reference(body.as_bytes(), "/data/0/embedding");
-                prop_assert_eq!(bits(&out.embedding), bits(&want));
-            }
-            (Some((i, kind)), Err(e)) => {
-                prop_assert_eq!(e.kind(), kind, "{}", e);
-                if let ParseError::NonFinite { index } = e {
-                    prop_assert_eq!(index, i);
-                }
-            }
-            (want, got) => prop_assert!(false, "want {:?}, got {:?}", want, got),
-        }
+        matches_serde_or_fails_as_told(&body, want_err)?;
     }
 
     /// Pretty-printed arrays whose indent is learned once and then broken here and there
@@ -713,19 +722,7 @@ proptest! {
             "{{\n  \"data\": [\n    {{\n      \"embedding\": [{}\n      ]\n    }}\n  ]\n}}",
             items.join(",")
         );
-        match (want_err, parse(Protocol::OpenAi, body.as_bytes())) {
-            (None, Ok(out)) => {
-                let want = reference(body.as_bytes(), "/data/0/embedding");
-                prop_assert_eq!(bits(&out.embedding), bits(&want));
-            }
-            (Some((i, kind)), Err(e)) => {
-                prop_assert_eq!(e.kind(), kind, "{}", e);
-                if let ParseError::NonFinite { index } = e {
-                    prop_assert_eq!(index, i);
-                }
-            }
-            (want, got) => prop_assert!(false, "want {:?}, got {:?}", want, got),
-        }
+        matches_serde_or_fails_as_told(&body, want_err)?;
     }
 
     /// Vectors written by serde_json come back bit-for-bit, as serde_json reads them.
