@@ -11,6 +11,7 @@
 //! - [`config`]: the TOML contract, environment overrides, validation.
 //! - [`serve`]: wiring of everything below; ordered shutdown.
 //! - [`proxy`]: the primary path (forward, stream back, offer to the sampler).
+//! - [`upstream`]: the HTTP/1.1 client and keep-alive pools for primary, baseline, canary.
 //! - [`sampler`]: pure decision, mirror this request or not.
 //! - [`ids`]: request ids (UUIDv7) for requests that arrive without one.
 //! - [`mirror`]: bounded shadow tasks calling baseline and canary.
