@@ -50,6 +50,10 @@ pub fn request_framing(
     exact_len: Option<u64>,
     ended: bool,
 ) -> RequestFraming {
+    // The common case, a body of known non-zero length, needs no header lookup.
+    if let Some(n) = exact_len.filter(|&n| n > 0) {
+        return RequestFraming::Length(n);
+    }
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
