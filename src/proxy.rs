@@ -15,13 +15,13 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::downstream::RequestBody;
 use crate::metrics::{Metrics, MirrorDecision, PrimaryMetrics};
 use crate::mirror::{Mirror, ShadowJob};
 use crate::sampler::{Decision, Sampler};
@@ -31,7 +31,7 @@ use crate::upstream::{BodyError, PooledBody, Upstream};
 pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
 
 /// Body of requests sent upstream: streamed through, or buffered when mirrored.
-pub type UpstreamBody = Either<Limited<TimedBody<Incoming>>, Full<Bytes>>;
+pub type UpstreamBody = Either<Limited<TimedBody<RequestBody>>, Full<Bytes>>;
 /// Body of responses to the client: the primary's, streamed, or one the sidecar made.
 pub type ClientBody = Either<MeteredBody, Full<Bytes>>;
 /// hyper-util's general pooled HTTP/1 client, for the sidecar's own outgoing traffic
@@ -92,7 +92,7 @@ impl Proxy {
     /// Handle one client request. Never fails: upstream problems become 502/504 answers.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<ClientBody>, Infallible> {
         let started = Instant::now();
         let received_at = SystemTime::now();
@@ -274,6 +274,13 @@ impl Proxy {
                 }
                 if in_chain::<BodyReadTimeout>(&e) {
                     return Ok(body_timeout_response(request_id, &id_value));
+                }
+                if in_chain::<crate::downstream::BodyError>(&e) {
+                    return Ok(local_response(
+                        StatusCode::BAD_REQUEST,
+                        "request body ended early",
+                        &id_value,
+                    ));
                 }
                 m.errors.inc();
                 m.duration_for(None)

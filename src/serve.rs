@@ -7,10 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::header::HeaderName;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -18,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::downstream::{self, ConnConfig};
 use crate::drift::{DriftConfig, DriftState};
 use crate::feedback::{Feedback, FeedbackMetrics};
 use crate::metrics::{MetricLabels, Metrics, PairOutcome, Target};
@@ -327,8 +324,12 @@ async fn run(
     admin: (watch::Sender<bool>, JoinHandle<()>),
     log_guard: Option<ShadowLogGuard>,
 ) -> Summary {
-    let graceful = GracefulShutdown::new();
+    // Open client connections hold a permit each; shutdown waits for all of them.
     let conn_permits = Arc::new(Semaphore::new(cfg.limits.max_connections));
+    let (conns_stop, conns_stopped) = watch::channel(false);
+    let conn_cfg = ConnConfig {
+        header_read_timeout: cfg.limits.header_read_timeout,
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -347,17 +348,18 @@ async fn run(
                 };
                 let _ = stream.set_nodelay(true);
                 let proxy = proxy.clone();
-                let service = service_fn(move |req| proxy.clone().handle(req));
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(cfg.limits.header_read_timeout)
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
+                let handler = move |req| {
+                    let proxy = proxy.clone();
+                    async move {
+                        match proxy.handle(req).await {
+                            Ok(resp) => resp,
+                            Err(never) => match never {},
+                        }
                     }
+                };
+                let stopped = conns_stopped.clone();
+                tokio::spawn(async move {
+                    downstream::serve_connection(stream, conn_cfg, handler, stopped).await;
                     drop(permit);
                 });
             }
@@ -368,11 +370,13 @@ async fn run(
     let deadline = Instant::now() + cfg.limits.shutdown_grace;
     tracing::info!("shutting down: finishing client requests");
     let mut summary = Summary::default();
-    let open = graceful.count();
-    if tokio::time::timeout_at(deadline.into(), graceful.shutdown())
+    let _ = conns_stop.send(true);
+    let max = u32::try_from(cfg.limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout_at(deadline.into(), conn_permits.acquire_many(max))
         .await
         .is_err()
     {
+        let open = cfg.limits.max_connections - conn_permits.available_permits();
         summary.connections_cut = open;
         tracing::warn!(open, "grace period over with client connections open");
     }

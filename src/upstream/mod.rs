@@ -18,8 +18,6 @@
 //! again on another connection, when all of it was in the first write. Request bodies
 //! are sent whole before the response is read.
 
-pub mod h1;
-
 use std::error::Error as StdError;
 use std::future::poll_fn;
 use std::io;
@@ -40,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use h1::{Decoder, ProtoError, RequestFraming, Step};
+use crate::h1::{self, Decoder, ProtoError, RequestFraming, Step};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 

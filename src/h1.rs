@@ -1,14 +1,18 @@
-//! The HTTP/1.1 wire format of the upstream client (RFC 9112): request heads and body
-//! framing out, response heads and bodies in. Pure functions over buffers, so every
-//! framing rule is tested here without a socket.
+//! The HTTP/1.1 wire format (RFC 9112) of both sides of the proxy: request heads read
+//! from clients and response heads written back ([`crate::downstream`]); request heads
+//! written to upstreams and response heads read from them ([`crate::upstream`]); body
+//! framing both ways. Pure functions over buffers, so every framing rule is tested here
+//! without a socket.
+
+use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-/// Most header fields a response head may carry (hyper's limit too).
+/// Most header fields a head may carry (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
-/// Longest response head accepted.
+/// Longest head accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE_BYTES: usize = 4 * 1024;
@@ -137,9 +141,16 @@ pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return; // a zero-size chunk would end the body
     }
+    encode_chunk_head(out, data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append the size line of a chunk of `len` (> 0) bytes; its data and CRLF follow.
+pub fn encode_chunk_head(out: &mut Vec<u8>, len: usize) {
     let mut hex = [0u8; 16];
     let mut at = hex.len();
-    let mut n = data.len();
+    let mut n = len;
     loop {
         at -= 1;
         hex[at] = b"0123456789abcdef"[n & 15];
@@ -149,8 +160,6 @@ pub fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
         }
     }
     out.extend_from_slice(&hex[at..]);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -171,9 +180,11 @@ pub struct ResponseHead {
 /// Parse a complete response head at the front of `buf` and remove it from `buf`;
 /// `Ok(None)` when more bytes are needed. Header values share `buf`'s memory.
 pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ProtoError> {
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut raw);
-    let len = match res.parse(buf)? {
+    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut raw)?
+    {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial if buf.len() > MAX_HEAD_BYTES => {
             return Err(ProtoError::HeadTooLarge)
@@ -187,25 +198,10 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Response
     } else {
         Version::HTTP_11
     };
-    // Where each name and value sits in `buf`, so they can be sliced out of one frozen
-    // copy of the head instead of copied field by field.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = res.headers.len();
-    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *span = (name, name + h.name.len(), value, value + h.value.len());
-    }
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let count = spans_of(res.headers, buf.as_ptr() as usize, &mut spans);
     let head: Bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(n0, n1, v0, v1) in &spans[..count] {
-        let name =
-            HeaderName::from_bytes(&head[n0..n1]).map_err(|_| ProtoError::Field("header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-            .map_err(|_| ProtoError::Field("header value"))?;
-        headers.append(name, value);
-    }
+    let headers = headers_from(&head, &spans[..count]).map_err(ProtoError::Field)?;
     let mut keep_alive = match version {
         Version::HTTP_11 => !has_token(&headers, header::CONNECTION, "close"),
         _ => has_token(&headers, header::CONNECTION, "keep-alive"),
@@ -482,6 +478,249 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, ProtoError> {
     }
 }
 
+/// A request head a client sent that cannot be served; the answer names why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("malformed request head: {0}")]
+    Head(#[from] httparse::Error),
+    #[error("request head over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} fields")]
+    HeadTooLarge,
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+}
+
+impl RequestError {
+    /// The status a client gets for it: 431 for heads too large, else 400.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::HeadTooLarge | RequestError::Head(httparse::Error::TooManyHeaders) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A parsed request head and how its body is framed.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: http::Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Decoder,
+    /// Whether the client lets the connection carry another request after this one.
+    pub keep_alive: bool,
+    /// `expect: 100-continue`: the client waits for a `100 Continue` before the body.
+    pub expect_continue: bool,
+}
+
+/// Parse a complete request head at the front of `buf` and remove it from `buf`;
+/// `Ok(None)` when more bytes are needed. Header values share `buf`'s memory.
+///
+/// Framing follows RFC 9112 section 6.3, strictly where a lenient reading would let a
+/// request be smuggled: `transfer-encoding` whose last coding is not `chunked`, both
+/// `transfer-encoding` and `content-length`, or `content-length` values that disagree
+/// are refused.
+pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, RequestError> {
+    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut raw) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(RequestError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadTooLarge),
+        Err(e) => return Err(e.into()),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(RequestError::HeadTooLarge);
+    }
+    let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+        .map_err(|_| RequestError::Invalid("method"))?;
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    let path = req.path.unwrap_or("");
+    let target = (path.as_ptr() as usize - base, path.len());
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let count = spans_of(req.headers, base, &mut spans);
+    let head: Bytes = buf.split_to(len).freeze();
+    let uri = http::Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
+        .map_err(|_| RequestError::Invalid("request target"))?;
+    let headers =
+        headers_from(&head, &spans[..count]).map_err(|_| RequestError::Invalid("header field"))?;
+    let mut keep_alive = match version {
+        Version::HTTP_11 => !has_token(&headers, header::CONNECTION, "close"),
+        _ => has_token(&headers, header::CONNECTION, "keep-alive"),
+    };
+    let body = if let Some(te) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        let last = te.as_bytes().rsplit(|&b| b == b',').next().unwrap_or(b"");
+        if version == Version::HTTP_10 || !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(RequestError::Invalid(
+                "transfer-encoding must end in chunked",
+            ));
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(RequestError::Invalid(
+                "both transfer-encoding and content-length",
+            ));
+        }
+        Decoder::Chunked(Chunked::Size)
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        Decoder::Length(
+            content_length(&headers).map_err(|_| RequestError::Invalid("content-length"))?,
+        )
+    } else {
+        Decoder::Done
+    };
+    let expect_continue = version == Version::HTTP_11
+        && !body.is_done()
+        && has_token(&headers, header::EXPECT, "100-continue");
+    if method == Method::CONNECT {
+        keep_alive = false;
+    }
+    Ok(Some(RequestHead {
+        method,
+        uri,
+        version,
+        headers,
+        body,
+        keep_alive,
+        expect_continue,
+    }))
+}
+
+/// How a response body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body may follow (HEAD, 1xx, 204, 304); the head's own fields are kept.
+    None,
+    /// `content-length: n`.
+    Length(u64),
+    /// `transfer-encoding: chunked` (HTTP/1.1 clients).
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 clients, length unknown).
+    Close,
+}
+
+impl ResponseFraming {
+    /// The framing for a response to `method` over `version`, given the body's exact
+    /// length when known.
+    pub fn choose(
+        method: &Method,
+        version: Version,
+        status: StatusCode,
+        exact_len: Option<u64>,
+    ) -> Self {
+        if *method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            ResponseFraming::None
+        } else if let Some(n) = exact_len {
+            ResponseFraming::Length(n)
+        } else if version == Version::HTTP_11 {
+            ResponseFraming::Chunked
+        } else {
+            ResponseFraming::Close
+        }
+    }
+}
+
+/// Append a response head to `out`: status line, the response's fields except framing
+/// and connection ones, then ours: `date` when the response has none, the framing, and
+/// `connection` when given (`close`, or `keep-alive` for an HTTP/1.0 client).
+pub fn encode_response_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: ResponseFraming,
+    connection: Option<&[u8]>,
+    date: &[u8],
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let keep_framing = framing == ResponseFraming::None;
+    for (name, value) in headers {
+        if name == header::CONNECTION
+            || (!keep_framing
+                && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING))
+        {
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !headers.contains_key(header::DATE) {
+        field(out, b"date", date);
+    }
+    match framing {
+        ResponseFraming::None | ResponseFraming::Close => {}
+        ResponseFraming::Length(n) => field(out, b"content-length", itoa(n, &mut [0; 20])),
+        ResponseFraming::Chunked => field(out, b"transfer-encoding", b"chunked"),
+    }
+    if let Some(value) = connection {
+        field(out, b"connection", value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Where each header's name and value sit relative to `base`, so they can be sliced out
+/// of one frozen copy of the head instead of copied field by field. Returns the count.
+fn spans_of(
+    parsed: &[httparse::Header<'_>],
+    base: usize,
+    spans: &mut [Span; MAX_HEADERS],
+) -> usize {
+    for (span, h) in spans.iter_mut().zip(parsed.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        // A head is parsed out of a buffer far below 4 GiB.
+        *span = Span {
+            name: name as u32,
+            name_len: h.name.len() as u32,
+            value: value as u32,
+            value_len: h.value.len() as u32,
+        };
+    }
+    parsed.len()
+}
+
+/// A header field's name and value as offsets into its head.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    name: u32,
+    name_len: u32,
+    value: u32,
+    value_len: u32,
+}
+
+/// The header map of a frozen head, from [`spans_of`].
+fn headers_from(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for s in spans {
+        let (n0, v0) = (s.name as usize, s.value as usize);
+        let name = HeaderName::from_bytes(&head[n0..n0 + s.name_len as usize])
+            .map_err(|_| "header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v0 + s.value_len as usize))
+            .map_err(|_| "header value")?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +751,150 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn request(raw: &str) -> Result<Option<RequestHead>, RequestError> {
+        let mut buf = BytesMut::from(raw);
+        parse_request(&mut buf)
+    }
+
+    #[test]
+    fn request_heads_parse_with_their_framing_and_leave_the_body() {
+        let mut buf = BytesMut::from(
+            "POST /v1/embeddings?x=1 HTTP/1.1\r\nHost: m\r\nContent-Length: 5\r\nX-Id: a\r\n\r\nhelloGET",
+        );
+        let h = parse_request(&mut buf).unwrap().unwrap();
+        assert_eq!(h.method, Method::POST);
+        assert_eq!(h.uri.path(), "/v1/embeddings");
+        assert_eq!(h.uri.query(), Some("x=1"));
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.headers["x-id"], "a");
+        assert_eq!(h.body, Decoder::Length(5));
+        assert!(h.keep_alive && !h.expect_continue);
+        assert_eq!(
+            &buf[..],
+            b"helloGET",
+            "the body and what follows stay in the buffer"
+        );
+
+        let h = request("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.body, Decoder::Chunked(Chunked::Size));
+        let h = request("GET / HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert!(h.body.is_done());
+        let h = request("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(h.expect_continue);
+        let h = request("POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.body, Decoder::Length(3));
+        assert!(request("POST / HTTP/1.1\r\nContent-Len").unwrap().is_none());
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_header() {
+        let ka = |raw: &str| request(raw).unwrap().unwrap().keep_alive;
+        assert!(ka("GET / HTTP/1.1\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn smuggling_shapes_and_broken_heads_are_refused_with_the_right_status() {
+        let refused = |raw: &str| request(raw).unwrap_err();
+        for raw in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            "NOT HTTP AT ALL\r\n\r\n",
+        ] {
+            assert_eq!(refused(raw).status(), StatusCode::BAD_REQUEST, "{raw:?}");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let e = refused(&format!("GET / HTTP/1.1\r\n{many}\r\n"));
+        assert_eq!(e.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let long = "a".repeat(MAX_HEAD_BYTES + 1);
+        let e = refused(&format!("GET / HTTP/1.1\r\nx-long: {long}"));
+        assert_eq!(e.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn response_heads_frame_by_length_chunks_or_close() {
+        let m = Method::POST;
+        let ok = StatusCode::OK;
+        let v11 = Version::HTTP_11;
+        assert_eq!(
+            ResponseFraming::choose(&m, v11, ok, Some(7)),
+            ResponseFraming::Length(7)
+        );
+        assert_eq!(
+            ResponseFraming::choose(&m, v11, ok, None),
+            ResponseFraming::Chunked
+        );
+        assert_eq!(
+            ResponseFraming::choose(&m, Version::HTTP_10, ok, None),
+            ResponseFraming::Close
+        );
+        for (method, status) in [
+            (Method::HEAD, ok),
+            (m.clone(), StatusCode::NO_CONTENT),
+            (m.clone(), StatusCode::NOT_MODIFIED),
+        ] {
+            assert_eq!(
+                ResponseFraming::choose(&method, v11, status, Some(7)),
+                ResponseFraming::None
+            );
+        }
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        let date = b"Sun, 29 Nov 2026 01:00:00 GMT";
+        let mut out = Vec::new();
+        encode_response_head(&mut out, ok, &h, ResponseFraming::Length(2), None, date);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ndate: Sun, 29 Nov 2026 01:00:00 GMT\r\ncontent-length: 2\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        h.insert(header::DATE, HeaderValue::from_static("upstream's"));
+        let status = StatusCode::BAD_GATEWAY;
+        encode_response_head(
+            &mut out,
+            status,
+            &h,
+            ResponseFraming::Chunked,
+            Some(b"close"),
+            date,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
+        assert!(
+            text.contains("date: upstream's\r\n") && !text.contains("2026"),
+            "{text}"
+        );
+        assert!(text.contains("transfer-encoding: chunked\r\nconnection: close\r\n\r\n"));
+        assert!(
+            !text.contains("content-length") && !text.contains("keep-alive"),
+            "{text}"
+        );
+        // HEAD keeps the length the body would have had.
+        let mut out = Vec::new();
+        encode_response_head(&mut out, ok, &h, ResponseFraming::None, None, date);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("content-length: 999\r\n"));
     }
 
     #[test]

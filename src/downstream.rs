@@ -1,0 +1,581 @@
+//! The proxy port's side of HTTP/1.1: connections from the pod's clients, one task each,
+//! reading request heads, handing each request to the proxy and writing its answer back.
+//!
+//! The wire format is in [`crate::h1`]. What this adds is the connection: keep-alive and
+//! pipelining, request bodies read straight out of the connection's buffer as the proxy
+//! asks for them ([`RequestBody`]), `100 Continue`, responses framed by length or
+//! chunked, the head-read timeout and graceful shutdown. hyper's server did this before;
+//! it spent as much CPU per request as the whole proxy path after it (BENCHMARKS.md,
+//! "What moved in the fifth session"), mostly in machinery for features a sidecar in
+//! front of a model server does not use (upgrades, HTTP/2, per-request timers and body
+//! channels).
+//!
+//! Behaviour a client sees:
+//!
+//! - A malformed head gets `400`, a head over 64 KiB or 100 fields `431`, and the
+//!   connection closes; nothing reaches the model server.
+//! - `limits.header_read_timeout` bounds the wait for a whole head, counted from when the
+//!   connection starts waiting for one (an idle keep-alive connection included); at the
+//!   end the client gets `408` and the connection closes.
+//! - A request whose body the proxy did not read to the end (it answered early, e.g.
+//!   `413`) is answered with `connection: close`.
+//! - On shutdown, idle connections close; a connection busy with a request finishes it
+//!   and answers with `connection: close`.
+//! - If the answer's body fails midway, the connection closes without finishing the
+//!   message, so the client sees a cut answer, never a short one that looks whole.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use crate::h1::{self, Decoder, ProtoError, RequestError, ResponseFraming, Step};
+
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Bodies of known length are read up to this much at once.
+const MAX_READ: usize = 256 * 1024;
+/// Response data frames at least this large are written from their own buffer instead
+/// of copied behind the head.
+const COPY_LIMIT: usize = 16 * 1024;
+/// A connection keeps at most this much write buffer between requests.
+const MAX_KEPT_WRITE_BUF: usize = 64 * 1024;
+
+/// Per-connection settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnConfig {
+    /// `limits.header_read_timeout`.
+    pub header_read_timeout: Duration,
+}
+
+/// A request body that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the request body: {0}")]
+    Io(#[from] io::Error),
+    #[error("request body: {0}")]
+    Proto(#[from] ProtoError),
+    #[error("the client closed the connection before the end of the request body")]
+    Closed,
+    #[error("the request body was read after its connection moved on to the next request")]
+    Stale,
+}
+
+/// The socket and what has been read from it; shared by the connection task and the
+/// body of the request it is serving.
+struct Shared {
+    io: TcpStream,
+    read: Mutex<ReadState>,
+}
+
+struct ReadState {
+    buf: BytesMut,
+    /// The current request's body framing.
+    decoder: Decoder,
+    /// Counts requests on the connection; a body from an earlier one reads nothing.
+    generation: u64,
+    /// The client sent `expect: 100-continue` and has not had its `100 Continue`.
+    continue_pending: bool,
+    /// The client closed its side.
+    eof: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ReadState> {
+        self.read.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ReadState {
+    /// One read from the socket into `buf`: `Ready(Ok(()))` when something happened
+    /// (bytes or end of stream), `Pending` when the socket has nothing yet.
+    fn poll_fill(
+        &mut self,
+        io: &TcpStream,
+        cx: &mut Context<'_>,
+        want: Option<u64>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            std::task::ready!(io.poll_read_ready(cx))?;
+            let room = want
+                .map_or(READ_CHUNK, |n| {
+                    usize::try_from(n).unwrap_or(MAX_READ).min(MAX_READ)
+                })
+                .max(READ_CHUNK);
+            if self.buf.capacity() - self.buf.len() < room / 2 {
+                self.buf.reserve(room);
+            }
+            // A read that leaves room in the buffer emptied the socket: its readiness is
+            // cleared with it (the closure's WouldBlock), as tokio's own `poll_read` does,
+            // so that the next wait goes to epoll instead of a read that finds nothing.
+            let room = self.buf.capacity() - self.buf.len();
+            let mut got = None;
+            let read = io.try_io(Interest::READABLE, || {
+                let n = io.try_read_buf(&mut self.buf)?;
+                got = Some(n);
+                if n > 0 && n < room {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            match (got, read) {
+                (Some(0), _) => {
+                    self.eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                (Some(_), _) => return Poll::Ready(Ok(())),
+                (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                (None, Err(e)) => return Poll::Ready(Err(e)),
+                (None, Ok(())) => continue,
+            }
+        }
+    }
+}
+
+/// The body of a client's request, read from the connection as it is polled.
+pub struct RequestBody {
+    /// `None` for a request without a body.
+    shared: Option<Arc<Shared>>,
+    generation: u64,
+    /// Bytes still to come when the framing says.
+    remaining: Option<u64>,
+    done: bool,
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("remaining", &self.remaining)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestBody {
+    /// A body with nothing in it (tests, requests without a body).
+    pub fn empty() -> Self {
+        Self {
+            shared: None,
+            generation: 0,
+            remaining: Some(0),
+            done: true,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let Some(shared) = this.shared.as_ref() else {
+            return Poll::Ready(None);
+        };
+        let mut st = shared.lock();
+        if st.generation != this.generation {
+            this.done = true;
+            return Poll::Ready(Some(Err(BodyError::Stale)));
+        }
+        loop {
+            let st = &mut *st;
+            match st.decoder.decode(&mut st.buf) {
+                Ok(Step::Data(data)) => {
+                    this.remaining = st.decoder.remaining();
+                    this.done = st.decoder.is_done();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::Done) => {
+                    this.done = true;
+                    this.remaining = Some(0);
+                    return Poll::Ready(None);
+                }
+                Ok(Step::NeedMore) => {}
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            if st.eof {
+                this.done = true;
+                return Poll::Ready(Some(Err(BodyError::Closed)));
+            }
+            if st.continue_pending {
+                // Tiny and first on the socket's send queue: it goes out whole or the
+                // connection is broken, and then the read below says so.
+                st.continue_pending = false;
+                let _ = shared.io.try_write(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
+            if let Err(e) = std::task::ready!(st.poll_fill(&shared.io, cx, this.remaining)) {
+                this.done = true;
+                return Poll::Ready(Some(Err(e.into())));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            _ if self.done => SizeHint::with_exact(0),
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Why waiting for a request head ended without one.
+enum HeadEnd {
+    /// The client closed the connection between requests, or shutdown began while it
+    /// was idle.
+    Closed,
+    Invalid(RequestError),
+    Timeout,
+    Io,
+}
+
+/// The head-read deadline. One timer per connection, moved only when it fires early:
+/// a request costs a clock read, not a timer-wheel insert and remove.
+struct HeadTimer {
+    timeout: Duration,
+    want: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl HeadTimer {
+    fn start(&mut self) {
+        self.want = Instant::now() + self.timeout;
+    }
+
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let want = self.want;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(want)));
+        if sleep.deadline() > want {
+            sleep.as_mut().reset(want);
+        }
+        while sleep.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= want {
+                return true;
+            }
+            sleep.as_mut().reset(want);
+        }
+        false
+    }
+}
+
+/// Serve one client connection until it closes, breaks, times out or shutdown ends it.
+/// `stop` turning true is shutdown.
+pub async fn serve_connection<H, F, B>(
+    io: TcpStream,
+    cfg: ConnConfig,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+) where
+    H: Fn(Request<RequestBody>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let shared = Arc::new(Shared {
+        io,
+        read: Mutex::new(ReadState {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            decoder: Decoder::Done,
+            generation: 0,
+            continue_pending: false,
+            eof: false,
+        }),
+    });
+    let mut out = Vec::with_capacity(4096);
+    let mut timer = HeadTimer {
+        timeout: cfg.header_read_timeout,
+        want: Instant::now(),
+        sleep: None,
+    };
+    let stop_flag = stop.clone();
+    let mut stopped = Box::pin(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    let mut stopping = false;
+    loop {
+        timer.start();
+        let head = poll_fn(|cx| {
+            let mut st = shared.lock();
+            let st = &mut *st;
+            loop {
+                if !st.buf.is_empty() {
+                    match h1::parse_request(&mut st.buf) {
+                        Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                        Ok(None) => {}
+                        Err(e) => return Poll::Ready(Err(HeadEnd::Invalid(e))),
+                    }
+                }
+                if st.eof {
+                    return Poll::Ready(Err(HeadEnd::Closed));
+                }
+                if st.buf.is_empty() && (stopping || stopped.as_mut().poll(cx).is_ready()) {
+                    stopping = true;
+                    return Poll::Ready(Err(HeadEnd::Closed));
+                }
+                match st.poll_fill(&shared.io, cx, None) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(Err(HeadEnd::Io)),
+                    Poll::Pending if timer.poll_expired(cx) => {
+                        return Poll::Ready(Err(HeadEnd::Timeout))
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(HeadEnd::Closed | HeadEnd::Io) => break,
+            Err(HeadEnd::Timeout) => {
+                let why = "shadowgate: request head not received within limits.header_read_timeout";
+                refuse(&shared, &mut out, StatusCode::REQUEST_TIMEOUT, why).await;
+                break;
+            }
+            Err(HeadEnd::Invalid(e)) => {
+                tracing::debug!(error = %e, "refused a request head");
+                let why = format!("shadowgate: {e}");
+                refuse(&shared, &mut out, e.status(), &why).await;
+                break;
+            }
+        };
+
+        let generation = {
+            let mut st = shared.lock();
+            st.generation += 1;
+            st.decoder = head.body.clone();
+            st.continue_pending = head.expect_continue;
+            st.generation
+        };
+        let body = if head.body.is_done() {
+            RequestBody::empty()
+        } else {
+            RequestBody {
+                shared: Some(shared.clone()),
+                generation,
+                remaining: head.body.remaining(),
+                done: false,
+            }
+        };
+        let method = head.method.clone();
+        let version = head.version;
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.uri;
+        *req.version_mut() = version;
+        *req.headers_mut() = head.headers;
+
+        let resp = handler(req).await;
+
+        let body_read = {
+            let mut st = shared.lock();
+            let read = st.decoder.is_done();
+            // Whatever still holds the body reads nothing more from this connection.
+            st.generation += 1;
+            st.continue_pending = false;
+            read
+        };
+        stopping = stopping || *stop_flag.borrow();
+        let close = !head.keep_alive || !body_read || stopping;
+        match write_response(&shared.io, &mut out, resp, &method, version, close).await {
+            Ok(true) if !close => {}
+            _ => break,
+        }
+        if out.capacity() > MAX_KEPT_WRITE_BUF {
+            out = Vec::with_capacity(4096);
+        }
+    }
+    // Close our side first, so that a client still sending gets our answer and a FIN,
+    // not a reset.
+    if let Ok(shared) = Arc::try_unwrap(shared) {
+        let mut io = shared.io;
+        let _ = io.shutdown().await;
+    }
+}
+
+/// Answer a head the connection will not serve, then the caller closes it.
+async fn refuse(shared: &Shared, out: &mut Vec<u8>, status: StatusCode, why: &str) {
+    out.clear();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h1::encode_response_head(
+        out,
+        status,
+        &headers,
+        ResponseFraming::Length(why.len() as u64),
+        Some(b"close"),
+        &http_date(),
+    );
+    out.extend_from_slice(why.as_bytes());
+    let _ = write_all(&shared.io, out).await;
+}
+
+/// Write a response; `Ok(true)` when the message went out whole and framed so that the
+/// connection can carry another.
+async fn write_response<B>(
+    io: &TcpStream,
+    out: &mut Vec<u8>,
+    resp: Response<B>,
+    method: &Method,
+    version: Version,
+    close: bool,
+) -> io::Result<bool>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (parts, mut body) = resp.into_parts();
+    let framing = ResponseFraming::choose(method, version, parts.status, body.size_hint().exact());
+    let date = if parts.headers.contains_key(header::DATE) {
+        Vec::new()
+    } else {
+        http_date()
+    };
+    // HTTP/1.0 clients keep a connection only when told.
+    let connection: Option<&[u8]> = if close || framing == ResponseFraming::Close {
+        Some(b"close")
+    } else if version == Version::HTTP_10 {
+        Some(b"keep-alive")
+    } else {
+        None
+    };
+    out.clear();
+    h1::encode_response_head(
+        out,
+        parts.status,
+        &parts.headers,
+        framing,
+        connection,
+        &date,
+    );
+    if framing == ResponseFraming::None {
+        write_all(io, out).await?;
+        return Ok(true);
+    }
+    let mut sent: u64 = 0;
+    loop {
+        // Gather every frame that is ready behind the head; write when the body has to
+        // wait or the gathered bytes are many.
+        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                write_all(io, out).await?;
+                out.clear();
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers are not forwarded
+            },
+            Some(Err(e)) => {
+                // Cut the message: whatever went out stays short of its framing.
+                tracing::debug!(error = %e, "response body failed; closing the connection");
+                write_all(io, out).await?;
+                return Ok(false);
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        if let ResponseFraming::Length(n) = framing {
+            if sent > n {
+                tracing::warn!(declared = n, "response body longer than its length; cut");
+                write_all(io, out).await?;
+                return Ok(false);
+            }
+        }
+        if framing == ResponseFraming::Chunked {
+            h1::encode_chunk_head(out, data.len());
+        }
+        if data.len() >= COPY_LIMIT {
+            write_all(io, out).await?;
+            out.clear();
+            write_all(io, &data).await?;
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if framing == ResponseFraming::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= MAX_KEPT_WRITE_BUF {
+            write_all(io, out).await?;
+            out.clear();
+        }
+    }
+    let whole = match framing {
+        ResponseFraming::Length(n) => sent == n,
+        ResponseFraming::Chunked => {
+            out.extend_from_slice(h1::CHUNKED_END);
+            true
+        }
+        ResponseFraming::Close => false,
+        ResponseFraming::None => true,
+    };
+    write_all(io, out).await?;
+    Ok(whole)
+}
+
+/// Write all of `buf`, waiting for the socket only when it is full.
+async fn write_all(io: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match io.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => io.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Today's `date` header value, formatted once a second per thread.
+fn http_date() -> Vec<u8> {
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, Vec<u8>)> = const { std::cell::RefCell::new((0, Vec::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs || c.1.is_empty() {
+            *c = (secs, httpdate::fmt_http_date(now).into_bytes());
+        }
+        c.1.clone()
+    })
+}
