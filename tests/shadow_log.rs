@@ -733,29 +733,40 @@ fn child_writes_until_killed() {
     std::process::abort();
 }
 
+/// Start a writer in a child process, let it close a few files, and SIGKILL it. The
+/// child rolls a file every ~10 ms, so the kill can land between one file's rename and
+/// the next one's creation: that run leaves no open file to recover and is repeated.
+fn kill_writer_mid_file() -> (tempfile::TempDir, Tree) {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_writes_until_killed",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("SHADOW_KILL_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("closed files and an open one", || {
+            let t = tree(dir.path());
+            t.visible.len() >= 3 && !t.temp.is_empty()
+        });
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let t = tree(dir.path());
+        if !t.temp.is_empty() {
+            return (dir, t);
+        }
+    }
+    panic!("five kills in a row landed between files");
+}
+
 #[test]
 fn kill_9_mid_write_leaves_only_complete_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_writes_until_killed",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("SHADOW_KILL_DIR", dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("closed files and an open one", || {
-        let t = tree(dir.path());
-        t.visible.len() >= 3 && !t.temp.is_empty()
-    });
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-
-    let t = tree(dir.path());
-    assert!(!t.temp.is_empty());
+    let (dir, t) = kill_writer_mid_file();
     for f in &t.visible {
         let rows: usize = read_file(f).iter().map(RecordBatch::num_rows).sum();
         assert_eq!(rows, 100, "{}", f.display());
