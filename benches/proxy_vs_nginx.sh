@@ -29,6 +29,11 @@
 # Environment: QUICK=1; DURATION (s per run, 10); REPS (3); CONNS (16); MEM_SECONDS
 # (120); SLOW_CONNS (8), SLOW_DELAY_MS (10: wrk pauses this long between a response and
 # the next request on a connection, so the 50 ms row is not a saturation test);
+# EQUAL_CONNS (32), EQUAL_DELAY_MS (1): row 1 again with that pause, so both proxies get
+# the same offered load, about half of what one core serves. Latency is compared there
+# too: at saturation the proxy that needs less CPU lets wrk push more requests per
+# second through the load core, which wrk and the upstreams share, and its p99 grows
+# with that core's queueing, not with the proxy's;
 # PROFILE ("sg_plain ng_plain ...": one extra run each under `perf record -e cpu-clock
 # --call-graph dwarf`, flat and caller reports to benches/proxy/profile-NAME.txt);
 # PROFILE_ONLY=1 (only those runs: no table, no memory run);
@@ -60,6 +65,8 @@ CONNS=${CONNS:-16}
 SG_THREADS=${SG_THREADS-1}
 SLOW_CONNS=${SLOW_CONNS:-8}
 SLOW_DELAY_MS=${SLOW_DELAY_MS:-10}
+EQUAL_CONNS=${EQUAL_CONNS:-32}
+EQUAL_DELAY_MS=${EQUAL_DELAY_MS:-1}
 SLOW_TARGET_MS=50
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
@@ -144,6 +151,8 @@ wrk.headers["Content-Type"] = "application/json"
 EOF
 cp "$WORK/post.lua" "$WORK/post_paced.lua"
 echo "function delay() return $SLOW_DELAY_MS end" >>"$WORK/post_paced.lua"
+cp "$WORK/post.lua" "$WORK/post_equal.lua"
+echo "function delay() return $EQUAL_DELAY_MS end" >>"$WORK/post_equal.lua"
 
 # One nginx instance: own prefix, pid file, error log, loopback port; `daemon off` so
 # the pid we hold is the master's. $1 name, $2 cpu, $3 http{} body.
@@ -310,6 +319,11 @@ if [[ -n $SHADOWGATE_B ]]; then # A/B of two builds: row 1 runs this one too, in
   PORT[sgB_plain]=$((BASE_PORT + n)); DESC[sgB_plain]="shadowgate B ($SHADOWGATE_B), sampling off"
 fi
 PORT[sg_paced]=${PORT[sg_plain]}; PID_sg_paced=$PID_sg_plain
+# Plain proxying again, at the same offered load for both (below saturation).
+PORT[sg_eq]=${PORT[sg_plain]}; PID_sg_eq=$PID_sg_plain
+PORT[ng_eq]=${PORT[ng_plain]}; PID_ng_eq=$PID_ng_plain
+DESC[sg_eq]="shadowgate, sampling off, same offered load"
+DESC[ng_eq]="nginx keep-alive reverse proxy, same offered load"
 
 for p in "$P_PRIMARY" "$P_BASELINE" "$P_CANARY"; do wait_http "http://127.0.0.1:$p/__status"; done
 wait_http "http://127.0.0.1:$P_SLOW/__count"
@@ -466,7 +480,11 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date +%s)
 log "load average at start: $LOAD_START; $REPS runs of ${DURATION}s per cell, $CONNS connections"
 has_row() { [[ " $ROWS " == *" $1 "* ]]; }
-if has_row 1; then log "row 1: plain proxying"; group "$WORK/post.lua" "$CONNS" sg_plain ng_plain ${SHADOWGATE_B:+sgB_plain}; fi
+if has_row 1; then
+  log "row 1: plain proxying"; group "$WORK/post.lua" "$CONNS" sg_plain ng_plain ${SHADOWGATE_B:+sgB_plain}
+  log "row 1, same offered load: $EQUAL_CONNS connections, ${EQUAL_DELAY_MS} ms pause"
+  group "$WORK/post_equal.lua" "$EQUAL_CONNS" sg_eq ng_eq
+fi
 if has_row 2; then log "row 2: 10% mirrored (+ shadow log)"; group "$WORK/post.lua" "$CONNS" sg_m10 ng_m10 sg_m10log; fi
 if has_row 3; then log "rows 3+5: 100% mirrored, reuse_primary"; group "$WORK/post.lua" "$CONNS" sg_m100 ng_m100 sg_m100reuse; fi
 if has_row 4; then log "row 4: 50 ms shadow target, paced load"; group "$WORK/post_paced.lua" "$SLOW_CONNS" sg_slow sg_paced ng_slow; fi
@@ -533,11 +551,11 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo "Run $(date -u +%Y-%m-%dT%H:%MZ), ${ELAPSED}s: $NCPU × $CPU_MODEL, Linux $(uname -r), $("$NGINX" -v 2>&1 | sed 's/.*: //'), wrk $(wrk --version 2>&1 | head -1 | awk '{print $2}'), shadowgate $("$SHADOWGATE" --version 2>/dev/null | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))."
   echo "Load average (1/5/15 min) at start $LOAD_START, at end $LOAD_END (other work was running on the machine)."
   echo "Each proxy pinned to CPU $PROXY_CPU with one worker; wrk (1 thread) and the upstreams on CPU $LOAD_CPU (50 ms upstream: CPU $SLOW_CPU)."
-  echo "$REPS interleaved runs of ${DURATION}s per cell, medians; $CONNS keep-alive connections (50 ms rows: $SLOW_CONNS, ${SLOW_DELAY_MS} ms pause between requests)."
+  echo "$REPS interleaved runs of ${DURATION}s per cell, medians; $CONNS keep-alive connections (same offered load: $EQUAL_CONNS, ${EQUAL_DELAY_MS} ms pause between requests; 50 ms rows: $SLOW_CONNS, ${SLOW_DELAY_MS} ms pause)."
   echo
   echo "| config | req/s | CPU µs/req | p50 ms | p99 ms | upstream calls per request (primary / baseline / canary / 50 ms) | new upstream connections per request | errors |"
   echo "|---|---:|---:|---:|---:|---|---:|---:|"
-  for name in sg_plain ng_plain sgB_plain sg_m10 ng_m10 sg_m10log sg_m100 ng_m100 sg_m100reuse sg_slow sg_paced ng_slow; do
+  for name in sg_plain ng_plain sgB_plain sg_eq ng_eq sg_m10 ng_m10 sg_m10log sg_m100 ng_m100 sg_m100reuse sg_slow sg_paced ng_slow; do
     ran "$name" || continue
     conns=$(awk -v a="$(per_req "$name" conns_primary)" -v b="$(per_req "$name" conns_baseline)" \
       -v c="$(per_req "$name" conns_canary)" -v d="$(per_req "$name" conns_slow)" 'BEGIN { printf "%.2f", a + b + c + d }')
@@ -554,7 +572,9 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   compare "plain proxying: CPU µs/req" sg_plain ng_plain cpu_us_per_req 1 "≤ 1.0 × nginx" 1.0
   compare "A/B: shadowgate against shadowgate B, CPU µs/req" sg_plain sgB_plain cpu_us_per_req 1 "" ""
   compare "A/B: shadowgate B against nginx, CPU µs/req" sgB_plain ng_plain cpu_us_per_req 1 "" ""
-  compare "plain proxying: p99 ms" sg_plain ng_plain p99_ms 2 "≤ nginx" 1.0
+  compare "plain proxying, saturated: p99 ms" sg_plain ng_plain p99_ms 2 "≤ nginx" 1.0
+  compare "plain proxying, same offered load: p99 ms" sg_eq ng_eq p99_ms 2 "≤ nginx" 1.0
+  compare "plain proxying, same offered load: CPU µs/req" sg_eq ng_eq cpu_us_per_req 1 "≤ 1.0 × nginx" 1.0
   compare "10% mirrored: CPU µs/req" sg_m10 ng_m10 cpu_us_per_req 1 "≤ 0.8 × nginx" 0.8
   compare "10% mirrored, shadow log on: CPU µs/req" sg_m10log ng_m10 cpu_us_per_req 1 "≤ 0.8 × nginx" 0.8
   compare "100% mirrored: CPU µs/req" sg_m100 ng_m100 cpu_us_per_req 1 "≤ 0.5 × nginx" 0.5

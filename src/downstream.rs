@@ -15,8 +15,8 @@
 //! - A malformed head gets `400`, a head over 64 KiB or 100 fields `431`, and the
 //!   connection closes; nothing reaches the model server.
 //! - `limits.header_read_timeout` bounds the wait for a whole head, counted from when the
-//!   connection starts waiting for one (an idle keep-alive connection included); at the
-//!   end the client gets `408` and the connection closes.
+//!   connection starts waiting for one. A client that sent part of a head gets `408`; an
+//!   idle keep-alive connection is closed without a word (as hyper's server did).
 //! - A request whose body the proxy did not read to the end (it answered early, e.g.
 //!   `413`) is answered with `connection: close`.
 //! - On shutdown, idle connections close; a connection busy with a request finishes it
@@ -343,8 +343,15 @@ pub async fn serve_connection<H, F, B>(
                 match st.poll_fill(&shared.io, cx, None) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(_)) => return Poll::Ready(Err(HeadEnd::Io)),
+                    // Idle (nothing of a head yet): close quietly, as for a client that
+                    // went away; a 408 there could be read as the answer to a request
+                    // the client sends at the same moment.
                     Poll::Pending if timer.poll_expired(cx) => {
-                        return Poll::Ready(Err(HeadEnd::Timeout))
+                        return Poll::Ready(Err(if st.buf.is_empty() {
+                            HeadEnd::Closed
+                        } else {
+                            HeadEnd::Timeout
+                        }))
                     }
                     Poll::Pending => return Poll::Pending,
                 }

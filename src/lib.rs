@@ -10,8 +10,10 @@
 //!
 //! - [`config`]: the TOML contract, environment overrides, validation.
 //! - [`serve`]: wiring of everything below; ordered shutdown.
+//! - [`downstream`]: the proxy port's HTTP/1.1 connections from clients.
 //! - [`proxy`]: the primary path (forward, stream back, offer to the sampler).
 //! - [`upstream`]: the HTTP/1.1 client and keep-alive pools for primary, baseline, canary.
+//! - [`h1`]: the HTTP/1.1 wire format both sides share (heads, body framing).
 //! - [`sampler`]: pure decision, mirror this request or not.
 //! - [`ids`]: request ids (UUIDv7) for requests that arrive without one.
 //! - [`mirror`]: bounded shadow tasks calling baseline and canary.
