@@ -92,6 +92,7 @@ need_apt=()
 command -v nginx >/dev/null || need_apt+=(nginx-light)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v curl >/dev/null || need_apt+=(curl)
+[[ -x /usr/bin/time ]] || need_apt+=(time)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
@@ -369,18 +370,24 @@ to_ms() { # wrk duration (12.3us, 1.2ms, 1.5s, 2.0m) -> ms
 }
 
 RUNS="$WORK/runs.csv"
-echo "round,name,rps,requests,cpu_us_per_req,p50_ms,p99_ms,errors,primary,baseline,canary,slow,conns_primary,conns_baseline,conns_canary,conns_slow" >"$RUNS"
+echo "round,name,rps,requests,cpu_us_per_req,p50_ms,p99_ms,load_us_per_req,errors,primary,baseline,canary,slow,conns_primary,conns_baseline,conns_canary,conns_slow" >"$RUNS"
 
 # One wrk run against one contestant; appends a line to runs.csv.
 measure() { # round name duration script conns
   local round=$1 name=$2 dur=$3 script=$4 conns=$5
   local pidvar="PID_$name" pid port=${PORT[$name]}
   pid=${!pidvar}
-  local c0 c1 out before after
+  local c0 c1 u0 u1 out before after
   before=($(counters))
   c0=$(proc_ticks "$pid")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${dur}s" --latency -s "$script" \
+  u0=$(proc_ticks "$PID_up_primary")
+  # The load core's work per request too: wrk's own CPU (GNU time) and the primary
+  # upstream's. At saturation a proxy that needs less CPU lets more requests through
+  # that core, and latency queues there.
+  out=$(taskset -c "$LOAD_CPU" /usr/bin/time -f "%U %S" -o "$WORK/wrk-time.txt" \
+    wrk -t1 -c"$conns" -d"${dur}s" --latency -s "$script" \
     "http://127.0.0.1:$port/v1/embeddings" 2>&1)
+  u1=$(proc_ticks "$PID_up_primary")
   # shadow work still running after the client run ends is the proxy's cost too
   sleep 0.3
   c1=$(proc_ticks "$pid")
@@ -400,10 +407,11 @@ measure() { # round name duration script conns
   p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   errors=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' <<<"$out")
   [[ -n $requests && $requests -gt 0 ]] || die "wrk against $name: $out"
-  local cpu
+  local cpu load
   cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
-  echo "$round,$name,$rps,$requests,$cpu,$p50,$p99,$errors$deltas" >>"$RUNS"
-  log "  $name: $rps req/s, $cpu µs CPU/req, p50 $p50 ms, p99 $p99 ms, errors $errors, upstream requests,connections p/b/c/slow ${deltas#,}"
+  load=$(awk -v t=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$requests" '{ u = $1; s = $2 } END { printf "%.2f", (u + s + t / hz) * 1e6 / n }' "$WORK/wrk-time.txt")
+  echo "$round,$name,$rps,$requests,$cpu,$p50,$p99,$load,$errors$deltas" >>"$RUNS"
+  log "  $name: $rps req/s, $cpu µs CPU/req, p50 $p50 ms, p99 $p99 ms, load core $load µs/req (wrk + primary), errors $errors, upstream requests,connections p/b/c/slow ${deltas#,}"
 }
 
 # A group of contestants measured in turn (A B C A B C ...), after a 1 s warm-up each.
@@ -553,15 +561,16 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo "Each proxy pinned to CPU $PROXY_CPU with one worker; wrk (1 thread) and the upstreams on CPU $LOAD_CPU (50 ms upstream: CPU $SLOW_CPU)."
   echo "$REPS interleaved runs of ${DURATION}s per cell, medians; $CONNS keep-alive connections (same offered load: $EQUAL_CONNS, ${EQUAL_DELAY_MS} ms pause between requests; 50 ms rows: $SLOW_CONNS, ${SLOW_DELAY_MS} ms pause)."
   echo
-  echo "| config | req/s | CPU µs/req | p50 ms | p99 ms | upstream calls per request (primary / baseline / canary / 50 ms) | new upstream connections per request | errors |"
-  echo "|---|---:|---:|---:|---:|---|---:|---:|"
+  echo "| config | req/s | CPU µs/req | p50 ms | p99 ms | load core µs/req (wrk + primary) | upstream calls per request (primary / baseline / canary / 50 ms) | new upstream connections per request | errors |"
+  echo "|---|---:|---:|---:|---:|---:|---|---:|---:|"
   for name in sg_plain ng_plain sgB_plain sg_eq ng_eq sg_m10 ng_m10 sg_m10log sg_m100 ng_m100 sg_m100reuse sg_slow sg_paced ng_slow; do
     ran "$name" || continue
     conns=$(awk -v a="$(per_req "$name" conns_primary)" -v b="$(per_req "$name" conns_baseline)" \
       -v c="$(per_req "$name" conns_canary)" -v d="$(per_req "$name" conns_slow)" 'BEGIN { printf "%.2f", a + b + c + d }')
-    printf '| %s | %s | %s | %s | %s | %s / %s / %s / %s | %s | %s |\n' "${DESC[$name]}" \
+    printf '| %s | %s | %s | %s | %s | %s | %s / %s / %s / %s | %s | %s |\n' "${DESC[$name]}" \
       "$(fmt "$(col "$name" rps)" 0)" "$(fmt "$(col "$name" cpu_us_per_req)" 1)" \
       "$(fmt "$(col "$name" p50_ms)" 2)" "$(fmt "$(col "$name" p99_ms)" 2)" \
+      "$(fmt "$(col "$name" load_us_per_req)" 1)" \
       "$(fmt "$(per_req "$name" primary)")" "$(fmt "$(per_req "$name" baseline)")" \
       "$(fmt "$(per_req "$name" canary)")" "$(fmt "$(per_req "$name" slow)")" \
       "$conns" "$(fmt "$(col "$name" errors)" 0)"
