@@ -43,10 +43,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::h1::{self, Decoder, ProtoError, RequestError, ResponseFraming, Step};
 
-/// Room made in the read buffer before each read.
+/// A client connection's read buffer starts at, and grows by at least, this much.
 const READ_CHUNK: usize = 8 * 1024;
-/// Bodies of known length are read up to this much at once.
-const MAX_READ: usize = 256 * 1024;
 /// Response data frames at least this large are written from their own buffer instead
 /// of copied behind the head.
 const COPY_LIMIT: usize = 16 * 1024;
@@ -109,14 +107,7 @@ impl ReadState {
     ) -> Poll<io::Result<()>> {
         loop {
             std::task::ready!(io.poll_read_ready(cx))?;
-            let room = want
-                .map_or(READ_CHUNK, |n| {
-                    usize::try_from(n).unwrap_or(MAX_READ).min(MAX_READ)
-                })
-                .max(READ_CHUNK);
-            if self.buf.capacity() - self.buf.len() < room / 2 {
-                self.buf.reserve(room);
-            }
+            h1::reserve_read(&mut self.buf, want, READ_CHUNK);
             // A read that leaves room in the buffer emptied the socket: its readiness is
             // cleared with it (the closure's WouldBlock), as tokio's own `poll_read` does,
             // so that the next wait goes to epoll instead of a read that finds nothing.

@@ -478,6 +478,23 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, ProtoError> {
     }
 }
 
+/// Most room made for one read of a body whose length is known, so a large body (a
+/// batch of embeddings) takes few reads.
+pub const MAX_READ: usize = 256 * 1024;
+
+/// Make room in a connection's read buffer for the next read: a quarter of `chunk`, or as
+/// much of a body's known `rest` as [`MAX_READ`] allows. The buffer's unused tail is
+/// reused while it is large enough; a new allocation is at least `chunk`. Both sides of
+/// the proxy read this way.
+pub fn reserve_read(buf: &mut BytesMut, rest: Option<u64>, chunk: usize) {
+    let want = rest.map_or(chunk / 4, |n| {
+        usize::try_from(n).map_or(MAX_READ, |n| n.clamp(chunk / 4, MAX_READ))
+    });
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want.max(chunk));
+    }
+}
+
 /// A request head a client sent that cannot be served; the answer names why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {

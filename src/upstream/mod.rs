@@ -53,10 +53,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read buffers grow by this much; many small responses share one allocation.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Most room made for one read of a body whose length is known, so a large answer (a
-/// batch of embeddings) takes few reads; a pooled connection does not keep more.
-const MAX_READ: usize = 256 * 1024;
-
 /// A write buffer larger than this after a request (a big body went out) is not kept.
 const MAX_KEPT_WRITE_BUF: usize = 64 * 1024;
 
@@ -445,7 +441,7 @@ async fn read_head(conn: &mut Conn, method: &Method) -> Result<h1::ResponseHead,
                     && head.status != http::StatusCode::SWITCHING_PROTOCOLS => {}
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {
-                reserve(&mut conn.read, None);
+                h1::reserve_read(&mut conn.read, None, READ_CHUNK);
                 match conn.io.read_buf(&mut conn.read).await {
                     Ok(0) if !got_any => return Err(ReadHeadError::Closed),
                     Ok(0) => {
@@ -481,18 +477,6 @@ fn is_closed(e: &(dyn StdError + 'static)) -> bool {
 async fn write_all(io: &mut Stream, bytes: &[u8]) -> io::Result<()> {
     io.write_all(bytes).await?;
     io.flush().await
-}
-
-/// Room for the next read: a quarter of [`READ_CHUNK`], or as much of a body's known
-/// rest as [`MAX_READ`] allows. The buffer's unused tail is reused while it is large
-/// enough, so small answers share one allocation.
-fn reserve(buf: &mut BytesMut, rest: Option<u64>) {
-    let want = rest.map_or(READ_CHUNK / 4, |n| {
-        usize::try_from(n).map_or(MAX_READ, |n| n.clamp(READ_CHUNK / 4, MAX_READ))
-    });
-    if buf.capacity() - buf.len() < want {
-        buf.reserve(want.max(READ_CHUNK));
-    }
 }
 
 impl Pool {
@@ -650,7 +634,7 @@ impl Body for PooledBody {
                     return Poll::Ready(Some(Err(e.into())));
                 }
             }
-            reserve(&mut conn.read, this.decoder.remaining());
+            h1::reserve_read(&mut conn.read, this.decoder.remaining(), READ_CHUNK);
             match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.read) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
