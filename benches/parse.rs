@@ -30,15 +30,27 @@ fn values(dim: usize) -> Vec<f32> {
 /// widened to float64 (up to 17 significant digits), as the OpenAI API does; compact as
 /// most OpenAI-compatible servers send it, or indented as api.openai.com does.
 fn openai_body(values: &[f32], base64: bool, pretty: bool) -> Vec<u8> {
-    let embedding = if base64 {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
-    } else {
-        Value::from(values.iter().map(|&v| v as f64).collect::<Vec<_>>())
+    openai_batch_body(&[values.to_vec()], base64, pretty)
+}
+
+/// An OpenAI body with one `data` element per item, as a batched request gets.
+fn openai_batch_body(items: &[Vec<f32>], base64: bool, pretty: bool) -> Vec<u8> {
+    let embedding = |values: &[f32]| {
+        if base64 {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+        } else {
+            Value::from(values.iter().map(|&v| v as f64).collect::<Vec<_>>())
+        }
     };
+    let data: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::json!({"object": "embedding", "index": i, "embedding": embedding(v)}))
+        .collect();
     let doc = serde_json::json!({
         "object": "list",
-        "data": [{"object": "embedding", "index": 0, "embedding": embedding}],
+        "data": data,
         "model": "text-embedding-3-small",
         "usage": {"prompt_tokens": 8, "total_tokens": 8}
     });
@@ -108,7 +120,7 @@ fn bench(c: &mut Criterion) {
         for &dim in dims {
             let body = openai_body(&values(dim), base64, pretty);
             assert_eq!(
-                extractor.parse(&body).expect("parse").embedding,
+                extractor.parse(&body).expect("parse").embedding(0),
                 via_value(&body)
             );
             let mut scratch = Vec::with_capacity(body.len());
@@ -128,5 +140,38 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Per-item cost of a batch: N items in one answer against N single answers, with
+/// throughput in elements (items), so the report reads as items per second.
+fn bench_batches(c: &mut Criterion) {
+    let extractor = Extractor::new(Protocol::OpenAi, "", "").expect("extractor");
+    for dim in [384usize, 768] {
+        let mut group = c.benchmark_group(format!("openai_batch_{dim}"));
+        for n in [1usize, 8, 32] {
+            let items: Vec<Vec<f32>> = (0..n).map(|i| values(dim + i)[..dim].to_vec()).collect();
+            let batch = openai_batch_body(&items, false, false);
+            let singles: Vec<Vec<u8>> =
+                items.iter().map(|v| openai_body(v, false, false)).collect();
+            let out = extractor.parse(&batch).expect("parse");
+            assert_eq!(out.items(), n);
+            for (i, single) in singles.iter().enumerate() {
+                let one = extractor.parse(single).expect("parse");
+                assert_eq!(out.embedding(i), one.embedding(0));
+            }
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_with_input(BenchmarkId::new("batch", n), &batch, |b, body| {
+                b.iter(|| extractor.parse(black_box(body)).expect("parse"))
+            });
+            group.bench_with_input(BenchmarkId::new("singles", n), &singles, |b, bodies| {
+                b.iter(|| {
+                    for body in bodies {
+                        black_box(extractor.parse(black_box(body)).expect("parse"));
+                    }
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench, bench_batches);
 criterion_main!(benches);

@@ -90,6 +90,8 @@ impl Gen {
         let canary_ok = i % 100 != 0;
         ShadowRecord {
             request_id: format!("req-{i:010}"),
+            // Batches of 8, as the pyarrow peer writes them.
+            item: (i % 8) as u32,
             ts_micros: BASE_TS + i as i64 * 1000,
             model: Arc::clone(&self.model),
             pod: Arc::clone(&self.pod),

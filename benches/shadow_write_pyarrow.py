@@ -72,6 +72,7 @@ def schema():
     return pa.schema(
         [
             pa.field("request_id", pa.string(), nullable=False),
+            pa.field("item", pa.int32(), nullable=False),
             pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
             s("model"), s("pod"), s("baseline_version"), s("canary_version"),
             s("input_hash"), s("input"), s("baseline_prediction"), s("canary_prediction"),
@@ -81,7 +82,7 @@ def schema():
             pa.field("sample_rate", pa.float32(), nullable=False),
             pa.field("baseline_embedding", emb), pa.field("canary_embedding", emb),
         ],
-        metadata={"shadowgate.schema_version": "1"},
+        metadata={"shadowgate.schema_version": "2"},
     )
 
 
@@ -107,6 +108,7 @@ def chunk(lo, hi, dim, pool, sch):
     canary_label = (i + (i % 20 == 0)) % 10
     cols = {
         "request_id": pa.array([f"req-{k:010d}" for k in range(lo, hi)]),
+        "item": pa.array(i % 8, pa.int32()),
         "ts": pa.array(BASE_TS + i * 1000, pa.timestamp("us", tz="UTC")),
         "model": rep("llm-inference"),
         "pod": rep("bench-pod-0"),

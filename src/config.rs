@@ -104,9 +104,18 @@ pub struct ShadowConfig {
     pub max_per_second: u32,
     /// Concurrent shadow comparisons; over it, a sample is dropped and counted.
     pub max_in_flight: usize,
-    /// Limit per shadow call, connect to last byte.
+    /// Limit per shadow call, connect to last byte, for a request of one input. A batch
+    /// of N inputs gets `timeout + (N - 1) * timeout_per_item`, at most `primary.timeout`.
     #[serde(with = "duration_str")]
     pub timeout: Duration,
+    /// What each further input of a batched request adds to `timeout`. A model server's
+    /// time for a batch grows about linearly with its inputs (one padded forward pass), so
+    /// a fixed limit either cuts batches short or is lax for single inputs.
+    #[serde(with = "duration_str")]
+    pub timeout_per_item: Duration,
+    /// Requests with more inputs than this are not mirrored (counted as `invalid`, reason
+    /// `too_many_items`); an answer with more items is refused the same way.
+    pub max_batch_items: usize,
     /// Only these methods are mirrored (inference calls are POSTs).
     pub methods: Vec<String>,
     /// Path prefixes to mirror; empty = all paths.
@@ -139,6 +148,11 @@ impl Default for ShadowConfig {
             max_per_second: 50,
             max_in_flight: 64,
             timeout: Duration::from_secs(2),
+            // all-MiniLM-L6-v2 on one CPU core embeds a 256-token input in ~60 ms; 100 ms
+            // leaves room for a busy node. A batch of 32 then gets 5.1 s.
+            timeout_per_item: Duration::from_millis(100),
+            // OpenAI's own cap on inputs per embeddings request.
+            max_batch_items: crate::protocol::DEFAULT_MAX_ITEMS,
             methods: vec!["POST".into()],
             paths: Vec::new(),
             protocol: Protocol::OpenAi,
@@ -494,6 +508,12 @@ impl Config {
             bad(
                 "shadow.timeout",
                 "must be greater than 0, e.g. \"2s\"".into(),
+            );
+        }
+        if self.shadow.max_batch_items == 0 {
+            bad(
+                "shadow.max_batch_items",
+                "must be at least 1, e.g. 2048 (OpenAI's cap on inputs per request)".into(),
             );
         }
         if self.primary.timeout.is_zero() {

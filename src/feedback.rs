@@ -430,13 +430,13 @@ impl Feedback {
     pub fn predictions(
         &self,
         request_id: &str,
-        baseline: Option<String>,
-        canary: Option<String>,
+        items: Vec<(Option<String>, Option<String>)>,
         now: Instant,
     ) {
-        self.upsert(request_id, now, |e| {
-            e.predictions = Some(Box::new((baseline, canary)))
-        });
+        let Some(first) = items.into_iter().next() else {
+            return;
+        };
+        self.upsert(request_id, now, |e| e.predictions = Some(Box::new(first)));
     }
 
     fn upsert(&self, request_id: &str, now: Instant, update: impl FnOnce(&mut Slot)) {
@@ -619,7 +619,7 @@ mod tests {
             } else {
                 "dog"
             };
-            f.predictions(&id, Some(b.into()), Some(c.into()), now);
+            f.predictions(&id, vec![(Some(b.into()), Some(c.into()))], now);
         }
         for i in 0..10 {
             assert_eq!(f.label(&format!("r{i}"), "cat", now), JoinResult::Joined);

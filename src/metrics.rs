@@ -53,6 +53,62 @@ impl PairOutcome {
     }
 }
 
+/// Why a pair counts as `invalid` (`model_embedding_invalid_pairs_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidReason {
+    /// Baseline and canary answered with different numbers of items.
+    ItemCount,
+    /// An answer's item count differs from the request's input count.
+    InputCount,
+    /// The two embeddings of an item have different lengths.
+    Dimension,
+    /// An embedding holds NaN or an infinity.
+    NonFinite,
+    /// An embedding is all zeros (cosine undefined).
+    ZeroVector,
+    /// An answer was 2xx but held no readable embeddings.
+    BadAnswer,
+    /// The request rewrite could not read the incoming request.
+    Rewrite,
+    /// The request carries no inputs.
+    EmptyBatch,
+    /// More inputs than `shadow.max_batch_items`.
+    TooManyItems,
+}
+
+impl InvalidReason {
+    pub const ALL: [InvalidReason; 9] = [
+        InvalidReason::ItemCount,
+        InvalidReason::InputCount,
+        InvalidReason::Dimension,
+        InvalidReason::NonFinite,
+        InvalidReason::ZeroVector,
+        InvalidReason::BadAnswer,
+        InvalidReason::Rewrite,
+        InvalidReason::EmptyBatch,
+        InvalidReason::TooManyItems,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidReason::ItemCount => "item_count",
+            InvalidReason::InputCount => "input_count",
+            InvalidReason::Dimension => "dimension",
+            InvalidReason::NonFinite => "non_finite",
+            InvalidReason::ZeroVector => "zero_vector",
+            InvalidReason::BadAnswer => "bad_answer",
+            InvalidReason::Rewrite => "rewrite",
+            InvalidReason::EmptyBatch => "empty_batch",
+            InvalidReason::TooManyItems => "too_many_items",
+        }
+    }
+}
+
+/// Edges of `shadowgate_shadow_batch_items`: powers of two up to OpenAI's 2048 cap.
+pub const BATCH_ITEMS_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+];
+
 /// Which shadow target (`target` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -144,7 +200,10 @@ impl PrimaryMetrics {
 /// Drift series for the one (model, baseline, canary) triple this sidecar compares.
 #[derive(Clone)]
 pub struct DriftMetrics {
+    /// Per item of each mirrored request, by [`PairOutcome`].
     pairs: Vec<IntCounter>,
+    /// By [`InvalidReason`].
+    invalid: Vec<IntCounter>,
     pub distance: Histogram,
     pub distance_squared: Counter,
     pub self_distance: Histogram,
@@ -166,6 +225,12 @@ pub struct DriftMetrics {
 impl DriftMetrics {
     pub fn pair(&self, outcome: PairOutcome) -> &IntCounter {
         &self.pairs[outcome as usize]
+    }
+
+    /// `n` pairs that are `invalid` for `reason`: counted under both series.
+    pub fn invalid(&self, reason: InvalidReason, n: u64) {
+        self.pairs[PairOutcome::Invalid as usize].inc_by(n);
+        self.invalid[reason as usize].inc_by(n);
     }
 
     /// Record one compared pair's cosine.
@@ -203,6 +268,8 @@ pub struct ShadowMetrics {
     duration: Vec<Histogram>,
     decisions: Vec<IntCounter>,
     pub in_flight: IntGauge,
+    /// Inputs per mirrored request (1 for single-input requests).
+    pub batch_items: Histogram,
 }
 
 impl ShadowMetrics {
@@ -302,8 +369,12 @@ impl Metrics {
             Ok(g)
         };
         let pairs_vec = reg(r, IntCounterVec::new(
-            Opts::new("model_embedding_pairs_total", "Mirrored baseline/canary pairs by outcome; only `compared` pairs enter the drift statistics."),
+            Opts::new("model_embedding_pairs_total", "Mirrored baseline/canary pairs (one per input of a batch) by outcome; only `compared` pairs enter the drift statistics."),
             &["model", "baseline", "canary", "outcome"],
+        )?)?;
+        let invalid_vec = reg(r, IntCounterVec::new(
+            Opts::new("model_embedding_invalid_pairs_total", "Pairs counted as outcome=\"invalid\" in model_embedding_pairs_total, by reason."),
+            &["model", "baseline", "canary", "reason"],
         )?)?;
         let distance = reg(
             r,
@@ -356,6 +427,10 @@ impl Metrics {
             pairs: PairOutcome::ALL
                 .iter()
                 .map(|o| pairs_vec.with_label_values(&[l.model, l.baseline, l.canary, o.as_str()]))
+                .collect(),
+            invalid: InvalidReason::ALL
+                .iter()
+                .map(|o| invalid_vec.with_label_values(&[l.model, l.baseline, l.canary, o.as_str()]))
                 .collect(),
             distance: distance.with_label_values(&triple),
             distance_squared: distance_sq.with_label_values(&triple),
@@ -421,6 +496,17 @@ impl Metrics {
                 &["model"],
             )?,
         )?;
+        let batch_items = reg(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "shadowgate_shadow_batch_items",
+                    "Inputs per mirrored request: its count is requests, its sum is items (pairs).",
+                )
+                .buckets(BATCH_ITEMS_BUCKETS.to_vec()),
+                &["model"],
+            )?,
+        )?;
         let targets = [Target::Baseline, Target::Canary];
         let shadow = ShadowMetrics {
             requests: targets
@@ -441,6 +527,7 @@ impl Metrics {
                 .map(|d| decisions.with_label_values(&[l.model, d.as_str()]))
                 .collect(),
             in_flight: in_flight.with_label_values(&[l.model]),
+            batch_items: batch_items.with_label_values(&[l.model]),
         };
 
         Ok(Self {

@@ -13,8 +13,8 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::compare::{self, CompareError, Side};
 use crate::drift::DriftState;
-use crate::metrics::{Metrics, PairOutcome, Target};
-use crate::protocol::{self, Extractor, ModelOutput, Protocol, Rewrite};
+use crate::metrics::{InvalidReason, Metrics, PairOutcome, Target};
+use crate::protocol::{self, Extractor, ModelOutput, Protocol, RequestItems, Rewrite};
 use crate::proxy::{error_chain, SHADOW_HEADER};
 use crate::sampler::id_hash;
 use crate::shadow::{ShadowLogSender, ShadowRecord, TargetOutcome};
@@ -73,7 +73,14 @@ pub struct Mirror {
     pub protocol: Protocol,
     pub extractor: Extractor,
     pub rewrite: Option<Rewrite>,
+    /// Shadow-call limit for a single-input request.
     pub timeout: Duration,
+    /// Added to `timeout` per further input of a batch.
+    pub timeout_per_item: Duration,
+    /// No shadow call waits longer than this (the primary's own timeout).
+    pub timeout_cap: Duration,
+    /// Requests with more inputs are not mirrored.
+    pub max_batch_items: usize,
     pub max_response_bytes: usize,
     pub forward_credentials: bool,
     pub strip_headers: Vec<HeaderName>,
@@ -95,6 +102,32 @@ struct CallResult {
     output: Option<ModelOutput>,
 }
 
+/// One item of a mirrored request: each side's outcome for it, and the comparison when
+/// both gave a usable embedding.
+#[derive(Debug, Clone, Copy)]
+struct ItemResult {
+    baseline: TargetOutcome,
+    canary: TargetOutcome,
+    comparison: Option<compare::Comparison>,
+}
+
+impl ItemResult {
+    fn failed(baseline: TargetOutcome, canary: TargetOutcome) -> Self {
+        Self {
+            baseline,
+            canary,
+            comparison: None,
+        }
+    }
+
+    fn set_invalid(&mut self, side: Side) {
+        match side {
+            Side::Baseline => self.baseline = TargetOutcome::InvalidEmbedding,
+            Side::Canary => self.canary = TargetOutcome::InvalidEmbedding,
+        }
+    }
+}
+
 impl Mirror {
     /// Run one comparison; the permit is held until it is fully accounted for.
     pub async fn run(self: Arc<Self>, mut job: ShadowJob, permit: OwnedSemaphorePermit) {
@@ -108,6 +141,15 @@ impl Mirror {
         drop(permit);
     }
 
+    /// The shadow-call limit for a request of `items` inputs (`shadow.timeout` plus
+    /// `shadow.timeout_per_item` for each further input, at most `timeout_cap`).
+    fn timeout_for(&self, items: usize) -> Duration {
+        let extra = self
+            .timeout_per_item
+            .saturating_mul(u32::try_from(items.saturating_sub(1)).unwrap_or(u32::MAX));
+        self.timeout.saturating_add(extra).min(self.timeout_cap)
+    }
+
     async fn compare_job(
         &self,
         job: &ShadowJob,
@@ -119,12 +161,28 @@ impl Mirror {
                 Err(e) => {
                     // The input is not one the rewrite understands: nothing to compare.
                     tracing::debug!(request_id = %job.request_id, error = %e, "rewrite failed");
-                    self.account(job, None, None, PairOutcome::Invalid, None);
+                    self.metrics.drift.invalid(InvalidReason::Rewrite, 1);
                     return;
                 }
             },
             None => (job.path.clone(), job.body.clone()),
         };
+        let inputs = protocol::request_items(self.protocol, &body);
+        match inputs.count {
+            Some(0) => {
+                self.metrics.drift.invalid(InvalidReason::EmptyBatch, 1);
+                return;
+            }
+            Some(n) if n > self.max_batch_items => {
+                tracing::debug!(request_id = %job.request_id, items = n, max = self.max_batch_items, "batch not mirrored: too many items");
+                self.metrics
+                    .drift
+                    .invalid(InvalidReason::TooManyItems, n as u64);
+                return;
+            }
+            _ => {}
+        }
+        let timeout = self.timeout_for(inputs.count.unwrap_or(1));
         let headers = self.shadow_headers(job);
         let (b_primary, c_primary) = match self.reuse {
             Some(Target::Baseline) => (primary, None),
@@ -139,7 +197,8 @@ impl Mirror {
                 &path,
                 &headers,
                 body.clone(),
-                b_primary
+                b_primary,
+                timeout,
             ),
             self.side(
                 Target::Canary,
@@ -148,62 +207,141 @@ impl Mirror {
                 &path,
                 &headers,
                 body.clone(),
-                c_primary
+                c_primary,
+                timeout,
             ),
         );
 
-        let mut comparison = None;
-        let outcome = match (&b.output, &c.output) {
-            (Some(bo), Some(co)) => match compare::compare(&bo.embedding, &co.embedding) {
-                Ok(cmp) => {
-                    comparison = Some(cmp);
-                    PairOutcome::Compared
-                }
-                Err(e) => {
-                    match e {
-                        CompareError::NonFinite(Side::Baseline)
-                        | CompareError::ZeroVector(Side::Baseline) => {
-                            b.outcome = TargetOutcome::InvalidEmbedding
-                        }
-                        CompareError::NonFinite(Side::Canary)
-                        | CompareError::ZeroVector(Side::Canary) => {
-                            c.outcome = TargetOutcome::InvalidEmbedding
-                        }
-                        CompareError::Empty | CompareError::DimensionMismatch { .. } => {}
-                    }
-                    tracing::debug!(request_id = %job.request_id, error = %e, "pair not comparable");
-                    PairOutcome::Invalid
-                }
-            },
-            _ => pair_outcome(b.outcome, c.outcome),
-        };
+        let items = self.judge(job, &inputs, &mut b, &mut c);
         self.metrics
             .shadow
             .outcome(Target::Baseline, b.outcome)
             .inc();
         self.metrics.shadow.outcome(Target::Canary, c.outcome).inc();
+        self.metrics.shadow.batch_items.observe(items.len() as f64);
 
-        if let Some(cmp) = comparison {
-            let agree = match (&b.output, &c.output) {
-                (Some(bo), Some(co)) => match (&bo.prediction, &co.prediction) {
-                    (Some(bp), Some(cp)) => Some(compare::predictions_agree(bp, cp)),
-                    _ => None,
-                },
-                _ => None,
-            };
-            self.metrics.drift.observe_cosine(cmp.cosine);
+        let compared: Vec<(usize, f64)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, it)| it.comparison.map(|cmp| (i, cmp.cosine)))
+            .collect();
+        if !compared.is_empty() {
+            let (bo, co) = (b.output.as_ref(), c.output.as_ref());
             let now = Instant::now();
             if let Ok(mut d) = self.drift.lock() {
-                d.record(now, cmp.cosine, cmp.canary_norm / cmp.baseline_norm, agree);
+                for (i, it) in items.iter().enumerate() {
+                    let Some(cmp) = it.comparison else { continue };
+                    let agree = match (
+                        bo.and_then(|o| o.prediction(i)),
+                        co.and_then(|o| o.prediction(i)),
+                    ) {
+                        (Some(bp), Some(cp)) => Some(compare::predictions_agree(bp, cp)),
+                        _ => None,
+                    };
+                    d.record(now, cmp.cosine, cmp.canary_norm / cmp.baseline_norm, agree);
+                }
+            }
+            for &(_, cosine) in &compared {
+                self.metrics.drift.observe_cosine(cosine);
             }
             if job.self_similarity {
-                self.self_similarity(job, &path, &headers, body, &b).await;
+                self.self_similarity(job, &path, &headers, body, &b, &compared, timeout)
+                    .await;
             }
         }
-        self.account(job, Some(&b), Some(&c), outcome, comparison);
+        self.account(job, &inputs, &b, &c, &items);
     }
 
-    /// Call the baseline a second time with the same input and record its self-distance.
+    /// Turns two answers into one outcome per item, and counts each item's pair.
+    fn judge(
+        &self,
+        job: &ShadowJob,
+        inputs: &RequestItems,
+        b: &mut CallResult,
+        c: &mut CallResult,
+    ) -> Vec<ItemResult> {
+        let drift = &self.metrics.drift;
+        let (bo, co) = match (&b.output, &c.output) {
+            (Some(bo), Some(co)) => (bo, co),
+            _ => {
+                // At least one side gave nothing: every item shares its fate.
+                let n = inputs
+                    .count
+                    .or(b.output.as_ref().map(ModelOutput::items))
+                    .or(c.output.as_ref().map(ModelOutput::items))
+                    .unwrap_or(1);
+                let outcome = pair_outcome(b.outcome, c.outcome);
+                if outcome == PairOutcome::Invalid {
+                    drift.invalid(InvalidReason::BadAnswer, n as u64);
+                } else {
+                    drift.pair(outcome).inc_by(n as u64);
+                }
+                return vec![ItemResult::failed(b.outcome, c.outcome); n];
+            }
+        };
+        let (nb, nc) = (bo.items(), co.items());
+        let mismatch = if nb != nc {
+            Some(InvalidReason::ItemCount)
+        } else if inputs.count.is_some_and(|n| n != nb) {
+            Some(InvalidReason::InputCount)
+        } else {
+            None
+        };
+        if let Some(reason) = mismatch {
+            tracing::debug!(request_id = %job.request_id, baseline_items = nb, canary_items = nc, request_items = ?inputs.count, "item counts differ");
+            let n = inputs.count.unwrap_or(nb.max(nc));
+            drift.invalid(reason, n as u64);
+            return vec![ItemResult::failed(b.outcome, c.outcome); n];
+        }
+        let mut items = Vec::with_capacity(nb);
+        let mut compared = 0u64;
+        for i in 0..nb {
+            let mut it = ItemResult::failed(TargetOutcome::Ok, TargetOutcome::Ok);
+            match compare::compare(bo.embedding(i), co.embedding(i)) {
+                Ok(cmp) => {
+                    it.comparison = Some(cmp);
+                    compared += 1;
+                }
+                Err(e) => {
+                    let reason = match e {
+                        CompareError::NonFinite(side) => {
+                            it.set_invalid(side);
+                            InvalidReason::NonFinite
+                        }
+                        CompareError::ZeroVector(side) => {
+                            it.set_invalid(side);
+                            InvalidReason::ZeroVector
+                        }
+                        CompareError::Empty | CompareError::DimensionMismatch { .. } => {
+                            InvalidReason::Dimension
+                        }
+                    };
+                    tracing::debug!(request_id = %job.request_id, item = i, error = %e, "pair not comparable");
+                    drift.invalid(reason, 1);
+                }
+            }
+            items.push(it);
+        }
+        drift.pair(PairOutcome::Compared).inc_by(compared);
+        // A call whose answer holds an unusable item is reported as such.
+        if items
+            .iter()
+            .any(|it| it.baseline == TargetOutcome::InvalidEmbedding)
+        {
+            b.outcome = TargetOutcome::InvalidEmbedding;
+        }
+        if items
+            .iter()
+            .any(|it| it.canary == TargetOutcome::InvalidEmbedding)
+        {
+            c.outcome = TargetOutcome::InvalidEmbedding;
+        }
+        items
+    }
+
+    /// Call the baseline a second time with the same input and record its self-distance
+    /// for every item that was compared.
+    #[allow(clippy::too_many_arguments)]
     async fn self_similarity(
         &self,
         job: &ShadowJob,
@@ -211,6 +349,8 @@ impl Mirror {
         headers: &HeaderMap,
         body: Bytes,
         first: &CallResult,
+        compared: &[(usize, f64)],
+        timeout: Duration,
     ) {
         let again = self
             .call(
@@ -220,85 +360,108 @@ impl Mirror {
                 path,
                 headers,
                 body,
+                timeout,
             )
             .await;
         let (Some(a), Some(b)) = (&first.output, &again.output) else {
             return;
         };
-        if let Ok(cmp) = compare::compare(&a.embedding, &b.embedding) {
+        if a.items() != b.items() {
+            return;
+        }
+        let cosines: Vec<f64> = compared
+            .iter()
+            .filter_map(|&(i, _)| compare::compare(a.embedding(i), b.embedding(i)).ok())
+            .map(|cmp| cmp.cosine)
+            .collect();
+        for &cos in &cosines {
             self.metrics
                 .drift
                 .self_distance
-                .observe((1.0 - cmp.cosine).max(0.0));
-            if let Ok(mut d) = self.drift.lock() {
-                d.record_self(Instant::now(), cmp.cosine);
+                .observe((1.0 - cos).max(0.0));
+        }
+        if let Ok(mut d) = self.drift.lock() {
+            let now = Instant::now();
+            for &cos in &cosines {
+                d.record_self(now, cos);
             }
         }
     }
 
-    /// Count the pair and write its shadow record.
+    /// Hands the items' predictions to the online join and writes one shadow record
+    /// per item.
     fn account(
         &self,
         job: &ShadowJob,
-        b: Option<&CallResult>,
-        c: Option<&CallResult>,
-        outcome: PairOutcome,
-        comparison: Option<compare::Comparison>,
+        inputs: &RequestItems,
+        b: &CallResult,
+        c: &CallResult,
+        items: &[ItemResult],
     ) {
-        self.metrics.drift.pair(outcome).inc();
-        let prediction = |r: Option<&CallResult>| {
-            r.and_then(|r| r.output.as_ref())
-                .and_then(|o| o.prediction.clone())
-        };
-        let (bp, cp) = (prediction(b), prediction(c));
-        if bp.is_some() || cp.is_some() {
+        let (bo, co) = (b.output.as_ref(), c.output.as_ref());
+        let predictions_of = |o: Option<&ModelOutput>| o.is_some_and(|o| !o.predictions.is_empty());
+        if predictions_of(bo) || predictions_of(co) {
+            let preds = (0..items.len())
+                .map(|i| {
+                    (
+                        bo.and_then(|o| o.prediction(i)).map(str::to_owned),
+                        co.and_then(|o| o.prediction(i)).map(str::to_owned),
+                    )
+                })
+                .collect();
             self.feedback
-                .predictions(&job.request_id, bp, cp, Instant::now());
+                .predictions(&job.request_id, preds, Instant::now());
         }
         let Some(log) = &self.log else { return };
         let l = &self.labels;
-        let embedding = |r: Option<&CallResult>| {
+        let ts_micros = job
+            .received_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0);
+        let body_hash = || format!("{:016x}", id_hash(&job.body, 0));
+        let embedding = |o: Option<&ModelOutput>, i: usize| {
             if l.store_embeddings {
-                r.and_then(|r| r.output.as_ref())
-                    .map(|o| o.embedding.clone())
+                o.map(|o| o.embedding(i).to_vec()).filter(|e| !e.is_empty())
             } else {
                 None
             }
         };
-        let record = ShadowRecord {
-            request_id: job.request_id.clone(),
-            ts_micros: job
-                .received_at
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_micros() as i64)
-                .unwrap_or(0),
-            model: l.model.clone(),
-            pod: l.pod.clone(),
-            baseline_version: self.baseline.version.clone(),
-            canary_version: self.canary.version.clone(),
-            input_hash: format!("{:016x}", id_hash(&job.body, 0)),
-            input: l
-                .store_inputs
-                .then(|| String::from_utf8_lossy(&job.body).into_owned()),
-            baseline_prediction: prediction(b),
-            canary_prediction: prediction(c),
-            cosine_similarity: comparison.map(|c| c.cosine as f32),
-            baseline_norm: comparison.map(|c| c.baseline_norm as f32),
-            canary_norm: comparison.map(|c| c.canary_norm as f32),
-            baseline_latency_ms: b.map(|r| r.latency.as_secs_f32() * 1000.0),
-            canary_latency_ms: c.map(|r| r.latency.as_secs_f32() * 1000.0),
-            baseline_outcome: b
-                .map(|r| r.outcome)
-                .unwrap_or(TargetOutcome::InvalidEmbedding),
-            canary_outcome: c
-                .map(|r| r.outcome)
-                .unwrap_or(TargetOutcome::InvalidEmbedding),
-            sample_rate: l.sample_rate,
-            baseline_embedding: embedding(b),
-            canary_embedding: embedding(c),
-        };
-        // A full queue is counted by the shadow log itself.
-        let _ = log.try_log(record);
+        for (i, it) in items.iter().enumerate() {
+            let input = inputs.input(i);
+            let cmp = it.comparison;
+            let record = ShadowRecord {
+                request_id: job.request_id.clone(),
+                item: i as u32,
+                ts_micros,
+                model: l.model.clone(),
+                pod: l.pod.clone(),
+                baseline_version: self.baseline.version.clone(),
+                canary_version: self.canary.version.clone(),
+                input_hash: input
+                    .map(|t| format!("{:016x}", id_hash(t.as_bytes(), 0)))
+                    .unwrap_or_else(body_hash),
+                input: l.store_inputs.then(|| {
+                    input
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| String::from_utf8_lossy(&job.body).into_owned())
+                }),
+                baseline_prediction: bo.and_then(|o| o.prediction(i)).map(str::to_owned),
+                canary_prediction: co.and_then(|o| o.prediction(i)).map(str::to_owned),
+                cosine_similarity: cmp.map(|c| c.cosine as f32),
+                baseline_norm: cmp.map(|c| c.baseline_norm as f32),
+                canary_norm: cmp.map(|c| c.canary_norm as f32),
+                baseline_latency_ms: Some(b.latency.as_secs_f32() * 1000.0),
+                canary_latency_ms: Some(c.latency.as_secs_f32() * 1000.0),
+                baseline_outcome: it.baseline,
+                canary_outcome: it.canary,
+                sample_rate: l.sample_rate,
+                baseline_embedding: embedding(bo, i),
+                canary_embedding: embedding(co, i),
+            };
+            // A full queue is counted by the shadow log itself.
+            let _ = log.try_log(record);
+        }
     }
 
     /// Headers for shadow calls: the client's, minus credentials (unless configured) and
@@ -340,11 +503,12 @@ impl Mirror {
         headers: &HeaderMap,
         body: Bytes,
         primary: Option<oneshot::Receiver<Result<Bytes, String>>>,
+        timeout: Duration,
     ) -> CallResult {
         match primary {
-            Some(rx) => self.primary_answer(which, job, rx).await,
+            Some(rx) => self.primary_answer(which, job, rx, timeout).await,
             None => {
-                self.call(&target.upstream, which, job, path, headers, body)
+                self.call(&target.upstream, which, job, path, headers, body, timeout)
                     .await
             }
         }
@@ -356,9 +520,10 @@ impl Mirror {
         which: Target,
         job: &ShadowJob,
         rx: oneshot::Receiver<Result<Bytes, String>>,
+        timeout: Duration,
     ) -> CallResult {
         let started = Instant::now();
-        let waited = tokio::time::timeout(self.timeout, rx).await;
+        let waited = tokio::time::timeout(timeout, rx).await;
         let latency = job
             .received_at
             .elapsed()
@@ -407,6 +572,7 @@ impl Mirror {
         path: &str,
         headers: &HeaderMap,
         body: Bytes,
+        timeout: Duration,
     ) -> CallResult {
         let started = Instant::now();
         let Ok(uri) = path.parse::<Uri>() else {
@@ -443,7 +609,7 @@ impl Mirror {
             }
             Ok(bytes)
         };
-        let result = tokio::time::timeout(self.timeout, exchange).await;
+        let result = tokio::time::timeout(timeout, exchange).await;
         let latency = started.elapsed();
         self.metrics
             .shadow

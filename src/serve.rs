@@ -127,7 +127,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         &cfg.shadow.embedding_pointer,
         &cfg.shadow.prediction_pointer,
     )
-    .map_err(|e| setting("shadow.embedding_pointer", e.to_string()))?;
+    .map_err(|e| setting("shadow.embedding_pointer", e.to_string()))?
+    .with_max_items(cfg.shadow.max_batch_items);
     let request_id_header = HeaderName::from_static("x-request-id");
     let strip_headers = cfg
         .shadow
@@ -210,6 +211,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         extractor,
         rewrite: cfg.shadow.rewrite.clone(),
         timeout: cfg.shadow.timeout,
+        timeout_per_item: cfg.shadow.timeout_per_item,
+        timeout_cap: cfg.primary.timeout.max(cfg.shadow.timeout),
+        max_batch_items: cfg.shadow.max_batch_items,
         max_response_bytes: cfg.limits.max_shadow_response_bytes,
         forward_credentials: cfg.shadow.forward_credentials,
         strip_headers,

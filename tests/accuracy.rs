@@ -292,7 +292,7 @@ fn bad_inputs_are_errors_naming_the_file_or_skipped_and_listed() {
     let e = accuracy::compute(&args(d, "newer/logs", "bad/labels")).expect_err("newer");
     let msg = e.to_string();
     assert!(
-        msg.contains("v2.parquet") && msg.contains("schema version 2"),
+        msg.contains("v2.parquet") && msg.contains("schema version 3"),
         "{msg}"
     );
     // A newer schema is not "corrupt": skipping does not hide it.

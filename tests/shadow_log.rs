@@ -29,6 +29,7 @@ const MODEL: &str = "llm-inference";
 fn record(i: usize, ts_micros: i64, model: &str) -> ShadowRecord {
     ShadowRecord {
         request_id: format!("req-{i:06}"),
+        item: (i % 3) as u32,
         ts_micros,
         model: Arc::from(model),
         pod: Arc::from("pod-a"),
@@ -215,6 +216,7 @@ fn schema_encodings_and_values_read_back_with_the_parquet_crate() {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     let expected: Vec<(&str, &DataType, bool)> = vec![
         ("request_id", &utf8, false),
+        ("item", &DataType::Int32, false),
         ("ts", &ts, false),
         ("model", &utf8, true),
         ("pod", &utf8, true),
@@ -262,7 +264,7 @@ fn schema_encodings_and_values_read_back_with_the_parquet_crate() {
         .key_value_metadata()
         .unwrap();
     let version = kv.iter().find(|k| k.key == SCHEMA_VERSION_KEY).unwrap();
-    assert_eq!(version.value.as_deref(), Some("1"));
+    assert_eq!(version.value.as_deref(), Some("2"));
 
     // Row groups of 20 rows; zstd everywhere; dictionary where values repeat, not on
     // floats; BYTE_STREAM_SPLIT on embedding floats.
@@ -444,6 +446,8 @@ fn pyarrow_and_duckdb_read_the_tree_as_one_partitioned_table() {
     };
     assert_eq!(find("request_id").1, "string");
     assert!(!find("request_id").2);
+    assert_eq!(find("item").1, "int32");
+    assert!(!find("item").2);
     assert_eq!(find("ts").1, "timestamp[us, tz=UTC]");
     assert!(!find("ts").2);
     assert!(!find("sample_rate").2);
@@ -458,11 +462,12 @@ fn pyarrow_and_duckdb_read_the_tree_as_one_partitioned_table() {
         find("baseline_embedding")
     );
     assert!(find("baseline_embedding").1.ends_with(": float not null>"));
-    assert_eq!(pa["file_metadata"][SCHEMA_VERSION_KEY], "1");
+    assert_eq!(pa["file_metadata"][SCHEMA_VERSION_KEY], "2");
 
     // A few values of row 7 (ts = 23:59:58.57, model llm-inference).
     let row = &pa["row"];
     assert_eq!(row["model"], MODEL);
+    assert_eq!(row["item"], 7 % 3);
     assert_eq!(row["date"], "2026-11-05");
     assert_eq!(row["hour"], 23);
     assert_eq!(row["ts"], "2026-11-05T23:59:58.570000+00:00");

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use common::{quantile, stack, value, Client};
 use http::Method;
 use shadowgate::demo::model::{refused_addr, Behaviour, CosineSpec, ModelOptions, ModelServer};
+use shadowgate::protocol::Protocol;
 use shadowgate::sampler::{id_hash, SampleRate};
 use shadowgate::serve;
 
@@ -637,5 +638,249 @@ async fn reuse_primary_saves_the_call_for_the_pods_own_version() {
             &[("target", "canary"), ("outcome", "ok")]
         ),
         Some(n as f64)
+    );
+}
+
+/// One batch request per protocol: (protocol, path, body of the given texts).
+fn batch_request(protocol: Protocol, texts: &[String]) -> (&'static str, String) {
+    let list = serde_json::to_string(texts).unwrap();
+    match protocol {
+        Protocol::OpenAi => (
+            "/v1/embeddings",
+            format!(r#"{{"model":"m","input":{list}}}"#),
+        ),
+        Protocol::Tei => ("/embed", format!(r#"{{"inputs":{list}}}"#)),
+        Protocol::KServeV2 => (
+            "/v2/models/m/infer",
+            format!(
+                r#"{{"inputs":[{{"name":"text","shape":[{}],"datatype":"BYTES","data":{list}}}]}}"#,
+                texts.len()
+            ),
+        ),
+        Protocol::TfServing => ("/v1/models/m:predict", format!(r#"{{"instances":{list}}}"#)),
+        Protocol::Generic => ("/embed", format!(r#"{{"input":{list}}}"#)),
+    }
+}
+
+/// Every shadow-log row the sidecar wrote: (request id, item, input, cosine).
+fn shadow_rows(dir: &std::path::Path) -> Vec<(String, i32, Option<String>, Option<f32>)> {
+    use arrow_array::{Array, Float32Array, Int32Array, StringArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                files.push(p);
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for f in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let col = |n: &str| batch.column_by_name(n).unwrap().clone();
+            let ids = col("request_id");
+            let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+            let items = col("item");
+            let items = items.as_any().downcast_ref::<Int32Array>().unwrap();
+            let inputs = col("input");
+            let inputs = inputs.as_any().downcast_ref::<StringArray>().unwrap();
+            let cos = col("cosine_similarity");
+            let cos = cos.as_any().downcast_ref::<Float32Array>().unwrap();
+            for i in 0..batch.num_rows() {
+                rows.push((
+                    ids.value(i).to_owned(),
+                    items.value(i),
+                    (!inputs.is_null(i)).then(|| inputs.value(i).to_owned()),
+                    (!cos.is_null(i)).then(|| cos.value(i)),
+                ));
+            }
+        }
+    }
+    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    rows
+}
+
+/// Every input of a batch is one pair, in every protocol: the counters count items and
+/// requests apart, each shadow-log row holds its item's own input, and each item's
+/// cosine is the one its input was given (so no item was matched to another's answer,
+/// even when the OpenAI canary returns its items in reverse order).
+#[tokio::test]
+async fn batches_give_one_pair_per_input_in_every_protocol() {
+    let spec = CosineSpec::Uniform { lo: 0.5, hi: 0.99 };
+    for protocol in [
+        Protocol::OpenAi,
+        Protocol::Tei,
+        Protocol::KServeV2,
+        Protocol::TfServing,
+    ] {
+        let with = |cosine, behaviour| ModelOptions {
+            protocol,
+            dim: 64,
+            cosine,
+            behaviour,
+            ..Default::default()
+        };
+        let canary_behaviour = if protocol == Protocol::OpenAi {
+            Behaviour::ReverseItems
+        } else {
+            Behaviour::Normal
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let s = stack(
+            with(CosineSpec::Identical, Behaviour::Normal),
+            with(CosineSpec::Identical, Behaviour::Normal),
+            with(spec, canary_behaviour),
+            &format!("protocol = \"{}\"", protocol.as_str()),
+            &format!(
+                "[shadow_log]\ndir = {:?}\nstore_inputs = true\nmax_file_age = \"1s\"",
+                dir.path().display().to_string()
+            ),
+        )
+        .await;
+        // Batches of 1, 8 and 32 (41 inputs in 3 requests), then 2 more of 8.
+        let mut sent: Vec<(String, Vec<String>)> = Vec::new();
+        for (r, n) in [1usize, 8, 32, 8, 8].into_iter().enumerate() {
+            let texts: Vec<String> = (0..n)
+                .map(|i| format!("{protocol} req {r} item {i} é"))
+                .collect();
+            let (path, body) = batch_request(protocol, &texts);
+            let id = format!("{protocol}-{r}");
+            let reply = s
+                .client
+                .send(
+                    Method::POST,
+                    &format!("{}{path}", s.proxy_url()),
+                    &[("x-request-id", &id)],
+                    body,
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{protocol}: {}", reply.text());
+            sent.push((id, texts));
+        }
+        let inputs: usize = sent.iter().map(|(_, t)| t.len()).sum();
+        let m = s.wait_pairs(inputs as u64).await;
+        let compared = value(
+            &m,
+            "model_embedding_pairs_total",
+            &[("outcome", "compared")],
+        );
+        assert_eq!(compared, Some(inputs as f64), "{protocol}");
+        assert_eq!(
+            value(&m, "shadowgate_shadow_batch_items_count", &[]),
+            Some(sent.len() as f64)
+        );
+        assert_eq!(
+            value(&m, "shadowgate_shadow_batch_items_sum", &[]),
+            Some(inputs as f64)
+        );
+        assert_eq!(
+            value(
+                &m,
+                "shadowgate_shadow_requests_total",
+                &[("target", "canary"), ("outcome", "ok")]
+            ),
+            Some(sent.len() as f64)
+        );
+        s.sidecar.shutdown().await;
+
+        let rows = shadow_rows(dir.path());
+        assert_eq!(rows.len(), inputs, "{protocol}: one row per item");
+        for (id, texts) in &sent {
+            for (i, text) in texts.iter().enumerate() {
+                let row = rows
+                    .iter()
+                    .find(|r| &r.0 == id && r.1 == i as i32)
+                    .unwrap_or_else(|| panic!("{protocol}: no row for {id} item {i}"));
+                assert_eq!(row.2.as_deref(), Some(text.as_str()), "{protocol}");
+                let want = spec.cosine_for(text);
+                let got = f64::from(row.3.unwrap());
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "{protocol} {id} item {i}: cosine {got}, input's own {want}"
+                );
+            }
+        }
+    }
+}
+
+/// Answers whose item counts differ from each other or from the request are `invalid`
+/// with a reason, one per item; empty and oversized batches are not mirrored at all.
+/// The client gets the primary's answer in every case.
+#[tokio::test]
+async fn mismatched_empty_and_oversized_batches_are_counted_by_reason() {
+    let o = |behaviour| ModelOptions {
+        dim: 32,
+        behaviour,
+        ..Default::default()
+    };
+    let s = stack(
+        o(Behaviour::Normal),
+        o(Behaviour::Normal),
+        o(Behaviour::DropLastItem),
+        "max_batch_items = 16",
+        "",
+    )
+    .await;
+    let s = &s;
+    let send = |texts: Vec<String>| {
+        let (path, body) = batch_request(Protocol::OpenAi, &texts);
+        let url = format!("{}{path}", s.proxy_url());
+        async move { s.client.send(Method::POST, &url, &[], body).await }
+    };
+    let batch = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>();
+    let direct = s
+        .client
+        .send(
+            Method::POST,
+            &format!("{}/v1/embeddings", s.primary.url()),
+            &[],
+            batch_request(Protocol::OpenAi, &batch(8)).1,
+        )
+        .await;
+    let via = send(batch(8)).await;
+    assert_eq!(
+        via.body, direct.body,
+        "the client gets the primary's answer"
+    );
+    let m = s.wait_pairs(8).await;
+    let reason = |m: &str, r: &str| {
+        value(m, "model_embedding_invalid_pairs_total", &[("reason", r)]).unwrap_or(0.0)
+    };
+    assert_eq!(reason(&m, "item_count"), 8.0);
+    assert_eq!(
+        value(&m, "model_embedding_pairs_total", &[("outcome", "invalid")]),
+        Some(8.0)
+    );
+
+    // A single input: the canary cannot drop anything, so it is compared.
+    assert_eq!(send(batch(1)).await.status, 200);
+    // Empty: one invalid pair, no shadow call. Oversized: every item invalid, no call.
+    let calls = s.baseline.shadow_requests();
+    assert_eq!(send(batch(0)).await.status, 200);
+    assert_eq!(send(batch(17)).await.status, 200);
+    let m = s.wait_pairs(8 + 1 + 1 + 17).await;
+    assert_eq!(reason(&m, "empty_batch"), 1.0);
+    assert_eq!(reason(&m, "too_many_items"), 17.0);
+    assert_eq!(
+        value(
+            &m,
+            "model_embedding_pairs_total",
+            &[("outcome", "compared")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.baseline.shadow_requests(),
+        calls,
+        "no shadow call for either"
     );
 }

@@ -24,7 +24,7 @@ use super::{AccuracyError, SkippedFile};
 /// Key-value metadata key holding the shadow-log schema version.
 pub const SCHEMA_VERSION_KEY: &str = "shadowgate.schema_version";
 /// The newest shadow-log schema this reader understands.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// Rows per Arrow batch: large enough to amortise per-batch work, small enough to stay
 /// in cache.
 const BATCH_ROWS: usize = 8192;

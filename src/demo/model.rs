@@ -101,6 +101,10 @@ pub enum Behaviour {
     MissingField,
     /// Nondeterministic: each call adds fresh noise so that cos(answer, clean) ≈ `self_cosine`.
     Noisy { self_cosine: f64 },
+    /// A batch answer with its last item left out.
+    DropLastItem,
+    /// OpenAI: the items of a batch in reverse order (their `index` still right).
+    ReverseItems,
 }
 
 /// How a model server is built.
@@ -303,30 +307,22 @@ async fn handle(
         });
         return Ok(json_response(StatusCode::OK, answer.to_string()));
     }
-    let text = input_text(opts.protocol, &request);
-    let embedding = match &opts.behaviour {
-        Behaviour::Zero => vec![0.0; opts.dim],
-        Behaviour::WrongDim(d) => embed(&text, *d, &opts),
-        Behaviour::Empty => Vec::new(),
-        Behaviour::NaN => {
-            let mut e = embed(&text, opts.dim, &opts);
-            if let Some(first) = e.first_mut() {
-                *first = f32::NAN;
-            }
-            e
-        }
-        Behaviour::Noisy { self_cosine } => {
-            let clean = embed(&text, opts.dim, &opts);
-            let seed = NOISE_COUNTER.fetch_add(1, Ordering::Relaxed);
-            mix_toward(&clean, *self_cosine, seed ^ id_hash(text.as_bytes(), 7))
-        }
-        _ => embed(&text, opts.dim, &opts),
-    };
+    let texts = input_texts(opts.protocol, &request);
+    let mut items: Vec<(Vec<f32>, Option<String>)> = texts
+        .iter()
+        .map(|text| {
+            let prediction = opts
+                .prediction_flip_share
+                .map(|share| predicted_label(text, share));
+            (answer(text, &opts), prediction)
+        })
+        .collect();
+    if opts.behaviour == Behaviour::DropLastItem && items.len() > 1 {
+        items.pop();
+    }
     let base64 = request.get("encoding_format").and_then(Value::as_str) == Some("base64");
-    let prediction = opts
-        .prediction_flip_share
-        .map(|share| predicted_label(&text, share));
-    let mut body = render(opts.protocol, &embedding, base64, prediction.as_deref());
+    let reverse = opts.behaviour == Behaviour::ReverseItems;
+    let mut body = render_batch(opts.protocol, &items, base64, reverse);
     match &opts.behaviour {
         Behaviour::Malformed => body = "{\"data\": [{\"embedding\": [0.1, 0.2,, }".into(),
         Behaviour::MissingField => {
@@ -350,16 +346,54 @@ fn json_response(status: StatusCode, body: String) -> Response<ServerBody> {
     r
 }
 
-/// The text a request asks to embed, by protocol.
-fn input_text(protocol: Protocol, v: &Value) -> String {
-    let pick = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-    let text = match protocol {
-        Protocol::OpenAi | Protocol::Generic => pick("/input").or_else(|| pick("/input/0")),
-        Protocol::Tei => pick("/inputs").or_else(|| pick("/inputs/0")),
-        Protocol::KServeV2 => pick("/inputs/0/data/0"),
-        Protocol::TfServing => pick("/instances/0"),
+/// The embedding this server answers for one input, by its behaviour.
+fn answer(text: &str, opts: &ModelOptions) -> Vec<f32> {
+    match &opts.behaviour {
+        Behaviour::Zero => vec![0.0; opts.dim],
+        Behaviour::WrongDim(d) => embed(text, *d, opts),
+        Behaviour::Empty => Vec::new(),
+        Behaviour::NaN => {
+            let mut e = embed(text, opts.dim, opts);
+            if let Some(first) = e.first_mut() {
+                *first = f32::NAN;
+            }
+            e
+        }
+        Behaviour::Noisy { self_cosine } => {
+            let clean = embed(text, opts.dim, opts);
+            let seed = NOISE_COUNTER.fetch_add(1, Ordering::Relaxed);
+            mix_toward(&clean, *self_cosine, seed ^ id_hash(text.as_bytes(), 7))
+        }
+        _ => embed(text, opts.dim, opts),
+    }
+}
+
+/// The texts a request asks to embed, by protocol: every input of a batch (generic: the
+/// first). A request this cannot read is one input, its whole JSON.
+pub fn input_texts(protocol: Protocol, v: &Value) -> Vec<String> {
+    let strings = |p: &str| -> Option<Vec<String>> {
+        match v.pointer(p)? {
+            Value::String(s) => Some(vec![s.clone()]),
+            Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => Some(
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => None,
+        }
     };
-    text.unwrap_or_else(|| v.to_string())
+    let texts = match protocol {
+        Protocol::OpenAi => strings("/input"),
+        Protocol::Generic => strings("/input").map(|mut t| {
+            t.truncate(1);
+            t
+        }),
+        Protocol::Tei => strings("/inputs"),
+        Protocol::KServeV2 => strings("/inputs/0/data"),
+        Protocol::TfServing => strings("/instances"),
+    };
+    texts.unwrap_or_else(|| vec![v.to_string()])
 }
 
 /// The class a classifier would predict for `text`; a `flip` share of inputs gets the
@@ -370,51 +404,99 @@ pub fn predicted_label(text: &str, flip: f64) -> String {
     format!("{}", if flipped { 1 - class } else { class })
 }
 
-/// Render an embedding as the protocol's response.
+/// Render one embedding as the protocol's response.
 pub fn render(protocol: Protocol, e: &[f32], base64: bool, prediction: Option<&str>) -> String {
-    // Written by hand so NaN and infinities come out as Python's json.dumps writes them.
-    let floats = || {
-        let mut out = String::with_capacity(e.len() * 12 + 2);
-        out.push('[');
-        for (i, x) in e.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            match x {
-                x if x.is_nan() => out.push_str("NaN"),
-                x if x.is_infinite() => {
-                    out.push_str(if *x > 0.0 { "Infinity" } else { "-Infinity" })
-                }
-                x => out.push_str(&x.to_string()),
-            }
-        }
-        out.push(']');
-        out
-    };
-    let label = prediction
+    render_batch(
+        protocol,
+        &[(e.to_vec(), prediction.map(str::to_owned))],
+        base64,
+        false,
+    )
+}
+
+/// Render a batch's embeddings (and predictions) as the protocol's response; OpenAI
+/// items in `reverse` order when asked. Item 0's prediction is also the top-level
+/// `"label"`; generic answers carry item 0 only.
+pub fn render_batch(
+    protocol: Protocol,
+    items: &[(Vec<f32>, Option<String>)],
+    base64: bool,
+    reverse: bool,
+) -> String {
+    let label = items
+        .first()
+        .and_then(|(_, p)| p.as_deref())
         .map(|p| format!(",\"label\":{}", json!(p)))
         .unwrap_or_default();
+    let rows = |f: &dyn Fn(&[f32]) -> String| -> String {
+        items
+            .iter()
+            .map(|(e, _)| f(e))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let dim = items.first().map_or(0, |(e, _)| e.len());
     match protocol {
         Protocol::OpenAi => {
-            let emb = if base64 {
-                let bytes: Vec<u8> = e.iter().flat_map(|x| x.to_le_bytes()).collect();
-                format!("\"{}\"", base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                floats()
-            };
+            let mut data: Vec<String> = items
+                .iter()
+                .enumerate()
+                .map(|(i, (e, p))| {
+                    let emb = if base64 {
+                        let bytes: Vec<u8> = e.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        format!("\"{}\"", base64::engine::general_purpose::STANDARD.encode(bytes))
+                    } else {
+                        floats(e)
+                    };
+                    let label = p
+                        .as_deref()
+                        .map(|p| format!(",\"label\":{}", json!(p)))
+                        .unwrap_or_default();
+                    format!("{{\"object\":\"embedding\",\"index\":{i},\"embedding\":{emb}{label}}}")
+                })
+                .collect();
+            if reverse {
+                data.reverse();
+            }
             format!(
-                "{{\"object\":\"list\",\"data\":[{{\"object\":\"embedding\",\"index\":0,\"embedding\":{emb}}}],\"model\":\"demo\",\"usage\":{{\"prompt_tokens\":8,\"total_tokens\":8}}{label}}}"
+                "{{\"object\":\"list\",\"data\":[{}],\"model\":\"demo\",\"usage\":{{\"prompt_tokens\":8,\"total_tokens\":8}}{label}}}",
+                data.join(",")
             )
         }
-        Protocol::Tei => format!("[{}]", floats()),
+        Protocol::Tei => format!("[{}]", rows(&|e| floats(e))),
         Protocol::KServeV2 => format!(
-            "{{\"model_name\":\"demo\",\"outputs\":[{{\"name\":\"embedding\",\"datatype\":\"FP32\",\"shape\":[1,{}],\"data\":{}}}]{label}}}",
-            e.len(),
-            floats()
+            "{{\"model_name\":\"demo\",\"outputs\":[{{\"name\":\"embedding\",\"datatype\":\"FP32\",\"shape\":[{},{dim}],\"data\":[{}]}}]{label}}}",
+            items.len(),
+            rows(&|e| floats(e).trim_matches(['[', ']']).to_owned())
         ),
-        Protocol::TfServing => format!("{{\"predictions\":[{}]{label}}}", floats()),
-        Protocol::Generic => format!("{{\"result\":{{\"vector\":{}}}{label}}}", floats()),
+        Protocol::TfServing => format!(
+            "{{\"predictions\":[{}]{label}}}",
+            rows(&|e| floats(e))
+        ),
+        Protocol::Generic => format!(
+            "{{\"result\":{{\"vector\":{}}}{label}}}",
+            items.first().map_or_else(|| "[]".to_owned(), |(e, _)| floats(e))
+        ),
     }
+}
+
+/// An embedding as a JSON array, written by hand so NaN and infinities come out as
+/// Python's json.dumps writes them.
+fn floats(e: &[f32]) -> String {
+    let mut out = String::with_capacity(e.len() * 12 + 2);
+    out.push('[');
+    for (i, x) in e.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match x {
+            x if x.is_nan() => out.push_str("NaN"),
+            x if x.is_infinite() => out.push_str(if *x > 0.0 { "Infinity" } else { "-Infinity" }),
+            x => out.push_str(&x.to_string()),
+        }
+    }
+    out.push(']');
+    out
 }
 
 /// The embedding this server answers for `text`.

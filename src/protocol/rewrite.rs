@@ -92,9 +92,9 @@ pub fn rewrite_request(
             role: Role::Span,
         });
     }
-    let found = Walker::run(body, &captures, 0)?;
+    let found = Walker::run(body, &captures, 0, usize::MAX)?;
     let scanner = Scanner::new(body);
-    let (start, end) = found.spans[0].ok_or_else(|| RewriteError::MissingInput {
+    let (start, end) = found.span(0).ok_or_else(|| RewriteError::MissingInput {
         pointer: rewrite.input_pointer.clone(),
     })?;
     if body[start] != b'"' {
@@ -122,7 +122,7 @@ pub fn rewrite_request(
         Protocol::OpenAi => {
             out.push_str("{\"input\":");
             out.push_str(&input);
-            if let Some((ms, me)) = found.spans.get(1).copied().flatten() {
+            if let Some((ms, me)) = found.span(1) {
                 if body[ms] == b'"' {
                     out.push_str(",\"model\":");
                     // A validated JSON string from the body is valid JSON text as it is.

@@ -52,20 +52,20 @@ fn protocol_names_match_config_spelling() {
 fn openai_float_fixture_matches_serde_bit_for_bit() {
     let body = fixture("openai_float.json");
     let out = parse(Protocol::OpenAi, &body).unwrap();
-    assert_eq!(out.embedding.len(), 8);
-    assert!((out.embedding[0] - -0.012_794_014).abs() < 1e-9);
+    assert_eq!(out.embedding(0).len(), 8);
+    assert!((out.embedding(0)[0] - -0.012_794_014).abs() < 1e-9);
     assert_eq!(
-        bits(&out.embedding),
+        bits(out.embedding(0)),
         bits(&reference(&body, "/data/0/embedding"))
     );
-    assert_eq!(out.prediction, None);
+    assert_eq!(out.prediction(0), None);
 }
 
 #[test]
 fn openai_base64_decodes_to_the_same_vector_as_float() {
     let float = parse(Protocol::OpenAi, &fixture("openai_float.json")).unwrap();
     let b64 = parse(Protocol::OpenAi, &fixture("openai_base64.json")).unwrap();
-    assert_eq!(bits(&b64.embedding), bits(&float.embedding));
+    assert_eq!(bits(b64.embedding(0)), bits(float.embedding(0)));
 }
 
 #[test]
@@ -76,11 +76,13 @@ fn openai_base64_with_escaped_slashes_or_raw_control_bytes() {
     assert!(text.contains('/'));
     let escaped = text.replace('/', "\\/");
     let out = parse(Protocol::OpenAi, escaped.as_bytes()).unwrap();
-    assert_eq!(bits(&out.embedding), bits(&plain.embedding));
+    assert_eq!(bits(out.embedding(0)), bits(plain.embedding(0)));
+    // A raw control byte in a string is not JSON: serde_json refuses the body, and so
+    // does the extractor once the base64 decoder has tripped over it.
     let raw_control = b"{\"data\":[{\"embedding\":\"AADA\x01\"}]}";
     assert_eq!(
         parse(Protocol::OpenAi, raw_control).unwrap_err().kind(),
-        "bad_base64"
+        "malformed"
     );
 }
 
@@ -89,10 +91,10 @@ fn openai_keys_in_any_order() {
     let float = parse(Protocol::OpenAi, &fixture("openai_float.json")).unwrap();
     let body = fixture("openai_reordered.json");
     let out = parse(Protocol::OpenAi, &body).unwrap();
-    assert_eq!(bits(&out.embedding), bits(&float.embedding));
+    assert_eq!(bits(out.embedding(0)), bits(float.embedding(0)));
     let ex = Extractor::new(Protocol::OpenAi, "", "/model").unwrap();
     assert_eq!(
-        ex.parse(&body).unwrap().prediction.as_deref(),
+        ex.parse(&body).unwrap().prediction(0),
         Some("bge-m\u{e9}-large")
     );
 }
@@ -101,10 +103,13 @@ fn openai_keys_in_any_order() {
 fn tei_takes_the_first_row() {
     let body = fixture("tei_embed.json");
     let out = parse(Protocol::Tei, &body).unwrap();
-    assert_eq!(out.embedding.len(), 8);
-    assert_eq!(bits(&out.embedding), bits(&reference(&body, "/0")));
+    assert_eq!(out.embedding(0).len(), 8);
+    assert_eq!(bits(out.embedding(0)), bits(&reference(&body, "/0")));
     let two = br#"[[1.5,2.5],[3.5,4.5]]"#;
-    assert_eq!(parse(Protocol::Tei, two).unwrap().embedding, vec![1.5, 2.5]);
+    assert_eq!(
+        parse(Protocol::Tei, two).unwrap().embedding(0),
+        &vec![1.5, 2.5]
+    );
 }
 
 #[test]
@@ -112,24 +117,21 @@ fn kserve_flat_nested_and_batched() {
     let flat = fixture("kserve_v2.json");
     let out = parse(Protocol::KServeV2, &flat).unwrap();
     assert_eq!(
-        bits(&out.embedding),
+        bits(out.embedding(0)),
         bits(&reference(&flat, "/outputs/0/data"))
     );
 
     let nested = fixture("kserve_v2_nested.json");
     let out_nested = parse(Protocol::KServeV2, &nested).unwrap();
-    assert_eq!(bits(&out_nested.embedding), bits(&out.embedding));
+    assert_eq!(bits(out_nested.embedding(0)), bits(out.embedding(0)));
 
     let batch = fixture("kserve_v2_batch.json");
     let all = reference(&batch, "/outputs/0/data");
     let first = parse(Protocol::KServeV2, &batch).unwrap();
-    assert_eq!(first.embedding.len(), 4);
-    assert_eq!(bits(&first.embedding), bits(&all[..4]));
+    assert_eq!(first.embedding(0).len(), 4);
+    assert_eq!(bits(first.embedding(0)), bits(&all[..4]));
     let ex = Extractor::new(Protocol::KServeV2, "", "/outputs/1/data/0").unwrap();
-    assert_eq!(
-        ex.parse(&batch).unwrap().prediction.as_deref(),
-        Some("positive")
-    );
+    assert_eq!(ex.parse(&batch).unwrap().prediction(0), Some("positive"));
 }
 
 #[test]
@@ -157,13 +159,13 @@ fn kserve_shape_must_match_data() {
     // Shape may come after data; a 3-D batch keeps the first row's block.
     let late = br#"{"outputs":[{"data":[[[1,2],[3,4]],[[5,6],[7,8]]],"shape":[2,2,2]}]}"#;
     assert_eq!(
-        parse(Protocol::KServeV2, late).unwrap().embedding,
+        parse(Protocol::KServeV2, late).unwrap().embedding(0),
         vec![1.0, 2.0, 3.0, 4.0]
     );
     // An override that names another output checks that output's shape.
     let ex = Extractor::new(Protocol::KServeV2, "/outputs/1/data", "").unwrap();
     let two = br#"{"outputs":[{"shape":[1],"data":["x"]},{"shape":[1,2],"data":[0.5,0.25]}]}"#;
-    assert_eq!(ex.parse(two).unwrap().embedding, vec![0.5, 0.25]);
+    assert_eq!(ex.parse(two).unwrap().embedding(0), &vec![0.5, 0.25]);
 }
 
 #[test]
@@ -171,12 +173,12 @@ fn tfserving_rows_or_flat() {
     let rows = fixture("tfserving_rows.json");
     let out = parse(Protocol::TfServing, &rows).unwrap();
     assert_eq!(
-        bits(&out.embedding),
+        bits(out.embedding(0)),
         bits(&reference(&rows, "/predictions/0"))
     );
     let flat = fixture("tfserving_flat.json");
     let out_flat = parse(Protocol::TfServing, &flat).unwrap();
-    assert_eq!(bits(&out_flat.embedding), bits(&out.embedding));
+    assert_eq!(bits(out_flat.embedding(0)), bits(out.embedding(0)));
     let bad_rest = br#"{"predictions":[[1,2],[3,}]}"#;
     assert_eq!(
         parse(Protocol::TfServing, bad_rest).unwrap_err().kind(),
@@ -202,9 +204,9 @@ fn generic_pointer_and_every_prediction_kind() {
     for (pointer, want) in cases {
         let ex = Extractor::new(Protocol::Generic, "/result/vector", pointer).unwrap();
         let out = ex.parse(&body).unwrap();
-        assert_eq!(out.prediction.as_deref(), want, "{pointer}");
+        assert_eq!(out.prediction(0), want, "{pointer}");
         assert_eq!(
-            bits(&out.embedding),
+            bits(out.embedding(0)),
             bits(&reference(&body, "/result/vector"))
         );
     }
@@ -215,7 +217,7 @@ fn generic_pointer_and_every_prediction_kind() {
         ("/s", Some("a\"b\u{e9}\u{1F600}")),
     ] {
         let ex = Extractor::new(Protocol::Generic, "/e", pointer).unwrap();
-        assert_eq!(ex.parse(small).unwrap().prediction.as_deref(), want);
+        assert_eq!(ex.parse(small).unwrap().prediction(0), want);
     }
     let ex = Extractor::new(Protocol::Generic, "/e", "/absent").unwrap();
     assert_eq!(ex.parse(small).unwrap_err().kind(), "missing_field");
@@ -226,12 +228,12 @@ fn generic_accepts_base64_and_pointer_escapes() {
     let body = br#"{"a/b":{"m~n":["x",{"v":"AADAPwAAIEA="}]}}"#;
     let ex = Extractor::new(Protocol::Generic, "/a~1b/m~0n/1/v", "/a~1b/m~0n/0").unwrap();
     let out = ex.parse(body).unwrap();
-    assert_eq!(out.embedding, vec![1.5, 2.5]);
-    assert_eq!(out.prediction.as_deref(), Some("x"));
+    assert_eq!(out.embedding(0), &vec![1.5, 2.5]);
+    assert_eq!(out.prediction(0), Some("x"));
     // Escaped keys in the body match too.
     let escaped = br#"{"d\u0061ta":[{"embedding":[0.5]}]}"#;
     assert_eq!(
-        parse(Protocol::OpenAi, escaped).unwrap().embedding,
+        parse(Protocol::OpenAi, escaped).unwrap().embedding(0),
         vec![0.5]
     );
 }
@@ -260,17 +262,20 @@ fn pointer_errors() {
 #[test]
 fn zero_vectors_and_extreme_values_parse() {
     let out = parse(Protocol::Tei, b"[[0,0.0,-0,0e5]]").unwrap();
-    assert_eq!(out.embedding, vec![0.0; 4]);
-    assert!(out.embedding[2].is_sign_negative());
+    assert_eq!(out.embedding(0), &vec![0.0; 4]);
+    assert!(out.embedding(0)[2].is_sign_negative());
     // Subnormal in f64 and f32, f32::MAX, and an underflow to zero are all finite.
     let out = parse(Protocol::Tei, b"[[1e-40, 3.4028235e38, 1e-50, -2.5E+3]]").unwrap();
-    assert_eq!(out.embedding, vec![1e-40, f32::MAX, 0.0, -2500.0]);
+    assert_eq!(out.embedding(0), &vec![1e-40, f32::MAX, 0.0, -2500.0]);
 }
 
 #[test]
 fn duplicate_keys_last_wins_like_serde() {
     let body = br#"{"data":[{"embedding":[1]}],"data":[{"embedding":[2]}]}"#;
-    assert_eq!(parse(Protocol::OpenAi, body).unwrap().embedding, vec![2.0]);
+    assert_eq!(
+        parse(Protocol::OpenAi, body).unwrap().embedding(0),
+        &vec![2.0]
+    );
     assert_eq!(reference(body, "/data/0/embedding"), vec![2.0]);
 }
 
@@ -419,7 +424,7 @@ fn errors_carry_useful_context() {
         }
     );
     let err = parse(Protocol::OpenAi, b"{}").unwrap_err();
-    assert_eq!(err.to_string(), "no value at /data/0/embedding");
+    assert_eq!(err.to_string(), "no value at /data/*/embedding");
     let err = parse(Protocol::Tei, b"[[1,2]").unwrap_err();
     assert_eq!(err, ParseError::Truncated { offset: 6 });
 }
@@ -644,7 +649,7 @@ fn matches_serde_or_fails_as_told(
     match (want_err, parse(Protocol::OpenAi, body.as_bytes())) {
         (None, Ok(out)) => {
             let want = reference(body.as_bytes(), "/data/0/embedding");
-            prop_assert_eq!(bits(&out.embedding), bits(&want));
+            prop_assert_eq!(bits(out.embedding(0)), bits(&want));
         }
         (Some((i, kind)), Err(e)) => {
             prop_assert_eq!(e.kind(), kind, "{}", e);
@@ -735,8 +740,8 @@ proptest! {
     ) {
         let body = openai_body(&values, widen, pretty);
         let out = parse(Protocol::OpenAi, &body).unwrap();
-        prop_assert_eq!(bits(&out.embedding), bits(&reference(&body, "/data/0/embedding")));
-        prop_assert_eq!(bits(&out.embedding), bits(&values));
+        prop_assert_eq!(bits(out.embedding(0)), bits(&reference(&body, "/data/0/embedding")));
+        prop_assert_eq!(bits(out.embedding(0)), bits(&values));
     }
 
     /// Any JSON number text converts exactly as serde_json's f64, narrowed to f32.
@@ -754,9 +759,9 @@ proptest! {
             Ok(out) => {
                 prop_assert!(serde_ok);
                 let want: Vec<f32> = reference(body.as_bytes(), "/0");
-                prop_assert_eq!(bits(&out.embedding), bits(&want));
+                prop_assert_eq!(bits(out.embedding(0)), bits(&want));
                 let std_want: Vec<f32> = theirs.iter().map(|&x| x as f32).collect();
-                prop_assert_eq!(bits(&out.embedding), bits(&std_want));
+                prop_assert_eq!(bits(out.embedding(0)), bits(&std_want));
             }
             Err(ParseError::NonFinite { index }) => {
                 prop_assert!(!(theirs[index] as f32).is_finite());
@@ -786,7 +791,7 @@ proptest! {
         let body = format!("[[{text},{m:e},{m}]]");
         let want: Vec<f32> = reference(body.as_bytes(), "/0");
         match parse(Protocol::Tei, body.as_bytes()) {
-            Ok(out) => prop_assert_eq!(bits(&out.embedding), bits(&want), "{}", body),
+            Ok(out) => prop_assert_eq!(bits(out.embedding(0)), bits(&want), "{}", body),
             Err(ParseError::NonFinite { index }) => prop_assert!(!want[index].is_finite()),
             Err(e) => prop_assert!(false, "{}: {}", body, e),
         }
@@ -798,7 +803,7 @@ proptest! {
         for protocol in ALL {
             if let Ok(out) = extractor_for(protocol).parse(&body) {
                 prop_assert!(serde_json::from_slice::<Value>(&body).is_ok());
-                prop_assert!(!out.embedding.is_empty());
+                prop_assert!(!out.data.is_empty());
             }
         }
     }
@@ -833,7 +838,189 @@ proptest! {
         let ex = extractor_for(protocol);
         if let Ok(out) = ex.parse(&body) {
             prop_assert!(serde_json::from_slice::<Value>(&body).is_ok());
-            prop_assert!(out.embedding.iter().all(|x| x.is_finite()));
+            prop_assert!(out.data.iter().all(|x| x.is_finite()));
         }
     }
+}
+
+/// Every item of a batch, in input order, for each protocol's batch form.
+#[test]
+fn batches_give_one_item_per_input_in_every_protocol() {
+    let rows = |o: &ModelOutput| -> Vec<Vec<f32>> {
+        (0..o.items()).map(|i| o.embedding(i).to_vec()).collect()
+    };
+    let want = vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]];
+    let openai = br#"{"object":"list","data":[
+        {"object":"embedding","index":0,"embedding":[1,2]},
+        {"object":"embedding","index":1,"embedding":[3,4e0]},
+        {"object":"embedding","index":2,"embedding":[5,6]}],"model":"m"}"#;
+    assert_eq!(rows(&parse(Protocol::OpenAi, openai).unwrap()), want);
+
+    // `index` out of order: items are put back in input order.
+    let shuffled = br#"{"data":[{"index":2,"embedding":[5,6]},{"embedding":[1,2],"index":0},{"index":1,"embedding":[3,4]}]}"#;
+    assert_eq!(rows(&parse(Protocol::OpenAi, shuffled).unwrap()), want);
+
+    // base64 items (little-endian f32).
+    let b64 = |v: &[f32]| {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let body = format!(
+        r#"{{"data":[{{"index":1,"embedding":"{}"}},{{"index":0,"embedding":"{}"}},{{"index":2,"embedding":"{}"}}]}}"#,
+        b64(&want[1]),
+        b64(&want[0]),
+        b64(&want[2])
+    );
+    assert_eq!(
+        rows(&parse(Protocol::OpenAi, body.as_bytes()).unwrap()),
+        want
+    );
+
+    let tei = br#"[[1,2],[3,4],[5,6]]"#;
+    assert_eq!(rows(&parse(Protocol::Tei, tei).unwrap()), want);
+
+    let kserve =
+        br#"{"outputs":[{"name":"e","shape":[3,2],"datatype":"FP32","data":[1,2,3,4,5,6]}]}"#;
+    assert_eq!(rows(&parse(Protocol::KServeV2, kserve).unwrap()), want);
+    let kserve_nested = br#"{"outputs":[{"shape":[3,2],"data":[[1,2],[3,4],[5,6]]}]}"#;
+    assert_eq!(
+        rows(&parse(Protocol::KServeV2, kserve_nested).unwrap()),
+        want
+    );
+
+    let tf = br#"{"predictions":[[1,2],[3,4],[5,6]]}"#;
+    assert_eq!(rows(&parse(Protocol::TfServing, tf).unwrap()), want);
+
+    // Generic: a `*` pointer, or a pointer at a 2-D array.
+    let star = Extractor::new(Protocol::Generic, "/results/*/vec", "/results/*/label").unwrap();
+    let body = br#"{"results":[{"vec":[1,2],"label":"a"},{"vec":[3,4],"label":null},{"label":"c","vec":[5,6]}]}"#;
+    let out = star.parse(body).unwrap();
+    assert_eq!(rows(&out), want);
+    assert_eq!(
+        (out.prediction(0), out.prediction(1), out.prediction(2)),
+        (Some("a"), None, Some("c"))
+    );
+    let matrix = Extractor::new(Protocol::Generic, "/vectors", "").unwrap();
+    assert_eq!(
+        rows(&matrix.parse(br#"{"vectors":[[1,2],[3,4],[5,6]]}"#).unwrap()),
+        want
+    );
+    assert_eq!(
+        rows(&matrix.parse(br#"{"vectors":[1,2]}"#).unwrap()),
+        vec![vec![1.0, 2.0]]
+    );
+}
+
+/// Per-item predictions follow `index` like the embeddings; a prediction pointer without
+/// `*` belongs to item 0.
+#[test]
+fn batch_predictions_follow_their_items() {
+    let ex = Extractor::new(Protocol::OpenAi, "", "/data/*/label").unwrap();
+    let body = br#"{"data":[{"index":1,"embedding":[3],"label":"b"},{"index":0,"embedding":[1],"label":"a"}]}"#;
+    let out = ex.parse(body).unwrap();
+    assert_eq!(out.embedding(0), &[1.0]);
+    assert_eq!(
+        (out.prediction(0), out.prediction(1)),
+        (Some("a"), Some("b"))
+    );
+    let one = Extractor::new(Protocol::OpenAi, "", "/model").unwrap();
+    let out = one
+        .parse(br#"{"data":[{"index":0,"embedding":[1]},{"index":1,"embedding":[3]}],"model":"m"}"#)
+        .unwrap();
+    assert_eq!((out.prediction(0), out.prediction(1)), (Some("m"), None));
+    let missing =
+        br#"{"data":[{"index":0,"embedding":[1],"label":"a"},{"index":1,"embedding":[3]}]}"#;
+    assert_eq!(ex.parse(missing).unwrap_err().kind(), "item_count");
+}
+
+/// Batches that cannot be items: each is an error of its own kind.
+#[test]
+fn broken_batches_are_errors() {
+    let cases: &[(Protocol, &[u8], &str)] = &[
+        (Protocol::Tei, b"[[1,2],[3]]", "ragged"),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"index":0,"embedding":[1,2]},{"index":1,"embedding":[3]}]}"#,
+            "ragged",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"index":0,"embedding":[1]},{"index":0,"embedding":[3]}]}"#,
+            "bad_index",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"index":0,"embedding":[1]},{"index":5,"embedding":[3]}]}"#,
+            "bad_index",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"index":0,"embedding":[1]},{"embedding":[3]}]}"#,
+            "bad_index",
+        ),
+        (
+            Protocol::OpenAi,
+            br#"{"data":[{"index":-1,"embedding":[1]}]}"#,
+            "wrong_type",
+        ),
+        (Protocol::OpenAi, br#"{"data":[]}"#, "missing_field"),
+        (Protocol::Tei, b"[]", "missing_field"),
+        (Protocol::TfServing, br#"{"predictions":[[1],[]]}"#, "empty"),
+        (
+            Protocol::KServeV2,
+            br#"{"outputs":[{"shape":[2,3],"data":[1,2,3,4,5]}]}"#,
+            "shape",
+        ),
+    ];
+    for (p, body, kind) in cases {
+        let got = parse(*p, body).map(|o| o.items());
+        assert_eq!(
+            got.as_ref().map_err(ParseError::kind),
+            Err(*kind),
+            "{p}: {}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+/// A batch over the cap is refused, whatever its protocol's shape.
+#[test]
+fn too_many_items_is_refused() {
+    let tei = format!("[{}]", ["[1]"; 11].join(","));
+    let ex = Extractor::new(Protocol::Tei, "", "")
+        .unwrap()
+        .with_max_items(10);
+    assert_eq!(
+        ex.parse(tei.as_bytes()).unwrap_err().kind(),
+        "too_many_items"
+    );
+    let ok = format!("[{}]", ["[1]"; 10].join(","));
+    assert_eq!(ex.parse(ok.as_bytes()).unwrap().items(), 10);
+    let kserve = Extractor::new(Protocol::KServeV2, "", "")
+        .unwrap()
+        .with_max_items(10);
+    let body = format!(
+        r#"{{"outputs":[{{"shape":[11,1],"data":[{}]}}]}}"#,
+        ["1"; 11].join(",")
+    );
+    assert_eq!(
+        kserve.parse(body.as_bytes()).unwrap_err().kind(),
+        "too_many_items"
+    );
+}
+
+/// A batch of 10 000 tiny items parses within the default cap's refusal, and one of
+/// 2048 (the default cap) parses whole.
+#[test]
+fn ten_thousand_tiny_items() {
+    let items: Vec<String> = (0..10_000)
+        .map(|i| format!(r#"{{"index":{i},"embedding":[{i}]}}"#))
+        .collect();
+    let body = format!(r#"{{"data":[{}]}}"#, items.join(","));
+    let err = parse(Protocol::OpenAi, body.as_bytes()).unwrap_err();
+    assert_eq!(err.kind(), "too_many_items");
+    let body = format!(r#"{{"data":[{}]}}"#, items[..DEFAULT_MAX_ITEMS].join(","));
+    let out = parse(Protocol::OpenAi, body.as_bytes()).unwrap();
+    assert_eq!(out.items(), DEFAULT_MAX_ITEMS);
+    assert_eq!(out.embedding(2047), &[2047.0]);
 }

@@ -28,20 +28,25 @@ impl TargetOutcome {
     }
 }
 
-/// One mirrored request. Strings shared by every row (model, pod, versions) are
+/// One item of a mirrored request (one input of a batch; a single-input request is
+/// item 0). Strings shared by every row (model, pod, versions) are
 /// `Arc<str>` so building a record does not allocate them again.
 #[derive(Debug, Clone)]
 pub struct ShadowRecord {
     pub request_id: String,
+    /// The input's index in its request (0 for a single-input request).
+    pub item: u32,
     /// Microseconds since the Unix epoch, UTC: when the request arrived.
     pub ts_micros: i64,
     pub model: Arc<str>,
     pub pod: Arc<str>,
     pub baseline_version: Arc<str>,
     pub canary_version: Arc<str>,
-    /// Hex of a 64-bit hash of the request body as received.
+    /// Hex of a 64-bit hash of the item's input (of the request body as received when
+    /// the protocol does not say where its inputs are).
     pub input_hash: String,
-    /// The request body (UTF-8, lossy); only when `store_inputs` is on.
+    /// The item's input (the request body, UTF-8 lossy, when the protocol does not say
+    /// where its inputs are); only when `store_inputs` is on.
     pub input: Option<String>,
     pub baseline_prediction: Option<String>,
     pub canary_prediction: Option<String>,

@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 use arrow_array::builder::{Float32Builder, ListBuilder, StringBuilder};
 use arrow_array::types::Int8Type;
 use arrow_array::{
-    new_null_array, ArrayRef, DictionaryArray, Float32Array, Int8Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    new_null_array, ArrayRef, DictionaryArray, Float32Array, Int32Array, Int8Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{ArrowError, DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -19,7 +19,9 @@ use super::record::{ShadowRecord, TargetOutcome};
 /// Key of the schema version in each file's Parquet key-value metadata.
 pub const SCHEMA_VERSION_KEY: &str = "shadowgate.schema_version";
 /// Bump when a column changes meaning or type; readers branch on it.
-pub const SCHEMA_VERSION: &str = "1";
+/// Version 2 added `item` (the input's index in a batched request; every row of a
+/// version-1 file is item 0).
+pub const SCHEMA_VERSION: &str = "2";
 
 /// Row-group cap in bytes (estimated, encoded): with 768-dim embeddings a 64 k-row group
 /// would hold ~400 MB in memory before it is flushed; this keeps each open file's buffer
@@ -98,6 +100,7 @@ pub fn arrow_schema() -> SchemaRef {
         let f32 = |name: &str| Field::new(name, DataType::Float32, true);
         let fields = vec![
             Field::new("request_id", DataType::Utf8, false),
+            Field::new("item", DataType::Int32, false),
             Field::new(
                 "ts",
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -209,6 +212,11 @@ pub fn records_to_batch(
 
     let columns: Vec<ArrayRef> = vec![
         strings(&|r| Some(&r.request_id)),
+        Arc::new(Int32Array::from_iter_values(
+            records
+                .iter()
+                .map(|r| i32::try_from(r.item).unwrap_or(i32::MAX)),
+        )),
         Arc::new(ts),
         strings(&|r| Some(&r.model)),
         strings(&|r| Some(&r.pod)),

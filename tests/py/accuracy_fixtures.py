@@ -6,7 +6,7 @@ Writes, under OUT_DIR:
   logs/      the main Hive tree (models llm and ranker), in the DESIGN.md schema
   labels/    a_labels.csv (with ts), b_labels.jsonl (no ts), c_labels.parquet (with ts)
   bad/logs/  one good file, one corrupt file, one non-Parquet file named .parquet
-  newer/logs a file whose shadowgate.schema_version is 2
+  newer/logs a file whose shadowgate.schema_version is 3 (newer than any reader here)
   nolabelid/labels.csv  a label file without the request_id column
   empty/logs, empty/labels  empty directories
 
@@ -271,7 +271,7 @@ def main(out):
     with open(f"{out}/bad/labels/l.csv", "w") as f:
         f.write("request_id,label\n" + "".join(f"g-{i},cat\n" for i in range(4)))
 
-    write(f"{out}/newer/logs/model=llm/date=2024-05-01/hour=10/v2.parquet", good, version="2")
+    write(f"{out}/newer/logs/model=llm/date=2024-05-01/hour=10/v2.parquet", good, version="3")
 
     os.makedirs(f"{out}/nolabelid", exist_ok=True)
     with open(f"{out}/nolabelid/labels.csv", "w") as f:
