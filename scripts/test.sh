@@ -40,13 +40,31 @@ echo "==> cargo deny"
 if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.'; then
   cargo install cargo-deny --locked --version 0.20.2 --quiet
 fi
+# cargo-deny reads the whole lock file, crates of every target included (wasm, android,
+# windows); a build only downloads the host's. Fetch them all first, or --offline fails
+# on a fresh machine.
+cargo fetch --locked --quiet
 cargo deny --offline check --hide-inclusion-graph licenses bans sources
-# Advisories need the RustSec database, a git clone from GitHub: checked when reachable,
-# and said plainly when not.
+# Advisories need the RustSec database, a git repository on GitHub: the live one when it
+# can be fetched, else the snapshot in ../shared/advisory-db.bundle (a git bundle). Say
+# which, and how old.
+advisory_snapshot="$(cd .. && pwd)/shared/advisory-db.bundle"
+[ -f "$advisory_snapshot" ] || advisory_snapshot=/work/shared/advisory-db.bundle
 if timeout 20 git ls-remote https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
   cargo deny check --hide-inclusion-graph advisories
+  db=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/advisory-db-* 2>/dev/null | head -n 1)
+  echo "cargo deny: advisories checked against the live RustSec database (last commit $(git -C "$db" log -1 --format=%cI 2>/dev/null || echo unknown))"
+elif [ -f "$advisory_snapshot" ]; then
+  db_root=$(mktemp -d)
+  # The directory cargo-deny 0.20 keeps the default database in (the URL's name and a
+  # hash of it); --offline opens it there without fetching.
+  git -c init.defaultBranch=main clone -q "$advisory_snapshot" "$db_root/advisory-db-3157b0e258782691"
+  sed '0,/^\[advisories\]$/s||[advisories]\ndb-path = "'"$db_root"'"|' deny.toml >"$db_root/deny.toml"
+  cargo deny --offline --config "$db_root/deny.toml" check --hide-inclusion-graph advisories
+  echo "cargo deny: advisories checked against the RustSec snapshot $advisory_snapshot (last commit $(git -C "$db_root/advisory-db-3157b0e258782691" log -1 --format=%cI), $(find "$db_root/advisory-db-3157b0e258782691/crates" -name 'RUSTSEC-*.md' | wc -l) advisories): github.com is unreachable"
+  rm -rf "$db_root"
 else
-  echo "cargo deny: advisories NOT checked: github.com/rustsec/advisory-db is unreachable from this machine"
+  echo "cargo deny: advisories NOT checked: github.com/rustsec/advisory-db is unreachable and there is no snapshot at $advisory_snapshot"
 fi
 
 echo "==> tests"
