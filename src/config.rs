@@ -148,9 +148,10 @@ impl Default for ShadowConfig {
             max_per_second: 50,
             max_in_flight: 64,
             timeout: Duration::from_secs(2),
-            // all-MiniLM-L6-v2 on one CPU core embeds a 256-token input in ~60 ms; 100 ms
-            // leaves room for a busy node. A batch of 32 then gets 5.1 s.
-            timeout_per_item: Duration::from_millis(100),
+            // all-MiniLM-L6-v2 (numpy, one core; ../shared/real_models) took 98 ms for one
+            // 256-token input and 145 ms per input in a batch of 32 such inputs (4.6 s);
+            // 200 ms leaves room for a busy node. A batch of 32 then gets 8.2 s.
+            timeout_per_item: Duration::from_millis(200),
             // OpenAI's own cap on inputs per embeddings request.
             max_batch_items: crate::protocol::DEFAULT_MAX_ITEMS,
             methods: vec!["POST".into()],

