@@ -112,6 +112,11 @@ def substitute(text, args):
 def main():
     prom, tdir = sys.argv[1], Path(sys.argv[2])
     overrides = dict(a.split("=", 1) for a in sys.argv[3:])
+    json.dump(clean(evaluate(prom, tdir, overrides)), sys.stdout)
+
+
+def evaluate(prom, tdir, overrides):
+    """One measurement of every template under `tdir`: {name: {metrics, details, verdict}}."""
     report = {}
     for path in sorted(tdir.glob("*.y*ml")):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -139,7 +144,7 @@ def main():
                 else "Inconclusive" if "Inconclusive" in ph else "Successful"
             )
             report[name] = {"metrics": phases, "details": details, "verdict": verdict}
-    json.dump(clean(report), sys.stdout)
+    return report
 
 
 def clean(x):
