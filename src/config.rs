@@ -335,6 +335,9 @@ pub struct GatesConfig {
     pub low_similarity_budget: f64,
     /// accuracy(canary) / accuracy(baseline) must stay above this.
     pub accuracy_ratio: f64,
+    /// Labeled pairs (all canary pods together) before the accuracy gate may fail: the
+    /// `min-labeled-pairs` argument of `deploy/argo/accuracy-ratio.yaml`.
+    pub min_labeled_pairs: u64,
     /// conversion(canary) / conversion(baseline) must stay above this.
     pub conversion_ratio: f64,
 }
@@ -348,6 +351,7 @@ impl Default for GatesConfig {
             cosine_threshold: 0.92,
             low_similarity_budget: 0.02,
             accuracy_ratio: 0.95,
+            min_labeled_pairs: 200,
             conversion_ratio: 0.98,
         }
     }

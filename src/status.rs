@@ -224,44 +224,38 @@ pub fn verdicts(v: &View) -> Vec<(&'static str, String, Verdict)> {
         verdict,
     ));
 
-    let noise = metric(
+    let noise_lo = metric(
         f,
         "model_embedding_noise_adjusted_similarity_lower_bound",
         &[],
     );
-    let verdict = if noise.is_nan() {
-        Verdict::NoData
-    } else if noise >= g.cosine_threshold {
-        Verdict::Pass
-    } else {
-        Verdict::Inconclusive
-    };
+    let noise_hi = metric(
+        f,
+        "model_embedding_noise_adjusted_similarity_upper_bound",
+        &[],
+    );
     out.push((
         "noise-adjusted drift",
         format!(
-            "lower bound {} (threshold {})",
-            fmt(noise, 4),
+            "ratio in [{}, {}] (threshold {})",
+            fmt(noise_lo, 4),
+            fmt(noise_hi, 4),
             g.cosine_threshold
         ),
-        verdict,
+        at_least(noise_lo, noise_hi, g.cosine_threshold),
     ));
 
-    let ratio = metric(f, "model_accuracy_ratio_lower_bound", &[]);
-    let verdict = if ratio.is_nan() {
-        Verdict::NoData
-    } else if ratio >= g.accuracy_ratio {
-        Verdict::Pass
-    } else {
-        Verdict::Inconclusive
-    };
+    let ratio_lo = metric(f, "model_accuracy_ratio_lower_bound", &[]);
+    let ratio_hi = accuracy_ratio_upper(f, g.min_labeled_pairs);
     out.push((
         "accuracy ratio",
         format!(
-            "lower bound {} (threshold {})",
-            fmt(ratio, 4),
+            "ratio in [{}, {}] (threshold {})",
+            fmt(ratio_lo, 4),
+            fmt(ratio_hi, 4),
             g.accuracy_ratio
         ),
-        verdict,
+        at_least(ratio_lo, ratio_hi, g.accuracy_ratio),
     ));
 
     let conv = metric(f, "business_metric_conversion_rate", &[]);
@@ -275,6 +269,47 @@ pub fn verdicts(v: &View) -> Vec<(&'static str, String, Verdict)> {
         Verdict::NoData,
     ));
     out
+}
+
+/// The templates' rule for a quantity that must stay at or above `threshold`, given a
+/// lower and an upper bound on it: pass when both are at or above, fail when both are
+/// under, inconclusive in between, no data when either is missing (NaN).
+fn at_least(lower: f64, upper: f64, threshold: f64) -> Verdict {
+    if lower.is_nan() || upper.is_nan() {
+        Verdict::NoData
+    } else if lower >= threshold && upper >= threshold {
+        Verdict::Pass
+    } else if lower < threshold && upper < threshold {
+        Verdict::Fail
+    } else {
+        Verdict::Inconclusive
+    }
+}
+
+/// The upper bound `deploy/argo/accuracy-ratio.yaml` computes in PromQL from the paired
+/// label counts (a both correct, b baseline only, c canary only): r = (a + c) / (a + b)
+/// times exp(3 sd), with Var(ln r) ≈ (b + c) / ((a + b)(a + c)) by the delta method; NaN
+/// below `min_pairs` labeled pairs.
+fn accuracy_ratio_upper(f: &[MetricFamily], min_pairs: u64) -> f64 {
+    let count = |o: &str| {
+        let v = metric(f, "model_shadow_labeled_pairs_total", &[("outcome", o)]);
+        if v.is_nan() {
+            0.0
+        } else {
+            v
+        }
+    };
+    let (a, b, c, d) = (
+        count("both_correct"),
+        count("baseline_only"),
+        count("canary_only"),
+        count("both_wrong"),
+    );
+    if a + b + c + d < min_pairs as f64 || a + b == 0.0 || a + c == 0.0 {
+        return f64::NAN;
+    }
+    let r = (a + c) / (a + b);
+    r * (3.0 * ((b + c) / ((a + b) * (a + c))).sqrt()).exp()
 }
 
 fn fmt(x: f64, digits: usize) -> String {
@@ -517,5 +552,79 @@ mod tests {
         // rank 75 of 100: halfway through the (0.1, 0.2] bucket.
         assert!((histogram_quantile(&f, "h", 0.75) - 0.15).abs() < 1e-12);
         assert!((histogram_quantile(&f, "h", 0.5) - 0.1).abs() < 1e-12);
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+    use prometheus::{Gauge, IntCounterVec, Opts, Registry};
+
+    fn view(r: &Registry) -> View {
+        View {
+            model: "m".into(),
+            version: "v2".into(),
+            baseline: "v1".into(),
+            canary: "v2".into(),
+            uptime: Duration::from_secs(1),
+            families: r.gather(),
+            gates: GatesConfig::default(),
+        }
+    }
+
+    fn gauge(r: &Registry, name: &str, v: f64) {
+        let g = Gauge::new(name, name).unwrap();
+        g.set(v);
+        r.register(Box::new(g)).unwrap();
+    }
+
+    fn verdict(v: &View, gate: &str) -> Verdict {
+        verdicts(v)
+            .into_iter()
+            .find(|(name, _, _)| *name == gate)
+            .map(|(_, _, v)| v)
+            .unwrap()
+    }
+
+    /// Paired labels with a = 145 both correct, b = 50 baseline only, c = 5 canary only:
+    /// the ratio is 0.77 and the template's pooled upper bound 0.88, both under 0.95,
+    /// so `deploy/argo/accuracy-ratio.yaml` fails the canary; the page must too.
+    #[test]
+    fn accuracy_ratio_fails_where_the_template_fails() {
+        let r = Registry::new();
+        gauge(&r, "model_accuracy_ratio_lower_bound", 0.70);
+        let pairs = IntCounterVec::new(
+            Opts::new("model_shadow_labeled_pairs_total", "x"),
+            &["outcome"],
+        )
+        .unwrap();
+        r.register(Box::new(pairs.clone())).unwrap();
+        for (o, n) in [
+            ("both_correct", 145),
+            ("baseline_only", 50),
+            ("canary_only", 5),
+            ("both_wrong", 0),
+        ] {
+            pairs.with_label_values(&[o]).inc_by(n);
+        }
+        assert_eq!(verdict(&view(&r), "accuracy ratio"), Verdict::Fail);
+    }
+
+    /// The noise-adjusted template fails when even the upper bound is under the
+    /// threshold; the page said "inconclusive" there.
+    #[test]
+    fn noise_adjusted_fails_where_the_template_fails() {
+        let r = Registry::new();
+        gauge(
+            &r,
+            "model_embedding_noise_adjusted_similarity_lower_bound",
+            0.70,
+        );
+        gauge(
+            &r,
+            "model_embedding_noise_adjusted_similarity_upper_bound",
+            0.85,
+        );
+        assert_eq!(verdict(&view(&r), "noise-adjusted drift"), Verdict::Fail);
     }
 }

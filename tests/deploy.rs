@@ -486,3 +486,80 @@ fn every_promql_expression_in_deploy_evaluates_against_a_real_prometheus() {
         started.elapsed()
     );
 }
+
+/// The thresholds a template's conditions compare against (the numbers after `<`, `<=`,
+/// `>`, `>=`), in order of appearance.
+fn condition_thresholds(template: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for line in template.lines() {
+        let line = line.trim();
+        let Some(cond) = line
+            .strip_prefix("successCondition:")
+            .or_else(|| line.strip_prefix("failureCondition:"))
+        else {
+            continue;
+        };
+        let tokens: Vec<&str> = cond.trim().trim_matches('"').split_whitespace().collect();
+        for w in tokens.windows(2) {
+            if matches!(w[0], "<" | "<=" | ">" | ">=") {
+                if let Ok(x) = w[1].trim_end_matches(')').parse::<f64>() {
+                    out.push(x);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One source for the gates' thresholds: `[gates]` in config (what the status page
+/// judges by) and every number the AnalysisTemplates compare against are the same; a
+/// template edited alone fails here.
+#[test]
+fn template_thresholds_are_the_gates_config() {
+    use shadowgate::config::GatesConfig;
+    let g = GatesConfig::default();
+    let read = |name: &str| {
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/argo").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let distinct = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v
+    };
+    let cases: [(&str, Vec<f64>); 6] = [
+        (
+            "embedding-drift.yaml",
+            vec![g.low_similarity_budget, g.cosine_threshold],
+        ),
+        (
+            "embedding-drift-noise-adjusted.yaml",
+            vec![g.cosine_threshold],
+        ),
+        ("accuracy-ratio.yaml", vec![g.accuracy_ratio]),
+        ("conversion-ratio.yaml", vec![g.conversion_ratio]),
+        ("error-rate.yaml", vec![g.max_error_rate]),
+        ("latency-p99.yaml", vec![g.max_p99.as_secs_f64()]),
+    ];
+    for (name, want) in cases {
+        let got = distinct(condition_thresholds(&read(name)));
+        assert_eq!(
+            got,
+            distinct(want),
+            "{name}: thresholds vs [gates] defaults"
+        );
+    }
+    let accuracy = read("accuracy-ratio.yaml");
+    let arg = accuracy
+        .split("- name: min-labeled-pairs")
+        .nth(1)
+        .and_then(|rest| rest.lines().nth(1))
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("value:")
+                .trim()
+                .trim_matches('"')
+        })
+        .unwrap_or_default();
+    assert_eq!(arg, g.min_labeled_pairs.to_string(), "min-labeled-pairs");
+}
