@@ -7,6 +7,7 @@ use std::hint::black_box;
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
+use shadowgate::compare::compare;
 use shadowgate::protocol::{Extractor, Protocol};
 use simd_json::prelude::*;
 
@@ -165,6 +166,34 @@ fn bench_batches(c: &mut Criterion) {
                 b.iter(|| {
                     for body in bodies {
                         black_box(extractor.parse(black_box(body)).expect("parse"));
+                    }
+                })
+            });
+            // The whole comparison of one mirrored request: both answers parsed, every
+            // item's cosine (what the mirror does per request, minus I/O).
+            let canary: Vec<Vec<f32>> = (0..n)
+                .map(|i| values(dim + 100 + i)[..dim].to_vec())
+                .collect();
+            let canary_batch = openai_batch_body(&canary, false, false);
+            let canary_singles: Vec<Vec<u8>> = canary
+                .iter()
+                .map(|v| openai_body(v, false, false))
+                .collect();
+            group.bench_function(BenchmarkId::new("pair_batch", n), |b| {
+                b.iter(|| {
+                    let bo = extractor.parse(black_box(&batch)).expect("parse");
+                    let co = extractor.parse(black_box(&canary_batch)).expect("parse");
+                    for i in 0..bo.items() {
+                        black_box(compare(bo.embedding(i), co.embedding(i)).expect("compare"));
+                    }
+                })
+            });
+            group.bench_function(BenchmarkId::new("pair_singles", n), |b| {
+                b.iter(|| {
+                    for (bb, cb) in singles.iter().zip(&canary_singles) {
+                        let bo = extractor.parse(black_box(bb)).expect("parse");
+                        let co = extractor.parse(black_box(cb)).expect("parse");
+                        black_box(compare(bo.embedding(0), co.embedding(0)).expect("compare"));
                     }
                 })
             });

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -43,6 +43,9 @@ pub enum CosineSpec {
     Uniform { lo: f64, hi: f64 },
     /// A `share` of inputs at `bad`, the rest at `good`.
     Mixture { share: f64, bad: f64, good: f64 },
+    /// Inputs longer than `bytes` at `bad` (a canary that cut its maximum sequence
+    /// length), shorter ones at `good`.
+    Longer { bytes: usize, bad: f64, good: f64 },
 }
 
 impl CosineSpec {
@@ -60,6 +63,13 @@ impl CosineSpec {
                     good
                 }
             }
+            CosineSpec::Longer { bytes, bad, good } => {
+                if text.len() > bytes {
+                    bad
+                } else {
+                    good
+                }
+            }
         }
     }
 
@@ -70,6 +80,8 @@ impl CosineSpec {
             CosineSpec::Constant(c) => c,
             CosineSpec::Uniform { lo, hi } => (lo + hi) / 2.0,
             CosineSpec::Mixture { share, bad, good } => share * bad + (1.0 - share) * good,
+            // Depends on the traffic's lengths: the mean of the two as a stand-in.
+            CosineSpec::Longer { bad, good, .. } => (bad + good) / 2.0,
         }
     }
 }
@@ -85,6 +97,12 @@ pub enum Behaviour {
     Hang,
     /// Answer normally after this delay.
     Delay(Duration),
+    /// Answer after `base × slowdown × load(now)`, where `load` is the same function of
+    /// wall-clock time in every server of the process (a busy node slows every model
+    /// server on it at once): mostly 1, with bursts up to 6 that come and go within a
+    /// second. A canary with `slowdown` 1.2 is 20 % slower than a baseline with 1.0 on
+    /// the same node.
+    Loaded { base: Duration, slowdown: f64 },
     /// `{"data": [` and garbage.
     Malformed,
     /// NaN in the embedding (as Python's json.dumps writes it).
@@ -280,6 +298,9 @@ async fn handle(
             std::future::pending::<()>().await;
         }
         Behaviour::Delay(d) => tokio::time::sleep(*d).await,
+        Behaviour::Loaded { base, slowdown } => {
+            tokio::time::sleep(base.mul_f64(slowdown * node_load(SystemTime::now()))).await
+        }
         Behaviour::Status(code) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Ok(json_response(
@@ -365,6 +386,22 @@ fn answer(text: &str, opts: &ModelOptions) -> Vec<f32> {
             mix_toward(&clean, *self_cosine, seed ^ id_hash(text.as_bytes(), 7))
         }
         _ => embed(text, opts.dim, opts),
+    }
+}
+
+/// The node's load factor at `now` for [`Behaviour::Loaded`]: 1 plus a burst per 250 ms
+/// slot (a hash of the slot: 70 % of slots calm, the rest up to 6x, heavy-tailed), so
+/// that calls made at the same moment see the same load.
+pub fn node_load(now: SystemTime) -> f64 {
+    let ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let u = unit_interval(mix64(ms / 250));
+    if u < 0.7 {
+        1.0
+    } else {
+        // (u - 0.7) / 0.3 uniform on [0, 1): its fifth power is heavy near 0, rare near 1.
+        1.0 + 5.0 * ((u - 0.7) / 0.3).powi(5).max(0.0) + 2.0 * (u - 0.7)
     }
 }
 
