@@ -6,7 +6,9 @@
 //! - the sliding window (`DriftConfig::window`, at most [`WINDOW_CAP`] pairs): mean
 //!   cosine, low quantiles, share under the floor, norm ratio, prediction agreement;
 //! - since the canary revision started ([`DriftState::reset`]): anytime-valid
-//!   [`ConfidenceSequence`]s, which stay valid although a gate looks every minute.
+//!   [`ConfidenceSequence`]s, which stay valid although a gate looks every minute, the
+//!   noise-adjusted bounds below, and bounds on the median latency ratio canary/baseline
+//!   over pairs ([`PairedLatency`], `drift/latency.rs`: construction, gate, numbers).
 //!
 //! # The noise-adjusted bound
 //!
@@ -67,9 +69,11 @@
 //! per canary revision and sidecar at the start, then the configured rate.
 
 mod confseq;
+mod latency;
 mod ratio;
 
 pub use confseq::ConfidenceSequence;
+pub use latency::{ratio_grid, PairedLatency};
 pub use ratio::RatioSequence;
 
 use std::collections::VecDeque;
@@ -141,6 +145,8 @@ pub struct DriftState {
     self_cs: ConfidenceSequence,
     /// (cross cos, self cos) of the same input at α per side: the paired bound.
     paired: RatioSequence,
+    /// Per-pair latency ratio canary/baseline at α per side.
+    latency: PairedLatency,
     /// Self pairs since the last reset, readable without the lock ([`SelfSampling`]).
     /// Shared by clones and kept across [`DriftState::reset`].
     self_count: Arc<AtomicU64>,
@@ -187,6 +193,15 @@ pub struct DriftSnapshot {
     /// Upper bound on the same ratio (same construction, the other side): a gate fails a
     /// canary when even this is under its threshold.
     pub noise_adjusted_upper: f64,
+    /// Pairs with both latencies since the last reset ([`DriftState::record_latency`]).
+    pub latency_pairs: u64,
+    /// Anytime-valid lower bound on the median of canary latency / baseline latency over
+    /// pairs (the median is above it; `drift/latency.rs`); NaN below `min_pairs`, 0 when
+    /// nothing is proven yet. Suggested gate: fail when > 1.1.
+    pub latency_ratio_median_lower: f64,
+    /// Anytime-valid upper bound on the same median (the median is at most it); NaN below
+    /// `min_pairs`, +∞ when nothing is proven yet. Suggested gate: pass when ≤ 1.1.
+    pub latency_ratio_median_upper: f64,
 }
 
 impl DriftState {
@@ -203,6 +218,7 @@ impl DriftState {
             ratio_num_cs: ConfidenceSequence::new(alpha / 2.0),
             self_cs: ConfidenceSequence::new(alpha / 2.0),
             paired: RatioSequence::new(alpha),
+            latency: PairedLatency::new(alpha),
             self_count: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -259,6 +275,12 @@ impl DriftState {
             self.paired.push(cross_cosine, self_cosine);
             self.record_self(now, self_cosine);
         }
+    }
+
+    /// Baseline and canary latency of one pair (the two calls for the same input): feeds
+    /// the paired latency bounds. `_now` is accepted for symmetry.
+    pub fn record_latency(&mut self, _now: Instant, baseline: Duration, canary: Duration) {
+        self.latency.record(baseline, canary);
     }
 
     /// Share of samples that should also get the self-similarity call now: 1 until
@@ -363,6 +385,13 @@ impl DriftState {
             (nan, nan)
         };
 
+        let latency_pairs = self.latency.count();
+        let (latency_ratio_median_lower, latency_ratio_median_upper) = if latency_pairs >= need {
+            self.latency.median_bounds()
+        } else {
+            (nan, nan)
+        };
+
         DriftSnapshot {
             window_pairs,
             mean_cosine,
@@ -380,6 +409,9 @@ impl DriftState {
             self_paired_pairs,
             noise_adjusted_lower,
             noise_adjusted_upper,
+            latency_pairs,
+            latency_ratio_median_lower,
+            latency_ratio_median_upper,
         }
     }
 
@@ -1019,6 +1051,28 @@ mod tests {
             s.noise_adjusted_lower < 0.9 && s.noise_adjusted_upper > 0.9,
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn latency_bounds_need_min_pairs_and_reset() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 50));
+        let (b, c) = (Duration::from_millis(40), Duration::from_millis(60));
+        for _ in 0..49 {
+            st.record_latency(t0, b, c);
+        }
+        let s = st.snapshot(t0);
+        assert_eq!(s.latency_pairs, 49);
+        assert!(s.latency_ratio_median_lower.is_nan() && s.latency_ratio_median_upper.is_nan());
+        st.record_latency(t0, b, c);
+        let s = st.snapshot(t0);
+        // 50 pairs at exactly 1.5: the median is pinned to the grid points around it.
+        assert!(s.latency_ratio_median_lower > 1.4 && s.latency_ratio_median_lower < 1.5);
+        assert!(s.latency_ratio_median_upper >= 1.5 && s.latency_ratio_median_upper < 1.52);
+        st.reset();
+        let s = st.snapshot(t0);
+        assert_eq!(s.latency_pairs, 0);
+        assert!(s.latency_ratio_median_lower.is_nan());
     }
 
     #[test]
