@@ -15,6 +15,10 @@ use crate::protocol::{Protocol, Rewrite};
 /// `SHADOWGATE_<SECTION>__<KEY>`, nested with further `__` (`SHADOWGATE_SHADOW__BASELINE__URL`).
 pub const ENV_PREFIX: &str = "SHADOWGATE_";
 
+/// Largest `shadow.self_similarity_min_pairs`: more is almost surely a typo, and would
+/// double the baseline's shadow load for as long.
+const MAX_SELF_SIMILARITY_MIN_PAIRS: u64 = 100_000;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -128,6 +132,11 @@ pub struct ShadowConfig {
     pub prediction_pointer: String,
     /// Share of samples also sent to the baseline a second time: the model's noise floor.
     pub self_similarity_rate: f64,
+    /// Every sample gets the self-similarity call until this many self pairs exist since
+    /// the canary revision started, then `self_similarity_rate` applies: the
+    /// noise-adjusted bounds need the noise floor within the first few hundred pairs.
+    /// 0 = the rate from the start; ignored when `self_similarity_rate` is 0 (off).
+    pub self_similarity_min_pairs: u64,
     /// Use the primary's own response as the side whose version this pod serves.
     pub reuse_primary: bool,
     /// Forward `Authorization` and `Cookie` to shadow targets (off: credentials stay in the pod).
@@ -160,6 +169,10 @@ impl Default for ShadowConfig {
             embedding_pointer: String::new(),
             prediction_pointer: String::new(),
             self_similarity_rate: 0.05,
+            // An unchanged canary of a sampling model passes the noise-adjusted gate after
+            // ~260 paired self pairs (src/drift.rs); the cost is up to 300 extra baseline
+            // calls per canary revision and sidecar.
+            self_similarity_min_pairs: 300,
             reuse_primary: false,
             forward_credentials: false,
             strip_headers: Vec::new(),
@@ -500,6 +513,16 @@ impl Config {
                 format!(
                     "{} is not a share: use a number from 0 to 1",
                     self.shadow.self_similarity_rate
+                ),
+            );
+        }
+        if self.shadow.self_similarity_min_pairs > MAX_SELF_SIMILARITY_MIN_PAIRS {
+            bad(
+                "shadow.self_similarity_min_pairs",
+                format!(
+                    "{} would call the baseline twice for every sample for that long; the \
+                     bounds need a few hundred, e.g. 300 (at most {MAX_SELF_SIMILARITY_MIN_PAIRS})",
+                    self.shadow.self_similarity_min_pairs
                 ),
             );
         }
@@ -1068,6 +1091,26 @@ alpha = 0.9
         let p = &err.problems()[0];
         assert_eq!(p.key, "limits.body_read_timeout");
         assert!(p.message.contains("e.g. \"30s\""), "{}", p.message);
+    }
+
+    #[test]
+    fn self_similarity_min_pairs_has_a_default_and_a_ceiling() {
+        assert_eq!(
+            load(MINIMAL, &[]).unwrap().shadow.self_similarity_min_pairs,
+            300
+        );
+        let key = "SHADOWGATE_SHADOW__SELF_SIMILARITY_MIN_PAIRS";
+        assert_eq!(
+            load(MINIMAL, &[(key, "0")])
+                .unwrap()
+                .shadow
+                .self_similarity_min_pairs,
+            0
+        );
+        let err = load(MINIMAL, &[(key, "100001")]).unwrap_err();
+        let p = &err.problems()[0];
+        assert_eq!(p.key, "shadow.self_similarity_min_pairs");
+        assert!(p.message.contains("e.g. 300"), "{}", p.message);
     }
 
     #[test]

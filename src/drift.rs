@@ -6,22 +6,79 @@
 //! - the sliding window (`DriftConfig::window`, at most [`WINDOW_CAP`] pairs): mean
 //!   cosine, low quantiles, share under the floor, norm ratio, prediction agreement;
 //! - since the canary revision started ([`DriftState::reset`]): anytime-valid
-//!   [`ConfidenceSequence`]s, which stay valid although a gate looks every minute.
+//!   [`ConfidenceSequence`]s, which stay valid although a gate looks every minute, the
+//!   noise-adjusted bounds below, and bounds on the median latency ratio canary/baseline
+//!   over pairs ([`PairedLatency`], `drift/latency.rs`: construction, gate, numbers).
 //!
-//! The noise-adjusted bound: with C = E[cos(b, c)] (baseline vs canary) and
-//! S = E[cos(b, b')] (baseline vs itself, assumed > 0), `noise_adjusted_lower` is a lower
-//! bound on C / S that holds at level α (the configured per-side alpha) uniformly over
-//! time. The α is split by a union bound: a lower bound L on C at α/2 (its own sequence),
-//! and a two-sided bound [Sₗ, Sᵤ] on S at α/4 per side. On the event that all three
-//! hold (probability ≥ 1 − α), C/S ≥ L/Sᵤ when L ≥ 0 and C/S ≥ L/Sₗ when L < 0 (a
-//! smaller denominator makes a negative ratio more negative); if L < 0 and Sₗ ≤ 0 the
-//! bound is vacuous and reported as −∞.
+//! # The noise-adjusted bound
+//!
+//! A model that samples (temperature > 0, dropout, non-deterministic kernels) does not
+//! agree with itself, so its canary cannot be held to cos = 1. With C = E[cos(b, c)]
+//! (baseline vs canary on the same input) and S = E[cos(b, b')] (the baseline answering
+//! the same input twice, S ≤ 1, assumed > 0), the gauges bound ρ = C / S:
+//! `noise_adjusted_lower` ≤ ρ ≤ `noise_adjusted_upper`, each side at the configured α
+//! uniformly over time. A deterministic baseline has S = 1 and ρ = C; an unchanged
+//! sampling canary has ρ = 1 whatever its noise.
+//!
+//! **Paired (the mirror calls [`DriftState::record_self_paired`]).** A self pair comes
+//! with the cross cosine of the same input, and the bounds come from a sequential
+//! Fieller interval ([`RatioSequence`], `drift/ratio.rs`): for each candidate r, one
+//! empirical-Bernstein test of E[cos(b,c) − r·cos(b,b')] = 0; the bounds are the
+//! smallest and largest r no test has rejected, solved in closed form. Only the test at
+//! the true ρ has to hold, so α is not split between C and S. The inputs that get the
+//! self call are chosen by a hash of the request id, independently of what the models
+//! answer, so they are a fair sample of all pairs.
+//!
+//! **Unpaired (only [`DriftState::record_self`]).** Bounds on C from every pair and on S
+//! from the self pairs, combined by a union bound: on the fail side an upper bound Cᵤ at
+//! α/2 and a lower bound Sₗ at α/2, so P(ρ > Cᵤ/Sₗ) ≤ α (for Cᵤ ≥ 0; for Cᵤ < 0 it is
+//! Cᵤ/Sᵤ, a larger denominator making a negative ratio less negative); the pass side is
+//! the mirror image, Cₗ/Sᵤ (Cₗ/Sₗ when Cₗ < 0; −∞ when also Sₗ ≤ 0).
+//! A sequence that has received any paired self pair since the last reset reports the
+//! paired bounds only (a mirror uses one call or the other, so one construction, and one
+//! α, applies to a revision).
+//!
+//! **Why the pairing and the self-sampling rate matter (how fast a broken canary fails).**
+//! No method can prove S close to 1 from few self pairs: t self pairs that all equal 1
+//! have probability ≥ α under a baseline that answers cos = −1 to a
+//! share log(1/α)/t of inputs, so every valid Sₗ is ≤ 1 − 2·log(1/α_S)/t, and the
+//! unpaired upper bound Cᵤ/Sₗ needs hundreds of self pairs before it can fall under a
+//! gate threshold near 0.92. At the default `self_similarity_rate` of 5 % that is
+//! thousands of pairs: a canary with mean cosine 0.80 was still at 0.96 after 2478 pairs,
+//! while the plain bound failed it at ~100. Two changes bring it to the plain gate's pace:
+//!
+//! - self-similarity at every sample until `shadow.self_similarity_min_pairs` self pairs
+//!   exist ([`DriftState::self_sample_rate`], [`SelfSampling`] for a lock-free read),
+//!   then at `self_similarity_rate`;
+//! - the paired construction: for a deterministic baseline z = cos(b,c) − r exactly, so
+//!   the test at r = 0.92 is about as hard as the plain bound's test of C < 0.92 (on a
+//!   range 1.92 times as wide, hence a larger bet cap, 3/4 instead of 1/2), at
+//!   α instead of α/2, with no multiplicative 1/Sₗ.
+//!
+//! Measured (tests in this module; α = 0.025, threshold 0.92, `min_pairs` 50, means
+//! over 10 streams, the bounds read at every pair): a canary with cos(b,c) uniform on
+//! [0.6, 1] (mean 0.80) of a deterministic baseline fails the plain gate (cosine upper
+//! bound < 0.92) after 125 pairs and the paired noise-adjusted gate after 159 (1.28x);
+//! unpaired with a self call at every sample, 290; unpaired at a 5 % rate, not within
+//! 2000. An unchanged canary of a sampling model (cos(b,c), cos(b,b') both 1 − 0.2u:
+//! mean 0.90, which the plain gate would fail) passes (lower bound ≥ 0.92) after 236–289
+//! pairs; a canary identical to a deterministic baseline after 237 (plain: 189). Over
+//! 200 such unchanged sampling canaries at 2 pairs/s, looked at once a minute for an
+//! hour: no false failure, the true ratio 1 never excluded, all passed within 6 minutes.
+//! The price is extra baseline calls: up to `self_similarity_min_pairs` (default 300)
+//! per canary revision and sidecar at the start, then the configured rate.
 
 mod confseq;
+mod latency;
+mod ratio;
 
 pub use confseq::ConfidenceSequence;
+pub use latency::{ratio_grid, PairedLatency};
+pub use ratio::RatioSequence;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Quantile levels of the windowed cosine reported by [`DriftSnapshot::quantiles`]: low
@@ -82,10 +139,17 @@ pub struct DriftState {
     cosine_cs: ConfidenceSequence,
     /// 1[cos < floor] at α per side.
     low_cs: ConfidenceSequence,
-    /// (1 + cos)/2 at α/2: numerator of the noise-adjusted bound.
+    /// (1 + cos)/2 at α/2: numerator of the unpaired noise-adjusted bound.
     ratio_num_cs: ConfidenceSequence,
-    /// (1 + self cos)/2 at α/4 per side: denominator of the noise-adjusted bound.
+    /// (1 + self cos)/2 at α/2 per side: denominator of the unpaired noise-adjusted bound.
     self_cs: ConfidenceSequence,
+    /// (cross cos, self cos) of the same input at α per side: the paired bound.
+    paired: RatioSequence,
+    /// Per-pair latency ratio canary/baseline at α per side.
+    latency: PairedLatency,
+    /// Self pairs since the last reset, readable without the lock ([`SelfSampling`]).
+    /// Shared by clones and kept across [`DriftState::reset`].
+    self_count: Arc<AtomicU64>,
 }
 
 /// Everything the drift gauges show, computed by [`DriftState::snapshot`]. Cosine-valued
@@ -120,12 +184,24 @@ pub struct DriftSnapshot {
     pub self_pairs: u64,
     /// Mean self cosine since the last reset (NaN below `min_pairs`).
     pub self_mean_cosine: f64,
+    /// Self pairs that came with their cross cosine ([`DriftState::record_self_paired`]).
+    pub self_paired_pairs: u64,
     /// Lower bound on E[cos(b,c)] / E[cos(b,b')] (module doc); NaN unless both the pairs
-    /// and the self pairs number at least `min_pairs`.
+    /// and the self pairs (the paired ones, when there are any) number at least
+    /// `min_pairs`.
     pub noise_adjusted_lower: f64,
-    /// Upper bound on the same ratio (same α split, the other side of each sequence):
-    /// a gate fails a canary when even this is under its threshold.
+    /// Upper bound on the same ratio (same construction, the other side): a gate fails a
+    /// canary when even this is under its threshold.
     pub noise_adjusted_upper: f64,
+    /// Pairs with both latencies since the last reset ([`DriftState::record_latency`]).
+    pub latency_pairs: u64,
+    /// Anytime-valid lower bound on the median of canary latency / baseline latency over
+    /// pairs (the median is above it; `drift/latency.rs`); NaN below `min_pairs`, 0 when
+    /// nothing is proven yet. Suggested gate: fail when > 1.1.
+    pub latency_ratio_median_lower: f64,
+    /// Anytime-valid upper bound on the same median (the median is at most it); NaN below
+    /// `min_pairs`, +∞ when nothing is proven yet. Suggested gate: pass when ≤ 1.1.
+    pub latency_ratio_median_upper: f64,
 }
 
 impl DriftState {
@@ -140,7 +216,10 @@ impl DriftState {
             cosine_cs: ConfidenceSequence::new(alpha),
             low_cs: ConfidenceSequence::new(alpha),
             ratio_num_cs: ConfidenceSequence::new(alpha / 2.0),
-            self_cs: ConfidenceSequence::new(alpha / 4.0),
+            self_cs: ConfidenceSequence::new(alpha / 2.0),
+            paired: RatioSequence::new(alpha),
+            latency: PairedLatency::new(alpha),
+            self_count: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -182,6 +261,43 @@ impl DriftState {
     pub fn record_self(&mut self, _now: Instant, cosine: f64) {
         if cosine.is_finite() {
             self.self_cs.push((1.0 + cosine.clamp(-1.0, 1.0)) / 2.0);
+            self.self_count
+                .store(self.self_cs.count(), Ordering::Relaxed);
+        }
+    }
+
+    /// One self-similarity pair with the cross cosine (baseline vs canary) of the same
+    /// input, already passed to [`DriftState::record`]: what the paired noise-adjusted
+    /// bound needs (module doc). Also counts as [`DriftState::record_self`]. A pair with
+    /// a non-finite cosine is ignored.
+    pub fn record_self_paired(&mut self, now: Instant, cross_cosine: f64, self_cosine: f64) {
+        if cross_cosine.is_finite() && self_cosine.is_finite() {
+            self.paired.push(cross_cosine, self_cosine);
+            self.record_self(now, self_cosine);
+        }
+    }
+
+    /// Baseline and canary latency of one pair (the two calls for the same input): feeds
+    /// the paired latency bounds. `_now` is accepted for symmetry.
+    pub fn record_latency(&mut self, _now: Instant, baseline: Duration, canary: Duration) {
+        self.latency.record(baseline, canary);
+    }
+
+    /// Share of samples that should also get the self-similarity call now: 1 until
+    /// `min_self_pairs` self pairs exist since the last reset, then `rate` (module doc).
+    /// Pure and O(1); [`DriftState::self_sampling`] gives the same answer without the
+    /// lock.
+    pub fn self_sample_rate(&self, rate: f64, min_self_pairs: u64) -> f64 {
+        self_sample_rate(self.self_cs.count(), rate, min_self_pairs)
+    }
+
+    /// A lock-free handle on [`DriftState::self_sample_rate`] for the sampler. It follows
+    /// this state through [`DriftState::reset`].
+    pub fn self_sampling(&self, rate: f64, min_self_pairs: u64) -> SelfSampling {
+        SelfSampling {
+            self_pairs: Arc::clone(&self.self_count),
+            rate,
+            min_self_pairs,
         }
     }
 
@@ -250,7 +366,14 @@ impl DriftState {
         } else {
             nan
         };
-        let (noise_adjusted_lower, noise_adjusted_upper) = if bounded && self_enough {
+        let self_paired_pairs = self.paired.count();
+        let (noise_adjusted_lower, noise_adjusted_upper) = if self_paired_pairs > 0 {
+            if bounded && self_paired_pairs >= need {
+                self.paired.bounds()
+            } else {
+                (nan, nan)
+            }
+        } else if bounded && self_enough {
             let (lower, upper) = self.ratio_num_cs.bounds();
             let (self_lo, self_hi) = self.self_cs.bounds();
             let (self_lo, self_hi) = (to_cos(self_lo), to_cos(self_hi));
@@ -258,6 +381,13 @@ impl DriftState {
                 noise_adjusted(to_cos(lower), self_lo, self_hi),
                 noise_adjusted_upper(to_cos(upper), self_lo, self_hi),
             )
+        } else {
+            (nan, nan)
+        };
+
+        let latency_pairs = self.latency.count();
+        let (latency_ratio_median_lower, latency_ratio_median_upper) = if latency_pairs >= need {
+            self.latency.median_bounds()
         } else {
             (nan, nan)
         };
@@ -276,8 +406,12 @@ impl DriftState {
             low_ratio_upper,
             self_pairs,
             self_mean_cosine,
+            self_paired_pairs,
             noise_adjusted_lower,
             noise_adjusted_upper,
+            latency_pairs,
+            latency_ratio_median_lower,
+            latency_ratio_median_upper,
         }
     }
 
@@ -285,9 +419,13 @@ impl DriftState {
     pub fn reset(&mut self) {
         let cfg = self.cfg.clone();
         let scratch = std::mem::take(&mut self.scratch);
+        let self_count = Arc::clone(&self.self_count);
         *self = Self::new(cfg);
         // Keep the allocation; the next snapshot needs a buffer of the same size.
         self.scratch = scratch;
+        // Handed out to the sampler: the same counter, back at zero.
+        self_count.store(0, Ordering::Relaxed);
+        self.self_count = self_count;
     }
 
     fn evict(&mut self, now: Instant) {
@@ -316,6 +454,36 @@ impl DriftState {
             ms -= shift;
         }
         ms as u32
+    }
+}
+
+/// `rate` once `self_pairs` reached `min_self_pairs`, 1 before (module doc); a `rate` of
+/// 0 turns self-similarity off, warm-up included.
+pub fn self_sample_rate(self_pairs: u64, rate: f64, min_self_pairs: u64) -> f64 {
+    if self_pairs < min_self_pairs && rate > 0.0 {
+        1.0
+    } else {
+        rate
+    }
+}
+
+/// Lock-free view of a [`DriftState`]'s self-pair count, for deciding per sample whether
+/// to make the self-similarity call: [`SelfSampling::rate`] is one relaxed atomic load.
+#[derive(Debug, Clone)]
+pub struct SelfSampling {
+    self_pairs: Arc<AtomicU64>,
+    rate: f64,
+    min_self_pairs: u64,
+}
+
+impl SelfSampling {
+    /// The share of samples that should get the self-similarity call now.
+    pub fn rate(&self) -> f64 {
+        self_sample_rate(
+            self.self_pairs.load(Ordering::Relaxed),
+            self.rate,
+            self.min_self_pairs,
+        )
     }
 }
 
@@ -670,6 +838,241 @@ mod tests {
         let rate = f64::from(misses) / streams as f64;
         eprintln!("noise-adjusted miss rate {rate:.4}");
         assert!(rate <= alpha + 0.02, "{rate}");
+    }
+
+    /// How a simulated sidecar reports self pairs to the drift state.
+    #[derive(Clone, Copy, PartialEq)]
+    enum SelfCalls {
+        Paired,
+        Unpaired,
+    }
+
+    /// A stream of pairs as a sidecar sees them (10 per second), self calls made at
+    /// [`DriftState::self_sample_rate`]; returns the first pair count from `min_pairs`
+    /// on at which `decided` holds for the snapshot, or None within `max_pairs`.
+    #[allow(clippy::too_many_arguments)]
+    fn pairs_until(
+        seed: u64,
+        calls: SelfCalls,
+        rate: f64,
+        min_self: u64,
+        max_pairs: u64,
+        sample: impl Fn(&mut SplitMix) -> (f64, f64),
+        decided: impl Fn(&DriftSnapshot) -> bool,
+    ) -> Option<u64> {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 50));
+        let mut rng = SplitMix(seed);
+        for n in 1..=max_pairs {
+            let at = t0 + Duration::from_millis(100 * n);
+            let (cross, own) = sample(&mut rng);
+            st.record(at, cross, 1.0, None);
+            if rng.uniform() < st.self_sample_rate(rate, min_self) {
+                match calls {
+                    SelfCalls::Paired => st.record_self_paired(at, cross, own),
+                    SelfCalls::Unpaired => st.record_self(at, own),
+                }
+            }
+            if n >= 50 && decided(&st.snapshot(at)) {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn mean_of(xs: &[Option<u64>]) -> f64 {
+        xs.iter()
+            .map(|x| x.map_or(f64::NAN, |n| n as f64))
+            .sum::<f64>()
+            / xs.len() as f64
+    }
+
+    /// Issue 15 point 3: a clearly broken canary of a deterministic baseline (cos(b,c)
+    /// uniform on [0.6, 1], mean 0.80; cos(b,b') = 1) fails the noise-adjusted gate
+    /// (upper bound < 0.92) within 1.5x the pairs the plain gate (cosine upper bound
+    /// < 0.92) needs. Means over 10 streams; the bounds are checked at every pair.
+    #[test]
+    fn broken_canary_fails_noise_adjusted_gate_as_fast_as_plain() {
+        let broken = |r: &mut SplitMix| (1.0 - 0.4 * r.uniform(), 1.0);
+        let fails = |s: &DriftSnapshot| s.noise_adjusted_upper < 0.92;
+        let run = |calls, rate, min_self, max| -> Vec<Option<u64>> {
+            (0..10)
+                .map(|k| pairs_until(k, calls, rate, min_self, max, broken, fails))
+                .collect()
+        };
+        let plain: Vec<Option<u64>> = (0..10)
+            .map(|k| {
+                pairs_until(k, SelfCalls::Paired, 0.0, 0, 1000, broken, |s| {
+                    s.cosine_upper < 0.92
+                })
+            })
+            .collect();
+        let paired = run(SelfCalls::Paired, 0.05, 300, 1000);
+        let unpaired_warm = run(SelfCalls::Unpaired, 0.05, 300, 3000);
+        let unpaired_5 = run(SelfCalls::Unpaired, 0.05, 0, 2000);
+        let (p, q) = (mean_of(&plain), mean_of(&paired));
+        eprintln!(
+            "pairs to fail: plain {p:.0}, paired {q:.0} (ratio {:.2}), unpaired with warm-up {:.0}, \
+             unpaired at 5% {:?}",
+            q / p,
+            mean_of(&unpaired_warm),
+            unpaired_5
+        );
+        assert!(plain.iter().chain(&paired).all(Option::is_some));
+        assert!(q <= 1.5 * p, "{q} vs {p}");
+        // Before this change: α/4 for S and 5 % self pairs. Still hopeless within 2000.
+        assert!(unpaired_5.iter().all(Option::is_none));
+    }
+
+    /// An unchanged canary of a sampling model (cos(b,c) and cos(b,b') both 1 − 0.2u,
+    /// independent; mean 0.90, ratio 1) passes the noise-adjusted gate (lower bound
+    /// ≥ 0.92), which the plain gate (mean cosine ≥ 0.92) would never do; and a canary
+    /// identical to a deterministic baseline passes both at once.
+    #[test]
+    fn unchanged_sampling_canary_passes_noise_adjusted_gate() {
+        let noisy = |r: &mut SplitMix| (1.0 - 0.2 * r.uniform(), 1.0 - 0.2 * r.uniform());
+        let passes = |s: &DriftSnapshot| s.noise_adjusted_lower >= 0.92;
+        let noisy_runs: Vec<Option<u64>> = (0..10)
+            .map(|k| pairs_until(k, SelfCalls::Paired, 0.05, 300, 3000, noisy, passes))
+            .collect();
+        let same = |_: &mut SplitMix| (1.0, 1.0);
+        let identical = pairs_until(0, SelfCalls::Paired, 0.05, 300, 3000, same, passes);
+        let plain = pairs_until(0, SelfCalls::Paired, 0.05, 300, 3000, same, |s| {
+            s.cosine_lower >= 0.92
+        });
+        eprintln!(
+            "pairs to pass: sampling canary {:.0} {noisy_runs:?}; identical deterministic \
+             {identical:?}, plain gate {plain:?}",
+            mean_of(&noisy_runs)
+        );
+        assert!(noisy_runs.iter().all(|n| n.is_some_and(|n| n <= 300)));
+        let (identical, plain) = (identical.unwrap_or(u64::MAX), plain.unwrap_or(0));
+        assert!(
+            identical as f64 <= 1.5 * plain as f64,
+            "{identical} vs {plain}"
+        );
+    }
+
+    /// 200 unchanged sampling canaries (cos(b,c), cos(b,b') both 1 − 0.2u), 2 pairs per
+    /// second, self calls at every sample for the first 300 then at 5 %, the gate looking
+    /// once a minute for an hour: no false failure, and the bounds exclude the true
+    /// ratio 1 in at most α (plus Monte-Carlo slack) of the canaries.
+    #[test]
+    fn noise_adjusted_false_alarms_over_an_hour_of_looks() {
+        let (canaries, per_minute, minutes) = (200u64, 120u64, 60u64);
+        let (mut false_fail, mut missed, mut passed, mut last_pass) = (0u32, 0u32, 0u32, 0u64);
+        for k in 0..canaries {
+            let t0 = Instant::now();
+            let mut st = DriftState::new(cfg(60, 50));
+            let mut rng = SplitMix(0xFA15E + k * 104_729);
+            let (mut failed, mut miss, mut pass) = (false, false, false);
+            for minute in 0..minutes {
+                for i in 0..per_minute {
+                    let at = t0 + Duration::from_millis((minute * per_minute + i) * 500);
+                    let (cross, own) = (1.0 - 0.2 * rng.uniform(), 1.0 - 0.2 * rng.uniform());
+                    st.record(at, cross, 1.0, None);
+                    if rng.uniform() < st.self_sample_rate(0.05, 300) {
+                        st.record_self_paired(at, cross, own);
+                    }
+                }
+                let s = st.snapshot(t0 + Duration::from_secs(60 * (minute + 1)));
+                failed |= s.noise_adjusted_upper < 0.92;
+                miss |= s.noise_adjusted_lower > 1.0 || s.noise_adjusted_upper < 1.0;
+                if !pass && s.noise_adjusted_lower >= 0.92 {
+                    pass = true;
+                    last_pass = last_pass.max(minute + 1);
+                }
+            }
+            false_fail += u32::from(failed);
+            missed += u32::from(miss);
+            passed += u32::from(pass);
+        }
+        let rate = |n: u32| f64::from(n) / canaries as f64;
+        eprintln!(
+            "{canaries} unchanged canaries, {minutes} looks: false fails {}, ratio 1 excluded {}, \
+             passed {}, the last after {last_pass} minutes",
+            rate(false_fail),
+            rate(missed),
+            rate(passed)
+        );
+        assert_eq!(false_fail, 0);
+        assert!(rate(missed) <= 0.025 + 0.02, "{}", rate(missed));
+        assert_eq!(passed, canaries as u32);
+    }
+
+    #[test]
+    fn self_sampling_rate_warms_up_and_follows_resets() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 50));
+        let handle = st.self_sampling(0.05, 3);
+        assert_eq!((st.self_sample_rate(0.05, 3), handle.rate()), (1.0, 1.0));
+        st.record_self(t0, 0.99);
+        st.record_self_paired(t0, 0.9, 0.99);
+        st.record_self(t0, f64::NAN); // ignored: not a self pair
+        assert_eq!(handle.rate(), 1.0);
+        st.record_self_paired(t0, f64::NAN, 0.99); // ignored too
+        assert_eq!(handle.rate(), 1.0);
+        st.record_self(t0, 0.98);
+        assert_eq!((st.self_sample_rate(0.05, 3), handle.rate()), (0.05, 0.05));
+        // No warm-up: the configured rate from the start.
+        assert_eq!(st.self_sampling(0.05, 0).rate(), 0.05);
+        st.reset();
+        assert_eq!(handle.rate(), 1.0);
+        assert_eq!(st.snapshot(t0).self_pairs, 0);
+        assert_eq!(self_sample_rate(10, 0.2, 10), 0.2);
+        assert_eq!(self_sample_rate(9, 0.2, 10), 1.0);
+        assert_eq!(self_sample_rate(0, 0.0, 10), 0.0);
+    }
+
+    /// Paired and unpaired self pairs: the paired construction wins once it has data, and
+    /// its bounds need `min_pairs` paired self pairs.
+    #[test]
+    fn paired_bounds_replace_unpaired_ones() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 50));
+        for _ in 0..60 {
+            st.record(t0, 0.9, 1.0, None);
+            st.record_self(t0, 1.0);
+        }
+        let unpaired = st.snapshot(t0);
+        assert!(unpaired.noise_adjusted_lower.is_finite());
+        assert_eq!(unpaired.self_paired_pairs, 0);
+        st.record_self_paired(t0, 0.9, 1.0);
+        let s = st.snapshot(t0);
+        assert_eq!((s.self_pairs, s.self_paired_pairs), (61, 1));
+        assert!(s.noise_adjusted_lower.is_nan() && s.noise_adjusted_upper.is_nan());
+        for _ in 0..49 {
+            st.record(t0, 0.9, 1.0, None);
+            st.record_self_paired(t0, 0.9, 1.0);
+        }
+        let s = st.snapshot(t0);
+        assert_eq!(s.self_paired_pairs, 50);
+        assert!(
+            s.noise_adjusted_lower < 0.9 && s.noise_adjusted_upper > 0.9,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn latency_bounds_need_min_pairs_and_reset() {
+        let t0 = Instant::now();
+        let mut st = DriftState::new(cfg(60, 50));
+        let (b, c) = (Duration::from_millis(40), Duration::from_millis(60));
+        for _ in 0..49 {
+            st.record_latency(t0, b, c);
+        }
+        let s = st.snapshot(t0);
+        assert_eq!(s.latency_pairs, 49);
+        assert!(s.latency_ratio_median_lower.is_nan() && s.latency_ratio_median_upper.is_nan());
+        st.record_latency(t0, b, c);
+        let s = st.snapshot(t0);
+        // 50 pairs at exactly 1.5: the median is pinned to the grid points around it.
+        assert!(s.latency_ratio_median_lower > 1.4 && s.latency_ratio_median_lower < 1.5);
+        assert!(s.latency_ratio_median_upper >= 1.5 && s.latency_ratio_median_upper < 1.52);
+        st.reset();
+        let s = st.snapshot(t0);
+        assert_eq!(s.latency_pairs, 0);
+        assert!(s.latency_ratio_median_lower.is_nan());
     }
 
     #[test]
