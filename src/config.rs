@@ -342,6 +342,8 @@ pub struct GatesConfig {
     pub max_error_rate: f64,
     #[serde(with = "duration_str")]
     pub max_p99: Duration,
+    /// Median canary/baseline latency on the same inputs the canary may not exceed.
+    pub max_latency_ratio: f64,
     /// Mean cosine the canary must keep (the recipe's 0.92).
     pub cosine_threshold: f64,
     /// Largest share of pairs allowed under `drift.floor`.
@@ -361,6 +363,8 @@ impl Default for GatesConfig {
         Self {
             max_error_rate: 0.001,
             max_p99: Duration::from_millis(500),
+            // A canary proven more than 10 % slower fails; 20 % slower fails in time.
+            max_latency_ratio: 1.1,
             cosine_threshold: 0.92,
             low_similarity_budget: 0.02,
             accuracy_ratio: 0.95,

@@ -218,6 +218,8 @@ pub struct DriftMetrics {
     noise_adjusted_lower: Gauge,
     noise_adjusted_upper: Gauge,
     self_mean: Gauge,
+    latency_lower: Gauge,
+    latency_upper: Gauge,
     norm_ratio: Gauge,
     agreement: Gauge,
 }
@@ -255,6 +257,8 @@ impl DriftMetrics {
         self.noise_adjusted_lower.set(s.noise_adjusted_lower);
         self.noise_adjusted_upper.set(s.noise_adjusted_upper);
         self.self_mean.set(s.self_mean_cosine);
+        self.latency_lower.set(s.latency_ratio_median_lower);
+        self.latency_upper.set(s.latency_ratio_median_upper);
         self.norm_ratio.set(s.norm_ratio);
         self.agreement.set(s.agreement);
     }
@@ -456,6 +460,8 @@ impl Metrics {
             low_upper: low_bound("model_embedding_low_similarity_ratio_upper_bound", "Anytime-valid upper bound on the share of pairs under the floor.")?,
             noise_adjusted_lower: gauge("model_embedding_noise_adjusted_similarity_lower_bound", "Lower bound on E[cos(baseline, canary)] / E[cos(baseline, baseline')]; NaN below min_pairs.")?,
             noise_adjusted_upper: gauge("model_embedding_noise_adjusted_similarity_upper_bound", "Upper bound on E[cos(baseline, canary)] / E[cos(baseline, baseline')]; NaN below min_pairs.")?,
+            latency_lower: gauge("model_canary_latency_ratio_lower_bound", "Anytime-valid lower bound on the median of canary/baseline latency, both timed on the same sampled inputs (immune to node load and traffic mix); NaN below min_pairs.")?,
+            latency_upper: gauge("model_canary_latency_ratio_upper_bound", "Anytime-valid upper bound on the median of canary/baseline latency on the same inputs; NaN below min_pairs.")?,
             self_mean: gauge("model_embedding_self_cosine_similarity", "Mean cosine of the baseline with itself on the same input (noise floor), since start.")?,
             norm_ratio: gauge("model_embedding_norm_ratio", "Mean |canary| / |baseline| over the drift window; NaN below min_pairs.")?,
             agreement: gauge("model_prediction_agreement_ratio", "Share of window pairs whose predictions agree; NaN below min_pairs.")?,

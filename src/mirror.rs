@@ -225,6 +225,16 @@ impl Mirror {
             .enumerate()
             .filter_map(|(i, it)| it.comparison.map(|cmp| (i, cmp.cosine)))
             .collect();
+        // Both sides timed on the same input: one latency pair per request (the primary's
+        // own answer, with reuse_primary, was not timed as a shadow call).
+        let timed = self.reuse.is_none()
+            && b.outcome == TargetOutcome::Ok
+            && c.outcome == TargetOutcome::Ok;
+        if timed {
+            if let Ok(mut d) = self.drift.lock() {
+                d.record_latency(Instant::now(), b.latency, c.latency);
+            }
+        }
         if !compared.is_empty() {
             let (bo, co) = (b.output.as_ref(), c.output.as_ref());
             let now = Instant::now();
@@ -369,12 +379,16 @@ impl Mirror {
         if a.items() != b.items() {
             return;
         }
-        let cosines: Vec<f64> = compared
+        // (cos(baseline, canary), cos(baseline, baseline')) per item: the noise-adjusted
+        // bound pairs them (drift/ratio.rs).
+        let pairs: Vec<(f64, f64)> = compared
             .iter()
-            .filter_map(|&(i, _)| compare::compare(a.embedding(i), b.embedding(i)).ok())
-            .map(|cmp| cmp.cosine)
+            .filter_map(|&(i, cross)| {
+                let again = compare::compare(a.embedding(i), b.embedding(i)).ok()?;
+                Some((cross, again.cosine))
+            })
             .collect();
-        for &cos in &cosines {
+        for &(_, cos) in &pairs {
             self.metrics
                 .drift
                 .self_distance
@@ -382,8 +396,8 @@ impl Mirror {
         }
         if let Ok(mut d) = self.drift.lock() {
             let now = Instant::now();
-            for &cos in &cosines {
-                d.record_self(now, cos);
+            for &(cross, cos) in &pairs {
+                d.record_self_paired(now, cross, cos);
             }
         }
     }

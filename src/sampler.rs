@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use http::Method;
 
+use crate::drift::SelfSampling;
+
 /// A share in `[0, 1]`, kept as the 64-bit threshold the id hash is compared with.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampleRate {
@@ -109,7 +111,8 @@ pub enum Decision {
 #[derive(Debug)]
 pub struct Sampler {
     rate: SampleRate,
-    self_rate: SampleRate,
+    /// Whether a sample also gets the self-similarity call (None: never).
+    self_sampling: Option<SelfSampling>,
     methods: Vec<Method>,
     paths: Vec<String>,
     bucket: Option<Mutex<Bucket>>,
@@ -121,7 +124,7 @@ impl Sampler {
         max_per_second: u32,
         methods: &[String],
         paths: &[String],
-        self_rate: SampleRate,
+        self_sampling: Option<SelfSampling>,
     ) -> Self {
         let methods = methods
             .iter()
@@ -136,7 +139,7 @@ impl Sampler {
         });
         Self {
             rate,
-            self_rate,
+            self_sampling,
             methods,
             paths: paths.to_vec(),
             bucket,
@@ -171,10 +174,13 @@ impl Sampler {
                 return Decision::RateLimited;
             }
         }
-        let self_similarity = self.self_rate.get() > 0.0
-            && self
-                .self_rate
-                .admits(id_hash(request_id.as_bytes(), SELF_SALT));
+        let self_similarity = self.self_sampling.as_ref().is_some_and(|s| {
+            // 1 until enough self pairs exist, then `self_similarity_rate` (drift.rs).
+            let rate = s.rate();
+            rate >= 1.0
+                || SampleRate::try_new(rate)
+                    .is_ok_and(|r| r.admits(id_hash(request_id.as_bytes(), SELF_SALT)))
+        });
         Decision::Mirror { self_similarity }
     }
 }
@@ -191,7 +197,7 @@ mod tests {
             cap,
             &["POST".to_string()],
             &[],
-            SampleRate::try_new(0.0).unwrap(),
+            None,
         )
     }
 
@@ -262,7 +268,7 @@ mod tests {
             0,
             &["POST".to_string()],
             &["/v1/embeddings".to_string()],
-            SampleRate::try_new(0.0).unwrap(),
+            None,
         );
         let now = Instant::now();
         assert_eq!(
@@ -298,25 +304,41 @@ mod tests {
         assert!((50..=61).contains(&admitted), "{admitted}");
     }
 
+    /// Every sample gets the self call until `min` self pairs exist, then the rate.
     #[test]
-    fn self_similarity_share_follows_its_rate() {
+    fn self_similarity_share_follows_its_rate_once_enough_self_pairs_exist() {
+        use crate::drift::{DriftConfig, DriftState};
+        let mut drift = DriftState::new(DriftConfig {
+            window: std::time::Duration::from_secs(60),
+            min_pairs: 10,
+            floor: 0.8,
+            alpha: 0.025,
+        });
+        let min = 50;
         let s = Sampler::new(
             SampleRate::try_new(1.0).unwrap(),
             0,
             &["POST".to_string()],
             &[],
-            SampleRate::try_new(0.2).unwrap(),
+            Some(drift.self_sampling(0.2, min)),
         );
         let now = Instant::now();
+        let selfs = |from: usize, n: usize| {
+            (from..from + n)
+                .filter(|i| {
+                    s.decide(&Method::POST, "/", &format!("r{i}"), now)
+                        == Decision::Mirror {
+                            self_similarity: true,
+                        }
+                })
+                .count() as f64
+        };
+        assert_eq!(selfs(0, 1000), 1000.0, "all, before any self pair");
+        for _ in 0..min {
+            drift.record_self_paired(now, 0.99, 1.0);
+        }
         let n = 20_000;
-        let hits = (0..n)
-            .filter(|i| {
-                s.decide(&Method::POST, "/", &format!("r{i}"), now)
-                    == Decision::Mirror {
-                        self_similarity: true,
-                    }
-            })
-            .count() as f64;
+        let hits = selfs(1000, n);
         let sigma = (n as f64 * 0.2 * 0.8).sqrt();
         assert!((hits - 4000.0).abs() <= 3.0 * sigma, "{hits}");
     }

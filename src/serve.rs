@@ -3,7 +3,7 @@
 //! client requests, drain shadow work, close the shadow log).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::header::HeaderName;
@@ -120,8 +120,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })));
     let rate = SampleRate::try_new(cfg.shadow.sample_rate)
         .map_err(|e| setting("shadow.sample_rate", e.to_string()))?;
-    let self_rate = SampleRate::try_new(cfg.shadow.self_similarity_rate)
+    SampleRate::try_new(cfg.shadow.self_similarity_rate)
         .map_err(|e| setting("shadow.self_similarity_rate", e.to_string()))?;
+    // Every sample gets the self call until self_similarity_min_pairs self pairs exist,
+    // so the noise-adjusted gate can decide as early as the plain one (drift.rs).
+    let self_sampling = (cfg.shadow.self_similarity_rate > 0.0).then(|| {
+        drift
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .self_sampling(
+                cfg.shadow.self_similarity_rate,
+                cfg.shadow.self_similarity_min_pairs,
+            )
+    });
     let extractor = Extractor::new(
         cfg.shadow.protocol,
         &cfg.shadow.embedding_pointer,
@@ -244,7 +255,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             cfg.shadow.max_per_second,
             &cfg.shadow.methods,
             &cfg.shadow.paths,
-            self_rate,
+            self_sampling,
         ),
         mirror,
         shadow_permits: shadow_permits.clone(),

@@ -192,8 +192,23 @@ pub fn verdicts(v: &View) -> Vec<(&'static str, String, Verdict)> {
         Verdict::Fail
     };
     out.push((
-        "p99 latency",
+        "p99 latency (SLO)",
         format!("{} s (limit {limit} s)", fmt(p99, 4)),
+        verdict,
+    ));
+
+    let lat_lo = metric(f, "model_canary_latency_ratio_lower_bound", &[]);
+    let lat_hi = metric(f, "model_canary_latency_ratio_upper_bound", &[]);
+    // "ratio <= max" is "-ratio >= -max", with the bounds swapped.
+    let verdict = at_least(-lat_hi, -lat_lo, -g.max_latency_ratio);
+    out.push((
+        "paired latency",
+        format!(
+            "canary/baseline median in [{}, {}] (limit {})",
+            fmt(lat_lo, 3),
+            fmt(lat_hi, 3),
+            g.max_latency_ratio
+        ),
         verdict,
     ));
 

@@ -527,7 +527,7 @@ fn template_thresholds_are_the_gates_config() {
         v.dedup();
         v
     };
-    let cases: [(&str, Vec<f64>); 6] = [
+    let cases: [(&str, Vec<f64>); 7] = [
         (
             "embedding-drift.yaml",
             vec![g.low_similarity_budget, g.cosine_threshold],
@@ -540,6 +540,7 @@ fn template_thresholds_are_the_gates_config() {
         ("conversion-ratio.yaml", vec![g.conversion_ratio]),
         ("error-rate.yaml", vec![g.max_error_rate]),
         ("latency-p99.yaml", vec![g.max_p99.as_secs_f64()]),
+        ("latency-ratio.yaml", vec![g.max_latency_ratio]),
     ];
     for (name, want) in cases {
         let got = distinct(condition_thresholds(&read(name)));

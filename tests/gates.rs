@@ -25,6 +25,12 @@ struct Scenario {
     noise_adjusted: &'static str,
     /// What the published recipe's bare `mean > 0.92` would have said if it could fail.
     recipe_mean_above: bool,
+    /// Verdicts of the absolute p99 template (an SLO check) and of the paired
+    /// latency-ratio template (the canary against the baseline on the same inputs).
+    p99: &'static str,
+    latency_ratio: &'static str,
+    /// Requests sent (the slow scenarios need fewer: the latency bounds decide early).
+    requests: usize,
 }
 
 fn opts(cosine: CosineSpec) -> ModelOptions {
@@ -42,8 +48,48 @@ fn noisy() -> ModelOptions {
     }
 }
 
+/// The fields the embedding scenarios share: fast, healthy model servers.
+fn fast() -> Scenario {
+    Scenario {
+        model: "",
+        baseline: opts(CosineSpec::Identical),
+        canary: opts(CosineSpec::Identical),
+        drift: "Successful",
+        noise_adjusted: "Successful",
+        recipe_mean_above: true,
+        p99: "Successful",
+        latency_ratio: "Successful",
+        requests: REQUESTS,
+    }
+}
+
+/// Identical embeddings from servers on a busy node (`Behaviour::Loaded`: every server
+/// of the process slowed by the same bursts), the canary `slowdown` times slower.
+fn loaded(model: &'static str, slowdown: f64, latency_ratio: &'static str) -> Scenario {
+    let server = |slowdown| ModelOptions {
+        behaviour: Behaviour::Loaded {
+            base: Duration::from_millis(150),
+            slowdown,
+        },
+        ..opts(CosineSpec::Identical)
+    };
+    Scenario {
+        model,
+        baseline: server(1.0),
+        canary: server(slowdown),
+        // A 150 ms model on a node whose bursts reach 6x: p99 over 500 ms for either.
+        p99: "Failed",
+        latency_ratio,
+        requests: 900,
+        ..fast()
+    }
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
+        // The absolute p99 gate fails both; only the paired ratio tells them apart.
+        loaded("loaded-identical", 1.0, "Successful"),
+        loaded("loaded-20pct-slower", 1.2, "Failed"),
         Scenario {
             model: "identical",
             baseline: opts(CosineSpec::Identical),
@@ -51,6 +97,7 @@ fn scenarios() -> Vec<Scenario> {
             drift: "Successful",
             noise_adjusted: "Successful",
             recipe_mean_above: true,
+            ..fast()
         },
         Scenario {
             model: "mild-drift",
@@ -59,6 +106,7 @@ fn scenarios() -> Vec<Scenario> {
             drift: "Successful",
             noise_adjusted: "Successful",
             recipe_mean_above: true,
+            ..fast()
         },
         Scenario {
             model: "drift-below",
@@ -67,6 +115,7 @@ fn scenarios() -> Vec<Scenario> {
             drift: "Failed",
             noise_adjusted: "Failed",
             recipe_mean_above: false,
+            ..fast()
         },
         Scenario {
             // 5 % of inputs broken to cosine 0.5, the rest at 0.97: the mean stays ≈ 0.947.
@@ -80,6 +129,7 @@ fn scenarios() -> Vec<Scenario> {
             drift: "Failed",
             noise_adjusted: "Successful",
             recipe_mean_above: true,
+            ..fast()
         },
         Scenario {
             // A sampled model, unchanged: baseline and canary each answer with fresh noise
@@ -90,6 +140,7 @@ fn scenarios() -> Vec<Scenario> {
             drift: "Failed",
             noise_adjusted: "Successful",
             recipe_mean_above: false,
+            ..fast()
         },
     ]
 }
@@ -108,11 +159,12 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
     let mut stacks = Vec::new();
     for s in scenarios() {
         let model = format!("[model]\nname = \"{}\"\nversion = \"v2\"\n", s.model);
+        // This pod serves the canary's version: its primary is the canary's model.
         let stack = common::stack(
-            s.baseline.clone(),
+            s.canary.clone(),
             s.baseline.clone(),
             s.canary.clone(),
-            "self_similarity_rate = 0.5\nmax_in_flight = 512",
+            "self_similarity_rate = 0.5\nmax_in_flight = 512\ntimeout = \"3s\"",
             &format!("{model}[drift]\nmin_pairs = 50\nwindow = \"10m\""),
         )
         .await;
@@ -122,9 +174,9 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
     let mut tasks = Vec::new();
     for (s, stack) in &stacks {
         for w in 0..8 {
-            let (stack, model) = (stack.clone(), s.model);
+            let (stack, model, requests) = (stack.clone(), s.model, s.requests);
             tasks.push(tokio::spawn(async move {
-                for i in (w..REQUESTS).step_by(8) {
+                for i in (w..requests).step_by(8) {
                     let r = stack.embed(&format!("{model} input {i}")).await;
                     assert_eq!(r.status, 200);
                 }
@@ -134,8 +186,8 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
     for t in tasks {
         t.await.unwrap();
     }
-    for (_, stack) in &stacks {
-        stack.wait_pairs(REQUESTS as u64).await;
+    for (s, stack) in &stacks {
+        stack.wait_pairs(s.requests as u64).await;
     }
 
     // Light traffic goes on while Prometheus scrapes, so the rate() windows of the
@@ -143,15 +195,19 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut background = Vec::new();
     for (s, stack) in &stacks {
-        let (stack, stop, model) = (stack.clone(), stop.clone(), s.model);
-        background.push(tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                i += 1;
-                stack.embed(&format!("{model} late {i}")).await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
+        // The slow scenarios' requests take ~180 ms: more clients for the same evidence.
+        let clients = if s.requests < REQUESTS { 4 } else { 1 };
+        for c in 0..clients {
+            let (stack, stop, model) = (stack.clone(), stop.clone(), s.model);
+            background.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    stack.embed(&format!("{model} late {c} {i}")).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }));
+        }
     }
     let targets: Vec<_> = stacks.iter().map(|(_, s)| s.sidecar.admin_addr).collect();
     // Every sidecar here plays a canary pod of its model.
@@ -175,6 +231,15 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
         assert!(v.is_some_and(f64::is_finite), "{m}: bounds scraped");
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
+    // The rate-window gates need min-requests (100) requests inside Prometheus' window.
+    for m in &names {
+        let q = format!("sum(increase(model_inference_requests_total{{model=\"{m}\"}}[2m]))");
+        let v = p.wait_for(&q, Duration::from_secs(60), |v| v >= 120.0);
+        assert!(
+            v.is_some_and(|v| v >= 120.0),
+            "{m}: requests in the window: {v:?}"
+        );
+    }
 
     let mut table = Vec::new();
     for (s, _) in &stacks {
@@ -228,9 +293,16 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
             "{}: noise-adjusted template: {report}",
             s.model
         );
-        // The infrastructure gates see a healthy canary in every scenario.
+        // The error gate sees a healthy canary in every scenario; the latency gates see
+        // what each scenario's servers do.
         assert_eq!(verdict("error"), "Successful", "{}: {report}", s.model);
-        assert_eq!(verdict("latency"), "Successful", "{}: {report}", s.model);
+        assert_eq!(verdict("latency-p99"), s.p99, "{}: {report}", s.model);
+        assert_eq!(
+            verdict("latency-ratio"),
+            s.latency_ratio,
+            "{}: {report}",
+            s.model
+        );
     }
     eprintln!("{}", table.join("\n"));
 
