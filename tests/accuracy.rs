@@ -585,14 +585,28 @@ fn spark_job_reports_the_same_numbers() {
     let dir = fixtures();
     let d = dir.path();
     let s = |p: &str| d.join(p).display().to_string();
-    // (logs, labels, flags): the main fixture, corrupt files skipped, filters.
-    let cases: [(&str, &str, &[&str]); 3] = [
+    // (logs, labels, flags): the main fixture, corrupt files skipped, filters; items:
+    // a tree of version-1 and version-2 files (the version-1 file first, whose schema a
+    // single Spark read would take for both), the version-2 file alone, and the tree
+    // with half of the version-2 hour filtered out by time.
+    let cases: [(&str, &str, &[&str]); 6] = [
         ("logs", "labels", &[]),
         ("bad/logs", "bad/labels", &["--skip-bad-files"]),
         (
             "logs",
             "labels",
             &["--model", "llm", "--since", "2024-05-01T11:00:00Z"],
+        ),
+        ("items/logs", "items/labels", &[]),
+        (
+            "items/logs/model=emb/date=2024-05-03/hour=01",
+            "items/labels",
+            &[],
+        ),
+        (
+            "items/logs",
+            "items/labels",
+            &["--model", "emb", "--since", "2024-05-03T01:30:00Z"],
         ),
     ];
     let mut argvs = Vec::new();
@@ -625,9 +639,11 @@ fn spark_job_reports_the_same_numbers() {
     for (i, (logs, labels, flags)) in cases.iter().enumerate() {
         let mut a = args(d, logs, labels);
         a.skip_bad_files = flags.contains(&"--skip-bad-files");
-        if flags.contains(&"--model") {
-            a.model = Some("llm".into());
-            a.since = Some("2024-05-01T11:00:00Z".into());
+        if let Some(i) = flags.iter().position(|f| *f == "--model") {
+            a.model = Some(flags[i + 1].into());
+        }
+        if let Some(i) = flags.iter().position(|f| *f == "--since") {
+            a.since = Some(flags[i + 1].into());
         }
         let rust = to_json(&accuracy::compute(&a).expect("rust report"));
         let spark: Value = serde_json::from_slice(
