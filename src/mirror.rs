@@ -253,7 +253,7 @@ impl Mirror {
         let (bp, cp) = (prediction(b), prediction(c));
         if bp.is_some() || cp.is_some() {
             self.feedback
-                .predictions(&job.request_id, bp, cp, Instant::now());
+                .predictions(&job.request_id, vec![(bp, cp)], Instant::now());
         }
         let Some(log) = &self.log else { return };
         let l = &self.labels;
