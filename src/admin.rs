@@ -181,11 +181,23 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
+/// Largest `item` a posted label or event may name: far above any real batch (the
+/// OpenAI embeddings API takes at most 2048 inputs), low enough that a wrong field
+/// (a timestamp, an id) posted as `item` is reported instead of silently never joining.
+pub const MAX_POSTED_ITEM: u64 = 1_000_000;
+
+/// Most per-entry errors listed in an answer; `invalid` counts them all.
+const MAX_LISTED_ERRORS: usize = 100;
+
 /// One posted label.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LabelIn {
     request_id: String,
+    /// Which input of a batched request (0 = the first, or the only one). Taken as any
+    /// JSON value so that a bad one is an error of this entry, not of the whole body.
+    #[serde(default)]
+    item: Option<serde_json::Value>,
     label: serde_json::Value,
 }
 
@@ -194,6 +206,10 @@ struct LabelIn {
 #[serde(deny_unknown_fields)]
 struct EventIn {
     request_id: String,
+    /// Validated as for labels; an event counts once per request whatever item it
+    /// names (see [`Feedback::event`]).
+    #[serde(default)]
+    item: Option<serde_json::Value>,
     #[serde(default = "conversion")]
     event: String,
     #[serde(default)]
@@ -205,6 +221,30 @@ fn conversion() -> String {
     "conversion".into()
 }
 
+/// An entry's `item`: absent or null is item 0; otherwise an integer in
+/// `0..=MAX_POSTED_ITEM`.
+fn parse_item(v: Option<&serde_json::Value>) -> Result<u32, String> {
+    use serde_json::Value;
+    let bad = |v: &Value| format!("item must be an integer from 0 to {MAX_POSTED_ITEM}, got {v}");
+    match v {
+        None | Some(Value::Null) => Ok(0),
+        Some(n @ Value::Number(num)) => match num.as_u64() {
+            Some(i) if i <= MAX_POSTED_ITEM => Ok(i as u32),
+            _ => Err(bad(n)),
+        },
+        Some(other) => Err(bad(other)),
+    }
+}
+
+/// An entry rejected on its own; the rest of the batch is applied.
+#[derive(Debug, serde::Serialize)]
+struct EntryError {
+    /// Position in the posted array (0 for a single object).
+    index: usize,
+    request_id: String,
+    error: String,
+}
+
 /// How a batch joined, returned to the poster.
 #[derive(Debug, Default, serde::Serialize)]
 struct JoinCounts {
@@ -212,6 +252,10 @@ struct JoinCounts {
     not_mirrored: u64,
     unknown: u64,
     duplicate: u64,
+    /// Entries rejected (bad `item` or label value); the first
+    /// [`MAX_LISTED_ERRORS`] are in `errors`.
+    invalid: u64,
+    errors: Vec<EntryError>,
 }
 
 impl JoinCounts {
@@ -222,6 +266,28 @@ impl JoinCounts {
             JoinResult::Unknown => self.unknown += 1,
             JoinResult::Duplicate => self.duplicate += 1,
         }
+    }
+
+    fn reject(&mut self, index: usize, request_id: &str, error: String) {
+        self.invalid += 1;
+        if self.errors.len() < MAX_LISTED_ERRORS {
+            self.errors.push(EntryError {
+                index,
+                request_id: request_id.to_owned(),
+                error,
+            });
+        }
+    }
+
+    /// 200 when some entry was applied (or there were none); 400 when every entry was
+    /// rejected, so a single bad label is not mistaken for an accepted one.
+    fn into_response(self, entries: usize) -> Response {
+        let status = if self.invalid > 0 && self.invalid as usize == entries {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        (status, axum::Json(self)).into_response()
     }
 }
 
@@ -278,25 +344,20 @@ async fn labels(State(state): State<AdminState>, headers: HeaderMap, body: Bytes
         Ok(b) => b,
         Err(bad) => return *bad,
     };
-    let mut texts = Vec::with_capacity(batch.len());
-    for (i, l) in batch.iter().enumerate() {
-        match label_text(&l.label) {
-            Some(t) => texts.push(t),
-            None => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    format!("item {i}: label must be a string, number or boolean\n"),
-                )
-                    .into_response()
-            }
-        }
-    }
     let now = Instant::now();
     let mut counts = JoinCounts::default();
-    for (l, text) in batch.iter().zip(&texts) {
-        counts.add(state.feedback.label(&l.request_id, text, now));
+    for (i, l) in batch.iter().enumerate() {
+        let item = parse_item(l.item.as_ref());
+        let text = label_text(&l.label)
+            .ok_or_else(|| "label must be a string, number or boolean".to_string());
+        match (item, text) {
+            (Ok(item), Ok(text)) => {
+                counts.add(state.feedback.label(&l.request_id, item, &text, now));
+            }
+            (Err(e), _) | (_, Err(e)) => counts.reject(i, &l.request_id, e),
+        }
     }
-    axum::Json(counts).into_response()
+    counts.into_response(batch.len())
 }
 
 async fn feedback(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -309,8 +370,42 @@ async fn feedback(State(state): State<AdminState>, headers: HeaderMap, body: Byt
     };
     let now = Instant::now();
     let mut counts = JoinCounts::default();
-    for e in &batch {
-        counts.add(state.feedback.event(&e.request_id, &e.event, now));
+    for (i, e) in batch.iter().enumerate() {
+        // The item is checked so a client's mistake shows, but the served unit of the
+        // conversion rate is the request (Feedback::event).
+        match parse_item(e.item.as_ref()) {
+            Ok(_) => counts.add(state.feedback.event(&e.request_id, &e.event, now)),
+            Err(err) => counts.reject(i, &e.request_id, err),
+        }
     }
-    axum::Json(counts).into_response()
+    counts.into_response(batch.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn items_are_small_non_negative_integers_defaulting_to_0() {
+        assert_eq!(parse_item(None), Ok(0));
+        assert_eq!(parse_item(Some(&json!(null))), Ok(0));
+        assert_eq!(parse_item(Some(&json!(0))), Ok(0));
+        assert_eq!(parse_item(Some(&json!(7))), Ok(7));
+        assert_eq!(parse_item(Some(&json!(MAX_POSTED_ITEM))), Ok(1_000_000));
+        for bad in [
+            json!(-1),
+            json!(1.5),
+            json!(2.0),
+            json!(MAX_POSTED_ITEM + 1),
+            json!(u64::MAX),
+            json!(1e300),
+            json!("3"),
+            json!(true),
+            json!([1]),
+        ] {
+            let e = parse_item(Some(&bad)).expect_err("rejected");
+            assert!(e.contains(&bad.to_string()), "{e}");
+        }
+    }
 }

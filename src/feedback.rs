@@ -1,9 +1,12 @@
 //! Online joins: each request id remembers, for `label_ttl`, that this pod served it and
-//! (when mirrored) both shadow predictions. Ground-truth labels posted later score the
-//! baseline and canary on the same inputs; business events (conversions) give the
-//! conversion rate of the version this pod serves. Memory is fixed by a cap on tracked
-//! ids (a set-associative table allocated at start, 32 bytes an id); evictions are
-//! counted.
+//! (when mirrored) both shadow predictions of every item (input) of the request: item
+//! `k` of a batched request is the `k`-th input, a single-input request has item 0.
+//! Ground-truth labels posted later name a (request id, item) and score that item's
+//! baseline and canary predictions on the same input; business events (conversions)
+//! give the conversion rate of the version this pod serves, per request. Memory is
+//! fixed by a cap on tracked ids (a set-associative table allocated at start, 32 bytes
+//! an id, plus the predictions of mirrored requests behind a pointer, at most
+//! [`MAX_ITEMS`] items each); evictions are counted.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -25,17 +28,47 @@ pub const MIN_LABELED_PAIRS: u64 = 30;
 /// empty or expired slot, else the oldest of the 8 (an eviction).
 const WAYS: usize = 8;
 
+/// Items of one request whose predictions are kept for labels: twice the largest batch
+/// the OpenAI embeddings API takes (2048). Items beyond are not kept (labels naming
+/// them are `unknown`) and are counted in `shadowgate_feedback_items_not_kept_total`,
+/// so one huge batch cannot hold an unbounded share of memory for `label_ttl`.
+pub const MAX_ITEMS: usize = 4096;
+
 /// What one request id remembers. Keyed by a 64-bit hash of the id, not the id itself:
-/// 32 bytes per tracked request. All zeros is an empty slot.
+/// 32 bytes per tracked request (checked below), so a set of [`WAYS`] slots is four
+/// cache lines. All zeros is an empty slot.
 #[derive(Debug, Default)]
 struct Slot {
     /// `id_hash` of the request id, never 0 (0 marks an empty slot).
     key: u64,
     /// Milliseconds since the table's origin.
     served_ms: u64,
-    predictions: Option<Box<(Option<String>, Option<String>)>>,
-    labeled: bool,
+    /// Set once the mirror has both answers. A thin pointer: most slots are never
+    /// mirrored, and the per-item data would not fit the slot anyway.
+    predictions: Option<Box<Predictions>>,
     converted: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+
+/// The shadow predictions of one mirrored request, by item.
+#[derive(Debug)]
+struct Predictions {
+    /// (baseline, canary) prediction of each item, at most [`MAX_ITEMS`].
+    pairs: Box<[(Option<String>, Option<String>)]>,
+    /// Bit `k` set: item `k` has been scored by a label; later labels for it are
+    /// duplicates.
+    labeled: Box<[u64]>,
+}
+
+impl Predictions {
+    fn is_labeled(&self, item: usize) -> bool {
+        self.labeled[item / 64] & (1 << (item % 64)) != 0
+    }
+
+    fn set_labeled(&mut self, item: usize) {
+        self.labeled[item / 64] |= 1 << (item % 64);
+    }
 }
 
 /// A request id's key in the table, from [`Feedback::prefetch`].
@@ -75,9 +108,11 @@ pub enum JoinResult {
     Joined,
     /// A label for a request that was served here but not mirrored: counts for nothing.
     NotMirrored,
-    /// The id was never seen here, or has expired.
+    /// The id was never seen here, or has expired; or (labels) the mirrored request has
+    /// no such item, or the item was beyond the [`MAX_ITEMS`] kept.
     Unknown,
-    /// A second label or conversion for the same id: ignored.
+    /// A second label for the same (id, item), or a second conversion for the same id:
+    /// ignored.
     Duplicate,
 }
 
@@ -136,6 +171,7 @@ pub struct FeedbackMetrics {
     conversion: Gauge,
     joins: Vec<Vec<IntCounter>>,
     evictions: IntCounter,
+    items_not_kept: IntCounter,
     tracked: prometheus::IntGauge,
 }
 
@@ -188,6 +224,13 @@ impl FeedbackMetrics {
             Opts::new("shadowgate_feedback_evictions_total", "Tracked request ids evicted before label_ttl because of the feedback.max_tracked cap."),
             &["model"],
         )?;
+        let items_not_kept = IntCounterVec::new(
+            Opts::new(
+                "shadowgate_feedback_items_not_kept_total",
+                "Items of mirrored batches beyond the per-request cap (4096) whose predictions were not kept for label joins.",
+            ),
+            &["model"],
+        )?;
         let tracked = prometheus::IntGaugeVec::new(
             Opts::new(
                 "shadowgate_feedback_tracked_ids",
@@ -203,6 +246,7 @@ impl FeedbackMetrics {
             Box::new(conversion.clone()),
             Box::new(joins.clone()),
             Box::new(evictions.clone()),
+            Box::new(items_not_kept.clone()),
             Box::new(tracked.clone()),
         ] {
             reg(c)?;
@@ -241,6 +285,7 @@ impl FeedbackMetrics {
                 })
                 .collect(),
             evictions: evictions.with_label_values(&[model]),
+            items_not_kept: items_not_kept.with_label_values(&[model]),
             tracked: tracked.with_label_values(&[model]),
         })
     }
@@ -425,18 +470,46 @@ impl Feedback {
         }
     }
 
-    /// The mirror's predictions for a request. The mirror may finish before the primary
-    /// answers, so this creates the entry when it is not there yet.
+    /// The mirror's predictions for a request: `items[k]` is item `k`'s (baseline,
+    /// canary) prediction. The mirror may finish before the primary answers, so this
+    /// creates the entry when it is not there yet. Items beyond [`MAX_ITEMS`] are not
+    /// kept (counted). A second call for the same id (a retry mirrored again) replaces
+    /// the predictions but keeps which items were labeled: an item is scored once.
     pub fn predictions(
         &self,
         request_id: &str,
-        items: Vec<(Option<String>, Option<String>)>,
+        mut items: Vec<(Option<String>, Option<String>)>,
         now: Instant,
     ) {
-        let Some(first) = items.into_iter().next() else {
+        if items.is_empty() {
             return;
-        };
-        self.upsert(request_id, now, |e| e.predictions = Some(Box::new(first)));
+        }
+        if items.len() > MAX_ITEMS {
+            let left_out = items.len() - MAX_ITEMS;
+            items.truncate(MAX_ITEMS);
+            self.metrics.items_not_kept.inc_by(left_out as u64);
+            tracing::debug!(
+                request_id,
+                items = MAX_ITEMS + left_out,
+                kept = MAX_ITEMS,
+                "batch larger than the items kept for label joins"
+            );
+        }
+        // Allocated before the lock is taken.
+        let mut new = Box::new(Predictions {
+            labeled: vec![0; items.len().div_ceil(64)].into_boxed_slice(),
+            pairs: items.into_boxed_slice(),
+        });
+        let mut old = None;
+        self.upsert(request_id, now, |e| {
+            if let Some(prev) = &e.predictions {
+                for (w, p) in new.labeled.iter_mut().zip(prev.labeled.iter()) {
+                    *w |= p;
+                }
+            }
+            old = e.predictions.replace(new);
+        });
+        drop(old); // freed outside the lock
     }
 
     fn upsert(&self, request_id: &str, now: Instant, update: impl FnOnce(&mut Slot)) {
@@ -473,25 +546,30 @@ impl Feedback {
         update(&mut set[i]);
     }
 
-    /// Score a ground-truth label against both shadow predictions.
-    pub fn label(&self, request_id: &str, label: &str, now: Instant) -> JoinResult {
-        let preds = self.with_slot(request_id, now, |e| {
-            if e.labeled {
+    /// Score a ground-truth label against both shadow predictions of `item` of the
+    /// request (0 for a single-input request).
+    pub fn label(&self, request_id: &str, item: u32, label: &str, now: Instant) -> JoinResult {
+        let item = item as usize;
+        let scored = self.with_slot(request_id, now, |e| {
+            let Some(p) = e.predictions.as_mut() else {
+                return Err(JoinResult::NotMirrored);
+            };
+            let Some((b, c)) = p.pairs.get(item) else {
+                return Err(JoinResult::Unknown);
+            };
+            // A missing prediction is a wrong answer: the model gave nothing usable.
+            let b_ok = b.as_deref().is_some_and(|p| predictions_agree(p, label));
+            let c_ok = c.as_deref().is_some_and(|p| predictions_agree(p, label));
+            if p.is_labeled(item) {
                 return Err(JoinResult::Duplicate);
             }
-            e.labeled = true;
-            match &e.predictions {
-                Some(p) => Ok((**p).clone()),
-                None => Err(JoinResult::NotMirrored),
-            }
+            p.set_labeled(item);
+            Ok((b_ok, c_ok))
         });
-        let result = match preds {
+        let result = match scored {
             None => JoinResult::Unknown,
             Some(Err(r)) => r,
-            Some(Ok((b, c))) => {
-                // A missing prediction is a wrong answer: the model gave nothing usable.
-                let b_ok = b.as_deref().is_some_and(|p| predictions_agree(p, label));
-                let c_ok = c.as_deref().is_some_and(|p| predictions_agree(p, label));
+            Some(Ok((b_ok, c_ok))) => {
                 self.score(PairScore::new(b_ok, c_ok), b_ok, c_ok);
                 JoinResult::Joined
             }
@@ -530,7 +608,12 @@ impl Feedback {
         m.ratio_lower.set(ratio);
     }
 
-    /// A business event. Only `conversion` events move the conversion rate.
+    /// A business event. Only `conversion` events move the conversion rate. Events are
+    /// per request, not per item: the conversion rate is converted requests over
+    /// requests served, and a user converts (or not) once on the answer to the whole
+    /// request, whichever of its inputs the event names. So a second conversion for
+    /// the same id is a duplicate even when it names another item, and the admin
+    /// handler validates an event's `item` but does not pass it here.
     pub fn event(&self, request_id: &str, event: &str, now: Instant) -> JoinResult {
         let conversion = event == "conversion";
         let result = self
@@ -622,10 +705,11 @@ mod tests {
             f.predictions(&id, vec![(Some(b.into()), Some(c.into()))], now);
         }
         for i in 0..10 {
-            assert_eq!(f.label(&format!("r{i}"), "cat", now), JoinResult::Joined);
+            assert_eq!(f.label(&format!("r{i}"), 0, "cat", now), JoinResult::Joined);
         }
-        assert_eq!(f.label("r0", "cat", now), JoinResult::Duplicate);
-        assert_eq!(f.label("nope", "cat", now), JoinResult::Unknown);
+        assert_eq!(f.label("r0", 0, "cat", now), JoinResult::Duplicate);
+        assert_eq!(f.label("r0", 1, "cat", now), JoinResult::Unknown);
+        assert_eq!(f.label("nope", 0, "cat", now), JoinResult::Unknown);
         let s = f.scores.lock().unwrap();
         // both: 0..5 -> 5; baseline only: 5,6,7 -> 3; canary only: 8 -> 1; both wrong: 9 -> 1.
         assert_eq!(s.counts, [5, 3, 1, 1]);
@@ -635,6 +719,79 @@ mod tests {
             f.metrics.ratio_lower.get().is_nan(),
             "below the minimum number of pairs"
         );
+    }
+
+    #[test]
+    fn each_item_of_a_batch_is_its_own_labeled_pair() {
+        let (f, _r) = feedback(1000);
+        let now = Instant::now();
+        let p = |b: &str, c: &str| (Some(b.to_string()), Some(c.to_string()));
+        f.served("batch", now);
+        // Item 3: the canary gave no prediction (wrong whatever the label).
+        f.predictions(
+            "batch",
+            vec![
+                p("cat", "cat"),
+                p("cat", "dog"),
+                p("dog", "cat"),
+                (Some("bird".into()), None),
+            ],
+            now,
+        );
+        f.served("single", now);
+        f.predictions("single", vec![p("1.0", "2")], now);
+        f.served("not-mirrored", now);
+        let label = |id: &str, item, l: &str| f.label(id, item, l, now);
+        assert_eq!(label("batch", 0, "cat"), JoinResult::Joined); // both correct
+        assert_eq!(label("batch", 1, "cat"), JoinResult::Joined); // baseline only
+        assert_eq!(label("batch", 2, "cat"), JoinResult::Joined); // canary only
+        assert_eq!(label("batch", 3, "bird"), JoinResult::Joined); // baseline only
+        assert_eq!(label("batch", 1, "dog"), JoinResult::Duplicate);
+        assert_eq!(label("batch", 4, "cat"), JoinResult::Unknown); // no such item
+        assert_eq!(label("single", 0, "1"), JoinResult::Joined); // baseline only
+        assert_eq!(label("single", 1, "1"), JoinResult::Unknown);
+        assert_eq!(label("not-mirrored", 0, "1"), JoinResult::NotMirrored);
+        assert_eq!(label("not-mirrored", 2, "1"), JoinResult::NotMirrored);
+        // A retry mirrored again replaces the predictions, not what was labeled.
+        f.predictions("batch", vec![p("x", "x"), p("x", "x")], now);
+        assert_eq!(label("batch", 0, "x"), JoinResult::Duplicate);
+        assert_eq!(label("batch", 2, "x"), JoinResult::Unknown);
+        assert_eq!(f.scores.lock().unwrap().counts, [1, 3, 1, 0]);
+        assert_eq!(f.metrics.accuracy[0].get(), 4.0 / 5.0);
+        assert_eq!(f.metrics.accuracy[1].get(), 2.0 / 5.0);
+        assert_eq!(f.metrics.labeled[0].get(), 5);
+        assert_eq!(f.metrics.items_not_kept.get(), 0);
+
+        // A conversion is per request, whatever item it names.
+        assert_eq!(f.event("batch", "conversion", now), JoinResult::Joined);
+        assert_eq!(f.event("batch", "conversion", now), JoinResult::Duplicate);
+        f.refresh(now);
+        assert_eq!(f.metrics.conversion.get(), 1.0 / 3.0);
+    }
+
+    #[test]
+    fn items_beyond_the_cap_are_not_kept_and_counted() {
+        let (f, _r) = feedback(1000);
+        let now = Instant::now();
+        let items: Vec<_> = (0..MAX_ITEMS + 10)
+            .map(|i| (Some(i.to_string()), Some("x".to_string())))
+            .collect();
+        f.predictions("big", items, now);
+        assert_eq!(f.metrics.items_not_kept.get(), 10);
+        let last = (MAX_ITEMS - 1) as u32;
+        assert_eq!(
+            f.label("big", last, &last.to_string(), now),
+            JoinResult::Joined
+        );
+        assert_eq!(
+            f.label("big", MAX_ITEMS as u32, "4096", now),
+            JoinResult::Unknown
+        );
+        assert_eq!(f.label("big", last, "x", now), JoinResult::Duplicate);
+        assert_eq!(f.scores.lock().unwrap().counts, [0, 1, 0, 0]);
+        // An empty batch records nothing.
+        f.predictions("empty", vec![], now);
+        assert_eq!(f.label("empty", 0, "x", now), JoinResult::Unknown);
     }
 
     #[test]

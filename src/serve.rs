@@ -76,6 +76,11 @@ impl Running {
         Some(snapshot)
     }
 
+    /// The online join state, as the mirror and the admin handlers see it.
+    pub fn feedback(&self) -> &Arc<Feedback> {
+        &self.feedback
+    }
+
     /// Ask for a graceful shutdown and wait for it to complete.
     pub async fn shutdown(self) -> Summary {
         let _ = self.stop.send(true);

@@ -314,6 +314,88 @@ fn bad_inputs_are_errors_naming_the_file_or_skipped_and_listed() {
 }
 
 #[test]
+fn batched_requests_join_labels_per_item_and_version_1_rows_are_item_0() {
+    let dir = fixtures();
+    let r = to_json(
+        &accuracy::compute(&args(dir.path(), "items/logs", "items/labels")).expect("report"),
+    );
+    // One version-2 file (45 rows: 10 requests of 4 items, 5 single-input) and one
+    // version-1 file (10 rows, no `item` column) in one tree.
+    assert_eq!(
+        r["inputs"],
+        json!({"files_read": 2, "files_pruned": 0, "files_skipped": [], "rows": 55,
+               "labeled_rows": 44, "unlabeled_rows": 11})
+    );
+    // Keys are (request_id, item): 4 superseded rows of two keys, 5 rows with an item
+    // that is not a non-negative integer, the labels of (s-0, 1) and (old-7, 1) have no
+    // row.
+    assert_eq!(
+        r["labels"],
+        json!({"rows": 55, "invalid": 5, "duplicates": 4, "distinct": 46,
+               "matched": 44, "unmatched": 2})
+    );
+    let p = pair(&r, "emb", "v1", "v2");
+    let t = [10, 11, 17, 6];
+    assert_eq!(paired(&p["paired"]), t);
+    assert_eq!(p["rows"], 55);
+    assert_eq!(p["labeled_rows"], 44);
+    assert_eq!(p["predictions_compared"], 55);
+    assert_eq!(p["predictions_agreed"], 25);
+    assert_eq!(p["baseline"]["correct"], 21);
+    assert_eq!(p["canary"]["correct"], 27);
+    let want = &reference(&[t])[0];
+    for k in [
+        "mcnemar_p_value",
+        "accuracy_ratio",
+        "accuracy_ratio_lower",
+        "accuracy_ratio_upper",
+    ] {
+        assert_close(&p[k], &want[k], k);
+    }
+
+    // Only the version-2 file: its 45 rows, 36 labeled (the b-k items and s-0..s-3).
+    let r = to_json(
+        &accuracy::compute(&args(
+            dir.path(),
+            "items/logs/model=emb/date=2024-05-03/hour=01",
+            "items/labels",
+        ))
+        .expect("report"),
+    );
+    let p = pair(&r, "emb", "v1", "v2");
+    assert_eq!(paired(&p["paired"]), [10, 10, 10, 6]);
+    assert_eq!(r["labels"]["matched"], 36);
+
+    // Only the version-1 file: every row is item 0, so old-7's item-1 label is
+    // unmatched and the others join as before items existed.
+    let r = to_json(
+        &accuracy::compute(&args(
+            dir.path(),
+            "items/logs/model=emb/date=2024-05-03/hour=00",
+            "items/labels",
+        ))
+        .expect("report"),
+    );
+    assert_eq!(paired(&pair(&r, "emb", "v1", "v2")["paired"]), [0, 1, 7, 0]);
+    assert_eq!(r["inputs"]["labeled_rows"], 8);
+
+    // Ignoring the labels' item column: every label is item 0, duplicates merge by id.
+    let mut a = args(dir.path(), "items/logs", "items/labels");
+    a.label_item_column = String::new();
+    let r = to_json(&accuracy::compute(&a).expect("report"));
+    assert_eq!(r["labels"]["invalid"], 0);
+    assert_ne!(paired(&pair(&r, "emb", "v1", "v2")["paired"]), t);
+
+    // A shadow log whose `item` is not an integer is a bad file, named.
+    let e = accuracy::compute(&args(dir.path(), "items/bad/logs", "items/labels"))
+        .expect_err("string item");
+    assert!(
+        e.to_string().contains("item.parquet") && e.to_string().contains("`item`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn empty_inputs_give_an_empty_report() {
     let dir = fixtures();
     let r = to_json(
@@ -503,14 +585,28 @@ fn spark_job_reports_the_same_numbers() {
     let dir = fixtures();
     let d = dir.path();
     let s = |p: &str| d.join(p).display().to_string();
-    // (logs, labels, flags): the main fixture, corrupt files skipped, filters.
-    let cases: [(&str, &str, &[&str]); 3] = [
+    // (logs, labels, flags): the main fixture, corrupt files skipped, filters; items:
+    // a tree of version-1 and version-2 files (the version-1 file first, whose schema a
+    // single Spark read would take for both), the version-2 file alone, and the tree
+    // with half of the version-2 hour filtered out by time.
+    let cases: [(&str, &str, &[&str]); 6] = [
         ("logs", "labels", &[]),
         ("bad/logs", "bad/labels", &["--skip-bad-files"]),
         (
             "logs",
             "labels",
             &["--model", "llm", "--since", "2024-05-01T11:00:00Z"],
+        ),
+        ("items/logs", "items/labels", &[]),
+        (
+            "items/logs/model=emb/date=2024-05-03/hour=01",
+            "items/labels",
+            &[],
+        ),
+        (
+            "items/logs",
+            "items/labels",
+            &["--model", "emb", "--since", "2024-05-03T01:30:00Z"],
         ),
     ];
     let mut argvs = Vec::new();
@@ -543,9 +639,11 @@ fn spark_job_reports_the_same_numbers() {
     for (i, (logs, labels, flags)) in cases.iter().enumerate() {
         let mut a = args(d, logs, labels);
         a.skip_bad_files = flags.contains(&"--skip-bad-files");
-        if flags.contains(&"--model") {
-            a.model = Some("llm".into());
-            a.since = Some("2024-05-01T11:00:00Z".into());
+        if let Some(i) = flags.iter().position(|f| *f == "--model") {
+            a.model = Some(flags[i + 1].into());
+        }
+        if let Some(i) = flags.iter().position(|f| *f == "--since") {
+            a.since = Some(flags[i + 1].into());
         }
         let rust = to_json(&accuracy::compute(&a).expect("rust report"));
         let spark: Value = serde_json::from_slice(

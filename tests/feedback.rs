@@ -133,3 +133,151 @@ async fn labels_and_conversions_drive_accuracy_and_conversion_gauges() {
     let lb = common::value(&m, "model_accuracy_ratio_lower_bound", &[]).unwrap();
     assert!(lb.is_finite() && lb < 1.0, "{lb}");
 }
+
+/// Labels and events name the item (input) of a batched request; a bad `item` is an
+/// error of its entry only. The batch's predictions are recorded through the same call
+/// the mirror makes (`Feedback::predictions`, one pair per item), for an id served
+/// outside the proxy, so the test does not race the mirror.
+#[tokio::test]
+async fn labels_score_the_named_item_and_bad_items_fail_only_their_entry() {
+    let opts = ModelOptions {
+        dim: 16,
+        cosine: CosineSpec::Identical,
+        prediction_flip_share: Some(0.0),
+        ..Default::default()
+    };
+    let s = common::stack(
+        opts.clone(),
+        opts.clone(),
+        opts,
+        "prediction_pointer = \"/label\"",
+        "",
+    )
+    .await;
+    let mut ids = Vec::new();
+    for text in ["first", "second"] {
+        let r = s.embed(text).await;
+        assert_eq!(r.status, 200);
+        let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+        ids.push((id, predicted_label(text, 0.0)));
+    }
+    s.wait_pairs(2).await;
+    // The pair is counted just before its predictions are recorded.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let fb = s.sidecar.feedback();
+    let now = std::time::Instant::now();
+    fb.served("batch-1", now);
+    let p = |b: &str, c: &str| (Some(b.to_string()), Some(c.to_string()));
+    fb.predictions("batch-1", vec![p("1", "1"), p("0", "1"), p("1", "0")], now);
+
+    let (a, truth_a) = &ids[0];
+    let (b, truth_b) = &ids[1];
+    let labels = serde_json::json!([
+        {"request_id": a, "label": truth_a},                     // 0 joined: both correct
+        {"request_id": a, "item": 0, "label": truth_a},          // 1 duplicate
+        {"request_id": a, "item": 1, "label": "1"},              // 2 unknown: a single input
+        {"request_id": "batch-1", "item": 1, "label": "1"},      // 3 joined: canary only
+        {"request_id": "batch-1", "item": 2, "label": "1"},      // 4 joined: baseline only
+        {"request_id": "batch-1", "item": -1, "label": "1"},     // 5 invalid
+        {"request_id": "batch-1", "item": 1.5, "label": "1"},    // 6 invalid
+        {"request_id": "batch-1", "item": 1_000_001, "label": "1"}, // 7 invalid
+        {"request_id": "batch-1", "item": "2", "label": "1"},    // 8 invalid
+        {"request_id": b, "item": null, "label": truth_b},       // 9 joined: both correct
+        {"request_id": "batch-1", "item": 1_000_000, "label": "1"}, // 10 unknown item
+        {"request_id": "batch-1", "item": 0, "label": {"x": 1}}, // 11 invalid label
+    ]);
+    let url = format!("{}/labels", s.admin_url());
+    let r = s
+        .client
+        .send(Method::POST, &url, &[], labels.to_string())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let counts: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        [
+            &counts["joined"],
+            &counts["duplicate"],
+            &counts["unknown"],
+            &counts["not_mirrored"],
+            &counts["invalid"]
+        ],
+        [4, 1, 2, 0, 5],
+        "{counts}"
+    );
+    let errors = counts["errors"].as_array().expect("errors");
+    let indices: Vec<u64> = errors
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, [5, 6, 7, 8, 11], "{counts}");
+    for e in &errors[..4] {
+        let msg = e["error"].as_str().unwrap();
+        assert!(
+            msg.contains("item must be an integer from 0 to 1000000"),
+            "{msg}"
+        );
+        assert_eq!(e["request_id"], "batch-1");
+    }
+    assert!(errors[4]["error"].as_str().unwrap().contains("label"));
+
+    // Nothing usable in the body: 400, with the same per-entry report.
+    let r = s
+        .client
+        .send(
+            Method::POST,
+            &url,
+            &[],
+            r#"{"request_id": "batch-1", "item": -3, "label": "1"}"#.into(),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let counts: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(counts["invalid"], 1);
+    assert_eq!(counts["errors"][0]["index"], 0);
+
+    // Conversions count per request, whichever item they name; `item` is validated.
+    let events = serde_json::json!([
+        {"request_id": "batch-1", "item": 0},
+        {"request_id": "batch-1", "item": 2, "event": "conversion"},
+        {"request_id": a, "item": -5},
+        {"request_id": b, "item": 3},
+    ]);
+    let r = s
+        .client
+        .send(
+            Method::POST,
+            &format!("{}/feedback", s.admin_url()),
+            &[],
+            events.to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let counts: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        [&counts["joined"], &counts["duplicate"], &counts["invalid"]],
+        [2, 1, 1],
+        "{counts}"
+    );
+
+    let m = s.metrics().await;
+    let pairs =
+        |o: &str| common::value(&m, "model_shadow_labeled_pairs_total", &[("outcome", o)]).unwrap();
+    assert_eq!(
+        [
+            pairs("both_correct"),
+            pairs("baseline_only"),
+            pairs("canary_only"),
+            pairs("both_wrong")
+        ],
+        [2.0, 1.0, 1.0, 0.0]
+    );
+    let acc = |v: &str| common::value(&m, "model_inference_accuracy", &[("version", v)]).unwrap();
+    assert_eq!((acc("v1"), acc("v2")), (0.75, 0.75));
+    // Served: the two proxied requests and batch-1; converted: batch-1 and b.
+    let conv = common::value(&m, "business_metric_conversion_rate", &[("version", "v2")]).unwrap();
+    assert!((conv - 2.0 / 3.0).abs() < 1e-12, "{conv}");
+    assert_eq!(
+        common::value(&m, "shadowgate_feedback_items_not_kept_total", &[]),
+        Some(0.0)
+    );
+}

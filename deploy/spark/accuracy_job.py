@@ -3,15 +3,24 @@
 
 The same job as `shadowgate accuracy`, for shadow logs that outgrow one machine: it
 reads the same Hive-partitioned shadow-log tree and the same label files, joins them by
-request id, and writes the same JSON report (same keys, same numbers; a test checks
-that both agree on shared fixtures, intervals within 1e-9).
+(request id, item), and writes the same JSON report (same keys, same numbers; a test
+checks that both agree on shared fixtures, intervals within 1e-9).
+
+Items: a row of a schema-version-2 shadow log is one item (input) of a possibly batched
+request, numbered by its `item` column; version-1 files have no such column and every
+row is item 0. Such a tree mixes both, and Spark reading them as one DataFrame takes the
+schema of one file (a version-1 schema drops `item` from every row; a version-2 one
+reads version-1 rows as null) unless every footer is merged (`mergeSchema`). The job
+already reads every footer on the driver, so it reads the files with and without
+`item` as two DataFrames (the second with item 0) and unions them. Labels name their
+item in an optional `item` column (--label-item-column); missing, null or empty is 0.
 
     spark-submit deploy/spark/accuracy_job.py --logs s3a://bucket/shadow \
         --labels s3a://bucket/labels --json /tmp/accuracy.json
     python3 deploy/spark/accuracy_job.py --master 'local[4]' --logs DIR --labels DIR --json out.json
 
 Options mirror the Rust command: --model, --since, --until, --label-id-column,
---label-column, --label-ts-column, --skip-bad-files. The JSON is written on the driver
+--label-column, --label-item-column, --label-ts-column, --skip-bad-files. The JSON is written on the driver
 (a local path). Files are listed and their footers checked on the driver through the
 Hadoop FileSystem API, so any Hadoop file system works; the join and counting run on
 the executors; the statistics are computed on the driver from a few counters per
@@ -38,6 +47,11 @@ REQUIRED = ["request_id", "baseline_version", "canary_version", "baseline_predic
 # A plain decimal literal, as stats::parse_decimal accepts (\z: no trailing newline).
 DECIMAL_JAVA = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\z"
 DECIMAL_PY = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# Largest item index (the shadow log's `item` is an int32), as columns::MAX_ITEM.
+MAX_ITEM = 2**31 - 1
+# An item written as text: digits only, as columns::item_from_text.
+ITEM_JAVA = r"^[0-9]+\z"
+
 
 
 class JobError(Exception):
@@ -375,7 +389,8 @@ class Job:
                 out.append((display_path(st.getPath()), st.getPath().toString()))
 
     def check_footer(self, shown, uri, need_ts):
-        """Schema version and required columns, from the footer (as logs::open)."""
+        """Schema version and required columns, from the footer (as logs::open).
+        Returns whether the file has an `item` column."""
         j = self.jvm
         try:
             f = j.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(self.path(uri), self.conf)
@@ -385,6 +400,12 @@ class Job:
                 kv = meta.getKeyValueMetaData()
                 schema = meta.getSchema()
                 names = [schema.getFieldName(i) for i in range(schema.getFieldCount())]
+                item_type = None
+                if "item" in names:
+                    t = schema.getType("item")
+                    item_type = (
+                        t.asPrimitiveType().getPrimitiveTypeName().toString() if t.isPrimitive() else "group"
+                    )
             finally:
                 reader.close()
         except Exception as e:  # py4j wraps every Java exception
@@ -403,7 +424,9 @@ class Job:
         for c in REQUIRED + (["ts"] if need_ts else []):
             if c not in names:
                 raise BadFile(shown, f"no column `{c}`")
-        return "model" in names
+        if item_type is not None and item_type not in ("INT32", "INT64"):
+            raise BadFile(shown, f"column `item` is {item_type}, expected an integer")
+        return item_type is not None
 
     def read_labels(self, skipped):
         from pyspark.sql import functions as F
@@ -435,6 +458,17 @@ class Job:
             for c in (a.label_id_column, a.label_column):
                 if c not in cols:
                     raise JobError(f"{shown}: no column `{c}` (see --label-id-column / --label-column)")
+            item = F.lit(0).cast("long")
+            if a.label_item_column and a.label_item_column in cols:
+                dtype = df.schema[a.label_item_column].dataType
+                item = self.label_item(dtype, F.col(f"`{a.label_item_column}`"), has_extension(name, "parquet"))
+                if item is None:
+                    # Parquet: a type the Rust job refuses too (columns::item_column).
+                    problem = f"column `{a.label_item_column}` has an unsupported type {dtype.simpleString()}"
+                    if a.skip_bad_files:
+                        skipped.append({"path": shown, "error": problem})
+                        continue
+                    raise BadFile(shown, problem)
             ts = F.lit(None).cast("long")
             if a.label_ts_column and a.label_ts_column in cols:
                 ts = self.label_ts(df.schema[a.label_ts_column].dataType, F.col(f"`{a.label_ts_column}`"))
@@ -442,6 +476,7 @@ class Job:
                 df.select(
                     F.col(f"`{a.label_id_column}`").cast("string").alias("id"),
                     F.col(f"`{a.label_column}`").cast("string").alias("label"),
+                    item.alias("item"),
                     ts.alias("label_ts"),
                     F.lit(idx).alias("file_idx"),
                     F.monotonically_increasing_id().alias("pos"),
@@ -454,6 +489,7 @@ class Job:
                 [
                     StructField("id", StringType()),
                     StructField("label", StringType()),
+                    StructField("item", LongType()),
                     StructField("label_ts", LongType()),
                     StructField("file_idx", LongType()),
                     StructField("pos", LongType()),
@@ -464,6 +500,37 @@ class Job:
         for f in frames[1:]:
             out = out.unionByName(f)
         return out
+
+    @staticmethod
+    def label_item(dtype, col, parquet):
+        """The label's item as labels.rs reads it: null is item 0; an integer in
+        0..=MAX_ITEM, or such digits as text, is that item; anything else is null (the
+        row is invalid). None for a type the Rust job refuses in a Parquet file.
+
+        JSON lines: Spark infers one type per file, so where one row's item is a
+        fraction (invalid) the whole column is double and every non-null item of that
+        file is invalid here, while the Rust job still takes the integral ones."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import IntegralType, NullType, StringType
+
+        invalid = F.lit(None).cast("long")
+        if isinstance(dtype, NullType):
+            return F.lit(0).cast("long")
+        if isinstance(dtype, IntegralType):
+            v = col.cast("long")
+            return F.when(col.isNull(), F.lit(0).cast("long")).when((v >= 0) & (v <= MAX_ITEM), v).otherwise(invalid)
+        if isinstance(dtype, StringType):
+            # Casting 20+ digits to long gives null with ANSI mode off: invalid, as in Rust.
+            v = col.cast("long")
+            return (
+                F.when(col.isNull() | (col == ""), F.lit(0).cast("long"))
+                .when(col.rlike(ITEM_JAVA) & v.isNotNull() & (v <= MAX_ITEM), v)
+                .otherwise(invalid)
+            )
+        if parquet:
+            return None
+        # JSON booleans, fractions, objects, arrays.
+        return F.when(col.isNull(), F.lit(0).cast("long")).otherwise(invalid)
 
     @staticmethod
     def label_ts(dtype, col):
@@ -502,29 +569,33 @@ class Job:
             else:
                 pruned += 1
         need_ts = since is not None or until is not None
-        readable = []
-        any_model_col = False
+        readable = []  # (shown, uri, has an item column)
         for shown, uri in kept:
             try:
-                any_model_col |= self.check_footer(shown, uri, need_ts)
-                readable.append((shown, uri))
+                has_item = self.check_footer(shown, uri, need_ts)
+                readable.append((shown, uri, has_item))
             except BadFile as e:
                 if not a.skip_bad_files:
                     raise
                 skipped.append({"path": e.path, "error": e.problem})
         skipped.sort(key=lambda s: s["path"])
 
-        # Labels: keep the latest per id (greatest ts, undated last; then later file, later row).
-        valid = labels_raw.where(F.col("id").isNotNull() & F.col("label").isNotNull())
-        w = Window.partitionBy("id").orderBy(
+        # Labels: keep the latest per (id, item) (greatest ts, undated last; then later
+        # file, later row). A null item is an invalid one (a missing item is 0 by now).
+        ok = F.col("id").isNotNull() & F.col("label").isNotNull() & F.col("item").isNotNull()
+        valid = labels_raw.where(ok)
+        w = Window.partitionBy("id", "item").orderBy(
             F.col("label_ts").desc_nulls_last(), F.col("file_idx").desc(), F.col("pos").desc()
         )
         labels = (
-            valid.withColumn("rn", F.row_number().over(w)).where("rn = 1").select("id", "label").cache()
+            valid.withColumn("rn", F.row_number().over(w))
+            .where("rn = 1")
+            .select("id", F.col("item").alias("label_item"), "label")
+            .cache()
         )
         label_counts = labels_raw.agg(
             F.count(F.lit(1)).alias("rows"),
-            F.sum(F.when(F.col("id").isNull() | F.col("label").isNull(), 1).otherwise(0)).alias("invalid"),
+            F.sum(F.when(ok, 0).otherwise(1)).alias("invalid"),
         ).collect()[0]
         distinct = labels.count()
         label_rows = label_counts["rows"] or 0
@@ -533,19 +604,34 @@ class Job:
         groups = {}
         matched = 0
         if readable:
-            paths = [uri for _, uri in readable]
-            logs = self.spark.read.parquet(*paths)
             part_model = F.regexp_extract(F.input_file_name(), r"/model=([^/]*)/", 1)
-            model_col = F.col("model") if "model" in logs.columns else F.lit(None).cast("string")
-            logs = logs.select(
-                "request_id",
-                F.coalesce(model_col, F.when(part_model != "", part_model), F.lit(UNKNOWN)).alias("m"),
-                F.coalesce(F.col("baseline_version"), F.lit(UNKNOWN)).alias("b"),
-                F.coalesce(F.col("canary_version"), F.lit(UNKNOWN)).alias("c"),
-                F.col("baseline_prediction").alias("bp"),
-                F.col("canary_prediction").alias("cp"),
-                *( [F.unix_micros(F.col("ts").cast("timestamp")).alias("t")] if need_ts else [] ),
-            )
+
+            def read(uris, has_item):
+                df = self.spark.read.parquet(*uris)
+                model_col = F.col("model") if "model" in df.columns else F.lit(None).cast("string")
+                # Version 2 writes item not null; a null (hand-made file) is item 0, as in Rust.
+                item = F.coalesce(F.col("item").cast("long"), F.lit(0)) if has_item else F.lit(0).cast("long")
+                return df.select(
+                    "request_id",
+                    item.alias("item"),
+                    F.coalesce(model_col, F.when(part_model != "", part_model), F.lit(UNKNOWN)).alias("m"),
+                    F.coalesce(F.col("baseline_version"), F.lit(UNKNOWN)).alias("b"),
+                    F.coalesce(F.col("canary_version"), F.lit(UNKNOWN)).alias("c"),
+                    F.col("baseline_prediction").alias("bp"),
+                    F.col("canary_prediction").alias("cp"),
+                    *([F.unix_micros(F.col("ts").cast("timestamp")).alias("t")] if need_ts else []),
+                )
+
+            # Files with and without `item` (schema versions 2 and 1) as separate reads:
+            # one read of both would take one file's schema for all (see the docstring).
+            parts = [
+                read([uri for _, uri, h in readable if h == has_item], has_item)
+                for has_item in (True, False)
+                if any(h == has_item for _, _, h in readable)
+            ]
+            logs = parts[0]
+            for p in parts[1:]:
+                logs = logs.unionByName(p)
             if need_ts:
                 logs = logs.where(F.col("t").isNotNull())
                 if since is not None:
@@ -554,7 +640,8 @@ class Job:
                     logs = logs.where(F.col("t") < F.lit(until))
             if a.model is not None:
                 logs = logs.where(F.col("m") == F.lit(a.model))
-            j = logs.join(labels, logs["request_id"] == labels["id"], "left")
+            key = (logs["request_id"] == labels["id"]) & (logs["item"] == labels["label_item"])
+            j = logs.join(labels, key, "left")
 
             def same(x, y):
                 num = x.rlike(DECIMAL_JAVA) & y.rlike(DECIMAL_JAVA) & (x.cast("double") == y.cast("double"))
@@ -584,7 +671,7 @@ class Job:
             )
             for r in agg:
                 groups[(r["m"], r["b"], r["c"])] = r.asDict()
-            matched = j.where(has_label).select("id").distinct().count()
+            matched = j.where(has_label).select("id", "label_item").distinct().count()
         labels.unpersist()
         return build_report(
             groups,
@@ -721,6 +808,7 @@ def parser():
     p.add_argument("--until")
     p.add_argument("--label-id-column", default="request_id")
     p.add_argument("--label-column", default="label")
+    p.add_argument("--label-item-column", default="item", help="empty to ignore the labels' item column")
     p.add_argument("--label-ts-column", default="ts")
     p.add_argument("--skip-bad-files", action="store_true")
     p.add_argument("--master", help="Spark master when not run through spark-submit, e.g. local[2]")

@@ -191,3 +191,111 @@ fn arrow_cast_f64(a: &ArrayRef) -> Option<Vec<Option<f64>>> {
         _ => return None,
     })
 }
+
+/// Largest item index a shadow log or label file can name: the shadow log's `item` is
+/// an Int32 (schema version 2).
+pub const MAX_ITEM: u32 = i32::MAX as u32;
+
+/// Marks a row whose `item` is not a valid index (negative, too large, not an integer):
+/// greater than [`MAX_ITEM`], so it never equals a label's item.
+pub const INVALID_ITEM: u32 = u32::MAX;
+
+/// Whether [`item_column`] accepts `t`: integer types, or all-null.
+pub fn accepts_item(t: &DataType) -> bool {
+    t.is_integer() || matches!(t, DataType::Null)
+}
+
+/// An `item` column (shadow log or label file) as per-row indices: null is item 0 (as a
+/// row of a file without the column), a negative value or one above [`MAX_ITEM`] is
+/// [`INVALID_ITEM`]. `None` when the type is not one [`accepts_item`] takes.
+pub fn item_column(a: &ArrayRef) -> Option<Vec<u32>> {
+    fn check(v: i128) -> u32 {
+        if (0..=i128::from(MAX_ITEM)).contains(&v) {
+            v as u32
+        } else {
+            INVALID_ITEM
+        }
+    }
+    macro_rules! prim {
+        ($t:ty) => {{
+            let p = a.as_primitive::<$t>();
+            if p.null_count() == 0 {
+                p.values().iter().map(|&v| check(v as i128)).collect()
+            } else {
+                p.iter()
+                    .map(|v| v.map_or(0, |v| check(v as i128)))
+                    .collect()
+            }
+        }};
+    }
+    Some(match a.data_type() {
+        DataType::Null => vec![0; a.len()],
+        DataType::Int8 => prim!(Int8Type),
+        DataType::Int16 => prim!(Int16Type),
+        DataType::Int32 => prim!(Int32Type),
+        DataType::Int64 => prim!(Int64Type),
+        DataType::UInt8 => prim!(UInt8Type),
+        DataType::UInt16 => prim!(UInt16Type),
+        DataType::UInt32 => prim!(UInt32Type),
+        DataType::UInt64 => prim!(UInt64Type),
+        _ => return None,
+    })
+}
+
+/// An item index written as text (CSV fields, strings in label files): missing or empty
+/// is item 0; otherwise only ASCII digits (no sign, no spaces, no fraction) up to
+/// [`MAX_ITEM`], else [`INVALID_ITEM`].
+pub fn item_from_text(s: Option<&str>) -> u32 {
+    match s {
+        None | Some("") => 0,
+        Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|&v| v <= u64::from(MAX_ITEM))
+            .map_or(INVALID_ITEM, |v| v as u32),
+        Some(_) => INVALID_ITEM,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn items_from_columns_and_text() {
+        let a: ArrayRef = Arc::new(arrow_array::Int64Array::from(vec![
+            Some(0),
+            Some(7),
+            None,
+            Some(-1),
+            Some(i64::from(MAX_ITEM)),
+            Some(i64::from(MAX_ITEM) + 1),
+        ]));
+        assert_eq!(
+            item_column(&a),
+            Some(vec![0, 7, 0, INVALID_ITEM, MAX_ITEM, INVALID_ITEM])
+        );
+        let a: ArrayRef = Arc::new(arrow_array::Int32Array::from(vec![3, 0, 1]));
+        assert_eq!(item_column(&a), Some(vec![3, 0, 1]));
+        let a: ArrayRef = Arc::new(arrow_array::Float64Array::from(vec![1.0]));
+        assert_eq!(item_column(&a), None);
+        assert!(!accepts_item(&DataType::Utf8) && accepts_item(&DataType::UInt16));
+        for (text, want) in [
+            (None, 0),
+            (Some(""), 0),
+            (Some("0"), 0),
+            (Some("007"), 7),
+            (Some("2147483647"), MAX_ITEM),
+            (Some("2147483648"), INVALID_ITEM),
+            (Some("99999999999999999999999"), INVALID_ITEM),
+            (Some("-1"), INVALID_ITEM),
+            (Some("+1"), INVALID_ITEM),
+            (Some("1.0"), INVALID_ITEM),
+            (Some(" 1"), INVALID_ITEM),
+            (Some("x"), INVALID_ITEM),
+        ] {
+            assert_eq!(item_from_text(text), want, "{text:?}");
+        }
+    }
+}

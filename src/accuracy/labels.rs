@@ -1,7 +1,9 @@
-//! Ground-truth labels: reading Parquet, CSV and JSON-lines files, and the id → label
-//! table the join probes. Duplicate ids keep the latest label: the greatest timestamp
-//! when the files have one, else the last in file order (files sorted by path, rows in
-//! order); the superseded rows are counted.
+//! Ground-truth labels: reading Parquet, CSV and JSON-lines files, and the
+//! (request id, item) → label table the join probes. A label names the item of a
+//! batched request it is for (`item`, optional: missing or null is item 0, as every
+//! row of a version-1 shadow log is). Duplicate keys keep the latest label: the
+//! greatest timestamp when the files have one, else the last in file order (files
+//! sorted by path, rows in order); the superseded rows are counted.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 
-use super::columns::{label_ts_column, text_column, StrCol};
+use super::columns::{
+    item_column, item_from_text, label_ts_column, text_column, StrCol, INVALID_ITEM,
+};
 use super::files::{has_extension, list_files, parse_timestamp, seconds_to_micros};
 use super::stats::Label;
 use super::{AccuracyError, SkippedFile};
@@ -25,6 +29,9 @@ pub struct LabelColumns {
     pub label: String,
     /// Used when a file has it; otherwise that file's rows are undated.
     pub ts: Option<String>,
+    /// The item of a batched request; when a file lacks it (or with `None`), every row
+    /// is item 0.
+    pub item: Option<String>,
 }
 
 /// Counts about the label rows read.
@@ -32,11 +39,12 @@ pub struct LabelColumns {
 pub struct LabelCounts {
     /// Label rows read from all files.
     pub rows: u64,
-    /// Rows without an id or a label value: ignored.
+    /// Rows without an id or a label value, or whose item is not a non-negative
+    /// integer: ignored.
     pub invalid: u64,
-    /// Valid rows superseded by a later label for the same id.
+    /// Valid rows superseded by a later label for the same (id, item).
     pub duplicates: u64,
-    /// Distinct ids with a label.
+    /// Distinct (id, item) keys with a label.
     pub distinct: u64,
 }
 
@@ -46,6 +54,7 @@ pub struct LabelCounts {
 struct Chunk {
     ids: Vec<u8>,
     ends: Vec<usize>,
+    items: Vec<u32>,
     /// Index into `values` per row.
     labels: Vec<u32>,
     values: Vec<String>,
@@ -55,11 +64,13 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn push(&mut self, id: Option<&str>, label: Option<&str>, ts: Option<i64>) {
+    /// `item` is [`INVALID_ITEM`] when the row's value was not a valid index.
+    fn push(&mut self, id: Option<&str>, item: u32, label: Option<&str>, ts: Option<i64>) {
         match (id, label) {
-            (Some(id), Some(label)) => {
+            (Some(id), Some(label)) if item != INVALID_ITEM => {
                 self.ids.extend_from_slice(id.as_bytes());
                 self.ends.push(self.ids.len());
+                self.items.push(item);
                 let v = match self.value_index.get(label) {
                     Some(&v) => v,
                     None => {
@@ -80,12 +91,13 @@ impl Chunk {
     }
 }
 
-/// Id → label table, radix-partitioned by the top bits of the id's hash: each
+/// (Id, item) → label table, radix-partitioned by the top bits of the key's hash (id
+/// and item hashed together, so the items of one batch spread like distinct ids): each
 /// partition is an open-addressing table small enough to build in cache, and the
 /// partitions build in parallel. A slot is 8 bytes (24 tag bits of the hash, 40 bits
 /// of arena offset); an arena entry holds everything a hit needs next to the id's
-/// bytes (`[index u32][label u32][len u32][id]`). A lookup miss costs one cache line of
-/// slots, a hit one more in the arena; no allocation per id.
+/// bytes (`[index u32][label u32][item u32][len u32][id]`). A lookup miss costs one
+/// cache line of slots, a hit one more in the arena; no allocation per key.
 pub struct LabelTable {
     parts: Vec<Part>,
     /// Distinct label values (there are usually few classes).
@@ -111,6 +123,7 @@ struct Part {
 struct Bucket {
     ids: Vec<u8>,
     ends: Vec<usize>,
+    items: Vec<u32>,
     hashes: Vec<u64>,
     labels: Vec<u32>,
     ts: Vec<Option<i64>>,
@@ -119,7 +132,7 @@ struct Bucket {
 const PART_BITS: u32 = 8;
 const OFFSET_BITS: u32 = 40;
 const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
-const HEADER: usize = 12;
+const HEADER: usize = 16;
 
 #[inline]
 fn u32_at(a: &[u8], i: usize) -> u32 {
@@ -148,9 +161,10 @@ impl Part {
         }
     }
 
-    /// Arena offset of the entry for `id` (hash `h`), or the empty slot where it would go.
+    /// Arena offset of the entry for (`id`, `item`) (hash `h`), or the empty slot where
+    /// it would go.
     #[inline]
-    fn probe(&self, id: &[u8], h: u64, mut s: u64) -> Result<usize, usize> {
+    fn probe(&self, id: &[u8], item: u32, h: u64, mut s: u64) -> Result<usize, usize> {
         let mask = self.slots.len() - 1;
         let mut pos = (h as usize) & mask;
         loop {
@@ -159,8 +173,10 @@ impl Part {
             }
             if s & !OFFSET_MASK == tag(h) {
                 let off = ((s & OFFSET_MASK) - 1) as usize;
-                let len = u32_at(&self.arena, off + 8) as usize;
-                if self.arena.get(off + HEADER..off + HEADER + len) == Some(id) {
+                let len = u32_at(&self.arena, off + 12) as usize;
+                if u32_at(&self.arena, off + 8) == item
+                    && self.arena.get(off + HEADER..off + HEADER + len) == Some(id)
+                {
                     return Ok(off);
                 }
             }
@@ -174,8 +190,8 @@ impl Part {
         self.slots[(h as usize) & (self.slots.len() - 1)]
     }
 
-    fn insert(&mut self, id: &[u8], h: u64, v: u32, ts: Option<i64>) {
-        match self.probe(id, h, self.first(h)) {
+    fn insert(&mut self, id: &[u8], item: u32, h: u64, v: u32, ts: Option<i64>) {
+        match self.probe(id, item, h, self.first(h)) {
             Ok(off) => {
                 self.duplicates += 1;
                 let idx = u32_at(&self.arena, off) as usize;
@@ -190,6 +206,7 @@ impl Part {
                 let idx = self.ts.len() as u32;
                 self.arena.extend_from_slice(&idx.to_le_bytes());
                 self.arena.extend_from_slice(&v.to_le_bytes());
+                self.arena.extend_from_slice(&item.to_le_bytes());
                 self.arena
                     .extend_from_slice(&(id.len() as u32).to_le_bytes());
                 self.arena.extend_from_slice(id);
@@ -208,8 +225,9 @@ impl Part {
         let mut off = 0;
         // Entries are back to back in the arena.
         while off < self.arena.len() {
-            let len = u32_at(&self.arena, off + 8) as usize;
-            let h = hash_bytes(&self.arena[off + HEADER..off + HEADER + len]);
+            let len = u32_at(&self.arena, off + 12) as usize;
+            let item = u32_at(&self.arena, off + 8);
+            let h = hash_key(&self.arena[off + HEADER..off + HEADER + len], item);
             let mut pos = (h as usize) & (size - 1);
             while slots[pos] != 0 {
                 pos = (pos + 1) & (size - 1);
@@ -235,7 +253,7 @@ impl Default for LabelTable {
 }
 
 impl LabelTable {
-    /// Number of distinct ids.
+    /// Number of distinct (id, item) keys.
     pub fn len(&self) -> usize {
         self.counts.distinct as usize
     }
@@ -250,24 +268,31 @@ impl LabelTable {
         (idx, &self.values[u32_at(&p.arena, off + 4) as usize])
     }
 
-    /// The id's index (dense, `0..len()`) and label, if labeled.
-    pub fn find(&self, id: &str) -> Option<(u32, &Label)> {
-        let h = hash_bytes(id.as_bytes());
+    /// The key's index (dense, `0..len()`) and label, if labeled.
+    pub fn find(&self, id: &str, item: u32) -> Option<(u32, &Label)> {
+        let h = hash_key(id.as_bytes(), item);
         let p = &self.parts[part_of(h)];
-        let off = p.probe(id.as_bytes(), h, p.first(h)).ok()?;
+        let off = p.probe(id.as_bytes(), item, h, p.first(h)).ok()?;
         Some(self.entry(p, off))
     }
 
-    /// [`LabelTable::find`] for a batch of ids, into `out` (cleared first). The probe
-    /// side of the join is bound by cache misses on the table; gathering every id's
-    /// first slot (and then the arena line of each tag hit) in loops of independent
-    /// loads lets the CPU overlap the misses instead of taking them one by one.
-    pub fn find_many<'s>(&'s self, ids: &[Option<&str>], out: &mut Vec<Option<(u32, &'s Label)>>) {
+    /// [`LabelTable::find`] for a batch of (`ids[i]`, `items[i]`), into `out` (cleared
+    /// first). The probe side of the join is bound by cache misses on the table;
+    /// gathering every key's first slot (and then the arena line of each tag hit) in
+    /// loops of independent loads lets the CPU overlap the misses instead of taking
+    /// them one by one.
+    pub fn find_many<'s>(
+        &'s self,
+        ids: &[Option<&str>],
+        items: &[u32],
+        out: &mut Vec<Option<(u32, &'s Label)>>,
+    ) {
         out.clear();
+        debug_assert_eq!(ids.len(), items.len());
         let mut hashes = Vec::with_capacity(ids.len());
         let mut first = Vec::with_capacity(ids.len());
-        for id in ids {
-            let h = id.map_or(0, |s| hash_bytes(s.as_bytes()));
+        for (id, &item) in ids.iter().zip(items) {
+            let h = id.map_or(0, |s| hash_key(s.as_bytes(), item));
             hashes.push(h);
             first.push(if id.is_some() {
                 self.parts[part_of(h)].first(h)
@@ -286,7 +311,7 @@ impl LabelTable {
             let found = match id {
                 Some(id) if first[i] != 0 => {
                     let p = &self.parts[part_of(hashes[i])];
-                    p.probe(id.as_bytes(), hashes[i], first[i])
+                    p.probe(id.as_bytes(), items[i], hashes[i], first[i])
                         .ok()
                         .map(|off| self.entry(p, off))
                 }
@@ -328,10 +353,11 @@ impl LabelTable {
                 let mut start = 0;
                 for (r, &end) in c.ends.iter().enumerate() {
                     let id = &c.ids[start..end];
-                    let h = hash_bytes(id);
+                    let h = hash_key(id, c.items[r]);
                     let b = &mut buckets[part_of(h)];
                     b.ids.extend_from_slice(id);
                     b.ends.push(b.ids.len());
+                    b.items.push(c.items[r]);
                     b.hashes.push(h);
                     b.labels.push(global[c.labels[r] as usize]);
                     b.ts.push(c.ts[r]);
@@ -355,7 +381,13 @@ impl LabelTable {
                     let b = &chunk[p];
                     let mut start = 0;
                     for (r, &end) in b.ends.iter().enumerate() {
-                        part.insert(&b.ids[start..end], b.hashes[r], b.labels[r], b.ts[r]);
+                        part.insert(
+                            &b.ids[start..end],
+                            b.items[r],
+                            b.hashes[r],
+                            b.labels[r],
+                            b.ts[r],
+                        );
                         start = end;
                     }
                 }
@@ -372,13 +404,15 @@ impl LabelTable {
     }
 }
 
-/// FxHash-style mixing of 8-byte words with a murmur3 finalizer: fast on short ids and
-/// well spread in the low bits the table uses. Not DoS-resistant, which a batch job over
+/// FxHash-style mixing of the id's 8-byte words, seeded with its length and the item,
+/// with a murmur3 finalizer: fast on short ids and well spread in the low bits the
+/// table uses (item `k` of one request lands as far from item `k + 1` as two ids do).
+/// No more work per key than the id alone. Not DoS-resistant, which a batch job over
 /// its own logs does not need.
 #[inline]
-fn hash_bytes(b: &[u8]) -> u64 {
+fn hash_key(b: &[u8], item: u32) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h = b.len() as u64;
+    let mut h = b.len() as u64 ^ (u64::from(item) << 32);
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];
@@ -501,9 +535,12 @@ fn read_parquet(path: &Path, cols: &LabelColumns) -> Result<Chunk, AccuracyError
     let id_i = idx(&cols.id).ok_or_else(|| missing(path, &cols.id))?;
     let label_i = idx(&cols.label).ok_or_else(|| missing(path, &cols.label))?;
     let ts_i = cols.ts.as_deref().and_then(idx);
+    let item_i = cols.item.as_deref().and_then(idx);
     let mut roots = vec![id_i, label_i];
     roots.extend(ts_i);
+    roots.extend(item_i);
     roots.sort_unstable();
+    roots.dedup();
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
     let reader = builder
         .with_projection(mask)
@@ -535,9 +572,25 @@ fn read_parquet(path: &Path, cols: &LabelColumns) -> Result<Chunk, AccuracyError
             ),
             None => None,
         };
+        let items = match item_i {
+            Some(i) => {
+                let a = batch.column(pos(i));
+                match (item_column(a), StrCol::new(a)) {
+                    (Some(v), _) => Some(v),
+                    (None, Some(s)) => Some(
+                        (0..batch.num_rows())
+                            .map(|r| item_from_text(s.get(r)))
+                            .collect(),
+                    ),
+                    (None, None) => return Err(type_err(cols.item.as_deref().unwrap_or("item"))),
+                }
+            }
+            None => None,
+        };
         for r in 0..batch.num_rows() {
             let t = ts.as_ref().and_then(|t| t[r]);
-            chunk.push(ids.get(r), labels.get(r), t);
+            let item = items.as_ref().map_or(0, |v| v[r]);
+            chunk.push(ids.get(r), item, labels.get(r), t);
         }
     }
     Ok(chunk)
@@ -564,13 +617,15 @@ fn read_csv(path: &Path, bytes: &[u8], cols: &LabelColumns) -> Result<Chunk, Acc
     let id_i = find(&cols.id).ok_or_else(|| missing(path, &cols.id))?;
     let label_i = find(&cols.label).ok_or_else(|| missing(path, &cols.label))?;
     let ts_i = cols.ts.as_deref().and_then(find);
+    let item_i = cols.item.as_deref().and_then(find);
     let mut chunk = Chunk::default();
     for rec in records {
         let rec = rec.map_err(|e| bad(path, e))?;
         // An empty field is a missing value, as Spark's CSV reader reads it.
         let field = |i: usize| rec.get(i).map(String::as_str).filter(|s| !s.is_empty());
         let ts = ts_i.and_then(field).and_then(text_ts);
-        chunk.push(field(id_i), field(label_i), ts);
+        let item = item_from_text(item_i.and_then(field));
+        chunk.push(field(id_i), item, field(label_i), ts);
     }
     Ok(chunk)
 }
@@ -710,8 +765,19 @@ fn read_json_lines(path: &Path, bytes: &[u8], cols: &LabelColumns) -> Result<Chu
                 Value::String(s) => parse_timestamp(s),
                 _ => None,
             });
+        // An integer literal (or its digits as a string); null or absent is item 0.
+        let item = match cols.item.as_deref().and_then(|c| o.get(c)) {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .filter(|&v| v <= u64::from(super::columns::MAX_ITEM))
+                .map_or(INVALID_ITEM, |v| v as u32),
+            Some(Value::String(s)) => item_from_text(Some(s)),
+            Some(_) => INVALID_ITEM,
+        };
         chunk.push(
             id.and_then(text).as_deref(),
+            item,
             o.get(&cols.label).and_then(text).as_deref(),
             ts,
         );
@@ -750,15 +816,15 @@ mod tests {
     fn latest_label_wins_by_timestamp_then_order() {
         let mut t = LabelTable::default();
         let mut c = Chunk::default();
-        c.push(Some("r1"), Some("a"), Some(10));
-        c.push(Some("r1"), Some("b"), Some(5)); // older: ignored
-        c.push(Some("r2"), Some("x"), None);
-        c.push(Some("r2"), Some("y"), None); // later in order: wins
-        c.push(Some("r3"), Some("p"), Some(7));
-        c.push(Some("r3"), Some("q"), Some(7)); // tie: later wins
-        c.push(None, Some("z"), None);
+        c.push(Some("r1"), 0, Some("a"), Some(10));
+        c.push(Some("r1"), 0, Some("b"), Some(5)); // older: ignored
+        c.push(Some("r2"), 0, Some("x"), None);
+        c.push(Some("r2"), 0, Some("y"), None); // later in order: wins
+        c.push(Some("r3"), 0, Some("p"), Some(7));
+        c.push(Some("r3"), 0, Some("q"), Some(7)); // tie: later wins
+        c.push(None, 0, Some("z"), None);
         t.build(vec![c]);
-        let get = |id: &str| t.find(id).map(|(_, l)| l.text.to_string());
+        let get = |id: &str| t.find(id, 0).map(|(_, l)| l.text.to_string());
         assert_eq!(get("r1").as_deref(), Some("a"));
         assert_eq!(get("r2").as_deref(), Some("y"));
         assert_eq!(get("r3").as_deref(), Some("q"));
@@ -775,28 +841,119 @@ mod tests {
     }
 
     #[test]
+    fn items_of_one_request_are_distinct_keys() {
+        let mut t = LabelTable::default();
+        let mut c = Chunk::default();
+        c.push(Some("r1"), 0, Some("a"), None);
+        c.push(Some("r1"), 1, Some("b"), None);
+        c.push(Some("r1"), 2, Some("c"), Some(5));
+        c.push(Some("r1"), 2, Some("d"), Some(4)); // older, same key: superseded
+        c.push(Some("r1"), 1, Some("e"), None); // later, same key: wins
+        c.push(Some("r1"), INVALID_ITEM, Some("f"), None); // invalid
+        c.push(Some("r2"), 7, Some("g"), None);
+        t.build(vec![c]);
+        let get = |id: &str, item| t.find(id, item).map(|(_, l)| l.text.to_string());
+        assert_eq!(get("r1", 0).as_deref(), Some("a"));
+        assert_eq!(get("r1", 1).as_deref(), Some("e"));
+        assert_eq!(get("r1", 2).as_deref(), Some("c"));
+        assert_eq!(get("r1", 3), None);
+        assert_eq!(get("r2", 7).as_deref(), Some("g"));
+        assert_eq!(get("r2", 0), None, "no label for item 0 of r2");
+        assert_eq!(
+            t.counts,
+            LabelCounts {
+                rows: 7,
+                invalid: 1,
+                duplicates: 2,
+                distinct: 4
+            }
+        );
+        let mut out = Vec::new();
+        t.find_many(
+            &[Some("r1"), Some("r1"), Some("r2"), None, Some("r1")],
+            &[2, 9, 7, 0, INVALID_ITEM],
+            &mut out,
+        );
+        let labels: Vec<Option<&str>> = out.iter().map(|f| f.map(|(_, l)| &*l.text)).collect();
+        assert_eq!(labels, [Some("c"), None, Some("g"), None, None]);
+    }
+
+    #[test]
+    fn label_files_carry_an_optional_item() {
+        let cols = LabelColumns {
+            id: "request_id".into(),
+            label: "label".into(),
+            ts: None,
+            item: Some("item".into()),
+        };
+        let p = Path::new("l.csv");
+        let c = read_csv(
+            p,
+            b"request_id,item,label\na,,x\na,1,y\na,-1,z\na,1.5,z\nb,2,w\n",
+            &cols,
+        )
+        .expect("csv");
+        assert_eq!((c.items.clone(), c.invalid), (vec![0, 1, 2], 2));
+        // Without the column every row is item 0.
+        let c = read_csv(p, b"request_id,label\na,x\n", &cols).expect("csv");
+        assert_eq!(c.items, [0]);
+        let c = read_json_lines(
+            Path::new("l.jsonl"),
+            concat!(
+                r#"{"request_id":"a","label":"x"}"#,
+                "\n",
+                r#"{"request_id":"a","label":"x","item":null}"#,
+                "\n",
+                r#"{"request_id":"a","label":"x","item":3}"#,
+                "\n",
+                r#"{"request_id":"a","label":"x","item":"4"}"#,
+                "\n",
+                r#"{"request_id":"a","label":"x","item":-3}"#,
+                "\n",
+                r#"{"request_id":"a","label":"x","item":2.0}"#,
+                "\n",
+                r#"{"request_id":"a","label":"x","item":true}"#,
+                "\n",
+                r#"{"request_id":"a","label":"x","item":4294967296}"#,
+                "\n",
+            )
+            .as_bytes(),
+            &cols,
+        )
+        .expect("jsonl");
+        assert_eq!((c.items.clone(), c.invalid), (vec![0, 0, 3, 4], 4));
+    }
+
+    #[test]
     fn table_grows_and_finds_every_id() {
         let mut t = LabelTable::default();
         let mut c = Chunk::default();
         for i in 0..10_000 {
-            c.push(Some(&format!("id-{i}")), Some(&(i % 3).to_string()), None);
+            c.push(
+                Some(&format!("id-{i}")),
+                (i % 2) as u32,
+                Some(&(i % 3).to_string()),
+                None,
+            );
         }
         t.build(vec![c]);
         assert_eq!(t.len(), 10_000);
         let mut seen = vec![false; 10_000];
         let mut index = vec![0u32; 10_000];
         for (i, slot) in index.iter_mut().enumerate() {
-            let (k, l) = t.find(&format!("id-{i}")).expect("present");
+            let (k, l) = t.find(&format!("id-{i}"), (i % 2) as u32).expect("present");
+            assert!(t.find(&format!("id-{i}"), 1 - (i % 2) as u32).is_none());
             assert_eq!(l.text.as_ref(), (i % 3).to_string());
             assert!(!seen[k as usize], "indices are distinct and dense");
             seen[k as usize] = true;
             *slot = k;
         }
-        assert!(t.find("id-10000").is_none());
+        assert!(t.find("id-10000", 0).is_none());
         let ids: Vec<String> = (9_990..10_010).map(|i| format!("id-{i}")).collect();
         let ids: Vec<Option<&str>> = ids.iter().map(|s| Some(s.as_str())).chain([None]).collect();
+        let items: Vec<u32> = (9_990..10_011).map(|i| (i % 2) as u32).collect();
         let mut out = Vec::new();
-        t.find_many(&ids, &mut out);
+        t.find_many(&ids, &items, &mut out);
         let want: Vec<Option<u32>> = (9_990..10_010usize)
             .map(|i| (i < 10_000).then(|| index[i]))
             .chain([None])

@@ -2,6 +2,10 @@
 //! parallel), then one task per row group on the rayon pool, each streaming only the
 //! projected columns and scoring rows against the label table into small per-group
 //! counters that are merged per file.
+//!
+//! A row is one item of a mirrored request: schema version 2 has an `item` column (the
+//! input's index in a batched request); a file without it (version 1) is read as item
+//! 0 on every row. Rows join labels by (request id, item).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -15,7 +19,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 
-use super::columns::{accepts_micros, micros_column, StrCol};
+use super::columns::{accepts_item, accepts_micros, item_column, micros_column, StrCol};
 use super::files::Partition;
 use super::labels::LabelTable;
 use super::stats::{prediction_correct, predictions_agree, PairedTable};
@@ -73,7 +77,7 @@ pub struct RowFilter {
 #[derive(Debug, Default)]
 pub struct Scan {
     pub groups: HashMap<GroupKey, GroupCounts>,
-    /// Per label id: whether some kept row joined it.
+    /// Per label key (id, item): whether some kept row joined it.
     pub matched: Vec<bool>,
     pub files_read: u64,
     pub files_pruned: u64,
@@ -100,6 +104,8 @@ struct Opened {
 struct Projection {
     mask: ProjectionMask,
     request_id: usize,
+    /// Absent in version-1 files: every row is item 0.
+    item: Option<usize>,
     model: Option<usize>,
     baseline_version: usize,
     canary_version: usize,
@@ -274,6 +280,19 @@ fn open(path: PathBuf, partition: Partition, need_ts: bool) -> Result<Opened, Ac
         string_col(name)?.ok_or_else(|| bad(&path, format!("no column `{name}`")))
     };
     let request_id = required("request_id")?;
+    let item = match schema.index_of("item") {
+        Err(_) => None,
+        Ok(i) if accepts_item(schema.field(i).data_type()) => Some(i),
+        Ok(i) => {
+            return Err(bad(
+                &path,
+                format!(
+                    "column `item` is {}, expected an integer",
+                    schema.field(i).data_type()
+                ),
+            ))
+        }
+    };
     let model = string_col("model")?;
     let baseline_version = required("baseline_version")?;
     let canary_version = required("canary_version")?;
@@ -298,6 +317,7 @@ fn open(path: PathBuf, partition: Partition, need_ts: bool) -> Result<Opened, Ac
     };
     let mut roots: Vec<usize> = [
         Some(request_id),
+        item,
         model,
         Some(baseline_version),
         Some(canary_version),
@@ -315,6 +335,7 @@ fn open(path: PathBuf, partition: Partition, need_ts: bool) -> Result<Opened, Ac
     let cols = Projection {
         mask: ProjectionMask::roots(meta.parquet_schema(), roots.iter().copied()),
         request_id: at(request_id),
+        item: item.map(at),
         model: model.map(at),
         baseline_version: at(baseline_version),
         canary_version: at(canary_version),
@@ -401,6 +422,7 @@ fn scan_row_group(
     // Index of the last group touched: rows of a file nearly always share one group.
     let mut last: Option<usize> = None;
     let mut found = Vec::with_capacity(BATCH_ROWS);
+    let mut items = Vec::with_capacity(BATCH_ROWS);
     for batch in reader {
         let batch = batch.map_err(|e| bad(&o.path, format!("row group {rg}: {e}")))?;
         let n = batch.num_rows();
@@ -419,8 +441,18 @@ fn scan_row_group(
             ),
             None => None,
         };
+        match o.cols.item {
+            Some(i) => {
+                items = item_column(batch.column(i))
+                    .ok_or_else(|| bad(&o.path, "`item` changed type"))?;
+            }
+            None => {
+                items.clear();
+                items.resize(n, 0);
+            }
+        }
         let ids_buf: Vec<Option<&str>> = (0..n).map(|i| ids.get(i)).collect();
-        labels.find_many(&ids_buf, &mut found);
+        labels.find_many(&ids_buf, &items, &mut found);
         for i in 0..n {
             if let Some(ts) = &ts {
                 let Some(t) = ts[i] else { continue };

@@ -1,8 +1,10 @@
 //! The batch accuracy job (`shadowgate accuracy`): joins the Parquet shadow log with
-//! ground-truth labels by request id and reports, per model and per (baseline, canary)
-//! pair, how the two versions compare on the same inputs.
+//! ground-truth labels by (request id, item) and reports, per model and per (baseline,
+//! canary) pair, how the two versions compare on the same inputs. Every count is per
+//! item: a batched request of 8 inputs is 8 rows, 8 labels, 8 scored pairs; a
+//! version-1 shadow log (no `item` column) and a label without `item` mean item 0.
 //!
-//! Flow: [`labels`] loads the label files into an id → label table; [`files`] lists
+//! Flow: [`labels`] loads the label files into an (id, item) → label table; [`files`] lists
 //! the shadow-log tree and prunes partitions by path; [`logs`] streams the row groups
 //! on every core and counts into per-group tables; [`report`] turns the counts into
 //! numbers ([`stats`]) and renders them; [`push`] sends them to a Pushgateway.
@@ -56,6 +58,12 @@ pub struct AccuracyArgs {
     /// Label column of the label files.
     #[arg(long, default_value = "label")]
     pub label_column: String,
+    /// Item column of the label files: which input of a batched request the label is
+    /// for (a non-negative integer). Optional: a file without it, or a null or empty
+    /// value, means item 0; other values (negative, fractional, text) make the row
+    /// invalid. Empty to ignore the column.
+    #[arg(long, default_value = "item")]
+    pub label_item_column: String,
     /// Timestamp column of the label files, used (when a file has it) to keep the
     /// latest of duplicate labels: a timestamp type, seconds since the epoch, or RFC 3339.
     #[arg(long, default_value = "ts")]
@@ -81,6 +89,7 @@ impl AccuracyArgs {
             until: None,
             label_id_column: "request_id".into(),
             label_column: "label".into(),
+            label_item_column: "item".into(),
             label_ts_column: "ts".into(),
             skip_bad_files: false,
             quiet: true,
@@ -160,6 +169,7 @@ pub fn compute(args: &AccuracyArgs) -> Result<Report, AccuracyError> {
         id: args.label_id_column.clone(),
         label: args.label_column.clone(),
         ts: Some(args.label_ts_column.clone()).filter(|s| !s.is_empty()),
+        item: Some(args.label_item_column.clone()).filter(|s| !s.is_empty()),
     };
     let progress = logs::Progress::default();
     let done = AtomicBool::new(false);

@@ -69,9 +69,9 @@ pub struct Inputs {
     pub files_pruned: u64,
     /// Corrupt files skipped under `--skip-bad-files` (shadow logs and labels), by path.
     pub files_skipped: Vec<SkippedFile>,
-    /// Shadow rows kept after the filters.
+    /// Shadow rows kept after the filters (one per item of each mirrored request).
     pub rows: u64,
-    /// Of those, rows whose request id has a label.
+    /// Of those, rows whose (request id, item) has a label.
     pub labeled_rows: u64,
     /// Rows without a label (`rows - labeled_rows`).
     pub unlabeled_rows: u64,
@@ -82,15 +82,16 @@ pub struct Inputs {
 pub struct LabelSummary {
     /// Label rows in all files.
     pub rows: u64,
-    /// Rows without an id or a label value (ignored).
+    /// Rows without an id or a label value, or with an item that is not a
+    /// non-negative integer (ignored).
     pub invalid: u64,
-    /// Rows superseded by a later label for the same id.
+    /// Rows superseded by a later label for the same (id, item).
     pub duplicates: u64,
-    /// Distinct labeled ids.
+    /// Distinct labeled (id, item) keys.
     pub distinct: u64,
-    /// Distinct ids that joined at least one kept shadow row.
+    /// Distinct keys that joined at least one kept shadow row.
     pub matched: u64,
-    /// Distinct ids with no kept shadow row.
+    /// Distinct keys with no kept shadow row.
     pub unmatched: u64,
 }
 

@@ -7,6 +7,9 @@ Writes, under OUT_DIR:
   labels/    a_labels.csv (with ts), b_labels.jsonl (no ts), c_labels.parquet (with ts)
   bad/logs/  one good file, one corrupt file, one non-Parquet file named .parquet
   newer/logs a file whose shadowgate.schema_version is 3 (newer than any reader here)
+  items/     schema-version-2 logs (an `item` column; batched requests of 4 items) and a
+             version-1 file in one tree, with labels per item (see items() below);
+             items/bad/logs a file whose `item` is a string
   nolabelid/labels.csv  a label file without the request_id column
   empty/logs, empty/labels  empty directories
 
@@ -53,9 +56,13 @@ SCHEMA = pa.schema(
 )
 
 
+# Schema version 2: `item` (int32, not null) right after `request_id`.
+SCHEMA_V2 = SCHEMA.insert(1, pa.field("item", pa.int32(), nullable=False))
+
+
 def table(rows, version="1"):
     """rows: list of dicts with request_id, ts, model, baseline_version, canary_version,
-    baseline_prediction, canary_prediction."""
+    baseline_prediction, canary_prediction (and item, from version 2 on)."""
     n = len(rows)
     cols = {
         "request_id": [r["request_id"] for r in rows],
@@ -79,7 +86,11 @@ def table(rows, version="1"):
         "baseline_embedding": [None] * n,
         "canary_embedding": [None] * n,
     }
-    t = pa.Table.from_pydict(cols, schema=SCHEMA)
+    schema = SCHEMA
+    if version == "2":
+        cols["item"] = [r["item"] for r in rows]
+        schema = SCHEMA_V2
+    t = pa.Table.from_pydict(cols, schema=schema)
     return t.replace_schema_metadata({"shadowgate.schema_version": version})
 
 
@@ -280,6 +291,110 @@ def main(out):
     os.makedirs(f"{out}/empty/logs", exist_ok=True)
     os.makedirs(f"{out}/empty/labels", exist_ok=True)
     json.dump(counts, open(f"{out}/counts.json", "w"))
+    items(out)
+
+
+def items(out):
+    """items/: model emb, pair v1 -> v2, in one tree
+      hour=00/old.parquet    version 1 (no item column): old-0..old-9 (10 rows)
+      hour=01/batch.parquet  version 2: b-0..b-9 with items 0..3 each (40 rows), then
+                             s-0..s-4 single-input (item 0) (5 rows)
+    The older version-1 file sorts first, as in a real tree: Spark reading both files at
+    once takes its schema and loses `item` on every row.
+    and labels per (request_id, item) over three files (CSV, JSON lines, Parquet), with
+    `item` missing, empty or null (item 0) on some rows.
+
+    Per item of b-k: 0 both correct, 1 canary only, 2 both wrong, 3 baseline only;
+    b-0..b-5 have labels for every item, b-6..b-9 for items 1 and 3 only.
+    s-0..s-3: both correct ("1" vs "1.0", label "1"); s-4 unlabeled; a label for
+    (s-0, 1) has no row. old-0..old-6: canary only (labels without item); old-7 has a
+    label for item 1 only (a version-1 row is item 0: unlabeled); old-8 baseline only
+    (label with item 0 written out); old-9 unlabeled.
+
+    Expected: rows 55, labeled 44; paired 10 / 11 / 17 / 6; compared 55, agreed 25.
+    Labels: rows 55, invalid 5, duplicates 4, distinct 46, matched 44, unmatched 2.
+    A join by request id alone would give other numbers (items share ids).
+    """
+    base = dict(model="emb", baseline_version="v1", canary_version="v2")
+    # (baseline, canary, label) per item position of b-k.
+    per_item = [("cat", "cat", "cat"), ("cat", "dog", "dog"), ("dog", "dog", "cat"), ("cat", "dog", "cat")]
+    rows, labels = [], []  # labels: (id, item or None, label)
+    for k in range(10):
+        for i, (b, c, truth) in enumerate(per_item):
+            rows.append(dict(base, request_id=f"b-{k}", item=i, ts=at(3, 1, len(rows) % 60),
+                             baseline_prediction=b, canary_prediction=c))
+            if k < 6 or i in (1, 3):
+                labels.append((f"b-{k}", i, truth))
+    for k in range(5):
+        rows.append(dict(base, request_id=f"s-{k}", item=0, ts=at(3, 1, 50 + k),
+                         baseline_prediction="1", canary_prediction="1.0"))
+        if k < 4:
+            labels.append((f"s-{k}", None, "1"))
+    labels.append(("s-0", 1, "1"))
+    write(f"{out}/items/logs/model=emb/date=2024-05-03/hour=01/batch.parquet", rows, version="2")
+
+    rows = []
+    for k in range(10):
+        rows.append(dict(base, request_id=f"old-{k}", ts=at(3, 0, k),
+                         baseline_prediction="cat", canary_prediction="dog"))
+    for k in range(7):
+        labels.append((f"old-{k}", None, "dog"))
+    labels.append(("old-7", 1, "dog"))
+    labels.append(("old-8", 0, "cat"))
+    write(f"{out}/items/logs/model=emb/date=2024-05-03/hour=00/old.parquet", rows, version="1")
+
+    csv_l, json_l, pq_l = labels[0::3], labels[1::3], labels[2::3]
+    d = f"{out}/items/labels"
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/a.csv", "w") as f:
+        f.write("request_id,item,label,ts\n")
+        for rid, item, lab in csv_l:
+            f.write(f"{rid},{'' if item is None else item},{lab},1000\n")
+        # (b-0, 1): older than the Parquet file's label for it, which wins.
+        f.write("b-0,1,cat,100\n")
+        f.write("b-0,-1,cat,1000\n")  # invalid item
+        f.write("b-0,1.5,cat,1000\n")  # invalid item
+    with open(f"{d}/b.jsonl", "w") as f:
+        for rid, item, lab in json_l:
+            o = {"request_id": rid, "label": lab}
+            if item is not None:
+                o["item"] = item
+            elif rid.startswith("s-"):
+                o["item"] = None
+            f.write(json.dumps(o) + "\n")
+        # (b-1, 2): two undated labels, both lose to the dated one in a.csv ("cat").
+        f.write(json.dumps({"request_id": "b-1", "item": 2, "label": "dog"}) + "\n")
+        f.write(json.dumps({"request_id": "b-1", "item": 2, "label": "cat"}) + "\n")
+        f.write(json.dumps({"request_id": "b-1", "item": "x", "label": "cat"}) + "\n")  # invalid
+        f.write(json.dumps({"request_id": "b-1", "item": -2, "label": "cat"}) + "\n")  # invalid
+    ids = [r[0] for r in pq_l] + ["b-0", "b-2"]
+    its = [r[1] for r in pq_l] + [1, -3]  # (b-2, -3): invalid
+    labs = [r[2] for r in pq_l] + ["dog", "cat"]
+    pq.write_table(
+        pa.table(
+            {
+                "request_id": ids,
+                "item": pa.array(its, pa.int32()),
+                "label": labs,
+                "ts": pa.array([2000] * len(ids), pa.int64()),
+            }
+        ),
+        f"{d}/c.parquet",
+    )
+
+    # A shadow log whose `item` is a string: a bad file.
+    bad = pa.table(
+        {
+            "request_id": ["b-0"],
+            "item": ["0"],
+            "baseline_version": ["v1"],
+            "canary_version": ["v2"],
+            "baseline_prediction": ["cat"],
+            "canary_prediction": ["cat"],
+        }
+    ).replace_schema_metadata({"shadowgate.schema_version": "2"})
+    os.makedirs(f"{out}/items/bad/logs", exist_ok=True)
+    pq.write_table(bad, f"{out}/items/bad/logs/item.parquet")
 
 
 if __name__ == "__main__":
