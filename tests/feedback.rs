@@ -4,6 +4,7 @@
 mod common;
 
 use http::Method;
+use shadowgate::accuracy::{self, AccuracyArgs};
 use shadowgate::demo::model::{predicted_label, CosineSpec, ModelOptions};
 
 #[tokio::test]
@@ -280,4 +281,106 @@ async fn labels_score_the_named_item_and_bad_items_fail_only_their_entry() {
         common::value(&m, "shadowgate_feedback_items_not_kept_total", &[]),
         Some(0.0)
     );
+}
+
+#[tokio::test]
+/// Batched requests through the real sidecar, labeled per item: the online join and the
+/// batch job over the shadow log the sidecar wrote agree on every item.
+async fn batched_requests_are_labeled_per_item_online_and_in_the_batch_job() {
+    let base = ModelOptions {
+        dim: 32,
+        cosine: CosineSpec::Identical,
+        prediction_flip_share: Some(0.0),
+        ..Default::default()
+    };
+    let canary = ModelOptions {
+        prediction_flip_share: Some(0.3),
+        ..base.clone()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::stack(
+        base.clone(),
+        base,
+        canary,
+        "prediction_pointer = \"/data/*/label\"",
+        &format!(
+            "[shadow_log]\ndir = {:?}\nmax_file_age = \"1s\"",
+            dir.path().display().to_string()
+        ),
+    )
+    .await;
+    let mut sent = Vec::new();
+    for r in 0..5 {
+        let texts: Vec<String> = (0..8).map(|i| format!("req {r} item {i}")).collect();
+        let id = format!("batch-{r}");
+        let body = format!(
+            r#"{{"model":"m","input":{}}}"#,
+            serde_json::to_string(&texts).unwrap()
+        );
+        let reply = s
+            .client
+            .send(
+                Method::POST,
+                &format!("{}/v1/embeddings", s.proxy_url()),
+                &[("x-request-id", &id)],
+                body,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        sent.push((id, texts));
+    }
+    s.wait_pairs(40).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut labels = Vec::new();
+    let mut csv = String::from("request_id,item,label\n");
+    let mut canary_right = 0;
+    for (id, texts) in &sent {
+        for (i, t) in texts.iter().enumerate() {
+            let truth = predicted_label(t, 0.0);
+            if predicted_label(t, 0.3) == truth {
+                canary_right += 1;
+            }
+            labels.push(serde_json::json!({"request_id": id, "item": i, "label": truth}));
+            csv.push_str(&format!("{id},{i},{truth}\n"));
+        }
+    }
+    labels.push(serde_json::json!({"request_id": "batch-0", "item": 3, "label": "0"}));
+    labels.push(serde_json::json!({"request_id": "batch-0", "item": 8, "label": "0"}));
+    let r = s
+        .client
+        .send(
+            Method::POST,
+            &format!("{}/labels", s.admin_url()),
+            &[],
+            serde_json::Value::from(labels).to_string(),
+        )
+        .await;
+    let counts: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    println!("online: {counts}, canary right {canary_right}/40");
+    assert_eq!(counts["joined"], 40);
+    assert_eq!(counts["duplicate"], 1);
+    assert_eq!(counts["unknown"], 1);
+    let m = s.metrics().await;
+    let pairs =
+        |o: &str| common::value(&m, "model_shadow_labeled_pairs_total", &[("outcome", o)]).unwrap();
+    assert_eq!(pairs("both_correct"), canary_right as f64);
+    assert_eq!(pairs("baseline_only"), (40 - canary_right) as f64);
+    s.sidecar.shutdown().await;
+
+    let lab = dir.path().join("labels.csv");
+    std::fs::write(&lab, csv).unwrap();
+    let report = accuracy::compute(&AccuracyArgs::new(
+        vec![dir.path().to_path_buf()],
+        vec![lab],
+    ))
+    .unwrap();
+    let j = serde_json::to_value(&report).unwrap();
+    println!(
+        "batch: inputs {} labels {} paired {}",
+        j["inputs"], j["labels"], j["models"][0]["paired"]
+    );
+    assert_eq!(j["inputs"]["rows"], 40);
+    assert_eq!(j["inputs"]["labeled_rows"], 40);
+    assert_eq!(j["models"][0]["paired"]["both_correct"], canary_right);
+    assert_eq!(j["models"][0]["paired"]["baseline_only"], 40 - canary_right);
 }
