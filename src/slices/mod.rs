@@ -15,12 +15,13 @@
 //!   default that depends only on the dimension (see [`DEFAULT_HYPERPLANES`]).
 //!
 //! At most [`MAX_SLICES`] slices over all sources, fixed when the configuration is
-//! loaded.
+//! loaded: the statistics ([`stats`]) split their error budget over that number.
 //!
 //! Pure code except [`codebook::Codebook::load`].
 
 pub mod codebook;
 pub mod config;
+pub mod stats;
 
 use std::sync::OnceLock;
 
@@ -28,6 +29,7 @@ use simsimd::SpatialSimilarity;
 
 pub use codebook::Codebook;
 pub use config::{FieldConfig, SlicesConfig};
+pub use stats::{PairRef, SliceExample, SliceStats, SliceSummary, WorstSlice};
 
 /// Most slices per model over all sources: every slice is a label value on the per-slice
 /// series and four one-sided confidence bounds; 32 keeps both bounded (and a set of
