@@ -17,10 +17,11 @@
 //! At most [`MAX_SLICES`] slices over all sources, fixed when the configuration is
 //! loaded: the statistics ([`stats`]) split their error budget over that number.
 //!
-//! Pure code except [`codebook::Codebook::load`].
+//! Pure code except [`codebook::Codebook::load`] and the `fit` job ([`fit`]).
 
 pub mod codebook;
 pub mod config;
+pub mod fit;
 pub mod stats;
 
 use std::sync::OnceLock;
