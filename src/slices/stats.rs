@@ -102,6 +102,8 @@ struct SliceState {
 pub struct SliceStats {
     floor: f64,
     min_pairs: u64,
+    /// `drift.alpha`, the budget of the whole gate.
+    alpha: f64,
     alpha_each: f64,
     slices: Vec<SliceState>,
 }
@@ -119,6 +121,7 @@ impl SliceStats {
         SliceStats {
             floor: cfg.floor,
             min_pairs: cfg.min_pairs,
+            alpha: cfg.alpha,
             alpha_each,
             slices: vec![state; slices],
         }
@@ -147,7 +150,7 @@ impl SliceStats {
                 window: std::time::Duration::ZERO,
                 min_pairs: self.min_pairs,
                 floor: self.floor,
-                alpha: self.alpha_each * (2 * self.slices.len().max(1)) as f64,
+                alpha: self.alpha,
             },
         );
     }
