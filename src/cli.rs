@@ -29,6 +29,11 @@ pub enum Command {
     /// Batch accuracy job: join shadow logs with ground-truth labels by request id and
     /// report, per model and version pair, accuracy, the paired comparison and agreement.
     Accuracy(crate::accuracy::AccuracyArgs),
+    /// Slices of traffic: fit the embedding-region codebook that `slices.codebook` names.
+    Slices {
+        #[command(subcommand)]
+        command: SlicesCommand,
+    },
     /// Everything on one machine: built-in baseline and canary model servers, the
     /// sidecar, and traffic, with live progress and a summary.
     Demo {
@@ -48,4 +53,11 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         clients: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlicesCommand {
+    /// Fit a codebook of embedding regions (spherical k-means on baseline embeddings
+    /// from shadow logs or .npy files) and write it as JSON for `slices.codebook`.
+    Fit(crate::slices::fit::FitArgs),
 }

@@ -34,6 +34,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub gates: GatesConfig,
     pub tls: TlsConfig,
+    /// `[slices]`: per-slice statistics (length and region slices on by default).
+    #[serde(default)]
+    pub slices: crate::slices::SlicesConfig,
 }
 
 /// `[model]`: what this pod serves.
@@ -677,6 +680,11 @@ impl Config {
             );
         }
         self.validate_tls(&mut bad);
+        if let Err(slice_problems) = self.slices.slicer() {
+            for p in slice_problems {
+                bad(&p.key, p.message);
+            }
+        }
         if self.listen.proxy == self.listen.admin && self.listen.proxy.port() != 0 {
             bad("listen.admin", format!("{} is also listen.proxy: admin endpoints need their own port, e.g. \"0.0.0.0:9090\"", self.listen.admin));
         }
@@ -811,7 +819,7 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
 
 /// Keys whose values are always strings, even when they look like numbers
 /// (`SHADOWGATE_MODEL__VERSION=2` is the version "2", not the integer 2).
-const STRING_KEYS: [&str; 11] = [
+const STRING_KEYS: [&str; 14] = [
     "name",
     "version",
     "url",
@@ -823,6 +831,9 @@ const STRING_KEYS: [&str; 11] = [
     "path",
     "input_pointer",
     "ca_file",
+    "codebook",
+    "pointer",
+    "header",
 ];
 
 fn parse_env_value(key: &str, raw: &str) -> toml::Value {
@@ -867,11 +878,12 @@ fn collect_unknown_and_deserialize(
             "metrics" => section!(metrics),
             "gates" => section!(gates),
             "tls" => section!(tls),
+            "slices" => section!(slices),
             other => {
                 ok = false;
                 problems.push(ConfigProblem {
                     key: other.to_string(),
-                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics, gates, tls".into(),
+                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics, gates, tls, slices".into(),
                 });
             }
         }
@@ -1115,6 +1127,31 @@ alpha = 0.9
         let p = &err.problems()[0];
         assert_eq!(p.key, "shadow.self_similarity_min_pairs");
         assert!(p.message.contains("e.g. 300"), "{}", p.message);
+    }
+
+    #[test]
+    fn slices_default_on_and_report_problems_with_the_others() {
+        let c = load(MINIMAL, &[]).unwrap();
+        let slicer = c.slices.slicer().unwrap();
+        assert_eq!(slicer.len(), 20, "4 length slices + 16 regions by default");
+        let c = load(
+            &format!("{MINIMAL}\n[slices.field]\nheader = \"x-tenant\"\n"),
+            &[("SHADOWGATE_SLICES__FIELD__VALUES", "[\"acme\", \"globex\"]")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.slices.slicer().unwrap().names()[..3],
+            ["field:acme", "field:globex", "field:other"]
+        );
+        let err = load(
+            &format!("{MINIMAL}\n[drift]\nalpha = 0.9\n[slices]\nlength_edges = [256, 64]\n"),
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["drift.alpha", "slices.length_edges"]);
+        let err = load(&format!("{MINIMAL}\n[slices]\nbins = 3\n"), &[]).unwrap_err();
+        assert_eq!(err.problems()[0].key, "slices.bins");
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! - [`protocol`]: how each model server shapes embeddings and predictions.
 //! - [`compare`]: cosine (simsimd), norms, prediction agreement.
 //! - [`drift`]: windowed statistics and confidence sequences.
+//! - [`slices`]: bounded groups of traffic (field, input length, embedding region),
+//!   their statistics and the worst slice; codebook fitting (`shadowgate slices fit`).
 //! - [`feedback`]: labels and business events joined online.
 //! - [`metrics`]: every exported series, registered once.
 //! - [`shadow`]: shadow-log records and the Parquet writer.
@@ -57,6 +59,7 @@ pub mod proxy;
 pub mod sampler;
 pub mod serve;
 pub mod shadow;
+pub mod slices;
 pub mod status;
 pub mod tls;
 pub mod upstream;

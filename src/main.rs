@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use shadowgate::cli::{Cli, Command};
+use shadowgate::cli::{Cli, Command, SlicesCommand};
 use shadowgate::config::{Config, ConfigError};
 
 /// sysexits' EX_CONFIG-adjacent EX_USAGE: the configuration is invalid.
@@ -50,6 +50,30 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("shadowgate accuracy: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
+        Command::Slices {
+            command: SlicesCommand::Fit(args),
+        } => match shadowgate::slices::fit::run(&args) {
+            Ok(cb) => {
+                let f = &cb.fitted_from;
+                println!(
+                    "wrote {}: {} regions of dimension {} from {} of {} embeddings in {} files ({} iterations, mean cosine to centroid {:.4}); region sizes {:?}",
+                    args.out.display(),
+                    cb.k,
+                    cb.dim,
+                    f.rows_used,
+                    f.rows_seen,
+                    f.files,
+                    f.iterations,
+                    f.mean_cosine,
+                    f.sizes
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shadowgate slices fit: {e}");
                 ExitCode::from(e.exit_code())
             }
         },
