@@ -3,7 +3,7 @@
 # installs what cargo does not (Prometheus, Pushgateway, Chromium, pyarrow, DuckDB,
 # PyYAML, scipy, PySpark, the OpenAI SDK, a venv for the real embedding models), then
 # checks formatting, lints and the dependency policy (cargo-deny), and runs the whole
-# suite with cargo-nextest.
+# suite with cargo-nextest: every crate of the workspace (the sidecar and crates/h1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +39,7 @@ fi
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # Dependency policy (deny.toml): licenses, banned crates, registries. cargo-deny is a
 # cargo plugin, built once (~3 min on 2 cores) into ~/.cargo/bin.
@@ -76,9 +76,9 @@ fi
 
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  SOAK_SECONDS="${SOAK_SECONDS:-120}" cargo nextest run --no-fail-fast
+  SOAK_SECONDS="${SOAK_SECONDS:-120}" cargo nextest run --workspace --no-fail-fast
 else
-  SOAK_SECONDS="${SOAK_SECONDS:-120}" cargo test --no-fail-fast
+  SOAK_SECONDS="${SOAK_SECONDS:-120}" cargo test --workspace --no-fail-fast
 fi
 
 # The container image's builder stage, replayed on this machine (no container engine

@@ -9,11 +9,10 @@
 //! Modules follow the data flow:
 //!
 //! - [`config`]: the TOML contract, environment overrides, validation.
-//! - [`serve`]: wiring of everything below; ordered shutdown.
-//! - [`downstream`]: the proxy port's HTTP/1.1 connections from clients.
+//! - [`serve`]: wiring of everything below; ordered shutdown. The proxy port's HTTP/1.1
+//!   connections are served by [`h1::server`] (the workspace crate `crates/h1`).
 //! - [`proxy`]: the primary path (forward, stream back, offer to the sampler).
-//! - [`upstream`]: the HTTP/1.1 client and keep-alive pools for primary, baseline, canary.
-//! - [`h1`]: the HTTP/1.1 wire format both sides share (heads, body framing).
+//! - [`upstream`]: the keep-alive pools for primary, baseline, canary ([`h1::client`]).
 //! - [`sampler`]: pure decision, mirror this request or not.
 //! - [`ids`]: request ids (UUIDv7) for requests that arrive without one.
 //! - [`mirror`]: bounded shadow tasks calling baseline and canary.
@@ -47,10 +46,8 @@ pub mod cli;
 pub mod compare;
 pub mod config;
 pub mod demo;
-pub mod downstream;
 pub mod drift;
 pub mod feedback;
-pub mod h1;
 pub mod ids;
 pub mod metrics;
 pub mod mirror;

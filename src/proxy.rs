@@ -3,13 +3,13 @@
 //! for it.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
+use h1::server::RequestBody;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
@@ -21,17 +21,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::downstream::RequestBody;
 use crate::metrics::{Metrics, MirrorDecision, PrimaryMetrics};
 use crate::mirror::{Mirror, ShadowJob};
 use crate::sampler::{Decision, Sampler};
-use crate::upstream::{BodyError, PooledBody, Upstream};
+use crate::upstream::{PooledBody, Upstream};
 
 /// The header marking mirrored requests, so model servers can tell them apart.
 pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
 
 /// Body of requests sent upstream: streamed through, or buffered when mirrored.
-pub type UpstreamBody = Either<Limited<TimedBody<RequestBody>>, Full<Bytes>>;
+pub type UpstreamBody = Either<Limited<RequestBody>, Full<Bytes>>;
 /// Body of responses to the client: the primary's, streamed, or one the sidecar made.
 pub type ClientBody = Either<MeteredBody, Full<Bytes>>;
 /// hyper-util's general pooled HTTP/1 client, for the sidecar's own outgoing traffic
@@ -75,8 +74,6 @@ pub struct Proxy {
     pub count_4xx_as_errors: bool,
     pub request_id_header: HeaderName,
     pub max_body_bytes: usize,
-    /// Longest pause between two reads of a request body (`limits.body_read_timeout`).
-    pub body_read_timeout: std::time::Duration,
     pub sampler: Sampler,
     pub mirror: Arc<Mirror>,
     /// Caps concurrent shadow comparisons; a sample that finds it empty is dropped.
@@ -123,11 +120,9 @@ impl Proxy {
         let decision = self
             .sampler
             .decide(&parts.method, parts.uri.path(), request_id, started);
-        // Stalled bodies are cut on both paths, streamed and buffered, and both answer 408.
-        let body = Limited::new(
-            TimedBody::new(body, self.body_read_timeout),
-            self.max_body_bytes,
-        );
+        // Stalled bodies (`limits.body_read_timeout`, enforced by the connection) are cut
+        // on both paths, streamed and buffered, and both answer 408.
+        let body = Limited::new(body, self.max_body_bytes);
         let upstream_body = match decision {
             Decision::NotEligible => Either::Left(body),
             Decision::NotSampled => {
@@ -165,18 +160,15 @@ impl Proxy {
                                     .shadow
                                     .decision(MirrorDecision::BodyUnavailable)
                                     .inc();
-                                if e.is::<BodyReadTimeout>() {
-                                    return Ok(body_timeout_response(request_id, &id_value));
-                                }
-                                let (status, why) = if e.is::<LengthLimitError>() {
-                                    (
-                                        StatusCode::PAYLOAD_TOO_LARGE,
-                                        "request body over limits.max_body_bytes",
-                                    )
-                                } else {
-                                    (StatusCode::BAD_REQUEST, "request body ended early")
-                                };
-                                return Ok(local_response(status, why, &id_value));
+                                return Ok(body_failed(&*e, request_id, &id_value).unwrap_or_else(
+                                    || {
+                                        local_response(
+                                            StatusCode::BAD_REQUEST,
+                                            "request body ended early",
+                                            &id_value,
+                                        )
+                                    },
+                                ));
                             }
                         }
                     }
@@ -265,22 +257,8 @@ impl Proxy {
             }
             Ok(Err(e)) => {
                 // The client's faults, not the primary's: no error counted, no 502.
-                if in_chain::<LengthLimitError>(&e) {
-                    return Ok(local_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body over limits.max_body_bytes",
-                        &id_value,
-                    ));
-                }
-                if in_chain::<BodyReadTimeout>(&e) {
-                    return Ok(body_timeout_response(request_id, &id_value));
-                }
-                if in_chain::<crate::downstream::BodyError>(&e) {
-                    return Ok(local_response(
-                        StatusCode::BAD_REQUEST,
-                        "request body ended early",
-                        &id_value,
-                    ));
+                if let Some(resp) = body_failed(&e, request_id, &id_value) {
+                    return Ok(resp);
                 }
                 m.errors.inc();
                 m.duration_for(None)
@@ -392,17 +370,44 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether `E` is `e` or one of its causes: a request body's own error reaches us wrapped
-/// in the client's (`client error (SendRequest)` → `error from user's Body stream` → `E`).
-fn in_chain<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+/// `e` or the first of its causes that is an `E`: a request body's own error reaches us
+/// wrapped in the client's (`request body for …` → `E`).
+fn find_in_chain<'e, E: std::error::Error + 'static>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e E> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        if s.is::<E>() {
-            return true;
+        if let Some(found) = s.downcast_ref::<E>() {
+            return Some(found);
         }
         source = s.source();
     }
-    false
+    None
+}
+
+/// The answer to a request whose body failed on the client's side (`e` or a cause of it):
+/// `413` over `limits.max_body_bytes`, `408` for a pause over `limits.body_read_timeout`,
+/// `400` naming a framing error or saying the body ended early. `None` when the client's
+/// body is not what failed.
+fn body_failed(
+    e: &(dyn std::error::Error + 'static),
+    request_id: &str,
+    id: &HeaderValue,
+) -> Option<Response<ClientBody>> {
+    if find_in_chain::<LengthLimitError>(e).is_some() {
+        return Some(local_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body over limits.max_body_bytes",
+            id,
+        ));
+    }
+    Some(match find_in_chain::<h1::server::Error>(e)? {
+        h1::server::Error::BodyTimeout(_) => body_timeout_response(request_id, id),
+        framing @ h1::server::Error::Body(h1::body::Error::Chunk(_)) => {
+            local_response(StatusCode::BAD_REQUEST, &framing.to_string(), id)
+        }
+        _ => local_response(StatusCode::BAD_REQUEST, "request body ended early", id),
+    })
 }
 
 /// The error and its causes on one line, for logs.
@@ -426,84 +431,6 @@ fn short_reason(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     last
-}
-
-/// A request body paused longer than `limits.body_read_timeout` between two frames.
-#[derive(Debug, thiserror::Error)]
-#[error("no request body data for {0:?} (limits.body_read_timeout)")]
-pub struct BodyReadTimeout(pub std::time::Duration);
-
-/// A request body that fails with [`BodyReadTimeout`] when the client pauses longer than
-/// `timeout` between two frames. The clock only runs while the body is waiting for the
-/// client (the inner body is `Pending`), not while the reader is busy elsewhere (e.g. an
-/// upstream applying backpressure), so only the client's pauses count.
-pub struct TimedBody<B> {
-    inner: B,
-    timeout: std::time::Duration,
-    /// Created the first time the body has to wait: a body that arrived with its headers
-    /// (the common case) never allocates or touches the timer wheel.
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Whether `sleep` measures the current wait (false once a frame has arrived).
-    armed: bool,
-}
-
-impl<B> TimedBody<B> {
-    /// Wrap `inner`; nothing is started until the first read that has to wait.
-    pub fn new(inner: B, timeout: std::time::Duration) -> Self {
-        Self {
-            inner,
-            timeout,
-            sleep: None,
-            armed: false,
-        }
-    }
-}
-
-impl<B> Body for TimedBody<B>
-where
-    B: Body + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Data = B::Data;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, Self::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.armed = false;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                let timeout = this.timeout;
-                let sleep = match this.sleep.as_mut() {
-                    Some(s) => {
-                        if !this.armed {
-                            s.as_mut().reset(tokio::time::Instant::now() + timeout);
-                        }
-                        s
-                    }
-                    None => this.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
-                };
-                this.armed = true;
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyReadTimeout(timeout))))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// Finds the generated-token count (`"completion_tokens": N`) in a streamed response
@@ -643,12 +570,12 @@ impl MeteredBody {
 
 impl Body for MeteredBody {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = h1::client::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, h1::client::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -739,89 +666,5 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_TYPE));
-    }
-
-    /// A body that plays a script of polls; once the script is done it waits forever.
-    struct Script(std::collections::VecDeque<Option<&'static [u8]>>);
-
-    impl Body for Script {
-        type Data = Bytes;
-        type Error = std::io::Error;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-            match self.0.pop_front() {
-                Some(Some(b)) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b))))),
-                Some(None) => Poll::Ready(None),
-                None => Poll::Pending,
-            }
-        }
-    }
-
-    fn poll(b: &mut TimedBody<Script>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(b).poll_frame(&mut Context::from_waker(std::task::Waker::noop()))
-    }
-
-    type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-    #[tokio::test]
-    async fn a_body_that_never_waits_never_starts_a_timer() {
-        let script = [Some(&b"ab"[..]), Some(b"c"), None];
-        let mut b = TimedBody::new(Script(script.into()), std::time::Duration::from_millis(1));
-        let got = (&mut b).collect().await.unwrap().to_bytes();
-        assert_eq!(&got[..], b"abc");
-        assert!(b.sleep.is_none());
-    }
-
-    #[tokio::test]
-    async fn the_clock_restarts_after_each_frame_and_only_then() {
-        let timeout = std::time::Duration::from_secs(60);
-        let mut b = TimedBody::new(Script(Default::default()), timeout);
-        assert!(poll(&mut b).is_pending());
-        let first = b.sleep.as_ref().unwrap().deadline();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        assert!(poll(&mut b).is_pending());
-        assert_eq!(
-            b.sleep.as_ref().unwrap().deadline(),
-            first,
-            "one pause, one deadline"
-        );
-        b.inner.0.push_back(Some(b"x"));
-        assert!(matches!(poll(&mut b), Poll::Ready(Some(Ok(_)))));
-        assert!(poll(&mut b).is_pending());
-        let second = b.sleep.as_ref().unwrap().deadline();
-        assert!(
-            second >= first + std::time::Duration::from_millis(2),
-            "a new pause, a new deadline"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_stalled_body_fails_with_body_read_timeout_under_limited() {
-        let body = Limited::new(
-            TimedBody::new(
-                Script([Some(&b"{"[..])].into()),
-                std::time::Duration::from_millis(10),
-            ),
-            1000,
-        );
-        let err = tokio::time::timeout(std::time::Duration::from_secs(10), body.collect())
-            .await
-            .expect("the body timeout fires")
-            .unwrap_err();
-        assert!(err.is::<BodyReadTimeout>(), "{err}");
-        assert!(err.to_string().contains("limits.body_read_timeout"));
-    }
-
-    #[tokio::test]
-    async fn the_size_limit_still_applies_through_the_timed_body() {
-        let script = [Some(&[b'a'; 600][..]), Some(&[b'b'; 600][..]), None];
-        let body = Limited::new(
-            TimedBody::new(Script(script.into()), std::time::Duration::from_secs(60)),
-            1000,
-        );
-        let err = body.collect().await.unwrap_err();
-        assert!(err.is::<LengthLimitError>(), "{err}");
     }
 }

@@ -4,17 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header::HeaderName;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::downstream::{self, ConnConfig};
 use crate::drift::{DriftConfig, DriftState};
 use crate::feedback::{Feedback, FeedbackMetrics};
 use crate::metrics::{MetricLabels, Metrics, PairOutcome, Target};
@@ -254,7 +252,6 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         count_4xx_as_errors: cfg.primary.count_4xx_as_errors,
         request_id_header,
         max_body_bytes: cfg.limits.max_body_bytes,
-        body_read_timeout: cfg.limits.body_read_timeout,
         sampler: Sampler::new(
             rate,
             cfg.shadow.max_per_second,
@@ -344,60 +341,41 @@ async fn run(
     admin: (watch::Sender<bool>, JoinHandle<()>),
     log_guard: Option<ShadowLogGuard>,
 ) -> Summary {
-    // Open client connections hold a permit each; shutdown waits for all of them.
-    let conn_permits = Arc::new(Semaphore::new(cfg.limits.max_connections));
-    let (conns_stop, conns_stopped) = watch::channel(false);
-    let conn_cfg = ConnConfig {
-        header_read_timeout: cfg.limits.header_read_timeout,
-    };
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = conn_permits.clone().try_acquire_owned() else {
-                    tokio::spawn(shed(stream));
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let proxy = proxy.clone();
-                let handler = move |req| {
-                    let proxy = proxy.clone();
-                    async move {
-                        match proxy.handle(req).await {
-                            Ok(resp) => resp,
-                            Err(never) => match never {},
-                        }
-                    }
-                };
-                let stopped = conns_stopped.clone();
-                tokio::spawn(async move {
-                    downstream::serve_connection(stream, conn_cfg, handler, stopped).await;
-                    drop(permit);
-                });
+    let handler = {
+        let proxy = proxy.clone();
+        move |req| {
+            let proxy = proxy.clone();
+            async move {
+                match proxy.handle(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
             }
-            _ = stop.changed() => break,
         }
-    }
+    };
+    let server = h1::server::Server::new(
+        h1::server::Config {
+            header_read_timeout: cfg.limits.header_read_timeout,
+            body_read_timeout: cfg.limits.body_read_timeout,
+            max_connections: cfg.limits.max_connections,
+            refusal_text,
+        },
+        handler,
+    );
+    server
+        .accept(&listener, async {
+            let _ = stop.changed().await;
+        })
+        .await;
     drop(listener);
     let deadline = Instant::now() + cfg.limits.shutdown_grace;
     tracing::info!("shutting down: finishing client requests");
-    let mut summary = Summary::default();
-    let _ = conns_stop.send(true);
-    let max = u32::try_from(cfg.limits.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout_at(deadline.into(), conn_permits.acquire_many(max))
-        .await
-        .is_err()
-    {
-        let open = cfg.limits.max_connections - conn_permits.available_permits();
-        summary.connections_cut = open;
+    let mut summary = Summary {
+        connections_cut: server.drain(deadline.into()).await,
+        ..Summary::default()
+    };
+    if summary.connections_cut > 0 {
+        let open = summary.connections_cut;
         tracing::warn!(open, "grace period over with client connections open");
     }
     tracing::info!("draining shadow work");
@@ -440,12 +418,18 @@ async fn run(
     summary
 }
 
-/// Over the connection limit: answer 503 and close, without reading the request.
-async fn shed(mut stream: TcpStream) {
-    let _ = stream
-        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 37\r\nconnection: close\r\n\r\nshadowgate: too many open connections")
-        .await;
-    let _ = stream.shutdown().await;
+/// The text of the answers the proxy port gives by itself (refused heads, `408` for a
+/// slow head, `503` over the connection cap), naming the setting that applies.
+fn refusal_text(e: &h1::server::Error) -> String {
+    match e {
+        h1::server::Error::HeadTimeout(_) => {
+            "shadowgate: request head not received within limits.header_read_timeout\n".into()
+        }
+        h1::server::Error::Overloaded => {
+            "shadowgate: too many open connections (limits.max_connections)\n".into()
+        }
+        e => format!("shadowgate: {e}\n"),
+    }
 }
 
 /// `shadowgate serve`: start, wait for SIGTERM or SIGINT, shut down gracefully.

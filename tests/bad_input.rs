@@ -137,6 +137,82 @@ async fn admin_endpoints_are_not_on_the_proxy_port() {
     assert_eq!(s.primary.requests(), 4);
 }
 
+/// The answer's status line and body, the `date` line and lengths aside.
+fn status_and_body(out: &str) -> (&str, &str) {
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out, ""));
+    (head.lines().next().unwrap_or(""), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_targets_and_hosts_are_refused_as_nginx_refuses_them() {
+    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let addr = s.sidecar.proxy_addr;
+    let post = |te: &str| {
+        format!("POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n{te}\r\n\r\n0\r\n\r\n").into_bytes()
+    };
+    let chunked = |body: &str| {
+        format!(
+            "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\n\r\n{body}"
+        )
+        .into_bytes()
+    };
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (post("Transfer-Encoding: gzip, chunked"), "HTTP/1.1 501 Not Implemented", "shadowgate: transfer-encoding other than chunked is not supported\n"),
+        (post("Transfer-Encoding: identity, chunked"), "HTTP/1.1 501 Not Implemented", "shadowgate: transfer-encoding other than chunked is not supported\n"),
+        (post("Transfer-Encoding: chunked, chunked"), "HTTP/1.1 400 Bad Request", "shadowgate: invalid request: chunked listed twice in transfer-encoding\n"),
+        (post("Transfer-Encoding: , chunked"), "HTTP/1.1 400 Bad Request", "shadowgate: invalid request: empty element in transfer-encoding\n"),
+        (post("Transfer-Encoding: identity\r\nTransfer-Encoding: chunked"), "HTTP/1.1 400 Bad Request", "shadowgate: invalid request: transfer-encoding sent twice\n"),
+        (b"CONNECT model:443 HTTP/1.1\r\nHost: model:443\r\n\r\n".to_vec(), "HTTP/1.1 405 Method Not Allowed", "shadowgate: method CONNECT is not allowed\n"),
+        (b"GET model:443 HTTP/1.1\r\nHost: model:443\r\n\r\n".to_vec(), "HTTP/1.1 400 Bad Request", "shadowgate: invalid request: request target not in origin or absolute form\n"),
+        (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 400 Bad Request", "shadowgate: invalid request: * as the target of a method other than OPTIONS\n"),
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), "HTTP/1.1 400 Bad Request", "shadowgate: invalid request: no host\n"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n".to_vec(), "HTTP/1.1 400 Bad Request", "shadowgate: invalid request: host sent twice\n"),
+        (b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n".to_vec(), "HTTP/1.1 400 Bad Request", "shadowgate: invalid request: invalid host\n"),
+        (chunked(" 5\r\nhello\r\n0\r\n\r\n"), "HTTP/1.1 400 Bad Request", "shadowgate: request body: malformed chunked body: chunk size is not hex digits\n"),
+        (chunked("5;a\rb\r\nhello\r\n0\r\n\r\n"), "HTTP/1.1 400 Bad Request", "shadowgate: request body: malformed chunked body: invalid character in chunk extension\n"),
+        (chunked("5\r\nhello\r\n0\r\nnot a field\r\n\r\n"), "HTTP/1.1 400 Bad Request", "shadowgate: request body: malformed chunked body: trailer line is not a header field\n"),
+    ];
+    for (wire, status, body) in cases {
+        let out = tokio::task::spawn_blocking(move || raw(addr, &wire))
+            .await
+            .unwrap();
+        assert_eq!(status_and_body(&out), (status, body), "{out:?}");
+        assert!(out.contains("\r\nconnection: close\r\n"), "{out:?}");
+    }
+    // The body errors reach the primary as a cut request at most, never as an answer:
+    // nothing else got through, and nothing counts against the primary.
+    let m = s.metrics().await;
+    assert_eq!(
+        common::value(&m, "model_inference_errors_total", &[]).unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(s.primary.requests(), 0);
+    assert_eq!(s.embed("still fine").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_requests_and_underscored_names_are_served_without_them() {
+    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let addr = s.sidecar.proxy_addr;
+    let body = r#"{"input":"plain http"}"#;
+    let wire = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nX_Api_Key: secret\r\nx-api-key: kept\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let out = tokio::task::spawn_blocking(move || raw(addr, wire.as_bytes()))
+        .await
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    let seen = s.primary.stats.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    assert!(
+        h.get("upgrade").is_none() && h.get("x_api_key").is_none(),
+        "{h:?}"
+    );
+    assert_eq!(h["x-api-key"], "kept");
+}
+
 /// Send `head` (request line, headers and the start of the body) at once, then `trickle`
 /// one byte every `gap`, then read until the server closes or 5 s pass. Returns the time
 /// from the last byte sent to the end of the answer, and the answer.

@@ -1,5 +1,6 @@
-//! The proxy port's HTTP/1.1 (`src/downstream.rs`) as raw clients speak it: pipelining,
-//! `100 Continue` with a chunked body, HTTP/1.0, bodies cut short, early answers.
+//! The proxy port's HTTP/1.1 (`crates/h1`, its `server` module) as raw clients speak
+//! it: pipelining, `100 Continue` with a chunked body, HTTP/1.0, bodies cut short, early
+//! answers.
 
 mod common;
 

@@ -407,3 +407,65 @@ async fn a_primary_answering_broken_http_gets_502_naming_the_cause() {
     sidecar.shutdown().await;
     server.abort();
 }
+
+#[tokio::test]
+async fn a_primary_answering_101_or_a_head_over_64_kib_gets_502() {
+    // The proxy asks for no upgrade, so a 101 is a broken answer, not a switch; a head
+    // over 64 KiB is refused even when it arrives in one piece.
+    let mut huge = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_vec();
+    for i in 0..95 {
+        huge.extend_from_slice(format!("x-{i}: {}\r\n", "v".repeat(1070)).as_bytes());
+    }
+    huge.extend_from_slice(b"\r\nok");
+    assert!(huge.len() > 100 * 1024);
+    let answers: Vec<(Vec<u8>, &str)> = vec![
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+                .to_vec(),
+            "101 Switching Protocols without an upgrade request",
+        ),
+        (huge, "response head over 65536 bytes"),
+    ];
+    for (answer, why) in answers {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                if read_request(&mut stream, &mut buf).await.is_some() {
+                    let _ = stream.write_all(&answer).await;
+                }
+            }
+        });
+        let shadow = ModelServer::spawn(opts()).await.unwrap();
+        let cfg = config(
+            &format!("http://{addr}"),
+            &shadow.url(),
+            &shadow.url(),
+            "sample_rate = 0.0",
+            "",
+        );
+        let sidecar = serve::start(cfg).await.unwrap();
+        let client = Client::new();
+        let proxy = format!("http://{}/v1/embeddings", sidecar.proxy_addr);
+        let r = client
+            .send(
+                http::Method::POST,
+                &proxy,
+                &[("upgrade", "websocket"), ("connection", "upgrade")],
+                r#"{"input":"x"}"#.to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 502, "{why}");
+        assert!(r.headers.get("upgrade").is_none());
+        let text = r.text();
+        assert!(text.contains("unavailable") && text.contains(why), "{text}");
+        let m = client
+            .get(&format!("http://{}/metrics", sidecar.admin_addr))
+            .await
+            .text();
+        assert_eq!(count(&m, "model_inference_errors_total", &[]), 1.0, "{m}");
+        sidecar.shutdown().await;
+        server.abort();
+    }
+}

@@ -1,7 +1,7 @@
-//! The upstream client (`src/upstream/`) against plain HTTP/1.1 servers on 127.0.0.1: one
-//! that counts its connections and can close idle ones the way servers with a short
-//! keep-alive timeout do (uvicorn: 5 s), and one that answers with scripted raw bytes
-//! (chunked, close-delimited, interim and broken answers).
+//! The upstream client (`crates/h1`, its `client` module) against plain HTTP/1.1
+//! servers on 127.0.0.1: one that counts its connections and can close idle ones the way
+//! servers with a short keep-alive timeout do (uvicorn: 5 s), and one that answers with
+//! scripted raw bytes (chunked, close-delimited, interim and broken answers).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -495,7 +495,8 @@ async fn a_request_on_a_kept_connection_the_server_closes_unanswered_is_sent_aga
     .await;
     let up = server.upstream();
     assert_eq!(body_of(up.send(get("/")).await.unwrap()).await, b"first");
-    let req = Request::post("/again")
+    // PUT is idempotent (RFC 9110 section 9.2.2): sending it twice is harmless.
+    let req = Request::put("/again")
         .body(Full::new(Bytes::from_static(b"payload")))
         .unwrap();
     assert_eq!(body_of(up.send(req).await.unwrap()).await, b"second");
@@ -507,6 +508,29 @@ async fn a_request_on_a_kept_connection_the_server_closes_unanswered_is_sent_aga
     );
     assert_eq!(seen[2].1, b"payload");
     assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_post_on_a_kept_connection_the_server_closes_unanswered_is_not_sent_again() {
+    let server = ScriptedServer::spawn(vec![
+        vec![
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst"[..],
+            b"",
+        ],
+        vec![b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond"],
+    ])
+    .await;
+    let up = server.upstream();
+    assert_eq!(body_of(up.send(get("/")).await.unwrap()).await, b"first");
+    // The server may have run it: a POST is not idempotent, so it is not sent twice.
+    let req = Request::post("/infer")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
+    let err = up.send(req).await.unwrap_err();
+    let text = shadowgate::proxy::error_chain(&err);
+    assert!(text.contains("POST is not idempotent"), "{text}");
+    assert_eq!(server.requests.lock().unwrap().len(), 2, "sent once");
+    assert_eq!(server.connections.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

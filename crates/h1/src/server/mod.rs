@@ -1,28 +1,34 @@
-//! The proxy port's side of HTTP/1.1: connections from the pod's clients, one task each,
-//! reading request heads, handing each request to the proxy and writing its answer back.
+//! The server side: connections from clients, one task each, reading request heads,
+//! handing each request to a handler and writing its answer back; and the accept loop
+//! around them ([`Server`]): a cap on open connections with `503` beyond it, and
+//! graceful shutdown.
 //!
-//! The wire format is in [`crate::h1`]. What this adds is the connection: keep-alive and
-//! pipelining, request bodies read straight out of the connection's buffer as the proxy
-//! asks for them ([`RequestBody`]), `100 Continue`, responses framed by length or
-//! chunked, the head-read timeout and graceful shutdown. hyper's server did this before;
-//! it spent as much CPU per request as the whole proxy path after it (BENCHMARKS.md,
-//! "What moved in the fifth session"), mostly in machinery for features a sidecar in
-//! front of a model server does not use (upgrades, HTTP/2, per-request timers and body
-//! channels).
+//! What a connection does: keep-alive and pipelining, request bodies read straight out
+//! of the connection's buffer as the handler asks for them ([`RequestBody`]),
+//! `100 Continue`, responses framed by length or chunked, a head-read timeout, a
+//! body-read timeout, shutdown that lets a request in progress finish.
 //!
 //! Behaviour a client sees:
 //!
-//! - A malformed head gets `400`, a head over 64 KiB or 100 fields `431`, and the
-//!   connection closes; nothing reaches the model server.
-//! - `limits.header_read_timeout` bounds the wait for a whole head, counted from when the
-//!   connection starts waiting for one. A client that sent part of a head gets `408`; an
-//!   idle keep-alive connection is closed without a word (as hyper's server did).
-//! - A request whose body the proxy did not read to the end (it answered early, e.g.
+//! - A refused head gets the status [`Error::status`] names (`400`, `405`, `431`,
+//!   `501`) and the connection closes; the handler never sees it.
+//! - [`Config::header_read_timeout`] bounds the wait for a whole head, counted from when
+//!   the connection starts waiting for one. A client that sent part of a head gets
+//!   `408`; an idle keep-alive connection is closed without a word.
+//! - [`Config::body_read_timeout`] bounds each pause of the client while the handler
+//!   waits for body data: the body then fails with [`Error::BodyTimeout`] (the
+//!   handler answers, usually `408`). The clock runs only while the body waits for the
+//!   client, not while the handler is busy elsewhere.
+//! - A request whose body the handler did not read to the end (it answered early, e.g.
 //!   `413`) is answered with `connection: close`.
 //! - On shutdown, idle connections close; a connection busy with a request finishes it
 //!   and answers with `connection: close`.
 //! - If the answer's body fails midway, the connection closes without finishing the
 //!   message, so the client sees a cut answer, never a short one that looks whole.
+//! - A handler's answer with an interim status (1xx) is replaced by `500`: this server
+//!   sends `100 Continue` itself and switches no protocols.
+
+mod wire;
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -35,13 +41,15 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-use crate::h1::{self, Decoder, ProtoError, RequestError, ResponseFraming, Step};
+pub use wire::{encode_response_head, parse_request, RequestHead, ResponseFraming};
+
+use crate::body::{self, Decoder, Step};
+use crate::{MAX_HEADERS, MAX_HEAD_BYTES};
 
 /// A client connection's read buffer starts at, and grows by at least, this much.
 const READ_CHUNK: usize = 8 * 1024;
@@ -51,24 +59,92 @@ const COPY_LIMIT: usize = 16 * 1024;
 /// A connection keeps at most this much write buffer between requests.
 const MAX_KEPT_WRITE_BUF: usize = 64 * 1024;
 
-/// Per-connection settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnConfig {
-    /// `limits.header_read_timeout`.
-    pub header_read_timeout: Duration,
-}
-
-/// A request body that cannot be read.
+/// What a client did wrong, or what the server would not do; each has the status the
+/// client is answered with ([`Error::status`]).
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub enum Error {
+    /// The head is not HTTP/1.x.
+    #[error("malformed request head: {0}")]
+    Head(httparse::Error),
+    #[error("request head over {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} fields")]
+    HeadTooLarge,
+    /// A head that parses but breaks a rule (framing, `Host`, request target).
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    /// Valid HTTP this server does not implement (transfer codings other than chunked).
+    #[error("{0} is not supported")]
+    NotImplemented(&'static str),
+    /// `CONNECT`, `TRACE`.
+    #[error("method {0} is not allowed")]
+    MethodNotAllowed(&'static str),
+    /// Part of a head arrived, not all of it, within [`Config::header_read_timeout`].
+    #[error("request head not received within {0:?}")]
+    HeadTimeout(Duration),
+    /// More than [`Config::max_connections`] connections were open.
+    #[error("too many open connections")]
+    Overloaded,
+    /// The client paused its body longer than [`Config::body_read_timeout`].
+    #[error("no request body data for {0:?}")]
+    BodyTimeout(Duration),
+    /// The body does not follow its framing, or the client closed before its end.
+    #[error("request body: {0}")]
+    Body(#[from] body::Error),
     #[error("reading the request body: {0}")]
     Io(#[from] io::Error),
-    #[error("request body: {0}")]
-    Proto(#[from] ProtoError),
-    #[error("the client closed the connection before the end of the request body")]
-    Closed,
+    /// A [`RequestBody`] polled after its request was answered.
     #[error("the request body was read after its connection moved on to the next request")]
     Stale,
+}
+
+impl Error {
+    /// The status a client gets for it, as nginx answers: 431 for heads too large, 405
+    /// for refused methods, 501 for unsupported codings, 408 for timeouts, 503 over the
+    /// connection cap, 500 for a stale body (a handler bug), else 400.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::HeadTimeout(_) | Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Stale => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Head(_) | Error::Invalid(_) | Error::Body(_) | Error::Io(_) => {
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+}
+
+/// Per-connection settings and the connection cap.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Longest wait for a whole request head (nginx: `client_header_timeout`).
+    pub header_read_timeout: Duration,
+    /// Longest pause between two reads of a request body (nginx: `client_body_timeout`).
+    pub body_read_timeout: Duration,
+    /// Most connections open at once; beyond, `503` and close ([`Server`] only).
+    pub max_connections: usize,
+    /// The body of the answers the server gives by itself (refused heads, `408` for a
+    /// head, `503` over the cap), from the reason. [`default_refusal_text`] names the
+    /// problem; a product can add its name and the setting that applies.
+    pub refusal_text: fn(&Error) -> String,
+}
+
+impl Default for Config {
+    /// nginx's defaults: 60 s for heads and body pauses; 1024 connections.
+    fn default() -> Self {
+        Config {
+            header_read_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            refusal_text: default_refusal_text,
+        }
+    }
+}
+
+/// The reason and a newline.
+pub fn default_refusal_text(e: &Error) -> String {
+    format!("{e}\n")
 }
 
 /// The socket and what has been read from it; shared by the connection task and the
@@ -107,7 +183,7 @@ impl ReadState {
     ) -> Poll<io::Result<()>> {
         loop {
             std::task::ready!(io.poll_read_ready(cx))?;
-            h1::reserve_read(&mut self.buf, want, READ_CHUNK);
+            body::reserve_read(&mut self.buf, want, READ_CHUNK);
             // A read that leaves room in the buffer emptied the socket: its readiness is
             // cleared with it (the closure's WouldBlock), as tokio's own `poll_read` does,
             // so that the next wait goes to epoll instead of a read that finds nothing.
@@ -144,6 +220,35 @@ pub struct RequestBody {
     /// Bytes still to come when the framing says.
     remaining: Option<u64>,
     done: bool,
+    timer: BodyTimer,
+}
+
+/// The body-read deadline. Created the first time the body has to wait: a body that
+/// arrived with its head (the common case) never touches the timer wheel.
+struct BodyTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether `sleep` measures the current wait (false once data has arrived).
+    armed: bool,
+}
+
+impl BodyTimer {
+    /// The body has to wait for the client: start the clock if this wait is new, and
+    /// say whether it ran out.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let sleep = match self.sleep.as_mut() {
+            Some(s) => {
+                if !self.armed {
+                    s.as_mut().reset(Instant::now() + timeout);
+                }
+                s
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+        };
+        self.armed = true;
+        sleep.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl std::fmt::Debug for RequestBody {
@@ -163,18 +268,23 @@ impl RequestBody {
             generation: 0,
             remaining: Some(0),
             done: true,
+            timer: BodyTimer {
+                timeout: Duration::ZERO,
+                sleep: None,
+                armed: false,
+            },
         }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
@@ -185,7 +295,7 @@ impl Body for RequestBody {
         let mut st = shared.lock();
         if st.generation != this.generation {
             this.done = true;
-            return Poll::Ready(Some(Err(BodyError::Stale)));
+            return Poll::Ready(Some(Err(Error::Stale)));
         }
         loop {
             let st = &mut *st;
@@ -193,6 +303,7 @@ impl Body for RequestBody {
                 Ok(Step::Data(data)) => {
                     this.remaining = st.decoder.remaining();
                     this.done = st.decoder.is_done();
+                    this.timer.armed = false;
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Ok(Step::Done) => {
@@ -208,7 +319,7 @@ impl Body for RequestBody {
             }
             if st.eof {
                 this.done = true;
-                return Poll::Ready(Some(Err(BodyError::Closed)));
+                return Poll::Ready(Some(Err(body::Error::Closed.into())));
             }
             if st.continue_pending {
                 // Tiny and first on the socket's send queue: it goes out whole or the
@@ -216,9 +327,17 @@ impl Body for RequestBody {
                 st.continue_pending = false;
                 let _ = shared.io.try_write(b"HTTP/1.1 100 Continue\r\n\r\n");
             }
-            if let Err(e) = std::task::ready!(st.poll_fill(&shared.io, cx, this.remaining)) {
-                this.done = true;
-                return Poll::Ready(Some(Err(e.into())));
+            match st.poll_fill(&shared.io, cx, this.remaining) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                Poll::Pending if this.timer.poll_expired(cx) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(Error::BodyTimeout(this.timer.timeout))));
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -241,8 +360,7 @@ enum HeadEnd {
     /// The client closed the connection between requests, or shutdown began while it
     /// was idle.
     Closed,
-    Invalid(RequestError),
-    Timeout,
+    Refused(Error),
     Io,
 }
 
@@ -281,7 +399,7 @@ impl HeadTimer {
 /// `stop` turning true is shutdown.
 pub async fn serve_connection<H, F, B>(
     io: TcpStream,
-    cfg: ConnConfig,
+    cfg: Config,
     handler: H,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -318,10 +436,10 @@ pub async fn serve_connection<H, F, B>(
             let st = &mut *st;
             loop {
                 if !st.buf.is_empty() {
-                    match h1::parse_request(&mut st.buf) {
+                    match parse_request(&mut st.buf) {
                         Ok(Some(head)) => return Poll::Ready(Ok(head)),
                         Ok(None) => {}
-                        Err(e) => return Poll::Ready(Err(HeadEnd::Invalid(e))),
+                        Err(e) => return Poll::Ready(Err(HeadEnd::Refused(e))),
                     }
                 }
                 if st.eof {
@@ -341,7 +459,7 @@ pub async fn serve_connection<H, F, B>(
                         return Poll::Ready(Err(if st.buf.is_empty() {
                             HeadEnd::Closed
                         } else {
-                            HeadEnd::Timeout
+                            HeadEnd::Refused(Error::HeadTimeout(timer.timeout))
                         }))
                     }
                     Poll::Pending => return Poll::Pending,
@@ -352,15 +470,9 @@ pub async fn serve_connection<H, F, B>(
         let head = match head {
             Ok(head) => head,
             Err(HeadEnd::Closed | HeadEnd::Io) => break,
-            Err(HeadEnd::Timeout) => {
-                let why = "shadowgate: request head not received within limits.header_read_timeout";
-                refuse(&shared, &mut out, StatusCode::REQUEST_TIMEOUT, why).await;
-                break;
-            }
-            Err(HeadEnd::Invalid(e)) => {
+            Err(HeadEnd::Refused(e)) => {
                 tracing::debug!(error = %e, "refused a request head");
-                let why = format!("shadowgate: {e}");
-                refuse(&shared, &mut out, e.status(), &why).await;
+                refuse(&shared.io, &mut out, &e, cfg.refusal_text).await;
                 break;
             }
         };
@@ -380,6 +492,11 @@ pub async fn serve_connection<H, F, B>(
                 generation,
                 remaining: head.body.remaining(),
                 done: false,
+                timer: BodyTimer {
+                    timeout: cfg.body_read_timeout,
+                    sleep: None,
+                    armed: false,
+                },
             }
         };
         let method = head.method.clone();
@@ -418,24 +535,25 @@ pub async fn serve_connection<H, F, B>(
     }
 }
 
-/// Answer a head the connection will not serve, then the caller closes it.
-async fn refuse(shared: &Shared, out: &mut Vec<u8>, status: StatusCode, why: &str) {
+/// Answer a request the connection will not serve, then the caller closes it.
+async fn refuse(io: &TcpStream, out: &mut Vec<u8>, e: &Error, text: fn(&Error) -> String) {
+    let why = text(e);
     out.clear();
     let mut headers = http::HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h1::encode_response_head(
+    encode_response_head(
         out,
-        status,
+        e.status(),
         &headers,
         ResponseFraming::Length(why.len() as u64),
         Some(b"close"),
         &http_date(),
     );
     out.extend_from_slice(why.as_bytes());
-    let _ = write_all(&shared.io, out).await;
+    let _ = write_all(io, out).await;
 }
 
 /// Write a response; `Ok(true)` when the message went out whole and framed so that the
@@ -453,6 +571,20 @@ where
     B::Error: std::fmt::Display,
 {
     let (parts, mut body) = resp.into_parts();
+    if parts.status.is_informational() {
+        tracing::warn!(status = %parts.status, "handler answered with an interim status; 500 instead");
+        out.clear();
+        encode_response_head(
+            out,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &http::HeaderMap::new(),
+            ResponseFraming::Length(0),
+            Some(b"close"),
+            &http_date(),
+        );
+        write_all(io, out).await?;
+        return Ok(false);
+    }
     let framing = ResponseFraming::choose(method, version, parts.status, body.size_hint().exact());
     let date = if parts.headers.contains_key(header::DATE) {
         Vec::new()
@@ -468,7 +600,7 @@ where
         None
     };
     out.clear();
-    h1::encode_response_head(
+    encode_response_head(
         out,
         parts.status,
         &parts.headers,
@@ -489,7 +621,7 @@ where
             Poll::Pending => {
                 write_all(io, out).await?;
                 out.clear();
-                body.frame().await
+                poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
             }
         };
         let data = match frame {
@@ -517,7 +649,7 @@ where
             }
         }
         if framing == ResponseFraming::Chunked {
-            h1::encode_chunk_head(out, data.len());
+            body::encode_chunk_head(out, data.len());
         }
         if data.len() >= COPY_LIMIT {
             write_all(io, out).await?;
@@ -537,7 +669,7 @@ where
     let whole = match framing {
         ResponseFraming::Length(n) => sent == n,
         ResponseFraming::Chunked => {
-            out.extend_from_slice(h1::CHUNKED_END);
+            out.extend_from_slice(body::CHUNKED_END);
             true
         }
         ResponseFraming::Close => false,
@@ -577,3 +709,97 @@ fn http_date() -> Vec<u8> {
         c.1.clone()
     })
 }
+
+/// The accept loop: every connection on its own task, at most
+/// [`Config::max_connections`] at once (beyond, `503` and close without reading the
+/// request), and a shutdown that lets requests in progress finish.
+pub struct Server<H> {
+    config: Config,
+    handler: H,
+    /// Open connections hold a permit each; shutdown waits for all of them.
+    permits: Arc<Semaphore>,
+    stop: watch::Sender<bool>,
+}
+
+impl<H, F, B> Server<H>
+where
+    H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: std::fmt::Display + Send,
+{
+    pub fn new(config: Config, handler: H) -> Self {
+        Server {
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            handler,
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// Accept and serve connections from `listener` until `stop` resolves. Failed
+    /// accepts (EMFILE and friends) back off for 50 ms instead of spinning.
+    pub async fn accept(&self, listener: &TcpListener, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _peer)) => stream,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    self.spawn(stream);
+                }
+                () = &mut stop => return,
+            }
+        }
+    }
+
+    /// Serve one accepted connection on its own task, or shed it when at the cap.
+    pub fn spawn(&self, stream: TcpStream) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            tokio::spawn(shed(stream, self.config.refusal_text));
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = self.handler.clone();
+        let config = self.config;
+        let stopped = self.stop.subscribe();
+        tokio::spawn(async move {
+            serve_connection(stream, config, handler, stopped).await;
+            drop(permit);
+        });
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.config.max_connections - self.permits.available_permits()
+    }
+
+    /// Shut down: idle connections close at once, busy ones after their current
+    /// request (answered with `connection: close`). Waits for them until `deadline`;
+    /// returns how many were still open then.
+    pub async fn drain(&self, deadline: Instant) -> usize {
+        let _ = self.stop.send(true);
+        let max = u32::try_from(self.config.max_connections).unwrap_or(u32::MAX);
+        match tokio::time::timeout_at(deadline, self.permits.acquire_many(max)).await {
+            Ok(_) => 0,
+            Err(_) => self.open_connections(),
+        }
+    }
+}
+
+/// Over the connection cap: answer `503` and close, without reading the request.
+async fn shed(stream: TcpStream, text: fn(&Error) -> String) {
+    let mut out = Vec::new();
+    refuse(&stream, &mut out, &Error::Overloaded, text).await;
+    let mut stream = stream;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests;

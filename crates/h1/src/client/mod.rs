@@ -1,22 +1,23 @@
-//! Keep-alive HTTP/1.1 connections to one upstream (the primary, the baseline or the
-//! canary), with the client's HTTP/1 written out in [`h1`].
+//! The client side: keep-alive HTTP/1.1 connections to one origin ([`Client`]).
 //!
-//! The sidecar talks to exactly three fixed origins, so the pool is a stack of idle
+//! Made for a proxy that talks to a few fixed origins: the pool is a stack of idle
 //! connections per origin, nothing more, and a request is one exchange on a socket the
-//! request's own task owns: the head and whatever body is ready go out in one write, the
-//! response head is parsed from one read, and the body is handed out as slices of the
-//! read buffer. A connection goes back on the stack when its response body has been read
-//! to the end ([`PooledBody`]). hyper's client instead runs a task per connection and
-//! passes each request and response through channels to it; that hand-off was most of
-//! the gap to nginx on plain proxying (BENCHMARKS.md, "What moved in the fourth
-//! session").
+//! request's own task owns: the head and whatever body is ready go out in one write,
+//! the response head is parsed from one read, and the body is handed out as slices of
+//! the read buffer. A connection goes back on the stack when its response body has been
+//! read to the end ([`ResponseBody`]). (hyper's client instead runs a task per
+//! connection and passes each request and response through channels to it.)
 //!
 //! Behaviour: TCP_NODELAY, a 5 s connect timeout, TLS through rustls for `https://`
 //! origins, the `Host` header set from the origin, idle connections dropped after
-//! [`IDLE_TIMEOUT`] or as soon as the server closes them, and a request whose reused
-//! connection turns out to be closed (the server gave up on it while it sat idle) sent
-//! again on another connection, when all of it was in the first write. Request bodies
-//! are sent whole before the response is read.
+//! [`IDLE_TIMEOUT`] or as soon as the server closes them, interim (1xx) answers skipped.
+//! A request whose reused connection turns out to be closed (the server gave up on it
+//! while it sat idle) is sent again on another connection only when its method is
+//! idempotent (RFC 9110 section 9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and all
+//! of it was in the first write; a POST is never sent twice. Request bodies are sent
+//! whole before the response is read.
+
+mod wire;
 
 use std::error::Error as StdError;
 use std::future::poll_fn;
@@ -30,15 +31,18 @@ use bytes::{Bytes, BytesMut};
 use http::header::HeaderValue;
 use http::{Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::h1::{self, Decoder, ProtoError, RequestFraming, Step};
+pub use wire::{
+    encode_request_head, parse_response, request_framing, RequestFraming, ResponseHead,
+};
+
+use crate::body::{self, Decoder, Step};
+use crate::MAX_HEAD_BYTES;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -47,8 +51,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// earlier is noticed and dropped before it is handed out.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connect timeout for new upstream connections (TCP and TLS handshake).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connect timeout for new connections (TCP and TLS handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Read buffers grow by this much; many small responses share one allocation.
 const READ_CHUNK: usize = 16 * 1024;
@@ -56,47 +60,41 @@ const READ_CHUNK: usize = 16 * 1024;
 /// A write buffer larger than this after a request (a big body went out) is not kept.
 const MAX_KEPT_WRITE_BUF: usize = 64 * 1024;
 
-/// Why an upstream request failed. The causes are kept, so `error_chain` prints e.g.
-/// "connect to https://...: invalid peer certificate: UnknownIssuer".
+/// Why an exchange with the origin failed. The first three name the origin and keep
+/// their cause, so that printing the chain gives e.g. "connect to https://...: invalid
+/// peer certificate: UnknownIssuer"; the others are those causes, or what a
+/// [`ResponseBody`] fails with.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub enum Error {
     #[error("connect to {0}")]
     Connect(Uri, #[source] BoxError),
     #[error("request to {0}")]
     Request(Uri, #[source] BoxError),
-    /// The request's own body failed (the client stalled or sent too much); the cause is
-    /// the body's error.
+    /// The request's own body failed (the caller's body errored or did not match its
+    /// announced length); the cause is the body's error.
     #[error("request body for {0}")]
-    Body(Uri, #[source] BoxError),
-}
-
-/// Why a response body could not be read to its end.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    #[error("reading the upstream's response body: {0}")]
+    RequestBody(Uri, #[source] BoxError),
+    #[error("malformed response head: {0}")]
+    Head(#[from] httparse::Error),
+    #[error("response head over {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    /// A response that parses but breaks a rule (framing, status).
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    #[error("connection closed {0}")]
+    Closed(&'static str),
+    /// A kept connection closed without answering a request that is not idempotent: it
+    /// may have been processed, so it is not sent again.
+    #[error("the kept-alive connection closed before the response head; {0} is not idempotent, so it was not sent again")]
+    NotResent(Method),
+    #[error("response body: {0}")]
+    Body(#[from] body::Error),
+    #[error("{0}")]
     Io(#[from] io::Error),
-    #[error("reading the upstream's response body: {0}")]
-    Proto(#[from] ProtoError),
-}
-
-/// Opens connections for hyper-util's general client (the sidecar's own traffic that is
-/// not an upstream: the demo, the Pushgateway, tests): TCP with TCP_NODELAY and a 5 s
-/// connect timeout; for `https://`, HTTP/1.1 over TLS checked against `tls`' roots.
-pub fn connector(tls: Arc<rustls::ClientConfig>) -> HttpsConnector<HttpConnector> {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    // The TLS layer, not the TCP connector, decides which schemes are allowed.
-    http.enforce_http(false);
-    HttpsConnectorBuilder::new()
-        .with_tls_config(Arc::unwrap_or_clone(tls))
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http)
 }
 
 /// Keep-alive connections to one origin (`scheme://authority`), shared by all requests.
-pub struct Upstream {
+pub struct Client {
     origin: Uri,
     host: HeaderValue,
     /// Where to connect: host name or address, and port.
@@ -131,7 +129,15 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl Upstream {
+/// Whether a request may be sent twice (RFC 9110 section 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+impl Client {
     /// A pool for `origin` (only its scheme and authority are used) keeping at most
     /// `max_idle` idle connections; `https://` origins are verified against `tls`.
     pub fn new(origin: &Uri, max_idle: usize, tls: Arc<rustls::ClientConfig>) -> Self {
@@ -160,7 +166,7 @@ impl Upstream {
                 .unwrap_or_else(|_| ServerName::try_from("invalid.").expect("valid DNS name"));
             (TlsConnector::from(Arc::new(config)), server)
         });
-        Upstream {
+        Client {
             origin,
             host,
             addr: (name, port),
@@ -177,16 +183,21 @@ impl Upstream {
         &self.origin
     }
 
-    /// Send `req` (its URI in origin form: path and query) and return the response head;
-    /// the connection goes back to the pool once the body has been read to the end.
-    /// The `Host` header is set to the origin's unless the request has one.
-    pub async fn send<B>(&self, req: Request<B>) -> Result<Response<PooledBody>, UpstreamError>
+    /// Idle connections in the pool now.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle.lock().map_or(0, |idle| idle.len())
+    }
+
+    /// Send `req` (its URI in origin form, path and query, or `*`) and return the
+    /// response head; the connection goes back to the pool once the body has been read
+    /// to the end. The `Host` header is set to the origin's unless the request has one.
+    pub async fn send<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, Error>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
         let (parts, mut body) = req.into_parts();
-        let framing = h1::request_framing(
+        let framing = request_framing(
             &parts.method,
             &parts.headers,
             body.size_hint().exact(),
@@ -195,11 +206,11 @@ impl Upstream {
         let (mut conn, mut reused) = self.checkout_or_connect().await?;
         let mut out = std::mem::take(&mut conn.write);
         out.clear();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        h1::encode_head(
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        encode_request_head(
             &mut out,
             &parts.method,
-            path,
+            target,
             &parts.headers,
             &self.host,
             framing,
@@ -212,6 +223,7 @@ impl Upstream {
                 .await
                 .map_err(|e| self.body_error(e))?,
         };
+        let idempotent = is_idempotent(&parts.method);
         let head = loop {
             let wrote = write_all(&mut conn.io, &out).await;
             let wrote = match wrote {
@@ -220,38 +232,42 @@ impl Upstream {
                     self.stream_rest(&mut conn, &mut body, &mut sent, &mut out)
                         .await
                 }
-                Err(e) => Err(self.request_error(e)),
+                Err(e) if reused && whole && is_closed(&e) => Err(ReadHeadError::Closed),
+                Err(e) => return Err(self.request_error(Error::Io(e))),
             };
             let result = match wrote {
                 Ok(()) => read_head(&mut conn, &parts.method).await,
-                Err(e) if reused && whole && is_closed(&e) => Err(ReadHeadError::Closed),
-                Err(e) => return Err(e),
+                Err(e) => Err(e),
             };
             match result {
                 Ok(head) => break head,
                 // A reused connection the server had closed: nothing of this request
-                // was answered, and all of it is in `out`. Send it again elsewhere.
-                Err(ReadHeadError::Closed) if reused && whole => {
+                // was answered, and all of it is in `out`. Send it again elsewhere if
+                // doing so twice is harmless.
+                Err(ReadHeadError::Closed) if reused && whole && idempotent => {
                     (conn, reused) = self.checkout_or_connect().await?;
                 }
-                Err(ReadHeadError::Closed) => {
-                    return Err(self.request_error(ProtoError::Closed("before the response head")))
+                Err(ReadHeadError::Closed) if reused && !idempotent => {
+                    return Err(self.request_error(Error::NotResent(parts.method)))
                 }
-                Err(ReadHeadError::Io(e)) => return Err(self.request_error(e)),
-                Err(ReadHeadError::Proto(e)) => return Err(self.request_error(e)),
+                Err(ReadHeadError::Closed) => {
+                    return Err(self.request_error(Error::Closed("before the response head")))
+                }
+                Err(ReadHeadError::Failed(e)) => return Err(self.request_error(e)),
+                Err(ReadHeadError::Sending(e)) => return Err(e),
             }
         };
         if out.capacity() <= MAX_KEPT_WRITE_BUF {
             conn.write = out;
         }
-        let mut body = PooledBody {
+        let mut body = ResponseBody {
             conn: Some(conn),
             pool: self.pool.clone(),
             decoder: head.body,
             keep_alive: head.keep_alive,
         };
         if body.decoder.is_done() {
-            body.release(); // no body (HEAD, 204, 304, length 0): hyper may never poll it
+            body.release(); // no body (HEAD, 204, 304, length 0): it may never be polled
         }
         let mut resp = Response::new(body);
         *resp.status_mut() = head.status;
@@ -267,7 +283,7 @@ impl Upstream {
         body: &mut B,
         sent: &mut BodySent,
         out: &mut Vec<u8>,
-    ) -> Result<(), UpstreamError>
+    ) -> Result<(), ReadHeadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
@@ -280,17 +296,17 @@ impl Upstream {
                 Poll::Ready(frame) => Poll::Ready(sent.push(frame, body.is_end_stream(), out)),
             })
             .await
-            .map_err(|e| self.body_error(e))?;
+            .map_err(|e| ReadHeadError::Sending(self.body_error(e)))?;
             write_all(&mut conn.io, out)
                 .await
-                .map_err(|e| self.request_error(e))?;
+                .map_err(|e| ReadHeadError::Sending(self.request_error(Error::Io(e))))?;
             if ended {
                 return Ok(());
             }
         }
     }
 
-    async fn checkout_or_connect(&self) -> Result<(Box<Conn>, bool), UpstreamError> {
+    async fn checkout_or_connect(&self) -> Result<(Box<Conn>, bool), Error> {
         match self.pool.checkout() {
             Some(conn) => Ok((conn, true)),
             // Boxed: the connect and TLS handshake state is large and rarely needed;
@@ -299,7 +315,7 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, UpstreamError> {
+    async fn connect(&self) -> Result<Box<Conn>, Error> {
         let open = async {
             let tcp = TcpStream::connect((self.addr.0.as_str(), self.addr.1)).await?;
             tcp.set_nodelay(true)?;
@@ -310,10 +326,10 @@ impl Upstream {
         };
         let io = match tokio::time::timeout(CONNECT_TIMEOUT, open).await {
             Ok(Ok(io)) => io,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(self.origin.clone(), e.into())),
+            Ok(Err(e)) => return Err(Error::Connect(self.origin.clone(), e.into())),
             Err(_) => {
                 let why = format!("timed out after {CONNECT_TIMEOUT:?}");
-                return Err(UpstreamError::Connect(self.origin.clone(), why.into()));
+                return Err(Error::Connect(self.origin.clone(), why.into()));
             }
         };
         Ok(Box::new(Conn {
@@ -323,14 +339,14 @@ impl Upstream {
         }))
     }
 
-    fn request_error(&self, e: impl Into<BoxError>) -> UpstreamError {
-        UpstreamError::Request(self.origin.clone(), e.into())
+    fn request_error(&self, e: Error) -> Error {
+        Error::Request(self.origin.clone(), Box::new(e))
     }
 
-    fn body_error(&self, e: SendError) -> UpstreamError {
+    fn body_error(&self, e: SendError) -> Error {
         match e {
-            SendError::Body(e) => UpstreamError::Body(self.origin.clone(), e),
-            SendError::Framing(why) => UpstreamError::Request(self.origin.clone(), why.into()),
+            SendError::Body(e) => Error::RequestBody(self.origin.clone(), e),
+            SendError::Framing(why) => Error::Request(self.origin.clone(), why.into()),
         }
     }
 }
@@ -398,7 +414,7 @@ impl BodySent {
                                 "request body longer than its content-length",
                             ))
                         }
-                        RequestFraming::Chunked => h1::encode_chunk(out, &data),
+                        RequestFraming::Chunked => body::encode_chunk(out, &data),
                         _ => out.extend_from_slice(&data),
                     }
                 }
@@ -416,7 +432,7 @@ impl BodySent {
                 "request body shorter than its content-length",
             )),
             RequestFraming::Chunked => {
-                out.extend_from_slice(h1::CHUNKED_END);
+                out.extend_from_slice(body::CHUNKED_END);
                 Ok(())
             }
             _ => Ok(()),
@@ -427,51 +443,46 @@ impl BodySent {
 enum ReadHeadError {
     /// The connection ended (EOF or reset) before any byte of a response.
     Closed,
-    Io(io::Error),
-    Proto(ProtoError),
+    /// Anything else on the way to a response head (the cause, without the origin).
+    Failed(Error),
+    /// Sending the rest of the body failed (already with the origin).
+    Sending(Error),
 }
 
-/// Read until a whole response head is in, skipping `100 Continue` and the like.
-async fn read_head(conn: &mut Conn, method: &Method) -> Result<h1::ResponseHead, ReadHeadError> {
+/// Read until a whole final response head is in, skipping `100 Continue` and the like.
+async fn read_head(conn: &mut Conn, method: &Method) -> Result<ResponseHead, ReadHeadError> {
     let mut got_any = !conn.read.is_empty();
     loop {
-        match h1::parse_head(&mut conn.read, method) {
-            Ok(Some(head))
-                if head.status.is_informational()
-                    && head.status != http::StatusCode::SWITCHING_PROTOCOLS => {}
+        match parse_response(&mut conn.read, method) {
+            Ok(Some(head)) if head.status.is_informational() => {}
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {
-                h1::reserve_read(&mut conn.read, None, READ_CHUNK);
+                body::reserve_read(&mut conn.read, None, READ_CHUNK);
                 match conn.io.read_buf(&mut conn.read).await {
                     Ok(0) if !got_any => return Err(ReadHeadError::Closed),
                     Ok(0) => {
-                        return Err(ReadHeadError::Proto(ProtoError::Closed(
+                        return Err(ReadHeadError::Failed(Error::Closed(
                             "in the middle of the response head",
                         )))
                     }
                     Ok(_) => got_any = true,
                     Err(e) if !got_any && is_closed(&e) => return Err(ReadHeadError::Closed),
-                    Err(e) => return Err(ReadHeadError::Io(e)),
+                    Err(e) => return Err(ReadHeadError::Failed(e.into())),
                 }
             }
-            Err(e) => return Err(ReadHeadError::Proto(e)),
+            Err(e) => return Err(ReadHeadError::Failed(e)),
         }
     }
 }
 
-fn is_closed(e: &(dyn StdError + 'static)) -> bool {
-    let io = e
-        .downcast_ref::<io::Error>()
-        .or_else(|| e.source().and_then(|s| s.downcast_ref::<io::Error>()));
-    io.is_some_and(|e| {
-        matches!(
-            e.kind(),
-            io::ErrorKind::BrokenPipe
-                | io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::UnexpectedEof
-        )
-    })
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+    )
 }
 
 async fn write_all(io: &mut Stream, bytes: &[u8]) -> io::Result<()> {
@@ -569,26 +580,26 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// A response body from an [`Upstream`], as slices of the connection's read buffer.
+/// A response body from a [`Client`], as slices of the connection's read buffer.
 /// When it has been read to the end, its connection goes back to the pool; dropped
 /// earlier, the connection is closed.
-pub struct PooledBody {
+pub struct ResponseBody {
     conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
     decoder: Decoder,
     keep_alive: bool,
 }
 
-impl std::fmt::Debug for PooledBody {
+impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody")
+        f.debug_struct("ResponseBody")
             .field("decoder", &self.decoder)
             .field("pooled", &self.conn.is_some())
             .finish()
     }
 }
 
-impl PooledBody {
+impl ResponseBody {
     /// The body ended: the connection goes back to the pool if it can carry another
     /// request (keep-alive, and nothing unread beyond this response).
     fn release(&mut self) {
@@ -603,14 +614,14 @@ impl PooledBody {
     }
 }
 
-impl Body for PooledBody {
+impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
         loop {
             let Some(conn) = this.conn.as_mut() else {
@@ -634,7 +645,7 @@ impl Body for PooledBody {
                     return Poll::Ready(Some(Err(e.into())));
                 }
             }
-            h1::reserve_read(&mut conn.read, this.decoder.remaining(), READ_CHUNK);
+            body::reserve_read(&mut conn.read, this.decoder.remaining(), READ_CHUNK);
             match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.read) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
@@ -664,3 +675,6 @@ impl Body for PooledBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
