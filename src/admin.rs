@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::drift::DriftState;
 use crate::feedback::{token_matches, Feedback, JoinResult};
 use crate::metrics::Metrics;
+use crate::slices::SliceStats;
 use crate::status;
 
 /// How long `/readyz` waits for a TCP connection to the primary.
@@ -28,6 +29,9 @@ const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub drift: Arc<Mutex<DriftState>>,
+    pub slices: Arc<Mutex<SliceStats>>,
+    /// `Slicer::names`, for the status page.
+    pub slice_names: Arc<[String]>,
     pub feedback: Arc<Feedback>,
     pub primary: http::Uri,
     pub started: Instant,
@@ -40,6 +44,9 @@ impl AdminState {
     pub fn refresh(&self) -> Option<crate::drift::DriftSnapshot> {
         let now = Instant::now();
         self.feedback.refresh(now);
+        if let Ok(s) = self.slices.lock() {
+            self.metrics.slices.set(&s);
+        }
         let snapshot = self.drift.lock().ok()?.snapshot(now);
         self.metrics.drift.set(&snapshot);
         Some(snapshot)
@@ -127,6 +134,23 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 async fn status_page(State(state): State<AdminState>) -> Html<String> {
     state.refresh();
     let c = &state.config;
+    let (slices, worst_slice) = match state.slices.lock() {
+        Ok(st) => {
+            let rows = state
+                .slice_names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), st.summary(i)))
+                .collect();
+            let w = st.worst();
+            let worst = w
+                .low_share_slice
+                .or(w.cosine_slice)
+                .and_then(|i| Some((state.slice_names.get(i)?.clone(), st.examples(i))));
+            (rows, worst)
+        }
+        Err(_) => (Vec::new(), None),
+    };
     let view = status::View {
         model: c.model.name.clone(),
         version: c.model.version.clone(),
@@ -135,6 +159,8 @@ async fn status_page(State(state): State<AdminState>) -> Html<String> {
         uptime: state.started.elapsed(),
         families: state.metrics.registry.gather(),
         gates: c.gates.clone(),
+        slices,
+        worst_slice,
     };
     let page = match state.history.lock() {
         Ok(h) => status::render(&view, &h),

@@ -351,6 +351,8 @@ pub struct GatesConfig {
     pub cosine_threshold: f64,
     /// Largest share of pairs allowed under `drift.floor`.
     pub low_similarity_budget: f64,
+    /// Largest share of pairs under `drift.floor` allowed in any one slice.
+    pub slice_low_similarity_budget: f64,
     /// accuracy(canary) / accuracy(baseline) must stay above this.
     pub accuracy_ratio: f64,
     /// Labeled pairs (all canary pods together) before the accuracy gate may fail: the
@@ -370,6 +372,9 @@ impl Default for GatesConfig {
             max_latency_ratio: 1.1,
             cosine_threshold: 0.92,
             low_similarity_budget: 0.02,
+            // A slice is a small share of traffic: a looser budget, still far under the
+            // 20-100 % a broken slice shows.
+            slice_low_similarity_budget: 0.05,
             accuracy_ratio: 0.95,
             min_labeled_pairs: 200,
             conversion_ratio: 0.98,

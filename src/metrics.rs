@@ -10,6 +10,7 @@ use prometheus::{
 
 use crate::drift::{DriftSnapshot, QUANTILES};
 use crate::shadow::TargetOutcome;
+use crate::slices::SliceStats;
 
 /// Edges of `model_embedding_cosine_distance` (d = 1 − cos): fine near 0, where a good
 /// canary lives, coarse above 0.2, where any pair is bad. From DESIGN.md.
@@ -264,6 +265,36 @@ impl DriftMetrics {
     }
 }
 
+/// Per-slice drift series and the worst slice (`slices` config), set once per scrape
+/// from [`SliceStats`].
+#[derive(Clone)]
+pub struct SliceMetrics {
+    pairs: Vec<Gauge>,
+    cosine_lower: Vec<Gauge>,
+    cosine_upper: Vec<Gauge>,
+    low_lower: Vec<Gauge>,
+    low_upper: Vec<Gauge>,
+    worst_low_lower: Gauge,
+    worst_cosine_upper: Gauge,
+}
+
+impl SliceMetrics {
+    /// Copy every slice's numbers and the worst slice into the gauges.
+    pub fn set(&self, stats: &SliceStats) {
+        for i in 0..stats.len().min(self.pairs.len()) {
+            let s = stats.summary(i);
+            self.pairs[i].set(s.pairs as f64);
+            self.cosine_lower[i].set(s.cosine_lower);
+            self.cosine_upper[i].set(s.cosine_upper);
+            self.low_lower[i].set(s.low_share_lower);
+            self.low_upper[i].set(s.low_share_upper);
+        }
+        let w = stats.worst();
+        self.worst_low_lower.set(w.low_share_lower);
+        self.worst_cosine_upper.set(w.cosine_upper);
+    }
+}
+
 /// Shadow-path health.
 #[derive(Clone)]
 pub struct ShadowMetrics {
@@ -299,6 +330,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub primary: PrimaryMetrics,
     pub drift: DriftMetrics,
+    pub slices: SliceMetrics,
     pub shadow: ShadowMetrics,
 }
 
@@ -310,6 +342,8 @@ pub struct MetricLabels<'a> {
     pub canary: &'a str,
     pub floor: f64,
     pub token_buckets: &'a [u64],
+    /// Slice names (`Slicer::names`); empty when slices are off.
+    pub slices: &'a [String],
 }
 
 impl Metrics {
@@ -467,6 +501,36 @@ impl Metrics {
             agreement: gauge("model_prediction_agreement_ratio", "Share of window pairs whose predictions agree; NaN below min_pairs.")?,
         };
 
+        let slice_gauge =
+            |name: &str, help: &str, floor_label: bool| -> Result<Vec<Gauge>, prometheus::Error> {
+                let mut labels = vec!["model", "baseline", "canary", "slice"];
+                if floor_label {
+                    labels.push("floor");
+                }
+                let v = reg(r, GaugeVec::new(Opts::new(name, help), &labels)?)?;
+                Ok(l.slices
+                    .iter()
+                    .map(|slice| {
+                        let mut values = vec![l.model, l.baseline, l.canary, slice.as_str()];
+                        if floor_label {
+                            values.push(&floor);
+                        }
+                        let g = v.with_label_values(&values);
+                        g.set(f64::NAN);
+                        g
+                    })
+                    .collect())
+            };
+        let slices = SliceMetrics {
+            pairs: slice_gauge("model_embedding_slice_pairs", "Compared pairs in each slice since this canary started.", false)?,
+            cosine_lower: slice_gauge("model_embedding_slice_cosine_similarity_lower_bound", "Anytime-valid lower bound on a slice's mean cosine, at alpha/(2K) for K slices; NaN below min_pairs.", false)?,
+            cosine_upper: slice_gauge("model_embedding_slice_cosine_similarity_upper_bound", "Anytime-valid upper bound on a slice's mean cosine, at alpha/(2K); NaN below min_pairs.", false)?,
+            low_lower: slice_gauge("model_embedding_slice_low_similarity_ratio_lower_bound", "Anytime-valid lower bound on a slice's share of pairs under the floor, at alpha/(2K); NaN below min_pairs.", true)?,
+            low_upper: slice_gauge("model_embedding_slice_low_similarity_ratio_upper_bound", "Anytime-valid upper bound on a slice's share of pairs under the floor, at alpha/(2K); NaN below min_pairs.", true)?,
+            worst_low_lower: low_bound("model_embedding_worst_slice_low_similarity_ratio_lower_bound", "The highest slice low-share lower bound: a gate fails when it is over its budget (any slice broken; alpha in total over all slices).")?,
+            worst_cosine_upper: gauge("model_embedding_worst_slice_cosine_similarity_upper_bound", "The lowest slice mean-cosine upper bound: a gate fails when it is under its threshold (alpha in total over all slices).")?,
+        };
+
         let shadow_requests = reg(r, IntCounterVec::new(
             Opts::new("shadowgate_shadow_requests_total", "Shadow calls by target and outcome; `dropped` = not admitted (over max_in_flight)."),
             &["model", "target", "outcome"],
@@ -540,6 +604,7 @@ impl Metrics {
             registry,
             primary,
             drift,
+            slices,
             shadow,
         })
     }
@@ -575,6 +640,7 @@ mod tests {
             canary: "v2",
             floor: 0.8,
             token_buckets: &[16, 64],
+            slices: &[],
         })
         .unwrap()
     }

@@ -18,6 +18,7 @@ use crate::protocol::{self, Extractor, ModelOutput, Protocol, RequestItems, Rewr
 use crate::proxy::{error_chain, SHADOW_HEADER};
 use crate::sampler::id_hash;
 use crate::shadow::{ShadowLogSender, ShadowRecord, TargetOutcome};
+use crate::slices::{PairRef, SliceSet, SliceStats, Slicer};
 use crate::upstream::Upstream;
 
 /// One sampled request, as the mirror needs it.
@@ -73,6 +74,9 @@ pub struct Mirror {
     pub protocol: Protocol,
     pub extractor: Extractor,
     pub rewrite: Option<Rewrite>,
+    /// What slices each pair belongs to (None: slices off), and their statistics.
+    pub slicer: Option<Arc<Slicer>>,
+    pub slice_stats: Arc<Mutex<SliceStats>>,
     /// Shadow-call limit for a single-input request.
     pub timeout: Duration,
     /// Added to `timeout` per further input of a batch.
@@ -100,6 +104,14 @@ struct CallResult {
     outcome: TargetOutcome,
     latency: Duration,
     output: Option<ModelOutput>,
+}
+
+/// Pairs of a request to count under `model_embedding_pairs_total` (and, when invalid,
+/// `model_embedding_invalid_pairs_total`).
+#[derive(Debug, Clone, Copy)]
+enum PairCount {
+    Pairs(PairOutcome, u64),
+    Invalid(InvalidReason, u64),
 }
 
 /// One item of a mirrored request: each side's outcome for it, and the comparison when
@@ -212,7 +224,8 @@ impl Mirror {
             ),
         );
 
-        let items = self.judge(job, &inputs, &mut b, &mut c);
+        let mut counts = Vec::new();
+        let items = self.judge(job, &inputs, &mut b, &mut c, &mut counts);
         self.metrics
             .shadow
             .outcome(Target::Baseline, b.outcome)
@@ -254,23 +267,81 @@ impl Mirror {
             for &(_, cosine) in &compared {
                 self.metrics.drift.observe_cosine(cosine);
             }
+            if let (Some(slicer), Some(bo)) = (&self.slicer, b.output.as_ref()) {
+                self.record_slices(slicer, job, &inputs, &body, bo, &compared);
+            }
             if job.self_similarity {
                 self.self_similarity(job, &path, &headers, body, &b, &compared, timeout)
                     .await;
             }
         }
         self.account(job, &inputs, &b, &c, &items);
+        // Last: a pair counted means its request is fully accounted for (drift, slices,
+        // self-similarity, shadow log), which tests and the demo wait on.
+        for count in counts {
+            match count {
+                PairCount::Pairs(outcome, n) => self.metrics.drift.pair(outcome).inc_by(n),
+                PairCount::Invalid(reason, n) => self.metrics.drift.invalid(reason, n),
+            }
+        }
+    }
+
+    /// Puts every compared item into its slices: the item's own input picks the length
+    /// slice, the request's field (from the body the client sent) the field slice, the
+    /// baseline's embedding the region.
+    fn record_slices(
+        &self,
+        slicer: &Slicer,
+        job: &ShadowJob,
+        inputs: &RequestItems,
+        body: &[u8],
+        baseline: &ModelOutput,
+        compared: &[(usize, f64)],
+    ) {
+        let field = slicer
+            .wants_field()
+            .then(|| slicer.field_value(&job.headers, &job.body))
+            .flatten();
+        let input = |i: usize| {
+            inputs
+                .input(i)
+                .map(str::as_bytes)
+                .or_else(|| inputs.count.is_none().then_some(body))
+        };
+        let sets: Vec<SliceSet> = compared
+            .iter()
+            .map(|&(i, _)| slicer.assign(input(i), field.as_deref(), baseline.embedding(i)))
+            .collect();
+        if let Ok(mut stats) = self.slice_stats.lock() {
+            for (&(i, cosine), set) in compared.iter().zip(sets) {
+                stats.record(
+                    set,
+                    &PairRef {
+                        cosine,
+                        request_id: &job.request_id,
+                        item: i as u32,
+                        input: if self.labels.store_inputs {
+                            input(i)
+                        } else {
+                            None
+                        },
+                    },
+                );
+            }
+        }
     }
 
     /// Turns two answers into one outcome per item, and counts each item's pair.
+    /// The pair counts go to `counts`, counted once everything else of the request is
+    /// done ([`PairCount`]).
     fn judge(
         &self,
         job: &ShadowJob,
         inputs: &RequestItems,
         b: &mut CallResult,
         c: &mut CallResult,
+        counts: &mut Vec<PairCount>,
     ) -> Vec<ItemResult> {
-        let drift = &self.metrics.drift;
         let (bo, co) = match (&b.output, &c.output) {
             (Some(bo), Some(co)) => (bo, co),
             _ => {
@@ -282,9 +353,9 @@ impl Mirror {
                     .unwrap_or(1);
                 let outcome = pair_outcome(b.outcome, c.outcome);
                 if outcome == PairOutcome::Invalid {
-                    drift.invalid(InvalidReason::BadAnswer, n as u64);
+                    counts.push(PairCount::Invalid(InvalidReason::BadAnswer, n as u64));
                 } else {
-                    drift.pair(outcome).inc_by(n as u64);
+                    counts.push(PairCount::Pairs(outcome, n as u64));
                 }
                 return vec![ItemResult::failed(b.outcome, c.outcome); n];
             }
@@ -300,7 +371,7 @@ impl Mirror {
         if let Some(reason) = mismatch {
             tracing::debug!(request_id = %job.request_id, baseline_items = nb, canary_items = nc, request_items = ?inputs.count, "item counts differ");
             let n = inputs.count.unwrap_or(nb.max(nc));
-            drift.invalid(reason, n as u64);
+            counts.push(PairCount::Invalid(reason, n as u64));
             return vec![ItemResult::failed(b.outcome, c.outcome); n];
         }
         let mut items = Vec::with_capacity(nb);
@@ -327,12 +398,12 @@ impl Mirror {
                         }
                     };
                     tracing::debug!(request_id = %job.request_id, item = i, error = %e, "pair not comparable");
-                    drift.invalid(reason, 1);
+                    counts.push(PairCount::Invalid(reason, 1));
                 }
             }
             items.push(it);
         }
-        drift.pair(PairOutcome::Compared).inc_by(compared);
+        counts.push(PairCount::Pairs(PairOutcome::Compared, compared));
         // A call whose answer holds an unusable item is reported as such.
         if items
             .iter()

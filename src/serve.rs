@@ -21,6 +21,7 @@ use crate::protocol::Extractor;
 use crate::proxy::Proxy;
 use crate::sampler::{SampleRate, Sampler};
 use crate::shadow::{self, ShadowLogGuard, ShadowLogMetrics, WriterOptions, WriterSummary};
+use crate::slices::SliceStats;
 use crate::upstream::Upstream;
 
 /// Why the sidecar could not start or stop cleanly.
@@ -57,18 +58,21 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     drift: Arc<Mutex<DriftState>>,
+    slices: Arc<Mutex<SliceStats>>,
     feedback: Arc<Feedback>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Summary>,
 }
 
 impl Running {
-    /// The drift statistics now (also brings the drift gauges up to date).
-    /// The drift statistics now; also brings every computed gauge (drift, conversion)
-    /// up to date, as a scrape would.
+    /// The drift statistics now; also brings every computed gauge (drift, slices,
+    /// conversion) up to date, as a scrape would.
     pub fn drift_snapshot(&self) -> Option<crate::drift::DriftSnapshot> {
         let now = Instant::now();
         self.feedback.refresh(now);
+        if let Ok(s) = self.slices.lock() {
+            self.metrics.slices.set(&s);
+        }
         let snapshot = self.drift.lock().ok()?.snapshot(now);
         self.metrics.drift.set(&snapshot);
         Some(snapshot)
@@ -101,6 +105,14 @@ pub fn pod_name() -> String {
 /// Bind both ports and start serving. Returns once both listeners are up.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let cfg = Arc::new(config);
+    // Validated with the rest of the config; a problem here names the key all the same.
+    let slicer = cfg.slices.slicer().map_err(|problems| {
+        let p = problems.into_iter().next();
+        ServeError::Setting {
+            key: "slices",
+            reason: p.map_or_else(String::new, |p| format!("{}: {}", p.key, p.message)),
+        }
+    })?;
     let metrics = Arc::new(Metrics::new(&MetricLabels {
         model: &cfg.model.name,
         version: &cfg.model.version,
@@ -108,6 +120,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         canary: &cfg.shadow.canary.version,
         floor: cfg.drift.floor,
         token_buckets: &cfg.metrics.token_buckets,
+        slices: slicer.names(),
     })?);
 
     let setting = |key: &'static str, reason: String| ServeError::Setting { key, reason };
@@ -115,12 +128,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         url.parse()
             .map_err(|e: http::uri::InvalidUri| setting(key, e.to_string()))
     };
-    let drift = Arc::new(Mutex::new(DriftState::new(DriftConfig {
+    let drift_config = DriftConfig {
         window: cfg.drift.window,
         min_pairs: cfg.drift.min_pairs,
         floor: cfg.drift.floor,
         alpha: cfg.drift.alpha,
-    })));
+    };
+    let slice_stats = Arc::new(Mutex::new(SliceStats::new(slicer.len(), &drift_config)));
+    let slice_names: Arc<[String]> = slicer.names().into();
+    let slicer = (!slicer.is_empty()).then(|| Arc::new(slicer));
+    let drift = Arc::new(Mutex::new(DriftState::new(drift_config)));
     let rate = SampleRate::try_new(cfg.shadow.sample_rate)
         .map_err(|e| setting("shadow.sample_rate", e.to_string()))?;
     SampleRate::try_new(cfg.shadow.self_similarity_rate)
@@ -224,6 +241,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         protocol: cfg.shadow.protocol,
         extractor,
         rewrite: cfg.shadow.rewrite.clone(),
+        slicer,
+        slice_stats: slice_stats.clone(),
         timeout: cfg.shadow.timeout,
         timeout_per_item: cfg.shadow.timeout_per_item,
         timeout_cap: cfg.primary.timeout.max(cfg.shadow.timeout),
@@ -300,6 +319,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let admin_state = AdminState {
         metrics: metrics.clone(),
         drift: drift.clone(),
+        slices: slice_stats.clone(),
+        slice_names,
         feedback: feedback.clone(),
         primary: proxy.primary.clone(),
         started: Instant::now(),
@@ -325,6 +346,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         admin_addr,
         metrics,
         drift,
+        slices: slice_stats,
         feedback,
         stop: stop_tx,
         task,

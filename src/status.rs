@@ -11,6 +11,7 @@ use std::time::Duration;
 use prometheus::proto::{MetricFamily, MetricType};
 
 use crate::config::GatesConfig;
+use crate::slices::{SliceExample, SliceSummary};
 
 /// One point of the drift history.
 #[derive(Debug, Clone, Copy)]
@@ -154,6 +155,11 @@ pub struct View {
     pub uptime: Duration,
     pub families: Vec<MetricFamily>,
     pub gates: GatesConfig,
+    /// Every slice's numbers, in `Slicer::names` order (empty when slices are off).
+    pub slices: Vec<(String, SliceSummary)>,
+    /// The worst slice (by its low-share lower bound, else its cosine upper bound) and
+    /// its lowest-cosine recent pairs.
+    pub worst_slice: Option<(String, Vec<SliceExample>)>,
 }
 
 /// The gate verdicts from this pod's point of view.
@@ -273,6 +279,42 @@ pub fn verdicts(v: &View) -> Vec<(&'static str, String, Verdict)> {
         at_least(ratio_lo, ratio_hi, g.accuracy_ratio),
     ));
 
+    if !v.slices.is_empty() {
+        let worst_low = metric(
+            f,
+            "model_embedding_worst_slice_low_similarity_ratio_lower_bound",
+            &[],
+        );
+        let worst_cos = metric(
+            f,
+            "model_embedding_worst_slice_cosine_similarity_upper_bound",
+            &[],
+        );
+        // The template's rule: fail when any slice is proven broken, else pass (a slice
+        // without evidence cannot hold the rollout up; the overall drift gate needs it).
+        let verdict = if worst_low > g.slice_low_similarity_budget || worst_cos < g.cosine_threshold
+        {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        };
+        let name = v
+            .worst_slice
+            .as_ref()
+            .map_or("none yet", |(n, _)| n.as_str());
+        out.push((
+            "worst slice",
+            format!(
+                "{name}: low share ≥ {} (budget {}), cosine ≤ {} (threshold {})",
+                fmt(worst_low, 4),
+                g.slice_low_similarity_budget,
+                fmt(worst_cos, 4),
+                g.cosine_threshold
+            ),
+            verdict,
+        ));
+    }
+
     let conv = metric(f, "business_metric_conversion_rate", &[]);
     out.push((
         "conversion ratio",
@@ -284,6 +326,75 @@ pub fn verdicts(v: &View) -> Vec<(&'static str, String, Verdict)> {
         Verdict::NoData,
     ));
     out
+}
+
+/// The slices: pairs, bounds, a bar of the low-similarity share's bounds, and for the
+/// worst slice the recent pairs with the lowest cosine (what to open when a rollout
+/// aborts on a slice).
+fn slices_table(v: &View) -> String {
+    let esc = crate::admin::html_escape;
+    let mut h = String::from(
+        "<h2>Slices</h2><table id=\"slices\"><tr><th>slice</th><th>pairs</th><th>mean cosine</th>\
+         <th>cosine bounds</th><th>share under the floor</th><th></th></tr>",
+    );
+    let worst = v.worst_slice.as_ref().map(|(n, _)| n.as_str());
+    for (name, s) in &v.slices {
+        let (lo, hi) = (s.low_share_lower, s.low_share_upper);
+        let px = |x: f64| {
+            if x.is_finite() {
+                (x.clamp(0.0, 1.0) * 160.0).round()
+            } else {
+                0.0
+            }
+        };
+        let bar = format!(
+            "<div style=\"width:160px;height:10px;background:#eaeef2;position:relative\">\
+             <div style=\"position:absolute;left:{}px;width:{}px;height:10px;background:#cf222e\"></div></div>",
+            px(lo),
+            (px(hi) - px(lo)).max(1.0)
+        );
+        let style = if Some(name.as_str()) == worst {
+            " style=\"font-weight:600\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            h,
+            "<tr{style} data-slice=\"{n}\"><th>{n}</th><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">[{}, {}]</td><td class=\"num\">[{}, {}]</td><td>{bar}</td></tr>",
+            s.pairs,
+            fmt(s.mean_cosine, 4),
+            fmt(s.cosine_lower, 4),
+            fmt(s.cosine_upper, 4),
+            fmt(lo, 4),
+            fmt(hi, 4),
+            n = esc(name)
+        );
+    }
+    h.push_str("</table>");
+    if let Some((name, examples)) = &v.worst_slice {
+        let _ = write!(
+            h,
+            "<h3>Worst slice: <span id=\"worst-slice\">{}</span></h3><table id=\"worst-examples\">\
+             <tr><th>request id</th><th>item</th><th>cosine</th><th>input</th></tr>",
+            esc(name)
+        );
+        for e in examples {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                esc(&e.request_id),
+                e.item,
+                fmt(e.cosine, 4),
+                e.input.as_deref().map_or_else(
+                    || "<i>not stored (shadow_log.store_inputs = false)</i>".to_string(),
+                    esc
+                )
+            );
+        }
+        h.push_str("</table>");
+    }
+    h
 }
 
 /// The templates' rule for a quantity that must stay at or above `threshold`, given a
@@ -424,6 +535,10 @@ pub fn render(v: &View, history: &History) -> String {
         );
     }
     h.push_str("</table>");
+
+    if !v.slices.is_empty() {
+        h.push_str(&slices_table(v));
+    }
 
     h.push_str("<h2>Shadow path</h2><table><tr><th>target</th>");
     let outcomes = ["ok", "error", "timeout", "invalid_embedding", "dropped"];
@@ -584,6 +699,8 @@ mod verdict_tests {
             uptime: Duration::from_secs(1),
             families: r.gather(),
             gates: GatesConfig::default(),
+            slices: Vec::new(),
+            worst_slice: None,
         }
     }
 

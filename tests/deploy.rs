@@ -530,7 +530,11 @@ fn template_thresholds_are_the_gates_config() {
     let cases: [(&str, Vec<f64>); 7] = [
         (
             "embedding-drift.yaml",
-            vec![g.low_similarity_budget, g.cosine_threshold],
+            vec![
+                g.low_similarity_budget,
+                g.slice_low_similarity_budget,
+                g.cosine_threshold,
+            ],
         ),
         (
             "embedding-drift-noise-adjusted.yaml",

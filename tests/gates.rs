@@ -31,6 +31,20 @@ struct Scenario {
     latency_ratio: &'static str,
     /// Requests sent (the slow scenarios need fewer: the latency bounds decide early).
     requests: usize,
+    /// Every `long_every`-th input is 400 bytes long (0: none), the rest short.
+    long_every: usize,
+    /// The worst-slice metric that must fail, if any.
+    failed_slice_metric: Option<&'static str>,
+}
+
+/// The text of input `i` of a scenario.
+fn input_text(s: &Scenario, tag: &str, i: usize) -> String {
+    let short = format!("{} {tag} {i}", s.model);
+    if s.long_every > 0 && i % s.long_every == 0 {
+        format!("{short} {}", "long input text ".repeat(24))
+    } else {
+        short
+    }
 }
 
 fn opts(cosine: CosineSpec) -> ModelOptions {
@@ -60,6 +74,8 @@ fn fast() -> Scenario {
         p99: "Successful",
         latency_ratio: "Successful",
         requests: REQUESTS,
+        long_every: 0,
+        failed_slice_metric: None,
     }
 }
 
@@ -132,6 +148,24 @@ fn scenarios() -> Vec<Scenario> {
             ..fast()
         },
         Scenario {
+            // 3 % of inputs, the long ones, broken to cosine 0.5; the rest at 0.995. The
+            // whole-traffic bounds are blind to it (mean 0.98; 3 % under the floor sits
+            // right at the 2 % budget's edge); the input-length slice holds only the
+            // broken inputs and fails the gate.
+            model: "long-inputs-broken",
+            canary: opts(CosineSpec::Longer {
+                bytes: 300,
+                bad: 0.5,
+                good: 0.995,
+            }),
+            drift: "Failed",
+            noise_adjusted: "Successful",
+            recipe_mean_above: true,
+            long_every: 33,
+            failed_slice_metric: Some("worst-slice-low-share"),
+            ..fast()
+        },
+        Scenario {
             // A sampled model, unchanged: baseline and canary each answer with fresh noise
             // (cos ≈ 0.9 to the clean vector, so ≈ 0.81 to each other and to themselves).
             model: "nondeterministic",
@@ -174,10 +208,14 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
     let mut tasks = Vec::new();
     for (s, stack) in &stacks {
         for w in 0..8 {
-            let (stack, model, requests) = (stack.clone(), s.model, s.requests);
+            let (stack, requests) = (stack.clone(), s.requests);
+            let texts: Vec<String> = (w..requests)
+                .step_by(8)
+                .map(|i| input_text(s, "input", i))
+                .collect();
             tasks.push(tokio::spawn(async move {
-                for i in (w..requests).step_by(8) {
-                    let r = stack.embed(&format!("{model} input {i}")).await;
+                for text in texts {
+                    let r = stack.embed(&text).await;
                     assert_eq!(r.status, 200);
                 }
             }));
@@ -288,6 +326,23 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
         ));
         assert_eq!(mean > 0.92, s.recipe_mean_above, "{}: mean {mean}", s.model);
         assert_eq!(drift, s.drift, "{}: drift template: {report}", s.model);
+        let drift_metrics = report
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(name, _)| name.contains("drift") && !name.contains("noise"))
+            .map(|(_, t)| t["metrics"].clone())
+            .unwrap();
+        for m in ["worst-slice-low-share", "worst-slice-cosine"] {
+            let want = if s.failed_slice_metric == Some(m) {
+                "Failed"
+            } else if s.drift == "Successful" {
+                "Successful"
+            } else {
+                continue;
+            };
+            assert_eq!(drift_metrics[m], want, "{}: {m}: {report}", s.model);
+        }
         assert_eq!(
             noise, s.noise_adjusted,
             "{}: noise-adjusted template: {report}",
