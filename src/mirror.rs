@@ -18,7 +18,7 @@ use crate::protocol::{self, Extractor, ModelOutput, Protocol, RequestItems, Rewr
 use crate::proxy::{error_chain, SHADOW_HEADER};
 use crate::sampler::id_hash;
 use crate::shadow::{ShadowLogSender, ShadowRecord, TargetOutcome};
-use crate::slices::{PairRef, SliceSet, SliceStats, Slicer};
+use crate::slices::{PairRef, SliceStats, Slicer};
 use crate::upstream::Upstream;
 
 /// One sampled request, as the mirror needs it.
@@ -243,7 +243,7 @@ impl Mirror {
         let timed = self.reuse.is_none()
             && b.outcome == TargetOutcome::Ok
             && c.outcome == TargetOutcome::Ok;
-        if timed {
+        if timed && compared.is_empty() {
             if let Ok(mut d) = self.drift.lock() {
                 d.record_latency(Instant::now(), b.latency, c.latency);
             }
@@ -252,6 +252,9 @@ impl Mirror {
             let (bo, co) = (b.output.as_ref(), c.output.as_ref());
             let now = Instant::now();
             if let Ok(mut d) = self.drift.lock() {
+                if timed {
+                    d.record_latency(now, b.latency, c.latency);
+                }
                 for (i, it) in items.iter().enumerate() {
                     let Some(cmp) = it.comparison else { continue };
                     let agree = match (
@@ -308,12 +311,9 @@ impl Mirror {
                 .map(str::as_bytes)
                 .or_else(|| inputs.count.is_none().then_some(body))
         };
-        let sets: Vec<SliceSet> = compared
-            .iter()
-            .map(|&(i, _)| slicer.assign(input(i), field.as_deref(), baseline.embedding(i)))
-            .collect();
         if let Ok(mut stats) = self.slice_stats.lock() {
-            for (&(i, cosine), set) in compared.iter().zip(sets) {
+            for &(i, cosine) in compared {
+                let set = slicer.assign(input(i), field.as_deref(), baseline.embedding(i));
                 stats.record(
                     set,
                     &PairRef {

@@ -867,9 +867,11 @@ async fn mismatched_empty_and_oversized_batches_are_counted_by_reason() {
     let calls = s.baseline.shadow_requests();
     assert_eq!(send(batch(0)).await.status, 200);
     assert_eq!(send(batch(17)).await.status, 200);
-    let m = s.wait_pairs(8 + 1 + 1 + 17).await;
+    // 10 000 tiny items: the client gets its answer; the mirror neither calls nor buffers.
+    assert_eq!(send(batch(10_000)).await.status, 200);
+    let m = s.wait_pairs(8 + 1 + 1 + 17 + 10_000).await;
     assert_eq!(reason(&m, "empty_batch"), 1.0);
-    assert_eq!(reason(&m, "too_many_items"), 17.0);
+    assert_eq!(reason(&m, "too_many_items"), 17.0 + 10_000.0);
     assert_eq!(
         value(
             &m,
@@ -883,4 +885,88 @@ async fn mismatched_empty_and_oversized_batches_are_counted_by_reason() {
         calls,
         "no shadow call for either"
     );
+}
+
+/// Sends requests one at a time and, after each pair lands, reads the drift snapshot:
+/// the pair count at which `done` first holds (None within `max`).
+async fn pairs_until(
+    s: &common::Stack,
+    tag: &str,
+    max: usize,
+    done: impl Fn(&shadowgate::drift::DriftSnapshot) -> bool,
+) -> Option<usize> {
+    for i in 1..=max {
+        assert_eq!(s.embed(&format!("{tag} {i}")).await.status, 200);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let snap = s.sidecar.drift_snapshot().unwrap();
+            if snap.total_pairs >= i as u64 {
+                if done(&snap) {
+                    return Some(i);
+                }
+                break;
+            }
+            assert!(Instant::now() < deadline, "pair {i} never landed");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    None
+}
+
+/// Issue 15, point 3, through the real sidecar with its default self-similarity
+/// sampling (every sample until 300 self pairs, then 5 %): a broken deterministic canary
+/// (cosine uniform on [0.6, 1], mean 0.80) fails the noise-adjusted gate (upper bound
+/// < 0.92) within 1.5x the pairs the plain gate (cosine upper bound < 0.92) needs; an
+/// unchanged canary of a sampling model passes it (lower bound ≥ 0.92) and never fails.
+#[tokio::test]
+async fn noise_adjusted_gate_decides_as_fast_as_the_plain_one() {
+    let o = |cosine, behaviour| ModelOptions {
+        dim: 64,
+        cosine,
+        behaviour,
+        ..Default::default()
+    };
+    let broken = CosineSpec::Uniform { lo: 0.6, hi: 1.0 };
+    let extra = "self_similarity_rate = 0.05";
+    let s = stack(
+        o(broken, Behaviour::Normal),
+        o(CosineSpec::Identical, Behaviour::Normal),
+        o(broken, Behaviour::Normal),
+        extra,
+        "[drift]\nmin_pairs = 50",
+    )
+    .await;
+    let plain = pairs_until(&s, "plain", 1000, |d| d.cosine_upper < 0.92).await;
+    s.sidecar.shutdown().await;
+    let s = stack(
+        o(broken, Behaviour::Normal),
+        o(CosineSpec::Identical, Behaviour::Normal),
+        o(broken, Behaviour::Normal),
+        extra,
+        "[drift]\nmin_pairs = 50",
+    )
+    .await;
+    let noise = pairs_until(&s, "noise", 1000, |d| d.noise_adjusted_upper < 0.92).await;
+    s.sidecar.shutdown().await;
+    let (plain, noise) = (
+        plain.expect("plain gate fails"),
+        noise.expect("noise-adjusted gate fails"),
+    );
+    eprintln!("broken canary: plain gate failed at {plain} pairs, noise-adjusted at {noise}");
+    assert!(noise as f64 <= 1.5 * plain as f64, "{noise} vs {plain}");
+
+    // Unchanged, but the model samples: baseline and canary each answer with fresh noise
+    // (cos ≈ 0.9 to the clean vector), so cos(b, c) ≈ cos(b, b′) ≈ 0.81.
+    let noisy = || o(CosineSpec::Identical, Behaviour::Noisy { self_cosine: 0.9 });
+    let s = stack(noisy(), noisy(), noisy(), extra, "[drift]\nmin_pairs = 50").await;
+    let passed = pairs_until(&s, "sampling", 1500, |d| {
+        assert!(
+            d.noise_adjusted_upper.is_nan() || d.noise_adjusted_upper >= 0.92,
+            "an unchanged sampling canary failed: {d:?}"
+        );
+        d.noise_adjusted_lower >= 0.92
+    })
+    .await;
+    eprintln!("unchanged sampling canary: noise-adjusted gate passed at {passed:?} pairs");
+    assert!(passed.is_some(), "passes within 1500 pairs");
 }
