@@ -252,6 +252,9 @@ def slices(args):
         primary = CachingProxy(fp32)
         canaries = {v: (primary.url if v == "fp32" else servers.start(v)) for v in variants}
         extra = open(args.extra).read() if args.extra else ""
+        if args.codebook:
+            extra += f'\n[slices]\ncodebook = "{os.path.abspath(args.codebook)}"\n'
+        # This pod serves the baseline's version: its own answer is the baseline side.
         for v in variants:
             log_dir = os.path.join(work, v, "log")
             os.makedirs(log_dir)
@@ -270,6 +273,7 @@ def slices(args):
                     "model": v, "baseline": "fp32", "canary": v, "stable-version": "fp32",
                     "canary-version": v, "baseline-version": "fp32", "canary-hash": "canary"})
                 looks[v].append({"pairs": pairs, "verdicts": {n: t["verdict"] for n, t in report.items()},
+                                 "metrics": {n: t["metrics"] for n, t in report.items()},
                                  "details": report})
 
         def looker():
@@ -302,8 +306,23 @@ def slices(args):
                 for phase in ("Failed", "Successful"):
                     hit = next((l["pairs"] for l in seq if l["verdicts"].get(name) == phase), None)
                     first.setdefault(name, {})[phase] = hit
-            out[v] = {"inputs": len(texts), "pairs": seq[-1]["pairs"], "looks": len(seq),
-                      "final": seq[-1]["verdicts"], "first": first,
+            # The same per metric of the templates (which of a template's metrics decided).
+            first_metric = {}
+            for name, ms in seq[-1]["metrics"].items():
+                for metric in ms:
+                    hit = next((l["pairs"] for l in seq
+                                if l["metrics"].get(name, {}).get(metric) == "Failed"), None)
+                    first_metric[f"{name}/{metric}"] = hit
+            worst = None
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{sidecars[v].admin}/", timeout=5).read().decode()
+                m = re.search(r'id="worst-slice">([^<]*)<', page)
+                worst = m.group(1) if m else None
+            except OSError:
+                pass
+            out[v] = {"inputs": len(texts), "pairs": seq[-1]["pairs"], "looks": len(seq), "worst_slice": worst,
+                      "final": seq[-1]["verdicts"], "first": first, "first_failed_metric": first_metric,
+                      "final_metrics": seq[-1]["metrics"],
                       "final_details": argo_verdicts.clean(seq[-1]["details"])}
         print(json.dumps(out))
     finally:
@@ -392,6 +411,7 @@ def main():
     ap.add_argument("--look-seconds", type=float, default=3.0)
     ap.add_argument("--templates", default=os.path.join(ROOT, "deploy", "argo"))
     ap.add_argument("--extra", help="slices: a file of [shadow] keys and tables for every sidecar")
+    ap.add_argument("--codebook", help="slices: a codebook from `shadowgate slices fit` for the region slices")
     ap.add_argument("--shadowgate", required=True)
     ap.add_argument("--venvs", default=os.environ.get("RM_VENVS", os.path.expanduser("~/.cache/shadowgate/rm-venvs")))
     args = ap.parse_args()
