@@ -126,4 +126,36 @@ async fn status_page_renders_the_numbers_metrics_shows() {
         dom.contains("<svg") || dom.contains("id=\"chart\""),
         "chart or its placeholder"
     );
+    // Slices are on by default: the table lists them with the pairs each holds, and the
+    // worst slice is named with its lowest-cosine requests.
+    assert!(dom.contains("id=\"slices\""), "slices table");
+    for slice in ["len:0-64", "region:0"] {
+        assert!(
+            dom.contains(&format!("data-slice=\"{slice}\"")),
+            "{slice} listed"
+        );
+    }
+    let worst = by_id(&dom, "worst-slice");
+    assert!(
+        worst.starts_with("len:") || worst.starts_with("region:"),
+        "{worst}"
+    );
+    let examples = &dom[dom
+        .find("id=\"worst-examples\"")
+        .expect("worst-slice examples")..];
+    let rows = examples[..examples.find("</table>").unwrap()]
+        .matches("<tr>")
+        .count();
+    assert!(
+        rows >= 2,
+        "a header and at least one example request: {rows} rows"
+    );
+    assert!(
+        dom.contains("data-gate=\"worst slice\""),
+        "worst-slice verdict"
+    );
+    assert!(
+        dom.contains("data-gate=\"paired latency\""),
+        "paired-latency verdict"
+    );
 }
