@@ -928,24 +928,20 @@ async fn noise_adjusted_gate_decides_as_fast_as_the_plain_one() {
     };
     let broken = CosineSpec::Uniform { lo: 0.6, hi: 1.0 };
     let extra = "self_similarity_rate = 0.05";
-    let s = stack(
-        o(broken, Behaviour::Normal),
-        o(CosineSpec::Identical, Behaviour::Normal),
-        o(broken, Behaviour::Normal),
-        extra,
-        "[drift]\nmin_pairs = 50",
-    )
-    .await;
+    // A fresh sidecar for each gate: the same traffic, counted from zero.
+    let broken_stack = || {
+        stack(
+            o(broken, Behaviour::Normal),
+            o(CosineSpec::Identical, Behaviour::Normal),
+            o(broken, Behaviour::Normal),
+            extra,
+            "[drift]\nmin_pairs = 50",
+        )
+    };
+    let s = broken_stack().await;
     let plain = pairs_until(&s, "plain", 1000, |d| d.cosine_upper < 0.92).await;
     s.sidecar.shutdown().await;
-    let s = stack(
-        o(broken, Behaviour::Normal),
-        o(CosineSpec::Identical, Behaviour::Normal),
-        o(broken, Behaviour::Normal),
-        extra,
-        "[drift]\nmin_pairs = 50",
-    )
-    .await;
+    let s = broken_stack().await;
     let noise = pairs_until(&s, "noise", 1000, |d| d.noise_adjusted_upper < 0.92).await;
     s.sidecar.shutdown().await;
     let (plain, noise) = (

@@ -56,20 +56,26 @@ pub struct ConfidenceSequence {
     upper: f64,
 }
 
+/// ln(1/α) for a bound at miscoverage `alpha_per_side`, clamped to [0, 0.5]; 0 or NaN
+/// give +∞ (1/0 = +inf: every margin is infinite and the bounds stay trivial forever).
+/// Shared by every sequence of the drift statistics.
+pub(crate) fn log_inv_alpha(alpha_per_side: f64) -> f64 {
+    let alpha = if alpha_per_side.is_nan() {
+        0.0
+    } else {
+        alpha_per_side.clamp(0.0, 0.5)
+    };
+    (1.0 / alpha).ln()
+}
+
 impl ConfidenceSequence {
     /// A new sequence with miscoverage `alpha_per_side` for each of the two bounds.
     ///
     /// `alpha_per_side` is clamped to [0, 0.5]; 0 or NaN give the trivial bounds (0, 1)
     /// forever. Configuration validation should reject such values before this point.
     pub fn new(alpha_per_side: f64) -> Self {
-        let alpha = if alpha_per_side.is_nan() {
-            0.0
-        } else {
-            alpha_per_side.clamp(0.0, 0.5)
-        };
         Self {
-            // 1/0 = +inf: every margin is infinite, bounds stay (0, 1).
-            log_inv_alpha: (1.0 / alpha).ln(),
+            log_inv_alpha: log_inv_alpha(alpha_per_side),
             count: 0,
             sum_x: 0.0,
             mean_hat: 0.5,

@@ -109,13 +109,8 @@ impl PairedLatency {
     /// Empty counts; each bound is valid at `alpha_per_side` (clamped to [0, 0.5]; 0 or
     /// NaN give the trivial bounds (0, +∞)).
     pub fn new(alpha_per_side: f64) -> Self {
-        let alpha = if alpha_per_side.is_nan() {
-            0.0
-        } else {
-            alpha_per_side.clamp(0.0, 0.5)
-        };
         Self {
-            log_inv_alpha: (1.0 / alpha).ln(),
+            log_inv_alpha: super::confseq::log_inv_alpha(alpha_per_side),
             counts: vec![0; GRID_POINTS].into_boxed_slice(),
             above: 0,
             total: 0,

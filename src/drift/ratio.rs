@@ -74,13 +74,8 @@ impl RatioSequence {
     /// A new sequence with miscoverage `alpha_per_side` for each bound (clamped to
     /// [0, 0.5]; 0 or NaN give the trivial bounds (−∞, +∞) forever).
     pub fn new(alpha_per_side: f64) -> Self {
-        let alpha = if alpha_per_side.is_nan() {
-            0.0
-        } else {
-            alpha_per_side.clamp(0.0, 0.5)
-        };
         Self {
-            log_inv_alpha: (1.0 / alpha).ln(),
+            log_inv_alpha: super::confseq::log_inv_alpha(alpha_per_side),
             count: 0,
             sum_c: 0.0,
             sum_s: 0.0,
