@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parquet::arrow::ArrowWriter;
-use shadowgate::shadow::{
+use shadowgate::shadow_log::{
     arrow_schema, records_to_batch, start, writer_properties, ShadowLogMetrics, ShadowRecord,
     TargetOutcome, WriterOptions,
 };

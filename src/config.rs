@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Protocol, Rewrite};
+pub use crate::tls::TlsConfig;
 
 /// Prefix of environment variables that override the file:
 /// `SHADOWGATE_<SECTION>__<KEY>`, nested with further `__` (`SHADOWGATE_SHADOW__BASELINE__URL`).
@@ -378,27 +379,6 @@ impl Default for GatesConfig {
             accuracy_ratio: 0.95,
             min_labeled_pairs: 200,
             conversion_ratio: 0.98,
-        }
-    }
-}
-
-/// `[tls]`: how `https://` upstreams are verified. Plain `http://` upstreams ignore it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// PEM file of the CA certificate(s) that signed the upstreams' certificates (several
-    /// blocks allowed); `""` = none. Read at start: a bad file stops the sidecar.
-    pub ca_file: PathBuf,
-    /// Also trust the system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the OS store).
-    pub system_roots: bool,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        // Public upstreams work out of the box; a private CA is added with ca_file.
-        Self {
-            ca_file: PathBuf::new(),
-            system_roots: true,
         }
     }
 }

@@ -16,7 +16,7 @@ use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::compare::predictions_agree;
 use crate::drift::ConfidenceSequence;
-use crate::sampler::id_hash;
+use crate::ids::id_hash;
 
 /// Independent shards so concurrent requests rarely meet on one lock.
 const SHARDS: usize = 16;

@@ -1,5 +1,7 @@
-//! Request ids for requests that arrive without one: UUIDv7 (time-ordered, so ids sort
-//! by arrival in the shadow log), made without a system call per request.
+//! Request ids: new ones for requests that arrive without one (UUIDv7, time-ordered, so
+//! ids sort by arrival in the shadow log, made without a system call per request), and
+//! the portable hash of an id that sampling, the feedback table and the demo's models
+//! agree on.
 //!
 //! The 74 random bits come from a per-thread splitmix64 sequence seeded once from the
 //! standard library's per-thread random keys. Ids are unique, not secret: nothing here
@@ -11,8 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 
-use crate::sampler::mix64;
-
+/// splitmix64's increment.
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 thread_local! {
@@ -48,6 +49,25 @@ pub fn new_request_id(at: SystemTime) -> HeaderValue {
     let text = id.hyphenated().encode_lower(&mut buf);
     // A hyphenated UUID is always a valid header value.
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// A fixed, portable 64-bit hash of a request id: FNV-1a, then the splitmix64 finaliser
+/// for avalanche. Every replica, version and platform computes the same value, which a
+/// randomly seeded hasher (std's SipHash) would not.
+pub fn id_hash(id: &[u8], salt: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+    for &b in id {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix64(h)
+}
+
+/// splitmix64's finaliser.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

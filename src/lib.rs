@@ -23,7 +23,7 @@
 //!   their statistics and the worst slice; codebook fitting (`shadowgate slices fit`).
 //! - [`feedback`]: labels and business events joined online.
 //! - [`metrics`]: every exported series, registered once.
-//! - [`shadow`]: shadow-log records and the Parquet writer.
+//! - [`shadow_log`]: shadow-log records and the Parquet writer.
 //! - [`accuracy`]: batch job joining shadow logs with labels (`shadowgate accuracy`).
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/labels`, `/feedback`.
 //! - [`status`]: the status page at `/`.
@@ -55,8 +55,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod sampler;
 pub mod serve;
-pub mod shadow;
+pub mod shadow_log;
 pub mod slices;
-pub mod status;
 pub mod tls;
 pub mod upstream;

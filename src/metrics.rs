@@ -9,7 +9,7 @@ use prometheus::{
 };
 
 use crate::drift::{DriftSnapshot, QUANTILES};
-use crate::shadow::TargetOutcome;
+use crate::shadow_log::TargetOutcome;
 use crate::slices::SliceStats;
 
 /// Edges of `model_embedding_cosine_distance` (d = 1 − cos): fine near 0, where a good

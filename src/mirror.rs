@@ -13,13 +13,15 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::compare::{self, CompareError, Side};
 use crate::drift::DriftState;
+use crate::ids::id_hash;
 use crate::metrics::{InvalidReason, Metrics, PairOutcome, Target};
 use crate::protocol::{self, Extractor, ModelOutput, Protocol, RequestItems, Rewrite};
-use crate::proxy::{error_chain, SHADOW_HEADER};
-use crate::sampler::id_hash;
-use crate::shadow::{ShadowLogSender, ShadowRecord, TargetOutcome};
+use crate::shadow_log::{ShadowLogSender, ShadowRecord, TargetOutcome};
 use crate::slices::{PairRef, SliceStats, Slicer};
-use crate::upstream::Upstream;
+use crate::upstream::{error_chain, Upstream};
+
+/// The header marking mirrored requests, so model servers can tell them apart.
+pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
 
 /// One sampled request, as the mirror needs it.
 pub struct ShadowJob {

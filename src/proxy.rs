@@ -15,10 +15,6 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::metrics::{Metrics, MirrorDecision, PrimaryMetrics};
@@ -26,45 +22,10 @@ use crate::mirror::{Mirror, ShadowJob};
 use crate::sampler::{Decision, Sampler};
 use crate::upstream::{PooledBody, Upstream};
 
-/// The header marking mirrored requests, so model servers can tell them apart.
-pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
-
 /// Body of requests sent upstream: streamed through, or buffered when mirrored.
 pub type UpstreamBody = Either<Limited<RequestBody>, Full<Bytes>>;
 /// Body of responses to the client: the primary's, streamed, or one the sidecar made.
 pub type ClientBody = Either<MeteredBody, Full<Bytes>>;
-/// hyper-util's general pooled HTTP/1 client, for the sidecar's own outgoing traffic
-/// that is not an upstream (the demo's clients, the Pushgateway, tests). Upstreams use
-/// [`crate::upstream::Upstream`].
-pub type HttpClient<B> = Client<HttpsConnector<HttpConnector>, B>;
-
-/// Build a keep-alive client for plain-HTTP use (tests, the demo's traffic): it trusts no
-/// root, so an `https://` URL fails certificate verification. [`upstream_client`] takes
-/// the roots.
-pub fn http_client<B>(max_idle_per_host: usize) -> HttpClient<B>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-{
-    upstream_client(max_idle_per_host, crate::tls::no_roots_config())
-}
-
-/// Build a keep-alive client for one kind of body that speaks `http://` as is and
-/// `https://` with `tls`, connecting like the upstream pools do
-/// ([`crate::upstream::connector`]).
-pub fn upstream_client<B>(max_idle_per_host: usize, tls: Arc<rustls::ClientConfig>) -> HttpClient<B>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-{
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(crate::upstream::IDLE_TIMEOUT)
-        .pool_max_idle_per_host(max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(crate::upstream::connector(tls))
-}
-
 /// Everything the primary path needs, shared by all connections.
 pub struct Proxy {
     pub primary: Uri,
@@ -263,7 +224,7 @@ impl Proxy {
                 m.errors.inc();
                 m.duration_for(None)
                     .observe(started.elapsed().as_secs_f64());
-                tracing::warn!(request_id = %request_id, error = %error_chain(&e), "primary request failed");
+                tracing::warn!(request_id = %request_id, error = %crate::upstream::error_chain(&e), "primary request failed");
                 let why = format!("primary {} unavailable: {}", self.primary, short_reason(&e));
                 Ok(local_response(StatusCode::BAD_GATEWAY, &why, &id_value))
             }
@@ -408,18 +369,6 @@ fn body_failed(
         }
         _ => local_response(StatusCode::BAD_REQUEST, "request body ended early", id),
     })
-}
-
-/// The error and its causes on one line, for logs.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The innermost cause: "Connection refused (os error 111)" rather than "client error (Connect)".

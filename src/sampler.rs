@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::Method;
 
 use crate::drift::SelfSampling;
+use crate::ids::id_hash;
 
 /// A share in `[0, 1]`, kept as the 64-bit threshold the id hash is compared with.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,25 +46,6 @@ impl SampleRate {
         }
         hash < self.threshold
     }
-}
-
-/// A fixed, portable 64-bit hash of a request id: FNV-1a, then the splitmix64 finaliser
-/// for avalanche. Every replica, version and platform computes the same value, which a
-/// randomly seeded hasher (std's SipHash) would not.
-pub fn id_hash(id: &[u8], salt: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
-    for &b in id {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    mix64(h)
-}
-
-/// splitmix64's finaliser.
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Salt for the self-similarity decision, so it is independent of the sampling decision.

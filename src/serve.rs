@@ -20,7 +20,7 @@ use crate::mirror::{Mirror, RecordLabels, ShadowTarget};
 use crate::protocol::Extractor;
 use crate::proxy::Proxy;
 use crate::sampler::{SampleRate, Sampler};
-use crate::shadow::{self, ShadowLogGuard, ShadowLogMetrics, WriterOptions, WriterSummary};
+use crate::shadow_log::{self, ShadowLogGuard, ShadowLogMetrics, WriterOptions, WriterSummary};
 use crate::slices::SliceStats;
 use crate::upstream::Upstream;
 
@@ -38,7 +38,7 @@ pub enum ServeError {
     #[error("invalid setting {key}: {reason}")]
     Setting { key: &'static str, reason: String },
     #[error("shadow_log.dir: {0}")]
-    ShadowLog(#[from] crate::shadow::ShadowLogError),
+    ShadowLog(#[from] crate::shadow_log::ShadowLogError),
 }
 
 /// What a finished run did, for logs and tests.
@@ -181,7 +181,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             store_embeddings: cfg.shadow_log.store_embeddings,
             ..WriterOptions::new(cfg.shadow_log.dir.clone(), pod.to_string())
         };
-        let (sender, guard) = shadow::start(
+        let (sender, guard) = shadow_log::start(
             opts,
             ShadowLogMetrics::register(&metrics.registry, &cfg.model.name)?,
         )?;

@@ -8,7 +8,28 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::config::TlsConfig;
+use serde::{Deserialize, Serialize};
+
+/// `[tls]`: how `https://` upstreams are verified. Plain `http://` upstreams ignore it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificate(s) that signed the upstreams' certificates (several
+    /// blocks allowed); `""` = none. Read at start: a bad file stops the sidecar.
+    pub ca_file: PathBuf,
+    /// Also trust the system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR`, else the OS store).
+    pub system_roots: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        // Public upstreams work out of the box; a private CA is added with ca_file.
+        Self {
+            ca_file: PathBuf::new(),
+            system_roots: true,
+        }
+    }
+}
 
 /// Why the trusted roots could not be set up. Every variant names `tls.ca_file` or
 /// `tls.system_roots` and says what would fix it.

@@ -178,7 +178,7 @@ async fn primary_reset_mid_response_cuts_the_client_body_and_is_counted() {
     );
     let sidecar = serve::start(cfg).await.unwrap();
     let proxy = format!("http://{}/v1/embeddings", sidecar.proxy_addr);
-    let raw = shadowgate::proxy::http_client::<Full<Bytes>>(4);
+    let raw = shadowgate::upstream::http_client::<Full<Bytes>>(4);
     let req = Request::post(&proxy)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(br#"{"input":"cut me"}"#)))
@@ -199,7 +199,7 @@ async fn primary_reset_mid_response_cuts_the_client_body_and_is_counted() {
         "the primary's length is passed on, so the client can tell the body is short"
     );
     let err = body.expect_err("a cut body is an error, never a shorter complete body");
-    let chain = shadowgate::proxy::error_chain(&err);
+    let chain = shadowgate::upstream::error_chain(&err);
     assert!(
         chain.contains("end of file before message length reached"),
         "{chain}"

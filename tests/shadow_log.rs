@@ -16,7 +16,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding};
 use prometheus::Registry;
 use serde_json::Value;
-use shadowgate::shadow::{
+use shadowgate::shadow_log::{
     arrow_schema, start, start_gated, ShadowLogError, ShadowLogMetrics, ShadowRecord,
     TargetOutcome, WriterOptions, QUARANTINE_DIR, SCHEMA_VERSION_KEY,
 };

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use common::{quantile, stack, value, Client};
 use http::Method;
 use shadowgate::demo::model::{refused_addr, Behaviour, CosineSpec, ModelOptions, ModelServer};
+use shadowgate::ids::id_hash;
 use shadowgate::protocol::Protocol;
-use shadowgate::sampler::{id_hash, SampleRate};
+use shadowgate::sampler::SampleRate;
 use shadowgate::serve;
 
 fn opts(cosine: CosineSpec) -> ModelOptions {
@@ -81,7 +82,7 @@ async fn streamed_responses_reach_the_client_chunk_by_chunk() {
         "",
     )
     .await;
-    let client = shadowgate::proxy::http_client::<http_body_util::Full<bytes::Bytes>>(4);
+    let client = shadowgate::upstream::http_client::<http_body_util::Full<bytes::Bytes>>(4);
     let req = http::Request::post(format!("{}/v1/chat/stream", s.proxy_url()))
         .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
         .unwrap();

@@ -209,7 +209,7 @@ async fn connect_errors_name_the_origin_and_the_cause() {
     let origin: Uri = format!("http://{addr}").parse().unwrap();
     let up: Upstream = Upstream::new(&origin, 8, shadowgate::tls::no_roots_config());
     let err = up.send(get("/")).await.unwrap_err();
-    let text = shadowgate::proxy::error_chain(&err);
+    let text = shadowgate::upstream::error_chain(&err);
     assert!(text.contains(&addr.to_string()), "{text}");
     assert!(text.to_lowercase().contains("refused"), "{text}");
 }
@@ -470,7 +470,7 @@ async fn broken_answers_are_errors_and_their_connections_are_not_reused() {
     let origin = server.addr.to_string();
     for what in ["content-length", "malformed"] {
         let err = up.send(get("/")).await.unwrap_err();
-        let text = shadowgate::proxy::error_chain(&err);
+        let text = shadowgate::upstream::error_chain(&err);
         assert!(text.contains(&origin) && text.contains(what), "{text}");
     }
     for what in ["before the end", "chunk"] {
@@ -527,7 +527,7 @@ async fn a_post_on_a_kept_connection_the_server_closes_unanswered_is_not_sent_ag
         .body(Full::new(Bytes::from_static(b"payload")))
         .unwrap();
     let err = up.send(req).await.unwrap_err();
-    let text = shadowgate::proxy::error_chain(&err);
+    let text = shadowgate::upstream::error_chain(&err);
     assert!(text.contains("POST is not idempotent"), "{text}");
     assert_eq!(server.requests.lock().unwrap().len(), 2, "sent once");
     assert_eq!(server.connections.load(Ordering::SeqCst), 1);

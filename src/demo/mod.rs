@@ -18,8 +18,8 @@ use http_body_util::{BodyExt, Full};
 use crate::config::Config;
 use crate::demo::model::{CosineSpec, ModelOptions, ModelServer};
 use crate::metrics::PairOutcome;
-use crate::proxy::http_client;
 use crate::serve::{self, ServeError};
+use crate::upstream::http_client;
 
 /// Options of `shadowgate demo`.
 #[derive(Debug, Clone)]
@@ -317,19 +317,20 @@ max_file_age = "10s"
             s.self_pairs
         );
     }
-    let acc =
-        |v: &str| crate::status::metric(&families, "model_inference_accuracy", &[("version", v)]);
-    let labeled = crate::status::metric(&families, "model_shadow_labeled_pairs_total", &[]);
+    let acc = |v: &str| {
+        crate::admin::status::metric(&families, "model_inference_accuracy", &[("version", v)])
+    };
+    let labeled = crate::admin::status::metric(&families, "model_shadow_labeled_pairs_total", &[]);
     println!(
         "  accuracy (online)   baseline v1 {}, canary v2 {} on {} labeled pairs; ratio lower bound {}",
         fmt_nan(acc("v1")),
         fmt_nan(acc("v2")),
         labeled,
-        fmt_nan(crate::status::metric(&families, "model_accuracy_ratio_lower_bound", &[]))
+        fmt_nan(crate::admin::status::metric(&families, "model_accuracy_ratio_lower_bound", &[]))
     );
     println!(
         "  conversion rate     {} (this pod, v1)",
-        fmt_nan(crate::status::metric(
+        fmt_nan(crate::admin::status::metric(
             &families,
             "business_metric_conversion_rate",
             &[]

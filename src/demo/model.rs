@@ -28,8 +28,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::ids::{id_hash, mix64};
 use crate::protocol::Protocol;
-use crate::sampler::{id_hash, mix64};
 
 /// How the canary's cosine to the baseline is chosen for one input (by a hash of the text,
 /// so the same input always gets the same answer).

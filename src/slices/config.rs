@@ -10,7 +10,6 @@ use super::{
     cell_table, codebook, Codebook, FieldSlices, FieldSource, LengthSlices, Regions, Slicer,
     MAX_SLICES,
 };
-use crate::config::ConfigProblem;
 
 /// Input-length edges in bytes: a few words (queries, labels), a sentence or two, a
 /// paragraph, a document. Long inputs are where truncation and context-window changes
@@ -21,6 +20,14 @@ pub const DEFAULT_LENGTH_EDGES: [u64; 3] = [64, 256, 1024];
 /// language of a few percent, large enough that each region reaches `drift.min_pairs`
 /// within minutes, and 4 length + 16 regions leave 12 slices for a field.
 pub const DEFAULT_REGIONS: usize = 16;
+
+/// One problem in `[slices]`: the key's full path (`slices.codebook`) and the fix. The
+/// configuration reports it with the rest of the file's problems.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
 
 /// `[slices]`: group pairs by request field, input length and embedding region; each
 /// group gets its own statistics, and the worst one is what a gate reads.
@@ -77,10 +84,10 @@ pub struct FieldConfig {
 impl SlicesConfig {
     /// Checks the section and builds the [`Slicer`]; reads the codebook file if one is
     /// named. Every problem comes back at once, keyed `slices.<key>`.
-    pub fn slicer(&self) -> Result<Slicer, Vec<ConfigProblem>> {
+    pub fn slicer(&self) -> Result<Slicer, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut bad = |key: &str, message: String| {
-            problems.push(ConfigProblem {
+            problems.push(Problem {
                 key: format!("slices.{key}"),
                 message,
             });

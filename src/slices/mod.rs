@@ -28,8 +28,10 @@ use std::sync::OnceLock;
 
 use simsimd::SpatialSimilarity;
 
+pub(crate) use crate::ids::mix64;
+
 pub use codebook::Codebook;
-pub use config::{FieldConfig, SlicesConfig};
+pub use config::{FieldConfig, Problem, SlicesConfig};
 pub use stats::{PairRef, SliceExample, SliceStats, SliceSummary, WorstSlice};
 
 /// Most slices per model over all sources: every slice is a label value on the per-slice
@@ -342,13 +344,6 @@ impl SplitMix {
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
-}
-
-/// splitmix64's finaliser.
-pub(crate) fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The default hyperplanes for dimension `dim`: `DEFAULT_HYPERPLANES × dim` standard

@@ -9,8 +9,8 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use shadowgate::config::Config;
 use shadowgate::demo::model::{ModelOptions, ModelServer};
-use shadowgate::proxy::{http_client, HttpClient};
 use shadowgate::serve::{self, Running};
+use shadowgate::upstream::{http_client, HttpClient};
 
 /// Three model servers and a sidecar in front of the primary.
 pub struct Stack {

@@ -332,7 +332,7 @@ pub fn verdicts(v: &View) -> Vec<(&'static str, String, Verdict)> {
 /// worst slice the recent pairs with the lowest cosine (what to open when a rollout
 /// aborts on a slice).
 fn slices_table(v: &View) -> String {
-    let esc = crate::admin::html_escape;
+    let esc = html_escape;
     let mut h = String::from(
         "<h2>Slices</h2><table id=\"slices\"><tr><th>slice</th><th>pairs</th><th>mean cosine</th>\
          <th>cosine bounds</th><th>share under the floor</th><th></th></tr>",
@@ -449,7 +449,7 @@ fn fmt(x: f64, digits: usize) -> String {
 /// The whole page.
 pub fn render(v: &View, history: &History) -> String {
     let f = &v.families;
-    let esc = crate::admin::html_escape;
+    let esc = html_escape;
     let mut h = String::with_capacity(16 * 1024);
     let _ = write!(
         h,
@@ -658,6 +658,22 @@ fn chart(history: &History) -> String {
         ytop = y(hi) + 4.0,
         ybot = y(lo),
     )
+}
+
+/// Escape text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

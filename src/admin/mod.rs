@@ -19,7 +19,8 @@ use crate::drift::DriftState;
 use crate::feedback::{token_matches, Feedback, JoinResult};
 use crate::metrics::Metrics;
 use crate::slices::SliceStats;
-use crate::status;
+
+pub mod status;
 
 /// How long `/readyz` waits for a TCP connection to the primary.
 const READY_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -189,22 +190,6 @@ pub async fn record_history(state: AdminState, mut stop: watch::Receiver<bool>) 
             }
         }
     }
-}
-
-/// Escape text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Largest `item` a posted label or event may name: far above any real batch (the
