@@ -9,7 +9,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Protocol, Rewrite};
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use crate::ids::SampleRate;
+use crate::protocol::{Extractor, Protocol, Rewrite};
+use crate::slices::Slicer;
 pub use crate::tls::TlsConfig;
 
 /// Prefix of environment variables that override the file:
@@ -20,10 +26,51 @@ pub const ENV_PREFIX: &str = "SHADOWGATE_";
 /// double the baseline's shadow load for as long.
 const MAX_SELF_SIMILARITY_MIN_PAIRS: u64 = 100_000;
 
-/// The whole configuration file.
+/// A validated configuration: the file's settings as written (read through `Deref`,
+/// printed by `check-config`), and the values validation parsed into their types, so
+/// no component parses or checks a setting again.
+#[derive(Debug, Clone)]
+pub struct Config {
+    settings: Settings,
+    checked: Checked,
+}
+
+/// Settings that validation turned into typed values.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// `primary.url`, `shadow.baseline.url`, `shadow.canary.url`: scheme and authority.
+    pub primary_url: http::Uri,
+    pub baseline_url: http::Uri,
+    pub canary_url: http::Uri,
+    /// `shadow.sample_rate`, `shadow.self_similarity_rate`.
+    pub sample_rate: SampleRate,
+    pub self_similarity_rate: SampleRate,
+    /// `shadow.methods`.
+    pub methods: Vec<http::Method>,
+    /// `shadow.strip_headers`, lower-cased.
+    pub strip_headers: Vec<HeaderName>,
+    /// `primary.http2_url`, when set.
+    pub primary_http2_url: Option<http::Uri>,
+    /// `primary.request_id_header`.
+    pub request_id_header: HeaderName,
+    /// `shadow.protocol` with its pointers and `shadow.max_batch_items`.
+    pub extractor: Arc<Extractor>,
+    /// `[slices]`.
+    pub slicer: Arc<Slicer>,
+}
+
+impl std::ops::Deref for Config {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+/// The whole configuration file, as written.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
-pub struct Config {
+pub struct Settings {
     pub model: ModelConfig,
     pub listen: ListenConfig,
     pub primary: PrimaryConfig,
@@ -89,6 +136,13 @@ pub struct PrimaryConfig {
     pub timeout: Duration,
     /// Also count 4xx answers in `model_inference_errors_total` (5xx and transport errors always count).
     pub count_4xx_as_errors: bool,
+    /// The primary's HTTP/2 endpoint (`h2c://host:port`, prior knowledge), where the
+    /// proxy port's HTTP/2 clients (gRPC) are forwarded; `""` = the proxy port speaks
+    /// HTTP/1.1 only. Model servers serve gRPC on a port of their own (Triton 8001).
+    pub http2_url: String,
+    /// The header that carries the request id: read from the client's request (a new
+    /// UUIDv7 when absent), set on the forwarded request, the shadow calls and the answer.
+    pub request_id_header: String,
 }
 
 impl Default for PrimaryConfig {
@@ -98,6 +152,8 @@ impl Default for PrimaryConfig {
             url: String::new(),
             timeout: Duration::from_secs(60),
             count_4xx_as_errors: false,
+            http2_url: String::new(),
+            request_id_header: "x-request-id".into(),
         }
     }
 }
@@ -444,27 +500,42 @@ impl Config {
             }
         };
         apply_env(&mut table, env, &mut problems);
-        let config = collect_unknown_and_deserialize(table, &mut problems);
-        if let Some(config) = &config {
-            config.validate(&mut problems);
-        }
-        match config {
-            Some(c) if problems.is_empty() => Ok(c),
+        let settings = collect_unknown_and_deserialize(table, &mut problems);
+        let checked = settings.as_ref().and_then(|s| s.validate(&mut problems));
+        match (settings, checked) {
+            (Some(settings), Some(checked)) if problems.is_empty() => {
+                Ok(Config { settings, checked })
+            }
             _ => Err(ConfigError::Invalid(problems)),
         }
     }
 
-    /// Semantic checks after deserialisation; pushes every problem found.
-    fn validate(&self, problems: &mut Vec<ConfigProblem>) {
+    /// The values validation parsed.
+    pub fn checked(&self) -> &Checked {
+        &self.checked
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.settings).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+impl Settings {
+    /// Semantic checks after deserialisation; pushes every problem found, and returns the
+    /// typed values when there was none.
+    fn validate(&self, problems: &mut Vec<ConfigProblem>) -> Option<Checked> {
         let mut bad = |key: &str, message: String| {
             problems.push(ConfigProblem {
                 key: key.into(),
                 message,
             });
         };
-        check_url(&self.primary.url, "primary.url", &mut bad);
-        check_url(&self.shadow.baseline.url, "shadow.baseline.url", &mut bad);
-        check_url(&self.shadow.canary.url, "shadow.canary.url", &mut bad);
+        let primary_url = check_url(&self.primary.url, "primary.url", &mut bad);
+        let baseline_url = check_url(&self.shadow.baseline.url, "shadow.baseline.url", &mut bad);
+        let canary_url = check_url(&self.shadow.canary.url, "shadow.canary.url", &mut bad);
+        let primary_http2_url =
+            check_http2_url(&self.primary.http2_url, "primary.http2_url", &mut bad);
         if self.model.name.is_empty() {
             bad(
                 "model.name",
@@ -488,26 +559,25 @@ impl Config {
                 );
             }
         }
-        if !(0.0..=1.0).contains(&self.shadow.sample_rate) || self.shadow.sample_rate.is_nan() {
+        let sample_rate = SampleRate::try_new(self.shadow.sample_rate).map_err(|_| {
             bad(
                 "shadow.sample_rate",
                 format!(
                     "{} is not a share: use a number from 0 to 1, e.g. 0.05",
                     self.shadow.sample_rate
                 ),
-            );
-        }
-        if !(0.0..=1.0).contains(&self.shadow.self_similarity_rate)
-            || self.shadow.self_similarity_rate.is_nan()
-        {
-            bad(
-                "shadow.self_similarity_rate",
-                format!(
-                    "{} is not a share: use a number from 0 to 1",
-                    self.shadow.self_similarity_rate
-                ),
-            );
-        }
+            )
+        });
+        let self_similarity_rate =
+            SampleRate::try_new(self.shadow.self_similarity_rate).map_err(|_| {
+                bad(
+                    "shadow.self_similarity_rate",
+                    format!(
+                        "{} is not a share: use a number from 0 to 1",
+                        self.shadow.self_similarity_rate
+                    ),
+                )
+            });
         if self.shadow.self_similarity_min_pairs > MAX_SELF_SIMILARITY_MIN_PAIRS {
             bad(
                 "shadow.self_similarity_min_pairs",
@@ -542,14 +612,41 @@ impl Config {
                 "must be greater than 0, e.g. \"60s\"".into(),
             );
         }
+        let mut methods = Vec::new();
         for (i, m) in self.shadow.methods.iter().enumerate() {
-            if http::Method::from_bytes(m.as_bytes()).is_err() || m.is_empty() {
-                bad(
+            match http::Method::from_bytes(m.as_bytes()) {
+                Ok(method) if !m.is_empty() => methods.push(method),
+                _ => bad(
                     &format!("shadow.methods[{i}]"),
                     format!("{m:?} is not an HTTP method, e.g. \"POST\""),
-                );
+                ),
             }
         }
+        let mut strip_headers = Vec::new();
+        for (i, h) in self.shadow.strip_headers.iter().enumerate() {
+            match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+                Ok(name) => strip_headers.push(name),
+                Err(_) => bad(
+                    &format!("shadow.strip_headers[{i}]"),
+                    format!("{h:?} is not a header name, e.g. \"x-api-key\""),
+                ),
+            }
+        }
+        let request_id_header = HeaderName::from_bytes(
+            self.primary
+                .request_id_header
+                .to_ascii_lowercase()
+                .as_bytes(),
+        )
+        .map_err(|_| {
+            bad(
+                "primary.request_id_header",
+                format!(
+                    "{:?} is not a header name, e.g. \"x-request-id\"",
+                    self.primary.request_id_header
+                ),
+            )
+        });
         for (i, p) in self.shadow.paths.iter().enumerate() {
             if !p.starts_with('/') {
                 bad(
@@ -558,11 +655,13 @@ impl Config {
                 );
             }
         }
-        if let Err(e) = crate::protocol::Extractor::new(
+        let extractor = Extractor::new(
             self.shadow.protocol,
             &self.shadow.embedding_pointer,
             &self.shadow.prediction_pointer,
-        ) {
+        )
+        .map(|e| e.with_max_items(self.shadow.max_batch_items));
+        if let Err(e) = &extractor {
             let key = if self.shadow.protocol == Protocol::Generic
                 && self.shadow.embedding_pointer.is_empty()
             {
@@ -665,14 +764,27 @@ impl Config {
             );
         }
         self.validate_tls(&mut bad);
-        if let Err(slice_problems) = self.slices.slicer() {
+        let slicer = self.slices.slicer().map_err(|slice_problems| {
             for p in slice_problems {
                 bad(&p.key, p.message);
             }
-        }
+        });
         if self.listen.proxy == self.listen.admin && self.listen.proxy.port() != 0 {
             bad("listen.admin", format!("{} is also listen.proxy: admin endpoints need their own port, e.g. \"0.0.0.0:9090\"", self.listen.admin));
         }
+        Some(Checked {
+            primary_url: primary_url?,
+            baseline_url: baseline_url?,
+            canary_url: canary_url?,
+            sample_rate: sample_rate.ok()?,
+            self_similarity_rate: self_similarity_rate.ok()?,
+            methods,
+            strip_headers,
+            primary_http2_url: primary_http2_url.ok()?,
+            request_id_header: request_id_header.ok()?,
+            extractor: Arc::new(extractor.ok()?),
+            slicer: Arc::new(slicer.ok()?),
+        })
     }
 
     /// `[tls]`: the CA bundle must be usable now, not at the first https call; an https
@@ -709,20 +821,16 @@ impl Config {
         .into_iter()
         .any(|u| is_https(u))
     }
-
-    /// The effective configuration as TOML, for `check-config`.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
-    }
 }
 
-fn check_url(url: &str, key: &str, bad: &mut impl FnMut(&str, String)) {
+/// `url` as an upstream's base URL: scheme http or https, a host, no path.
+fn check_url(url: &str, key: &str, bad: &mut impl FnMut(&str, String)) -> Option<http::Uri> {
     if url.is_empty() {
         bad(
             key,
             "is required: the model server's base URL, e.g. \"http://127.0.0.1:8000\"".into(),
         );
-        return;
+        return None;
     }
     match url.parse::<http::Uri>() {
         Ok(u) => {
@@ -732,14 +840,61 @@ fn check_url(url: &str, key: &str, bad: &mut impl FnMut(&str, String)) {
                     key,
                     format!("{url:?} needs a scheme (http or https) and host, e.g. \"http://127.0.0.1:8000\""),
                 );
+                None
             } else if u.path() != "/" && !u.path().is_empty() {
                 bad(key, format!("{url:?} has a path; give only scheme, host and port (the client's path is kept)"));
+                None
+            } else {
+                Some(u)
             }
         }
-        Err(e) => bad(
-            key,
-            format!("{url:?} is not a URL ({e}), e.g. \"http://127.0.0.1:8000\""),
-        ),
+        Err(e) => {
+            bad(
+                key,
+                format!("{url:?} is not a URL ({e}), e.g. \"http://127.0.0.1:8000\""),
+            );
+            None
+        }
+    }
+}
+
+/// An HTTP/2 endpoint: `""` (none), or `h2c://host:port` (`http://` is read the same
+/// way: HTTP/2 with prior knowledge, no TLS). `Err` after reporting a problem.
+fn check_http2_url(
+    url: &str,
+    key: &str,
+    bad: &mut impl FnMut(&str, String),
+) -> Result<Option<http::Uri>, ()> {
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let example = "e.g. \"h2c://127.0.0.1:8001\"";
+    match url.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("h2c" | "http")) && u.authority().is_some() => {
+            if u.path() != "/" && !u.path().is_empty() {
+                bad(
+                    key,
+                    format!("{url:?} has a path; give only scheme, host and port, {example}"),
+                );
+                return Err(());
+            }
+            Ok(Some(u))
+        }
+        Ok(u) if u.scheme_str() == Some("https") => {
+            bad(key, format!("{url:?}: HTTP/2 over TLS to an upstream is not supported yet; use h2c:// (prior knowledge, no TLS) inside the pod, {example}"));
+            Err(())
+        }
+        Ok(_) => {
+            bad(
+                key,
+                format!("{url:?} needs the scheme h2c and a host, {example}"),
+            );
+            Err(())
+        }
+        Err(e) => {
+            bad(key, format!("{url:?} is not a URL ({e}), {example}"));
+            Err(())
+        }
     }
 }
 
@@ -839,8 +994,8 @@ fn parse_env_value(key: &str, raw: &str) -> toml::Value {
 fn collect_unknown_and_deserialize(
     table: toml::Table,
     problems: &mut Vec<ConfigProblem>,
-) -> Option<Config> {
-    let mut config = Config::default();
+) -> Option<Settings> {
+    let mut config = Settings::default();
     let mut ok = true;
     for (section, value) in table {
         macro_rules! section {

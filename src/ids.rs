@@ -51,6 +51,45 @@ pub fn new_request_id(at: SystemTime) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// A share in `[0, 1]`, kept as the 64-bit threshold the id hash is compared with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRate {
+    rate: f64,
+    threshold: u64,
+}
+
+/// A sample rate outside `[0, 1]`.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("sample rate {0} is outside [0, 1]")]
+pub struct BadRate(pub f64);
+
+impl SampleRate {
+    pub fn try_new(rate: f64) -> Result<Self, BadRate> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(BadRate(rate));
+        }
+        // rate = 1 must admit every hash, including u64::MAX.
+        let threshold = if rate >= 1.0 {
+            u64::MAX
+        } else {
+            (rate * 2f64.powi(64)) as u64
+        };
+        Ok(Self { rate, threshold })
+    }
+
+    pub fn get(self) -> f64 {
+        self.rate
+    }
+
+    /// Does a hash fall inside the sampled share?
+    pub fn admits(self, hash: u64) -> bool {
+        if self.rate >= 1.0 {
+            return true;
+        }
+        hash < self.threshold
+    }
+}
+
 /// A fixed, portable 64-bit hash of a request id: FNV-1a, then the splitmix64 finaliser
 /// for avalanche. Every replica, version and platform computes the same value, which a
 /// randomly seeded hasher (std's SipHash) would not.

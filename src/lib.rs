@@ -6,16 +6,21 @@
 //!
 //! # Layout
 //!
-//! Modules follow the data flow:
+//! Modules in the order a request meets them; each builds itself from its own config
+//! section, and none imports a module above it in this list except `config`:
 //!
-//! - [`config`]: the TOML contract, environment overrides, validation.
-//! - [`serve`]: wiring of everything below; ordered shutdown. The proxy port's HTTP/1.1
-//!   connections are served by [`h1::server`] (the workspace crate `crates/h1`).
-//! - [`proxy`]: the primary path (forward, stream back, offer to the sampler).
-//! - [`upstream`]: the keep-alive pools for primary, baseline, canary ([`h1::client`]).
-//! - [`sampler`]: pure decision, mirror this request or not.
-//! - [`ids`]: request ids (UUIDv7) for requests that arrive without one.
-//! - [`mirror`]: bounded shadow tasks calling baseline and canary.
+//! - [`config`]: the TOML contract, environment overrides, validation into typed values
+//!   ([`config::Checked`]) with every problem reported at once.
+//! - [`serve`]: wiring only: builds each component from the config, binds the ports,
+//!   shuts down in order.
+//! - [`proxy`]: the primary path, protocol-neutral ([`proxy::Proxy::handle`]); one
+//!   server module per wire protocol feeds it ([`proxy::http1`]: the proxy port's
+//!   HTTP/1.1, served by the workspace crate `crates/h1`).
+//! - [`upstream`]: the keep-alive pools for primary, baseline, canary ([`h1::client`]),
+//!   and the general client for the sidecar's own calls.
+//! - [`ids`]: request ids (UUIDv7) and the id hash sampling agrees on.
+//! - [`mirror`]: the whole decision to mirror (sampling, rate cap, concurrency cap, their
+//!   counters), then the bounded shadow task calling baseline and canary and comparing.
 //! - [`protocol`]: how each model server shapes embeddings and predictions.
 //! - [`compare`]: cosine (simsimd), norms, prediction agreement.
 //! - [`drift`]: windowed statistics and confidence sequences.
@@ -23,19 +28,19 @@
 //!   their statistics and the worst slice; codebook fitting (`shadowgate slices fit`).
 //! - [`feedback`]: labels and business events joined online.
 //! - [`metrics`]: every exported series, registered once.
-//! - [`shadow_log`]: shadow-log records and the Parquet writer.
+//! - [`shadow_log`]: shadow-log records and the Parquet writer (`[shadow_log]`).
 //! - [`accuracy`]: batch job joining shadow logs with labels (`shadowgate accuracy`).
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/labels`, `/feedback`.
-//! - [`status`]: the status page at `/`.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/labels`, `/feedback`, and the
+//!   status page at `/` ([`admin::status`]).
 //! - [`tls`]: trusted roots and the rustls configuration for `https://` upstreams.
 //! - [`demo`]: built-in model servers and traffic for `shadowgate demo`.
 //! - [`cli`]: command-line definitions.
 //!
 //! ```text
-//! client ─► proxy ─► primary ─► client (streamed, unchanged)
-//!             └─ sampler ─► mirror ─► baseline ┐
-//!                                 └─► canary   ┴─► compare ─► drift ─► /metrics
-//!                                                          └─► shadow log (Parquet)
+//! client ─► proxy::http1 ─► proxy ─► primary ─► client (streamed, unchanged)
+//!                             └─ mirror::admit ─► baseline ┐
+//!                                             └─► canary   ┴─► compare ─► drift ─► /metrics
+//!                                                                      └─► shadow_log (Parquet)
 //! ```
 
 #![deny(unsafe_code)]
@@ -53,7 +58,6 @@ pub mod metrics;
 pub mod mirror;
 pub mod protocol;
 pub mod proxy;
-pub mod sampler;
 pub mod serve;
 pub mod shadow_log;
 pub mod slices;

@@ -3,26 +3,23 @@
 //! client requests, drain shadow work, close the shadow log).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use http::header::HeaderName;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::drift::{DriftConfig, DriftState};
 use crate::feedback::{Feedback, FeedbackMetrics};
-use crate::metrics::{MetricLabels, Metrics, PairOutcome, Target};
-use crate::mirror::{Mirror, RecordLabels, ShadowTarget};
-use crate::protocol::Extractor;
-use crate::proxy::Proxy;
-use crate::sampler::{SampleRate, Sampler};
-use crate::shadow_log::{self, ShadowLogGuard, ShadowLogMetrics, WriterOptions, WriterSummary};
+use crate::metrics::{MetricLabels, Metrics, PairOutcome};
+use crate::mirror::{Mirror, Shared};
+use crate::proxy::h2::H2Proxy;
+use crate::proxy::{http1, Proxy};
+use crate::shadow_log::{self, ShadowLogGuard, ShadowLogMetrics, WriterSummary};
 use crate::slices::SliceStats;
-use crate::upstream::Upstream;
 
 /// Why the sidecar could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +32,8 @@ pub enum ServeError {
     },
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("invalid setting {key}: {reason}")]
-    Setting { key: &'static str, reason: String },
+    #[error("tls.ca_file: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("shadow_log.dir: {0}")]
     ShadowLog(#[from] crate::shadow_log::ShadowLogError),
 }
@@ -105,14 +102,7 @@ pub fn pod_name() -> String {
 /// Bind both ports and start serving. Returns once both listeners are up.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let cfg = Arc::new(config);
-    // Validated with the rest of the config; a problem here names the key all the same.
-    let slicer = cfg.slices.slicer().map_err(|problems| {
-        let p = problems.into_iter().next();
-        ServeError::Setting {
-            key: "slices",
-            reason: p.map_or_else(String::new, |p| format!("{}: {}", p.key, p.message)),
-        }
-    })?;
+    let checked = cfg.checked();
     let metrics = Arc::new(Metrics::new(&MetricLabels {
         model: &cfg.model.name,
         version: &cfg.model.version,
@@ -120,75 +110,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         canary: &cfg.shadow.canary.version,
         floor: cfg.drift.floor,
         token_buckets: &cfg.metrics.token_buckets,
-        slices: slicer.names(),
+        slices: checked.slicer.names(),
     })?);
-
-    let setting = |key: &'static str, reason: String| ServeError::Setting { key, reason };
-    let parse_uri = |key: &'static str, url: &str| -> Result<http::Uri, ServeError> {
-        url.parse()
-            .map_err(|e: http::uri::InvalidUri| setting(key, e.to_string()))
-    };
     let drift_config = DriftConfig {
         window: cfg.drift.window,
         min_pairs: cfg.drift.min_pairs,
         floor: cfg.drift.floor,
         alpha: cfg.drift.alpha,
     };
-    let slice_stats = Arc::new(Mutex::new(SliceStats::new(slicer.len(), &drift_config)));
-    let slice_names: Arc<[String]> = slicer.names().into();
-    let slicer = (!slicer.is_empty()).then(|| Arc::new(slicer));
+    let slice_stats = Arc::new(Mutex::new(SliceStats::new(
+        checked.slicer.len(),
+        &drift_config,
+    )));
     let drift = Arc::new(Mutex::new(DriftState::new(drift_config)));
-    let rate = SampleRate::try_new(cfg.shadow.sample_rate)
-        .map_err(|e| setting("shadow.sample_rate", e.to_string()))?;
-    SampleRate::try_new(cfg.shadow.self_similarity_rate)
-        .map_err(|e| setting("shadow.self_similarity_rate", e.to_string()))?;
-    // Every sample gets the self call until self_similarity_min_pairs self pairs exist,
-    // so the noise-adjusted gate can decide as early as the plain one (drift.rs).
-    let self_sampling = (cfg.shadow.self_similarity_rate > 0.0).then(|| {
-        drift
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .self_sampling(
-                cfg.shadow.self_similarity_rate,
-                cfg.shadow.self_similarity_min_pairs,
-            )
-    });
-    let extractor = Extractor::new(
-        cfg.shadow.protocol,
-        &cfg.shadow.embedding_pointer,
-        &cfg.shadow.prediction_pointer,
-    )
-    .map_err(|e| setting("shadow.embedding_pointer", e.to_string()))?
-    .with_max_items(cfg.shadow.max_batch_items);
-    let request_id_header = HeaderName::from_static("x-request-id");
-    let strip_headers = cfg
-        .shadow
-        .strip_headers
-        .iter()
-        .filter_map(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
-        .collect();
     let pod: Arc<str> = pod_name().into();
     let (log, log_guard) = if cfg.shadow_log.dir.as_os_str().is_empty() {
         (None, None)
     } else {
-        let opts = WriterOptions {
-            dir: cfg.shadow_log.dir.clone(),
-            pod: pod.to_string(),
-            max_rows_per_file: cfg.shadow_log.max_rows_per_file,
-            max_file_age: cfg.shadow_log.max_file_age,
-            queue_capacity: cfg.shadow_log.queue_capacity,
-            store_inputs: cfg.shadow_log.store_inputs,
-            store_embeddings: cfg.shadow_log.store_embeddings,
-            ..WriterOptions::new(cfg.shadow_log.dir.clone(), pod.to_string())
-        };
-        let (sender, guard) = shadow_log::start(
-            opts,
-            ShadowLogMetrics::register(&metrics.registry, &cfg.model.name)?,
-        )?;
-        let report = guard.recovery_report();
-        if !report.is_empty() {
-            tracing::warn!(?report, "shadow log: leftover temporary files from an earlier run were recovered or set aside");
-        }
+        let log_metrics = ShadowLogMetrics::register(&metrics.registry, &cfg.model.name)?;
+        let (sender, guard) = shadow_log::open(&cfg.shadow_log, &pod, log_metrics)?;
         (Some(sender), Some(guard))
     };
     let feedback = Arc::new(Feedback::new(
@@ -204,125 +144,39 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             &cfg.shadow.canary.version,
         )?,
     ));
-
     // One TLS configuration (roots, session cache) for every upstream client.
-    let tls = crate::tls::client_config(&cfg.tls, cfg.uses_https())
-        .map_err(|e| setting("tls.ca_file", e.to_string()))?;
-    let reuse = if !cfg.shadow.reuse_primary {
-        None
-    } else if cfg.model.version == cfg.shadow.baseline.version {
-        Some(Target::Baseline)
-    } else if cfg.model.version == cfg.shadow.canary.version {
-        Some(Target::Canary)
-    } else {
-        tracing::warn!(
-            version = %cfg.model.version,
-            "shadow.reuse_primary is on but model.version matches neither shadow version: both sides are called"
-        );
-        None
-    };
-    let baseline_url = parse_uri("shadow.baseline.url", &cfg.shadow.baseline.url)?;
-    let primary_url = parse_uri("primary.url", &cfg.primary.url)?;
-    let mirror = Arc::new(Mirror {
-        reuse,
-        self_upstream: Upstream::new(&baseline_url, cfg.shadow.max_in_flight, tls.clone()),
-        baseline: ShadowTarget {
-            upstream: Upstream::new(&baseline_url, cfg.shadow.max_in_flight, tls.clone()),
-            version: cfg.shadow.baseline.version.as_str().into(),
-        },
-        canary: ShadowTarget {
-            upstream: Upstream::new(
-                &parse_uri("shadow.canary.url", &cfg.shadow.canary.url)?,
-                cfg.shadow.max_in_flight,
-                tls.clone(),
-            ),
-            version: cfg.shadow.canary.version.as_str().into(),
-        },
-        protocol: cfg.shadow.protocol,
-        extractor,
-        rewrite: cfg.shadow.rewrite.clone(),
-        slicer,
-        slice_stats: slice_stats.clone(),
-        timeout: cfg.shadow.timeout,
-        timeout_per_item: cfg.shadow.timeout_per_item,
-        timeout_cap: cfg.primary.timeout.max(cfg.shadow.timeout),
-        max_batch_items: cfg.shadow.max_batch_items,
-        max_response_bytes: cfg.limits.max_shadow_response_bytes,
-        forward_credentials: cfg.shadow.forward_credentials,
-        strip_headers,
-        request_id_header: request_id_header.clone(),
-        metrics: metrics.clone(),
-        drift: drift.clone(),
-        feedback: feedback.clone(),
-        log,
-        labels: RecordLabels {
-            model: cfg.model.name.as_str().into(),
+    let tls = crate::tls::client_config(&cfg.tls, cfg.uses_https())?;
+    let mirror = Arc::new(Mirror::new(
+        &cfg,
+        Shared {
+            metrics: metrics.clone(),
+            drift: drift.clone(),
+            slice_stats: slice_stats.clone(),
+            feedback: feedback.clone(),
+            log,
+            tls: tls.clone(),
             pod,
-            sample_rate: cfg.shadow.sample_rate as f32,
-            store_inputs: cfg.shadow_log.store_inputs,
-            store_embeddings: cfg.shadow_log.store_embeddings,
         },
-    });
-    let shadow_permits = Arc::new(Semaphore::new(cfg.shadow.max_in_flight));
-    let proxy = Arc::new(Proxy {
-        upstream: Upstream::new(&primary_url, 1024, tls),
-        primary: primary_url,
-        timeout: cfg.primary.timeout,
-        count_4xx_as_errors: cfg.primary.count_4xx_as_errors,
-        request_id_header,
-        max_body_bytes: cfg.limits.max_body_bytes,
-        sampler: Sampler::new(
-            rate,
-            cfg.shadow.max_per_second,
-            &cfg.shadow.methods,
-            &cfg.shadow.paths,
-            self_sampling,
-        ),
+    ));
+    let h2 = H2Proxy::new(&cfg, metrics.clone()).map(H2Proxy::into_handler);
+    let proxy = Arc::new(Proxy::new(
+        &cfg,
         mirror,
-        shadow_permits: shadow_permits.clone(),
-        metrics: metrics.clone(),
-        feedback: feedback.clone(),
-        tokens_finder: memchr::memmem::Finder::new(cfg.metrics.tokens_field.as_bytes())
-            .into_owned(),
-    });
+        metrics.clone(),
+        feedback.clone(),
+        tls,
+    ));
 
-    let proxy_listener = TcpListener::bind(cfg.listen.proxy)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.listen.proxy,
-            key: "listen.proxy",
-            source,
-        })?;
-    let admin_listener = TcpListener::bind(cfg.listen.admin)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.listen.admin,
-            key: "listen.admin",
-            source,
-        })?;
-    let proxy_addr = proxy_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.listen.proxy,
-            key: "listen.proxy",
-            source,
-        })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.listen.admin,
-            key: "listen.admin",
-            source,
-        })?;
-
+    let (proxy_listener, proxy_addr) = bind(cfg.listen.proxy, "listen.proxy").await?;
+    let (admin_listener, admin_addr) = bind(cfg.listen.admin, "listen.admin").await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let admin_state = AdminState {
         metrics: metrics.clone(),
         drift: drift.clone(),
         slices: slice_stats.clone(),
-        slice_names,
+        slice_names: checked.slicer.names().into(),
         feedback: feedback.clone(),
-        primary: proxy.primary.clone(),
+        primary: proxy.primary().clone(),
         started: Instant::now(),
         config: cfg.clone(),
         history: Arc::default(),
@@ -334,8 +188,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let task = tokio::spawn(run(
         cfg,
         proxy,
+        h2,
         proxy_listener,
-        shadow_permits,
         stop_rx,
         admin,
         log_guard,
@@ -353,47 +207,34 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })
 }
 
-/// Accept loop and ordered shutdown.
+/// Bind `addr` (the setting `key`), and the address it got (port 0 picks one).
+async fn bind(
+    addr: SocketAddr,
+    key: &'static str,
+) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let error = |source| ServeError::Bind { addr, key, source };
+    let listener = TcpListener::bind(addr).await.map_err(error)?;
+    let local = listener.local_addr().map_err(error)?;
+    Ok((listener, local))
+}
+
+/// Serve until `stop`, then shut down in order: client connections, shadow work, the
+/// shadow log, the admin port.
 async fn run(
     cfg: Arc<Config>,
     proxy: Arc<Proxy>,
+    h2: Option<h1::server::H2Handler>,
     listener: TcpListener,
-    shadow_permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     admin: (watch::Sender<bool>, JoinHandle<()>),
     log_guard: Option<ShadowLogGuard>,
 ) -> Summary {
-    let handler = {
-        let proxy = proxy.clone();
-        move |req| {
-            let proxy = proxy.clone();
-            async move {
-                match proxy.handle(req).await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                }
-            }
-        }
-    };
-    let server = h1::server::Server::new(
-        h1::server::Config {
-            header_read_timeout: cfg.limits.header_read_timeout,
-            body_read_timeout: cfg.limits.body_read_timeout,
-            max_connections: cfg.limits.max_connections,
-            refusal_text,
-        },
-        handler,
-    );
-    server
-        .accept(&listener, async {
-            let _ = stop.changed().await;
-        })
-        .await;
-    drop(listener);
-    let deadline = Instant::now() + cfg.limits.shutdown_grace;
-    tracing::info!("shutting down: finishing client requests");
+    let stopped = http1::serve(proxy.clone(), h2, listener, &cfg.limits, async {
+        let _ = stop.changed().await;
+    })
+    .await;
     let mut summary = Summary {
-        connections_cut: server.drain(deadline.into()).await,
+        connections_cut: stopped.connections_cut,
         ..Summary::default()
     };
     if summary.connections_cut > 0 {
@@ -401,17 +242,12 @@ async fn run(
         tracing::warn!(open, "grace period over with client connections open");
     }
     tracing::info!("draining shadow work");
-    let all = u32::try_from(cfg.shadow.max_in_flight).unwrap_or(u32::MAX);
-    match tokio::time::timeout_at(deadline.into(), shadow_permits.acquire_many(all)).await {
-        Ok(_) => {}
-        Err(_) => {
-            summary.shadow_tasks_cut =
-                cfg.shadow.max_in_flight - shadow_permits.available_permits();
-            tracing::warn!(
-                running = summary.shadow_tasks_cut,
-                "grace period over with shadow work running"
-            );
-        }
+    summary.shadow_tasks_cut = proxy.mirror().drain(stopped.deadline.into()).await;
+    if summary.shadow_tasks_cut > 0 {
+        tracing::warn!(
+            running = summary.shadow_tasks_cut,
+            "grace period over with shadow work running"
+        );
     }
     if let Some(guard) = log_guard {
         // Every row the mirror handed over is now in the queue: close the files.
@@ -427,7 +263,7 @@ async fn run(
     }
     let _ = admin.0.send(true);
     let _ = admin.1.await;
-    let pairs = &proxy.metrics.drift;
+    let pairs = &proxy.metrics().drift;
     tracing::info!(
         compared = pairs.pair(PairOutcome::Compared).get(),
         baseline_error = pairs.pair(PairOutcome::BaselineError).get(),
@@ -438,20 +274,6 @@ async fn run(
         "shut down; final pair counts"
     );
     summary
-}
-
-/// The text of the answers the proxy port gives by itself (refused heads, `408` for a
-/// slow head, `503` over the connection cap), naming the setting that applies.
-fn refusal_text(e: &h1::server::Error) -> String {
-    match e {
-        h1::server::Error::HeadTimeout(_) => {
-            "shadowgate: request head not received within limits.header_read_timeout\n".into()
-        }
-        h1::server::Error::Overloaded => {
-            "shadowgate: too many open connections (limits.max_connections)\n".into()
-        }
-        e => format!("shadowgate: {e}\n"),
-    }
 }
 
 /// `shadowgate serve`: start, wait for SIGTERM or SIGINT, shut down gracefully.

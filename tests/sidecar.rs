@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 use common::{quantile, stack, value, Client};
 use http::Method;
 use shadowgate::demo::model::{refused_addr, Behaviour, CosineSpec, ModelOptions, ModelServer};
-use shadowgate::ids::id_hash;
+use shadowgate::ids::{id_hash, SampleRate};
 use shadowgate::protocol::Protocol;
-use shadowgate::sampler::SampleRate;
 use shadowgate::serve;
 
 fn opts(cosine: CosineSpec) -> ModelOptions {

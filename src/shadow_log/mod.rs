@@ -36,3 +36,29 @@ pub use writer::{
     WriterSummary, DEFAULT_MAX_FILE_AGE, DEFAULT_MAX_ROWS_PER_FILE, DEFAULT_QUEUE_CAPACITY,
     DEFAULT_ROW_GROUP_ROWS,
 };
+
+/// Start the shadow log of `[shadow_log]` for this pod, reporting any leftover files an
+/// earlier run's kill left behind.
+pub fn open(
+    cfg: &crate::config::ShadowLogConfig,
+    pod: &str,
+    metrics: ShadowLogMetrics,
+) -> Result<(ShadowLogSender, ShadowLogGuard), ShadowLogError> {
+    let opts = WriterOptions {
+        max_rows_per_file: cfg.max_rows_per_file,
+        max_file_age: cfg.max_file_age,
+        queue_capacity: cfg.queue_capacity,
+        store_inputs: cfg.store_inputs,
+        store_embeddings: cfg.store_embeddings,
+        ..WriterOptions::new(cfg.dir.clone(), pod)
+    };
+    let (sender, guard) = start(opts, metrics)?;
+    let report = guard.recovery_report();
+    if !report.is_empty() {
+        tracing::warn!(
+            ?report,
+            "shadow log: leftover temporary files from an earlier run were recovered or set aside"
+        );
+    }
+    Ok((sender, guard))
+}

@@ -719,6 +719,48 @@ pub struct Server<H> {
     /// Open connections hold a permit each; shutdown waits for all of them.
     permits: Arc<Semaphore>,
     stop: watch::Sender<bool>,
+    /// Where connections that open with the HTTP/2 preface go ([`Server::with_h2`]).
+    h2: Option<H2Handler>,
+}
+
+/// Serves a connection that opened with the HTTP/2 connection preface (nothing of it has
+/// been read), until it ends or the shutdown signal turns `true`.
+pub type H2Handler = Arc<
+    dyn Fn(TcpStream, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The client connection preface of HTTP/2 (RFC 9113 section 3.4): how a client with
+/// prior knowledge (h2c) opens a connection.
+pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Does the connection open with [`H2_PREFACE`]? Peeks (reads nothing) until the bytes
+/// in differ from it or hold all of it; an HTTP/1.1 request differs by its second byte
+/// at the latest. `false` when nothing decides within `within` or the peer closes: the
+/// HTTP/1.1 side then answers the head timeout or sees the close itself.
+pub async fn opens_with_h2_preface(stream: &TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 24];
+    let mut seen = 0;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return false;
+        }
+        if n == H2_PREFACE.len() {
+            return true;
+        }
+        if n == seen {
+            // A preface split over packets, and nothing new yet: peek again shortly
+            // (a peek of bytes already seen returns at once).
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        seen = n;
+    }
 }
 
 impl<H, F, B> Server<H>
@@ -734,7 +776,15 @@ where
             config,
             handler,
             stop: watch::channel(false).0,
+            h2: None,
         }
+    }
+
+    /// Hand connections that open with the HTTP/2 preface to `h2`, under the same
+    /// connection cap and shutdown; all others are served as HTTP/1.1 as before.
+    pub fn with_h2(mut self, h2: H2Handler) -> Self {
+        self.h2 = Some(h2);
+        self
     }
 
     /// Accept and serve connections from `listener` until `stop` resolves. Failed
@@ -769,8 +819,14 @@ where
         let handler = self.handler.clone();
         let config = self.config;
         let stopped = self.stop.subscribe();
+        let h2 = self.h2.clone();
         tokio::spawn(async move {
-            serve_connection(stream, config, handler, stopped).await;
+            match h2 {
+                Some(h2) if opens_with_h2_preface(&stream, config.header_read_timeout).await => {
+                    h2(stream, stopped).await
+                }
+                _ => serve_connection(stream, config, handler, stopped).await,
+            }
             drop(permit);
         });
     }

@@ -1,4 +1,4 @@
-//! The mirroring decision: method and path filters, a deterministic hash of the request
+//! Whether a request is sampled: method and path filters, a deterministic hash of the request
 //! id against `sample_rate` (so replicas and retries agree), and a per-second cap.
 
 use std::sync::Mutex;
@@ -7,46 +7,7 @@ use std::time::Instant;
 use http::Method;
 
 use crate::drift::SelfSampling;
-use crate::ids::id_hash;
-
-/// A share in `[0, 1]`, kept as the 64-bit threshold the id hash is compared with.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SampleRate {
-    rate: f64,
-    threshold: u64,
-}
-
-/// A sample rate outside `[0, 1]`.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("sample rate {0} is outside [0, 1]")]
-pub struct BadRate(pub f64);
-
-impl SampleRate {
-    pub fn try_new(rate: f64) -> Result<Self, BadRate> {
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(BadRate(rate));
-        }
-        // rate = 1 must admit every hash, including u64::MAX.
-        let threshold = if rate >= 1.0 {
-            u64::MAX
-        } else {
-            (rate * 2f64.powi(64)) as u64
-        };
-        Ok(Self { rate, threshold })
-    }
-
-    pub fn get(self) -> f64 {
-        self.rate
-    }
-
-    /// Does a hash fall inside the sampled share?
-    pub fn admits(self, hash: u64) -> bool {
-        if self.rate >= 1.0 {
-            return true;
-        }
-        hash < self.threshold
-    }
-}
+use crate::ids::{id_hash, SampleRate};
 
 /// Salt for the self-similarity decision, so it is independent of the sampling decision.
 const SELF_SALT: u64 = 0x5e1f_5e1f_5e1f_5e1f;
@@ -104,14 +65,10 @@ impl Sampler {
     pub fn new(
         rate: SampleRate,
         max_per_second: u32,
-        methods: &[String],
+        methods: Vec<Method>,
         paths: &[String],
         self_sampling: Option<SelfSampling>,
     ) -> Self {
-        let methods = methods
-            .iter()
-            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-            .collect();
         let bucket = (max_per_second > 0).then(|| {
             Mutex::new(Bucket {
                 per_second: f64::from(max_per_second),
@@ -177,7 +134,7 @@ mod tests {
         Sampler::new(
             SampleRate::try_new(rate).unwrap(),
             cap,
-            &["POST".to_string()],
+            vec![Method::POST],
             &[],
             None,
         )
@@ -248,7 +205,7 @@ mod tests {
         let s = Sampler::new(
             SampleRate::try_new(1.0).unwrap(),
             0,
-            &["POST".to_string()],
+            vec![Method::POST],
             &["/v1/embeddings".to_string()],
             None,
         );
@@ -300,7 +257,7 @@ mod tests {
         let s = Sampler::new(
             SampleRate::try_new(1.0).unwrap(),
             0,
-            &["POST".to_string()],
+            vec![Method::POST],
             &[],
             Some(drift.self_sampling(0.2, min)),
         );

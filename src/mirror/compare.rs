@@ -1,112 +1,20 @@
-//! The shadow path: one bounded task per sampled request calls baseline and canary
-//! concurrently, parses their embeddings, compares them, and hands the result to the
-//! drift statistics, the metrics and the shadow log. Nothing here can reach the client.
+//! One mirrored request's comparison: both answers judged item by item, the pairs
+//! recorded in the drift statistics, the slices and the shadow log, and counted last.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use http::header::HeaderMap;
+use tokio::sync::oneshot;
 
+use super::call::CallResult;
+use super::{Mirror, ShadowJob};
 use crate::compare::{self, CompareError, Side};
-use crate::drift::DriftState;
 use crate::ids::id_hash;
-use crate::metrics::{InvalidReason, Metrics, PairOutcome, Target};
-use crate::protocol::{self, Extractor, ModelOutput, Protocol, RequestItems, Rewrite};
-use crate::shadow_log::{ShadowLogSender, ShadowRecord, TargetOutcome};
-use crate::slices::{PairRef, SliceStats, Slicer};
-use crate::upstream::{error_chain, Upstream};
-
-/// The header marking mirrored requests, so model servers can tell them apart.
-pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
-
-/// One sampled request, as the mirror needs it.
-pub struct ShadowJob {
-    pub request_id: String,
-    pub method: Method,
-    /// Path and query as the client sent them.
-    pub path: String,
-    /// Already without hop-by-hop headers; credentials are removed here.
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub received_at: SystemTime,
-    pub self_similarity: bool,
-    /// With `reuse_primary`: the primary's own answer, for the side it serves.
-    pub primary_response: Option<oneshot::Receiver<Result<Bytes, String>>>,
-    /// Closed when the primary's response head is in (or the primary failed): the
-    /// shadow calls wait for it, at most [`PRIMARY_HEAD_WAIT`].
-    pub primary_head: Option<oneshot::Receiver<()>>,
-}
-
-/// How long shadow calls wait for the primary's response head before they start anyway.
-/// Waiting keeps the sidecar's work for the shadows out of the client's way: sent before
-/// the primary answered, on a single-threaded runtime the two shadow sends delayed the
-/// client's response (client p50 1.36x of unmirrored in the 50 ms-target bench row;
-/// BENCHMARKS.md). A model slower than this gets its shadows started after this long,
-/// so a sample is held at most this much longer than before.
-pub const PRIMARY_HEAD_WAIT: Duration = Duration::from_millis(5);
-
-/// One shadow target.
-pub struct ShadowTarget {
-    /// Keep-alive connections to the target.
-    pub upstream: Upstream,
-    pub version: Arc<str>,
-}
-
-/// Fixed labels written into every shadow record.
-pub struct RecordLabels {
-    pub model: Arc<str>,
-    pub pod: Arc<str>,
-    pub sample_rate: f32,
-    pub store_inputs: bool,
-    pub store_embeddings: bool,
-}
-
-/// The mirror: clients, targets, parsing and where results go.
-pub struct Mirror {
-    pub baseline: ShadowTarget,
-    pub canary: ShadowTarget,
-    /// A second pool of connections to the baseline for the self-similarity call, so the
-    /// repeat goes over another connection and cannot ride in the same server-side batch
-    /// as the first.
-    pub self_upstream: Upstream,
-    pub protocol: Protocol,
-    pub extractor: Extractor,
-    pub rewrite: Option<Rewrite>,
-    /// What slices each pair belongs to (None: slices off), and their statistics.
-    pub slicer: Option<Arc<Slicer>>,
-    pub slice_stats: Arc<Mutex<SliceStats>>,
-    /// Shadow-call limit for a single-input request.
-    pub timeout: Duration,
-    /// Added to `timeout` per further input of a batch.
-    pub timeout_per_item: Duration,
-    /// No shadow call waits longer than this (the primary's own timeout).
-    pub timeout_cap: Duration,
-    /// Requests with more inputs are not mirrored.
-    pub max_batch_items: usize,
-    pub max_response_bytes: usize,
-    pub forward_credentials: bool,
-    pub strip_headers: Vec<HeaderName>,
-    pub request_id_header: HeaderName,
-    pub metrics: Arc<Metrics>,
-    pub drift: Arc<Mutex<DriftState>>,
-    pub feedback: Arc<crate::feedback::Feedback>,
-    pub log: Option<ShadowLogSender>,
-    pub labels: RecordLabels,
-    /// The side whose version this pod serves, when `reuse_primary` is on: its answer is
-    /// the primary's, and it is not called.
-    pub reuse: Option<Target>,
-}
-
-/// What one shadow call produced.
-struct CallResult {
-    outcome: TargetOutcome,
-    latency: Duration,
-    output: Option<ModelOutput>,
-}
+use crate::metrics::{InvalidReason, PairOutcome, Target};
+use crate::protocol::{self, ModelOutput, RequestItems};
+use crate::shadow_log::{ShadowRecord, TargetOutcome};
+use crate::slices::{PairRef, Slicer};
 
 /// Pairs of a request to count under `model_embedding_pairs_total` (and, when invalid,
 /// `model_embedding_invalid_pairs_total`).
@@ -143,31 +51,11 @@ impl ItemResult {
 }
 
 impl Mirror {
-    /// Run one comparison; the permit is held until it is fully accounted for.
-    pub async fn run(self: Arc<Self>, mut job: ShadowJob, permit: OwnedSemaphorePermit) {
-        self.metrics.shadow.in_flight.inc();
-        if let Some(head) = job.primary_head.take() {
-            let _ = tokio::time::timeout(PRIMARY_HEAD_WAIT, head).await;
-        }
-        let primary = job.primary_response.take();
-        self.compare_job(&job, primary).await;
-        self.metrics.shadow.in_flight.dec();
-        drop(permit);
-    }
-
-    /// The shadow-call limit for a request of `items` inputs (`shadow.timeout` plus
-    /// `shadow.timeout_per_item` for each further input, at most `timeout_cap`).
-    fn timeout_for(&self, items: usize) -> Duration {
-        let extra = self
-            .timeout_per_item
-            .saturating_mul(u32::try_from(items.saturating_sub(1)).unwrap_or(u32::MAX));
-        self.timeout.saturating_add(extra).min(self.timeout_cap)
-    }
-
-    async fn compare_job(
+    pub(super) async fn compare_job(
         &self,
         job: &ShadowJob,
         primary: Option<oneshot::Receiver<Result<Bytes, String>>>,
+        self_similarity: bool,
     ) {
         let (path, body) = match &self.rewrite {
             Some(rw) => match protocol::rewrite_request(self.protocol, rw, &job.body) {
@@ -275,7 +163,7 @@ impl Mirror {
             if let (Some(slicer), Some(bo)) = (&self.slicer, b.output.as_ref()) {
                 self.record_slices(slicer, job, &inputs, &body, bo, &compared);
             }
-            if job.self_similarity {
+            if self_similarity {
                 self.self_similarity(job, &path, &headers, body, &b, &compared, timeout)
                     .await;
             }
@@ -550,180 +438,6 @@ impl Mirror {
             let _ = log.try_log(record);
         }
     }
-
-    /// Headers for shadow calls: the client's, minus credentials (unless configured) and
-    /// configured sensitive headers, plus the shadow marker.
-    fn shadow_headers(&self, job: &ShadowJob) -> HeaderMap {
-        let mut h = job.headers.clone();
-        if !self.forward_credentials {
-            h.remove(header::AUTHORIZATION);
-            h.remove(header::COOKIE);
-        }
-        for name in &self.strip_headers {
-            h.remove(name);
-        }
-        if self.rewrite.is_some() {
-            h.remove(header::CONTENT_LENGTH);
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        h.insert(
-            HeaderName::from_static(SHADOW_HEADER),
-            HeaderValue::from_static("1"),
-        );
-        if let Ok(v) = HeaderValue::from_str(&job.request_id) {
-            h.insert(self.request_id_header.clone(), v);
-        }
-        h
-    }
-
-    /// One side of the pair: the primary's own answer when it is reused, else a call.
-    #[allow(clippy::too_many_arguments)]
-    async fn side(
-        &self,
-        which: Target,
-        target: &ShadowTarget,
-        job: &ShadowJob,
-        path: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-        primary: Option<oneshot::Receiver<Result<Bytes, String>>>,
-        timeout: Duration,
-    ) -> CallResult {
-        match primary {
-            Some(rx) => self.primary_answer(which, job, rx, timeout).await,
-            None => {
-                self.call(&target.upstream, which, job, path, headers, body, timeout)
-                    .await
-            }
-        }
-    }
-
-    /// The primary's own answer as one side of the pair.
-    async fn primary_answer(
-        &self,
-        which: Target,
-        job: &ShadowJob,
-        rx: oneshot::Receiver<Result<Bytes, String>>,
-        timeout: Duration,
-    ) -> CallResult {
-        let started = Instant::now();
-        let waited = tokio::time::timeout(timeout, rx).await;
-        let latency = job
-            .received_at
-            .elapsed()
-            .unwrap_or_else(|_| started.elapsed());
-        self.metrics
-            .shadow
-            .duration(which)
-            .observe(latency.as_secs_f64());
-        let (outcome, output) = match waited {
-            Err(_) => (TargetOutcome::Timeout, None),
-            Ok(Err(_)) => (TargetOutcome::Error, None),
-            Ok(Ok(Err(why))) => {
-                tracing::debug!(request_id = %job.request_id, target = which.as_str(), error = %why, "primary answer unusable");
-                (TargetOutcome::Error, None)
-            }
-            Ok(Ok(Ok(bytes))) => self.parse(which, job, &bytes),
-        };
-        CallResult {
-            outcome,
-            latency,
-            output,
-        }
-    }
-
-    fn parse(
-        &self,
-        which: Target,
-        job: &ShadowJob,
-        bytes: &[u8],
-    ) -> (TargetOutcome, Option<ModelOutput>) {
-        match self.extractor.parse(bytes) {
-            Ok(out) => (TargetOutcome::Ok, Some(out)),
-            Err(e) => {
-                tracing::debug!(request_id = %job.request_id, target = which.as_str(), error = %e, "bad model output");
-                (TargetOutcome::InvalidEmbedding, None)
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn call(
-        &self,
-        upstream: &Upstream,
-        which: Target,
-        job: &ShadowJob,
-        path: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-        timeout: Duration,
-    ) -> CallResult {
-        let started = Instant::now();
-        let Ok(uri) = path.parse::<Uri>() else {
-            return CallResult {
-                outcome: TargetOutcome::Error,
-                latency: Duration::ZERO,
-                output: None,
-            };
-        };
-        let method = if self.rewrite.is_some() {
-            Method::POST
-        } else {
-            job.method.clone()
-        };
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers.clone();
-
-        let max = self.max_response_bytes;
-        let exchange = async {
-            let resp = upstream
-                .send(req)
-                .await
-                .map_err(|e| CallError::Transport(error_chain(&e)))?;
-            let status = resp.status();
-            let bytes = Limited::new(resp.into_body(), max)
-                .collect()
-                .await
-                .map_err(|e| CallError::Transport(e.to_string()))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(CallError::Status(status.as_u16()));
-            }
-            Ok(bytes)
-        };
-        let result = tokio::time::timeout(timeout, exchange).await;
-        let latency = started.elapsed();
-        self.metrics
-            .shadow
-            .duration(which)
-            .observe(latency.as_secs_f64());
-        let (outcome, output) = match result {
-            Err(_) => (TargetOutcome::Timeout, None),
-            Ok(Err(e)) => {
-                tracing::debug!(request_id = %job.request_id, target = which.as_str(), error = %e, "shadow call failed");
-                (TargetOutcome::Error, None)
-            }
-            Ok(Ok(bytes)) => self.parse(which, job, &bytes),
-        };
-        CallResult {
-            outcome,
-            latency,
-            output,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error("{0}")]
-    Transport(String),
-    #[error("HTTP {0}")]
-    Status(u16),
 }
 
 /// The pair outcome when at least one side failed. A timeout on either side is a

@@ -1,0 +1,302 @@
+//! The shadow path. The mirror decides whether a request is mirrored ([`Mirror::admit`]:
+//! sampling, the rate cap, the concurrency cap, and the counters of every decision);
+//! then one bounded task per admitted request calls baseline and canary concurrently
+//! ([`call`]), parses and compares their answers item by item ([`compare`]), and hands
+//! the result to the drift statistics, the slices, the metrics and the shadow log.
+//! Nothing here can reach the client.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName};
+use http::Method;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Config;
+use crate::drift::DriftState;
+use crate::feedback::Feedback;
+use crate::metrics::{Metrics, MirrorDecision, Target};
+use crate::protocol::{Extractor, Protocol, Rewrite};
+use crate::shadow_log::ShadowLogSender;
+use crate::slices::{SliceStats, Slicer};
+use crate::upstream::Upstream;
+
+mod call;
+mod compare;
+pub mod sampler;
+
+pub use sampler::{Decision, Sampler};
+
+/// The header marking mirrored requests, so model servers can tell them apart.
+pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
+
+/// One sampled request, as the mirror needs it.
+pub struct ShadowJob {
+    pub request_id: String,
+    pub method: Method,
+    /// Path and query as the client sent them.
+    pub path: String,
+    /// Already without hop-by-hop headers; credentials are removed here.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub received_at: SystemTime,
+    /// With `reuse_primary`: the primary's own answer, for the side it serves.
+    pub primary_response: Option<oneshot::Receiver<Result<Bytes, String>>>,
+    /// Closed when the primary's response head is in (or the primary failed): the
+    /// shadow calls wait for it, at most [`PRIMARY_HEAD_WAIT`].
+    pub primary_head: Option<oneshot::Receiver<()>>,
+}
+
+/// How long shadow calls wait for the primary's response head before they start anyway.
+/// Waiting keeps the sidecar's work for the shadows out of the client's way: sent before
+/// the primary answered, on a single-threaded runtime the two shadow sends delayed the
+/// client's response (client p50 1.36x of unmirrored in the 50 ms-target bench row;
+/// BENCHMARKS.md). A model slower than this gets its shadows started after this long,
+/// so a sample is held at most this much longer than before.
+pub const PRIMARY_HEAD_WAIT: Duration = Duration::from_millis(5);
+
+/// One shadow target.
+pub struct ShadowTarget {
+    /// Keep-alive connections to the target.
+    pub upstream: Upstream,
+    pub version: Arc<str>,
+}
+
+/// Fixed labels written into every shadow record.
+pub struct RecordLabels {
+    pub model: Arc<str>,
+    pub pod: Arc<str>,
+    pub sample_rate: f32,
+    pub store_inputs: bool,
+    pub store_embeddings: bool,
+}
+
+/// The mirror: the decision to mirror, clients, targets, parsing and where results go.
+pub struct Mirror {
+    /// Method, path, id hash and rate cap.
+    pub sampler: Sampler,
+    /// Caps concurrent comparisons (`shadow.max_in_flight`); a sample that finds it
+    /// empty is dropped and counted, never queued.
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    pub baseline: ShadowTarget,
+    pub canary: ShadowTarget,
+    /// A second pool of connections to the baseline for the self-similarity call, so the
+    /// repeat goes over another connection and cannot ride in the same server-side batch
+    /// as the first.
+    pub self_upstream: Upstream,
+    pub protocol: Protocol,
+    pub extractor: Arc<Extractor>,
+    pub rewrite: Option<Rewrite>,
+    /// What slices each pair belongs to (None: slices off), and their statistics.
+    pub slicer: Option<Arc<Slicer>>,
+    pub slice_stats: Arc<Mutex<SliceStats>>,
+    /// Shadow-call limit for a single-input request.
+    pub timeout: Duration,
+    /// Added to `timeout` per further input of a batch.
+    pub timeout_per_item: Duration,
+    /// No shadow call waits longer than this (the primary's own timeout).
+    pub timeout_cap: Duration,
+    /// Requests with more inputs are not mirrored.
+    pub max_batch_items: usize,
+    pub max_response_bytes: usize,
+    pub forward_credentials: bool,
+    pub strip_headers: Vec<HeaderName>,
+    pub request_id_header: HeaderName,
+    pub metrics: Arc<Metrics>,
+    pub drift: Arc<Mutex<DriftState>>,
+    pub feedback: Arc<Feedback>,
+    pub log: Option<ShadowLogSender>,
+    pub labels: RecordLabels,
+    /// The side whose version this pod serves, when `reuse_primary` is on: its answer is
+    /// the primary's, and it is not called.
+    pub reuse: Option<Target>,
+}
+
+/// What the mirror shares with the rest of the sidecar.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub drift: Arc<Mutex<DriftState>>,
+    pub slice_stats: Arc<Mutex<SliceStats>>,
+    pub feedback: Arc<Feedback>,
+    /// The shadow log's queue, when `shadow_log.dir` is set.
+    pub log: Option<ShadowLogSender>,
+    /// The one TLS configuration of every upstream client.
+    pub tls: Arc<rustls::ClientConfig>,
+    pub pod: Arc<str>,
+}
+
+impl Mirror {
+    /// The mirror of `[shadow]` (with `[slices]`, `shadow_log.store_*` and the primary's
+    /// timeout as the cap on a batch's shadow timeout).
+    pub fn new(cfg: &Config, shared: Shared) -> Self {
+        let shadow = &cfg.shadow;
+        let checked = cfg.checked();
+        // Every sample gets the self call until self_similarity_min_pairs self pairs
+        // exist, so the noise-adjusted gate can decide as early as the plain one (drift.rs).
+        let self_sampling = (shadow.self_similarity_rate > 0.0).then(|| {
+            shared
+                .drift
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .self_sampling(
+                    shadow.self_similarity_rate,
+                    shadow.self_similarity_min_pairs,
+                )
+        });
+        let reuse = if !shadow.reuse_primary {
+            None
+        } else if cfg.model.version == shadow.baseline.version {
+            Some(Target::Baseline)
+        } else if cfg.model.version == shadow.canary.version {
+            Some(Target::Canary)
+        } else {
+            tracing::warn!(
+                version = %cfg.model.version,
+                "shadow.reuse_primary is on but model.version matches neither shadow version: both sides are called"
+            );
+            None
+        };
+        let upstream = |url| Upstream::new(url, shadow.max_in_flight, shared.tls.clone());
+        Mirror {
+            sampler: Sampler::new(
+                checked.sample_rate,
+                shadow.max_per_second,
+                checked.methods.clone(),
+                &shadow.paths,
+                self_sampling,
+            ),
+            permits: Arc::new(Semaphore::new(shadow.max_in_flight)),
+            max_in_flight: shadow.max_in_flight,
+            self_upstream: upstream(&checked.baseline_url),
+            baseline: ShadowTarget {
+                upstream: upstream(&checked.baseline_url),
+                version: shadow.baseline.version.as_str().into(),
+            },
+            canary: ShadowTarget {
+                upstream: upstream(&checked.canary_url),
+                version: shadow.canary.version.as_str().into(),
+            },
+            protocol: shadow.protocol,
+            extractor: checked.extractor.clone(),
+            rewrite: shadow.rewrite.clone(),
+            slicer: (!checked.slicer.is_empty()).then(|| checked.slicer.clone()),
+            slice_stats: shared.slice_stats,
+            timeout: shadow.timeout,
+            timeout_per_item: shadow.timeout_per_item,
+            timeout_cap: cfg.primary.timeout.max(shadow.timeout),
+            max_batch_items: shadow.max_batch_items,
+            max_response_bytes: cfg.limits.max_shadow_response_bytes,
+            forward_credentials: shadow.forward_credentials,
+            strip_headers: checked.strip_headers.clone(),
+            request_id_header: checked.request_id_header.clone(),
+            metrics: shared.metrics,
+            drift: shared.drift,
+            feedback: shared.feedback,
+            log: shared.log,
+            labels: RecordLabels {
+                model: cfg.model.name.as_str().into(),
+                pod: shared.pod,
+                sample_rate: shadow.sample_rate as f32,
+                store_inputs: cfg.shadow_log.store_inputs,
+                store_embeddings: cfg.shadow_log.store_embeddings,
+            },
+            reuse,
+        }
+    }
+}
+
+/// A request the mirror took: its place among `shadow.max_in_flight` comparisons is held
+/// until [`Mirror::start`]'s task has accounted for it, or until it is dropped.
+pub struct Admission {
+    permit: OwnedSemaphorePermit,
+    self_similarity: bool,
+}
+
+impl Mirror {
+    /// The whole decision for one request, counted under
+    /// `shadowgate_shadow_decisions_total`: `None` when it is not mirrored (not eligible,
+    /// not sampled, over the rate cap, or every comparison slot taken).
+    pub fn admit(
+        &self,
+        method: &Method,
+        path: &str,
+        request_id: &str,
+        now: Instant,
+    ) -> Option<Admission> {
+        let shadow = &self.metrics.shadow;
+        match self.sampler.decide(method, path, request_id, now) {
+            Decision::NotEligible => None,
+            Decision::NotSampled => {
+                shadow.decision(MirrorDecision::NotSampled).inc();
+                None
+            }
+            Decision::RateLimited => {
+                shadow.decision(MirrorDecision::RateLimited).inc();
+                None
+            }
+            Decision::Mirror { self_similarity } => {
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(permit) => Some(Admission {
+                        permit,
+                        self_similarity,
+                    }),
+                    Err(_) => {
+                        shadow.decision(MirrorDecision::Dropped).inc();
+                        shadow.dropped();
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// The admitted request's body could not be read whole: counted, and its place freed.
+    pub fn abandon(&self, admission: Admission) {
+        self.metrics
+            .shadow
+            .decision(MirrorDecision::BodyUnavailable)
+            .inc();
+        drop(admission);
+    }
+
+    /// Compare the admitted request in its own task. Returns at once.
+    pub fn start(self: &Arc<Self>, admission: Admission, job: ShadowJob) {
+        self.metrics.shadow.decision(MirrorDecision::Mirrored).inc();
+        let mirror = self.clone();
+        tokio::spawn(async move { mirror.run(job, admission).await });
+    }
+
+    /// Wait until every running comparison is accounted for, or `deadline`; returns how
+    /// many were still running then.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> usize {
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        match tokio::time::timeout_at(deadline, self.permits.acquire_many(all)).await {
+            Ok(_) => 0,
+            Err(_) => self.max_in_flight - self.permits.available_permits(),
+        }
+    }
+
+    /// Run one comparison; the admission is held until it is fully accounted for.
+    async fn run(self: Arc<Self>, mut job: ShadowJob, admission: Admission) {
+        self.metrics.shadow.in_flight.inc();
+        if let Some(head) = job.primary_head.take() {
+            let _ = tokio::time::timeout(PRIMARY_HEAD_WAIT, head).await;
+        }
+        let primary = job.primary_response.take();
+        self.compare_job(&job, primary, admission.self_similarity)
+            .await;
+        self.metrics.shadow.in_flight.dec();
+        drop(admission.permit);
+    }
+
+    /// The shadow-call limit for a request of `items` inputs (`shadow.timeout` plus
+    /// `shadow.timeout_per_item` for each further input, at most `timeout_cap`).
+    fn timeout_for(&self, items: usize) -> Duration {
+        let extra = self
+            .timeout_per_item
+            .saturating_mul(u32::try_from(items.saturating_sub(1)).unwrap_or(u32::MAX));
+        self.timeout.saturating_add(extra).min(self.timeout_cap)
+    }
+}

@@ -1,0 +1,309 @@
+//! HTTP/2 with prior knowledge (h2c) on the proxy port, passed through to the primary's
+//! HTTP/2 endpoint: messages, headers and trailers unchanged, unary and streaming, a
+//! client's reset reaching the primary, gRPC statuses for an unreachable primary, and
+//! HTTP/1.1 clients on the same port at the same time. The primary is hyper's HTTP/2
+//! server on loopback; the client is hyper's HTTP/2 client.
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use shadowgate::demo::model::{ModelOptions, ModelServer};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the test primary saw, for assertions.
+#[derive(Default)]
+struct Seen {
+    streams: AtomicUsize,
+    /// Streams whose answer could not be sent because the stream was reset.
+    reset: AtomicUsize,
+}
+
+/// A gRPC-shaped HTTP/2 primary: `/test.Echo/Unary` answers the request's bytes back with
+/// trailers `grpc-status: 0`, `grpc-message`, a `-bin` field and the request id it got;
+/// `/test.Echo/Stream` sends 5 messages 20 ms apart, then trailers; `/test.Echo/Forever`
+/// sends a message every 10 ms until the stream is reset.
+async fn primary(seen: Arc<Seen>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move { Ok::<_, Infallible>(answer(req, seen).await) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+type TestBody = http_body_util::channel::Channel<Bytes, Infallible>;
+
+async fn answer(req: Request<Incoming>, seen: Arc<Seen>) -> Response<TestBody> {
+    seen.streams.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    let id = req.headers().get("x-request-id").cloned();
+    let te = req.headers().get("te").cloned();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
+    let mut resp = Response::new(rx);
+    let h = resp.headers_mut();
+    h.insert("content-type", "application/grpc".parse().unwrap());
+    if let Some(id) = id {
+        h.insert("x-seen-request-id", id);
+    }
+    if let Some(te) = te {
+        h.insert("x-seen-te", te);
+    }
+    tokio::spawn(async move {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        trailers.insert("grpc-message", "all%20good".parse().unwrap());
+        trailers.insert("trace-bin", "AAECAw==".parse().unwrap());
+        match path.as_str() {
+            "/test.Echo/Unary" => {
+                let _ = tx.send_data(body).await;
+            }
+            "/test.Echo/Stream" => {
+                for i in 0..5u8 {
+                    let _ = tx.send_data(Bytes::from(vec![0, 0, 0, 0, 1, i])).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            _ => loop {
+                if tx
+                    .send_data(Bytes::from_static(b"\0\0\0\0\x01x"))
+                    .await
+                    .is_err()
+                {
+                    seen.reset.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            },
+        }
+        let _ = tx.send_trailers(trailers).await;
+    });
+    resp
+}
+
+/// A sidecar whose proxy port forwards HTTP/2 to `h2` and HTTP/1.1 to a plain model.
+async fn sidecar(h2: &str) -> (shadowgate::serve::Running, ModelServer) {
+    let model = ModelServer::spawn(ModelOptions::default()).await.unwrap();
+    let url = format!("http://{}", model.addr);
+    let cfg = common::config(
+        &url,
+        &url,
+        &url,
+        "sample_rate = 0.0",
+        &format!("[primary]\nhttp2_url = \"{h2}\""),
+    );
+    (shadowgate::serve::start(cfg).await.unwrap(), model)
+}
+
+async fn h2_client(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+fn grpc_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    body: &'static [u8],
+) -> Request<Full<Bytes>> {
+    Request::post(format!("http://{addr}/test.Echo/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-request-id", "req-h2-1")
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap()
+}
+
+/// Every frame of an answer: data concatenated, trailers.
+async fn frames(
+    resp: Response<Incoming>,
+) -> (http::response::Parts, Vec<Bytes>, Option<HeaderMap>) {
+    let (parts, mut body) = resp.into_parts();
+    let mut data = Vec::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame: Frame<Bytes> = frame.unwrap();
+        match frame.into_data() {
+            Ok(d) => data.push(d),
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    (parts, data, trailers)
+}
+
+#[tokio::test]
+async fn unary_and_streaming_calls_pass_through_with_trailers() {
+    let seen = Arc::new(Seen::default());
+    let p = primary(seen.clone()).await;
+    let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
+    let mut client = h2_client(sg.proxy_addr).await;
+
+    let msg: &'static [u8] = b"\0\0\0\0\x05hello";
+    let resp = client
+        .send_request(grpc_request(sg.proxy_addr, "Unary", msg))
+        .await
+        .unwrap();
+    let (parts, data, trailers) = frames(resp).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(parts.headers["content-type"], "application/grpc");
+    assert_eq!(
+        parts.headers["x-seen-request-id"], "req-h2-1",
+        "the client's id reaches the primary"
+    );
+    assert_eq!(parts.headers["x-request-id"], "req-h2-1", "and comes back");
+    assert_eq!(
+        parts.headers["x-seen-te"], "trailers",
+        "gRPC's te: trailers reaches the primary"
+    );
+    assert_eq!(data.concat(), msg);
+    let t = trailers.expect("trailers reach the client");
+    assert_eq!(t["grpc-status"], "0");
+    assert_eq!(t["grpc-message"], "all%20good");
+    assert_eq!(t["trace-bin"], "AAECAw==");
+
+    // Server streaming: five messages, each as its own frame, then the trailers.
+    let resp = client
+        .send_request(grpc_request(sg.proxy_addr, "Stream", b""))
+        .await
+        .unwrap();
+    let (_, data, trailers) = frames(resp).await;
+    assert_eq!(
+        data.concat(),
+        (0..5u8)
+            .flat_map(|i| [0, 0, 0, 0, 1, i])
+            .collect::<Vec<u8>>()
+    );
+    assert!(
+        data.len() >= 2,
+        "streamed in several frames, not buffered into one: {}",
+        data.len()
+    );
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    assert_eq!(seen.streams.load(Ordering::SeqCst), 2);
+    sg.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_reset_cancels_the_primary_stream() {
+    let seen = Arc::new(Seen::default());
+    let p = primary(seen.clone()).await;
+    let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
+    let mut client = h2_client(sg.proxy_addr).await;
+    let resp = client
+        .send_request(grpc_request(sg.proxy_addr, "Forever", b""))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    drop(body); // RST_STREAM(CANCEL)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.reset.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the primary's stream was never reset"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sg.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_primary_gives_grpc_unavailable() {
+    let closed = common::free_port();
+    let (sg, _model) = sidecar(&format!("h2c://127.0.0.1:{closed}")).await;
+    let mut client = h2_client(sg.proxy_addr).await;
+    let resp = client
+        .send_request(grpc_request(sg.proxy_addr, "Unary", b"\0\0\0\0\0"))
+        .await
+        .unwrap();
+    let (parts, data, _) = frames(resp).await;
+    assert_eq!(
+        parts.status, 200,
+        "gRPC answers errors in a trailers-only answer"
+    );
+    assert_eq!(parts.headers["grpc-status"], "14");
+    let message = parts.headers["grpc-message"].to_str().unwrap();
+    assert!(message.contains("unavailable"), "{message}");
+    assert!(data.is_empty());
+    let metrics = reqwest_metrics(&sg).await;
+    assert_eq!(
+        common::value(&metrics, "model_inference_errors_total", &[]),
+        Some(1.0)
+    );
+    sg.shutdown().await;
+}
+
+async fn reqwest_metrics(sg: &shadowgate::serve::Running) -> String {
+    let reply = common::Client::new()
+        .get(&format!("http://{}/metrics", sg.admin_addr))
+        .await;
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+#[tokio::test]
+async fn http1_and_h2c_clients_share_the_port() {
+    let seen = Arc::new(Seen::default());
+    let p = primary(seen.clone()).await;
+    let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
+    let h1 = common::Client::new();
+    let addr = sg.proxy_addr;
+    let h1_calls = async {
+        for i in 0..20 {
+            let r = h1
+                .send(
+                    http::Method::POST,
+                    &format!("http://{addr}/v1/embeddings"),
+                    &[],
+                    format!(r#"{{"input":"text {i}","model":"m"}}"#),
+                )
+                .await;
+            assert_eq!(r.status, 200);
+        }
+    };
+    let h2_calls = async {
+        let mut client = h2_client(addr).await;
+        for _ in 0..20 {
+            let resp = client
+                .send_request(grpc_request(addr, "Unary", b"\0\0\0\0\x01z"))
+                .await
+                .unwrap();
+            let (_, data, trailers) = frames(resp).await;
+            assert_eq!(data.concat(), b"\0\0\0\0\x01z");
+            assert_eq!(trailers.unwrap()["grpc-status"], "0");
+        }
+    };
+    tokio::join!(h1_calls, h2_calls);
+    assert_eq!(seen.streams.load(Ordering::SeqCst), 20);
+    sg.shutdown().await;
+}
