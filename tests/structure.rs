@@ -81,6 +81,9 @@ fn top_level_modules_import_each_other_without_cycles() {
     // the config knows no runtime component.
     assert!(!graph["mirror"].contains("proxy"));
     for runtime in ["proxy", "mirror", "serve", "admin", "metrics", "feedback"] {
-        assert!(!graph["config"].contains(runtime), "config imports {runtime}");
+        assert!(
+            !graph["config"].contains(runtime),
+            "config imports {runtime}"
+        );
     }
 }

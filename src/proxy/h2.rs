@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -28,7 +28,8 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::upstream::{error_chain, CONNECT_TIMEOUT};
+use crate::upstream::error_chain;
+use crate::upstream::h2::H2Upstream;
 
 /// Body of a stream's answer: the primary's, passed through, or none (an answer the
 /// sidecar made, all in its head).
@@ -87,7 +88,7 @@ impl H2Proxy {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = self.primary.uri_for(path);
-        let upstream_req = Request::from_parts(parts, body);
+        let upstream_req = Request::from_parts(parts, Either::Left(body));
 
         let m = &self.metrics.primary;
         m.requests.inc();
@@ -219,84 +220,6 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// Why an HTTP/2 upstream call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum H2Error {
-    #[error("cannot connect: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("connect timed out after {0:?}")]
-    ConnectTimeout(Duration),
-    #[error("HTTP/2: {0}")]
-    Http(#[from] hyper::Error),
-}
-
-/// One multiplexed HTTP/2 connection to an upstream (prior knowledge), opened on first
-/// use and again after it closes. Streams beyond the server's concurrency limit wait for
-/// a slot (`SendRequest::ready`).
-pub struct H2Upstream {
-    authority: Authority,
-    sender: tokio::sync::Mutex<Option<hyper::client::conn::http2::SendRequest<Incoming>>>,
-}
-
-impl H2Upstream {
-    pub fn new(url: &Uri) -> Self {
-        H2Upstream {
-            authority: url
-                .authority()
-                .cloned()
-                .unwrap_or_else(|| Authority::from_static("localhost")),
-            sender: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    /// The upstream's URI for a client's path (HTTP/2 sends scheme and authority as
-    /// pseudo-headers).
-    fn uri_for(&self, path: PathAndQuery) -> Uri {
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .unwrap_or_default()
-    }
-
-    async fn connection(
-        &self,
-    ) -> Result<hyper::client::conn::http2::SendRequest<Incoming>, H2Error> {
-        let mut slot = self.sender.lock().await;
-        if let Some(s) = slot.as_ref() {
-            if !s.is_closed() {
-                return Ok(s.clone());
-            }
-        }
-        let tcp =
-            tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.authority.as_str()))
-                .await
-                .map_err(|_| H2Error::ConnectTimeout(CONNECT_TIMEOUT))?
-                .map_err(H2Error::Connect)?;
-        let _ = tcp.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(tcp))
-            .await?;
-        let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%authority, error = %e, "HTTP/2 upstream connection ended");
-            }
-        });
-        *slot = Some(sender.clone());
-        Ok(sender)
-    }
-
-    /// Send one request on the shared connection.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, H2Error> {
-        let mut sender = self.connection().await?;
-        sender.ready().await?;
-        Ok(sender.send_request(req).await?)
-    }
 }
 
 #[cfg(test)]

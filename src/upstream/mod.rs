@@ -11,6 +11,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+pub mod h2;
+
 pub use h1::client::{
     Client as Upstream, Error as UpstreamError, ResponseBody as PooledBody, CONNECT_TIMEOUT,
     IDLE_TIMEOUT,
