@@ -53,6 +53,7 @@ pub mod config;
 pub mod demo;
 pub mod drift;
 pub mod feedback;
+pub mod grpc;
 pub mod ids;
 pub mod metrics;
 pub mod mirror;
