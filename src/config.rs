@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
+use crate::grpc::GrpcProtocol;
 use crate::ids::SampleRate;
 use crate::protocol::{Extractor, Protocol, Rewrite};
 use crate::slices::Slicer;
@@ -49,8 +50,14 @@ pub struct Checked {
     pub methods: Vec<http::Method>,
     /// `shadow.strip_headers`, lower-cased.
     pub strip_headers: Vec<HeaderName>,
-    /// `primary.http2_url`, when set.
+    /// `primary.http2_url`, `shadow.baseline.http2_url`, `shadow.canary.http2_url`,
+    /// when set.
     pub primary_http2_url: Option<http::Uri>,
+    pub baseline_http2_url: Option<http::Uri>,
+    pub canary_http2_url: Option<http::Uri>,
+    /// `shadow.grpc_methods`: the protocol of each mirrored method (none when
+    /// `primary.http2_url` is not set).
+    pub grpc_methods: Vec<GrpcProtocol>,
     /// `primary.request_id_header`.
     pub request_id_header: HeaderName,
     /// `shadow.protocol` with its pointers and `shadow.max_batch_items`.
@@ -205,6 +212,14 @@ pub struct ShadowConfig {
     pub strip_headers: Vec<String>,
     /// Turn the incoming request into an embeddings request for the shadow calls.
     pub rewrite: Option<Rewrite>,
+    /// gRPC methods mirrored (HTTP/2 `:path`), each one a unary embeddings call the
+    /// sidecar can read: `/inference.GRPCInferenceService/ModelInfer` (Open Inference
+    /// Protocol v2), `/tei.v1.Embed/Embed`, `/tensorflow.serving.PredictionService/Predict`.
+    /// Other gRPC calls (streaming, health, metadata) are passed through, never mirrored.
+    pub grpc_methods: Vec<String>,
+    /// The output tensor holding the embedding in gRPC answers (OIP v2: an output's
+    /// `name`, `""` = the first; TF Serving: the `outputs` key, required).
+    pub grpc_output: String,
     pub baseline: TargetConfig,
     pub canary: TargetConfig,
 }
@@ -237,6 +252,13 @@ impl Default for ShadowConfig {
             forward_credentials: false,
             strip_headers: Vec::new(),
             rewrite: None,
+            // TF Serving's Predict needs grpc_output (its outputs are a map): listed by
+            // whoever sets it.
+            grpc_methods: [GrpcProtocol::OipV2, GrpcProtocol::Tei]
+                .iter()
+                .map(|p| p.method_path().to_string())
+                .collect(),
+            grpc_output: String::new(),
             baseline: TargetConfig::default(),
             canary: TargetConfig::default(),
         }
@@ -251,6 +273,9 @@ pub struct TargetConfig {
     pub url: String,
     /// Required. The label value of this side.
     pub version: String,
+    /// This side's HTTP/2 endpoint (`h2c://host:port`) for mirrored gRPC calls; required
+    /// when `primary.http2_url` is set and `shadow.grpc_methods` is not empty.
+    pub http2_url: String,
 }
 
 /// `[drift]`: the statistics behind the drift gauges.
@@ -536,6 +561,49 @@ impl Settings {
         let canary_url = check_url(&self.shadow.canary.url, "shadow.canary.url", &mut bad);
         let primary_http2_url =
             check_http2_url(&self.primary.http2_url, "primary.http2_url", &mut bad);
+        let baseline_http2_url = check_http2_url(
+            &self.shadow.baseline.http2_url,
+            "shadow.baseline.http2_url",
+            &mut bad,
+        );
+        let canary_http2_url = check_http2_url(
+            &self.shadow.canary.http2_url,
+            "shadow.canary.http2_url",
+            &mut bad,
+        );
+        let mut grpc_methods = Vec::new();
+        for (i, m) in self.shadow.grpc_methods.iter().enumerate() {
+            match GrpcProtocol::from_method_path(m) {
+                Some(p) if !grpc_methods.contains(&p) => grpc_methods.push(p),
+                Some(_) => {}
+                None => bad(
+                    &format!("shadow.grpc_methods[{i}]"),
+                    format!(
+                        "{m:?} is not a gRPC method the sidecar can read embeddings from; use one of {}",
+                        GrpcProtocol::ALL.map(|p| format!("{:?}", p.method_path())).join(", ")
+                    ),
+                ),
+            }
+        }
+        let mirrors_grpc = !self.primary.http2_url.is_empty()
+            && !self.shadow.grpc_methods.is_empty()
+            && self.shadow.sample_rate > 0.0;
+        if mirrors_grpc {
+            for (key, url) in [
+                ("shadow.baseline.http2_url", &self.shadow.baseline.http2_url),
+                ("shadow.canary.http2_url", &self.shadow.canary.http2_url),
+            ] {
+                if url.is_empty() {
+                    bad(key, "is required: primary.http2_url is set, so the gRPC calls of shadow.grpc_methods are mirrored, and this side must be called over HTTP/2 too; give its gRPC port, e.g. \"h2c://127.0.0.1:8001\", or set shadow.grpc_methods = [] to mirror none".into());
+                }
+            }
+            if grpc_methods.contains(&GrpcProtocol::TfServing) && self.shadow.grpc_output.is_empty()
+            {
+                bad("shadow.grpc_output", "is required with /tensorflow.serving.PredictionService/Predict: a PredictResponse's outputs are a map with no order; name the output holding the embedding, e.g. \"embeddings\"".into());
+            }
+        } else {
+            grpc_methods.clear();
+        }
         if self.model.name.is_empty() {
             bad(
                 "model.name",
@@ -781,6 +849,9 @@ impl Settings {
             methods,
             strip_headers,
             primary_http2_url: primary_http2_url.ok()?,
+            baseline_http2_url: baseline_http2_url.ok()?,
+            canary_http2_url: canary_http2_url.ok()?,
+            grpc_methods,
             request_id_header: request_id_header.ok()?,
             extractor: Arc::new(extractor.ok()?),
             slicer: Arc::new(slicer.ok()?),
@@ -959,7 +1030,10 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
 
 /// Keys whose values are always strings, even when they look like numbers
 /// (`SHADOWGATE_MODEL__VERSION=2` is the version "2", not the integer 2).
-const STRING_KEYS: [&str; 14] = [
+const STRING_KEYS: [&str; 17] = [
+    "http2_url",
+    "grpc_output",
+    "request_id_header",
     "name",
     "version",
     "url",

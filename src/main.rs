@@ -27,7 +27,7 @@ fn main() -> ExitCode {
                     file.display(),
                     c.to_toml()
                 );
-                ExitCode::SUCCESS
+                check_http2_upstreams(&c)
             }
             Err(e) => config_failure(&e),
         },
@@ -94,6 +94,47 @@ fn main() -> ExitCode {
             .await
             .map_err(anyhow::Error::from)
         }),
+    }
+}
+
+/// `check-config`: every HTTP/2 endpoint that is reachable must speak HTTP/2 with prior
+/// knowledge (an HTTP/1.1-only port is a configuration error); one that is not reachable
+/// yet is noted, not an error, as pods start in any order.
+fn check_http2_upstreams(cfg: &Config) -> ExitCode {
+    let checked = cfg.checked();
+    let endpoints = [
+        ("primary.http2_url", &checked.primary_http2_url),
+        ("shadow.baseline.http2_url", &checked.baseline_http2_url),
+        ("shadow.canary.http2_url", &checked.canary_http2_url),
+    ];
+    if endpoints.iter().all(|(_, u)| u.is_none()) {
+        return ExitCode::SUCCESS;
+    }
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::SUCCESS;
+    };
+    let mut bad = false;
+    for (key, url) in endpoints {
+        let Some(url) = url else { continue };
+        use shadowgate::upstream::h2::{probe, Probe};
+        match rt.block_on(probe(url, std::time::Duration::from_secs(2))) {
+            Probe::Http2 => println!("# {key} {url}: speaks HTTP/2"),
+            Probe::Unreachable(why) => {
+                println!("# {key} {url}: not reachable now ({why}); not checked")
+            }
+            Probe::NotHttp2(why) => {
+                bad = true;
+                eprintln!("shadowgate: {key}: {url} does not speak HTTP/2 with prior knowledge ({why}); give the model server's gRPC port (Triton: 8001), not its HTTP/1.1 port");
+            }
+        }
+    }
+    if bad {
+        ExitCode::from(EXIT_INVALID_CONFIG)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

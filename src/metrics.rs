@@ -298,9 +298,11 @@ impl SliceMetrics {
 /// Shadow-path health.
 #[derive(Clone)]
 pub struct ShadowMetrics {
-    /// [target][outcome], outcomes in `SHADOW_OUTCOMES` order.
-    requests: Vec<Vec<IntCounter>>,
-    duration: Vec<Histogram>,
+    /// [protocol][target][outcome], protocols in `MetricLabels::protocols` order,
+    /// outcomes in `SHADOW_OUTCOMES` order.
+    requests: Vec<Vec<Vec<IntCounter>>>,
+    /// [protocol][target].
+    duration: Vec<Vec<Histogram>>,
     decisions: Vec<IntCounter>,
     pub in_flight: IntGauge,
     /// Inputs per mirrored request (1 for single-input requests).
@@ -308,16 +310,20 @@ pub struct ShadowMetrics {
 }
 
 impl ShadowMetrics {
-    pub fn outcome(&self, target: Target, outcome: TargetOutcome) -> &IntCounter {
-        &self.requests[target.index()][outcome_index(outcome)]
+    /// The call counter of `target` for `outcome`, for the wire protocol at index
+    /// `protocol` of `MetricLabels::protocols`.
+    pub fn outcome(&self, protocol: usize, target: Target, outcome: TargetOutcome) -> &IntCounter {
+        &self.requests[protocol.min(self.requests.len() - 1)][target.index()]
+            [outcome_index(outcome)]
     }
     /// A sample that could not be admitted counts as dropped on both targets.
-    pub fn dropped(&self) {
-        self.requests[0][4].inc();
-        self.requests[1][4].inc();
+    pub fn dropped(&self, protocol: usize) {
+        let p = &self.requests[protocol.min(self.requests.len() - 1)];
+        p[0][4].inc();
+        p[1][4].inc();
     }
-    pub fn duration(&self, target: Target) -> &Histogram {
-        &self.duration[target.index()]
+    pub fn duration(&self, protocol: usize, target: Target) -> &Histogram {
+        &self.duration[protocol.min(self.duration.len() - 1)][target.index()]
     }
     pub fn decision(&self, d: MirrorDecision) -> &IntCounter {
         &self.decisions[d as usize]
@@ -344,6 +350,10 @@ pub struct MetricLabels<'a> {
     pub token_buckets: &'a [u64],
     /// Slice names (`Slicer::names`); empty when slices are off.
     pub slices: &'a [String],
+    /// Values of the `protocol` label of the shadow-call series: the HTTP/1.1 protocol
+    /// (`shadow.protocol`) first, then each mirrored gRPC protocol (`grpc_oip_v2`, ...).
+    /// Empty is read as `["unknown"]`.
+    pub protocols: &'a [String],
 }
 
 impl Metrics {
@@ -533,7 +543,7 @@ impl Metrics {
 
         let shadow_requests = reg(r, IntCounterVec::new(
             Opts::new("shadowgate_shadow_requests_total", "Shadow calls by target and outcome; `dropped` = not admitted (over max_in_flight)."),
-            &["model", "target", "outcome"],
+            &["model", "protocol", "target", "outcome"],
         )?)?;
         let shadow_duration = reg(
             r,
@@ -543,7 +553,7 @@ impl Metrics {
                     "Shadow call duration, request to last byte.",
                 )
                 .buckets(latency_buckets()),
-                &["model", "target"],
+                &["model", "protocol", "target"],
             )?,
         )?;
         let decisions = reg(
@@ -578,19 +588,44 @@ impl Metrics {
             )?,
         )?;
         let targets = [Target::Baseline, Target::Canary];
+        let unknown = ["unknown".to_string()];
+        let protocols = if l.protocols.is_empty() {
+            &unknown[..]
+        } else {
+            l.protocols
+        };
         let shadow = ShadowMetrics {
-            requests: targets
+            requests: protocols
                 .iter()
-                .map(|t| {
-                    SHADOW_OUTCOMES
+                .map(|p| {
+                    targets
                         .iter()
-                        .map(|o| shadow_requests.with_label_values(&[l.model, t.as_str(), o]))
+                        .map(|t| {
+                            SHADOW_OUTCOMES
+                                .iter()
+                                .map(|o| {
+                                    shadow_requests.with_label_values(&[
+                                        l.model,
+                                        p.as_str(),
+                                        t.as_str(),
+                                        o,
+                                    ])
+                                })
+                                .collect()
+                        })
                         .collect()
                 })
                 .collect(),
-            duration: targets
+            duration: protocols
                 .iter()
-                .map(|t| shadow_duration.with_label_values(&[l.model, t.as_str()]))
+                .map(|p| {
+                    targets
+                        .iter()
+                        .map(|t| {
+                            shadow_duration.with_label_values(&[l.model, p.as_str(), t.as_str()])
+                        })
+                        .collect()
+                })
                 .collect(),
             decisions: MirrorDecision::ALL
                 .iter()
@@ -641,6 +676,7 @@ mod tests {
             floor: 0.8,
             token_buckets: &[16, 64],
             slices: &[],
+            protocols: &["openai".to_string()],
         })
         .unwrap()
     }
@@ -665,7 +701,7 @@ mod tests {
         assert!(text.contains("model_embedding_drift_cosine_similarity{baseline=\"v1\",canary=\"v2\",model=\"m\"} NaN"));
         assert!(text.contains("model_embedding_pairs_total{baseline=\"v1\",canary=\"v2\",model=\"m\",outcome=\"timeout\"} 0"));
         assert!(text.contains(
-            "shadowgate_shadow_requests_total{model=\"m\",outcome=\"dropped\",target=\"canary\"} 0"
+            "shadowgate_shadow_requests_total{model=\"m\",outcome=\"dropped\",protocol=\"openai\",target=\"canary\"} 0"
         ));
     }
 }

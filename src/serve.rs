@@ -111,6 +111,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         floor: cfg.drift.floor,
         token_buckets: &cfg.metrics.token_buckets,
         slices: checked.slicer.names(),
+        protocols: &shadow_protocols(&cfg),
     })?);
     let drift_config = DriftConfig {
         window: cfg.drift.window,
@@ -158,7 +159,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             pod,
         },
     ));
-    let h2 = H2Proxy::new(&cfg, metrics.clone()).map(H2Proxy::into_handler);
+    let h2 = H2Proxy::new(&cfg, mirror.clone(), metrics.clone()).map(H2Proxy::into_handler);
     let proxy = Arc::new(Proxy::new(
         &cfg,
         mirror,
@@ -205,6 +206,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         stop: stop_tx,
         task,
     })
+}
+
+/// Values of the `protocol` label of the shadow-call series, in the order
+/// [`Mirror::protocol_index`] numbers them.
+fn shadow_protocols(cfg: &Config) -> Vec<String> {
+    std::iter::once(cfg.shadow.protocol.as_str().to_string())
+        .chain(
+            cfg.checked()
+                .grpc_methods
+                .iter()
+                .map(|p| format!("grpc_{}", p.as_str())),
+        )
+        .collect()
 }
 
 /// Bind `addr` (the setting `key`), and the address it got (port 0 picks one).

@@ -60,6 +60,10 @@ type TestBody = http_body_util::channel::Channel<Bytes, Infallible>;
 async fn answer(req: Request<Incoming>, seen: Arc<Seen>) -> Response<TestBody> {
     seen.streams.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
+    if path == "/test.Echo/Slow" {
+        // No head for 2 s: longer than the test's grpc-timeout.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let id = req.headers().get("x-request-id").cloned();
     let te = req.headers().get("te").cloned();
     let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -81,6 +85,10 @@ async fn answer(req: Request<Incoming>, seen: Arc<Seen>) -> Response<TestBody> {
         match path.as_str() {
             "/test.Echo/Unary" => {
                 let _ = tx.send_data(body).await;
+            }
+            "/test.Echo/Crash" => {
+                trailers.insert("grpc-status", "13".parse().unwrap());
+                trailers.insert("grpc-message", "boom".parse().unwrap());
             }
             "/test.Echo/Stream" => {
                 for i in 0..5u8 {
@@ -305,5 +313,102 @@ async fn http1_and_h2c_clients_share_the_port() {
     };
     tokio::join!(h1_calls, h2_calls);
     assert_eq!(seen.streams.load(Ordering::SeqCst), 20);
+    sg.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_timeout_is_a_deadline_for_the_primary() {
+    let seen = Arc::new(Seen::default());
+    let p = primary(seen.clone()).await;
+    let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
+    let mut client = h2_client(sg.proxy_addr).await;
+    let mut req = grpc_request(sg.proxy_addr, "Slow", b"\0\0\0\0\0");
+    req.headers_mut()
+        .insert("grpc-timeout", "150m".parse().unwrap());
+    let started = std::time::Instant::now();
+    let resp = client.send_request(req).await.unwrap();
+    let (parts, _, _) = frames(resp).await;
+    let waited = started.elapsed();
+    assert_eq!(parts.headers["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_millis(1500),
+        "answered after {waited:?}, not at the call's 150 ms deadline"
+    );
+    sg.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_and_finishes_streams_in_flight() {
+    let seen = Arc::new(Seen::default());
+    let p = primary(seen.clone()).await;
+    let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
+    let addr = sg.proxy_addr;
+    let mut client = h2_client(addr).await;
+    // A stream of 5 messages over ~100 ms, with a shutdown asked for after its first one.
+    let resp = client
+        .send_request(grpc_request(addr, "Stream", b""))
+        .await
+        .unwrap();
+    let (parts, mut body) = resp.into_parts();
+    assert_eq!(parts.status, 200);
+    let first = body.frame().await.unwrap().unwrap();
+    let shutdown = tokio::spawn(sg.shutdown());
+    let mut data = first.into_data().unwrap().to_vec();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        match frame.unwrap().into_data() {
+            Ok(d) => data.extend_from_slice(&d),
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    assert_eq!(
+        data,
+        (0..5u8)
+            .flat_map(|i| [0, 0, 0, 0, 1, i])
+            .collect::<Vec<u8>>(),
+        "the stream in flight finished"
+    );
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    let summary = shutdown.await.unwrap();
+    assert_eq!(summary.connections_cut, 0);
+    // GOAWAY: the connection takes no new stream.
+    let again = client.send_request(grpc_request(addr, "Unary", b"")).await;
+    assert!(again.is_err(), "a new stream after GOAWAY was accepted");
+}
+
+#[tokio::test]
+async fn a_primary_grpc_failure_reaches_the_client_and_counts_as_an_error() {
+    let seen = Arc::new(Seen::default());
+    let p = primary(seen.clone()).await;
+    let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
+    let mut client = h2_client(sg.proxy_addr).await;
+    for method in ["Crash", "Unary"] {
+        let resp = client
+            .send_request(grpc_request(sg.proxy_addr, method, b"\0\0\0\0\0"))
+            .await
+            .unwrap();
+        frames(resp).await;
+    }
+    let resp = client
+        .send_request(grpc_request(sg.proxy_addr, "Crash", b"\0\0\0\0\0"))
+        .await
+        .unwrap();
+    let (parts, _, trailers) = frames(resp).await;
+    assert_eq!(parts.status, 200);
+    let t = trailers.unwrap();
+    assert_eq!(
+        (&t["grpc-status"], &t["grpc-message"]),
+        (&"13".parse().unwrap(), &"boom".parse().unwrap())
+    );
+    let metrics = reqwest_metrics(&sg).await;
+    assert_eq!(
+        common::value(&metrics, "model_inference_requests_total", &[]),
+        Some(3.0)
+    );
+    assert_eq!(
+        common::value(&metrics, "model_inference_errors_total", &[]),
+        Some(2.0),
+        "INTERNAL counts, OK does not"
+    );
     sg.shutdown().await;
 }

@@ -6,14 +6,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use tokio::sync::oneshot;
 
-use super::{Mirror, ShadowJob, ShadowTarget, SHADOW_HEADER};
+use super::{Mirror, ShadowJob, Wire, SHADOW_HEADER};
 use crate::metrics::Target;
 use crate::protocol::ModelOutput;
 use crate::shadow_log::TargetOutcome;
+use crate::upstream::h2::{H2Body, H2Upstream};
 use crate::upstream::{error_chain, Upstream};
 
 /// What one shadow call produced.
@@ -35,7 +37,7 @@ impl Mirror {
         for name in &self.strip_headers {
             h.remove(name);
         }
-        if self.rewrite.is_some() {
+        if self.rewrite.is_some() && job.wire == Wire::Http1 {
             h.remove(header::CONTENT_LENGTH);
             h.insert(
                 header::CONTENT_TYPE,
@@ -57,7 +59,6 @@ impl Mirror {
     pub(super) async fn side(
         &self,
         which: Target,
-        target: &ShadowTarget,
         job: &ShadowJob,
         path: &str,
         headers: &HeaderMap,
@@ -68,7 +69,7 @@ impl Mirror {
         match primary {
             Some(rx) => self.primary_answer(which, job, rx, timeout).await,
             None => {
-                self.call(&target.upstream, which, job, path, headers, body, timeout)
+                self.call(Route::First, which, job, path, headers, body, timeout)
                     .await
             }
         }
@@ -90,7 +91,7 @@ impl Mirror {
             .unwrap_or_else(|_| started.elapsed());
         self.metrics
             .shadow
-            .duration(which)
+            .duration(self.protocol_index(job.wire), which)
             .observe(latency.as_secs_f64());
         let (outcome, output) = match waited {
             Err(_) => (TargetOutcome::Timeout, None),
@@ -114,7 +115,16 @@ impl Mirror {
         job: &ShadowJob,
         bytes: &[u8],
     ) -> (TargetOutcome, Option<ModelOutput>) {
-        match self.extractor.parse(bytes) {
+        let parsed = match job.wire {
+            Wire::Http1 => self.extractor.parse(bytes).map_err(|e| e.to_string()),
+            Wire::Grpc(protocol) => match self.grpc.as_ref().and_then(|g| g.decoder(protocol)) {
+                Some(decoder) => decoder
+                    .decode(&Bytes::copy_from_slice(bytes))
+                    .map_err(|e| e.to_string()),
+                None => Err(format!("no decoder for {protocol}")),
+            },
+        };
+        match parsed {
             Ok(out) => (TargetOutcome::Ok, Some(out)),
             Err(e) => {
                 tracing::debug!(request_id = %job.request_id, target = which.as_str(), error = %e, "bad model output");
@@ -123,10 +133,11 @@ impl Mirror {
         }
     }
 
+    /// One shadow call to `which` side, over HTTP/1.1 or HTTP/2 as the job's wire says.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn call(
         &self,
-        upstream: &Upstream,
+        route: Route,
         which: Target,
         job: &ShadowJob,
         path: &str,
@@ -142,38 +153,43 @@ impl Mirror {
                 output: None,
             };
         };
-        let method = if self.rewrite.is_some() {
+        let method = if self.rewrite.is_some() && job.wire == Wire::Http1 {
             Method::POST
         } else {
             job.method.clone()
         };
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers.clone();
-
         let max = self.max_response_bytes;
         let exchange = async {
-            let resp = upstream
-                .send(req)
-                .await
-                .map_err(|e| CallError::Transport(error_chain(&e)))?;
-            let status = resp.status();
-            let bytes = Limited::new(resp.into_body(), max)
-                .collect()
-                .await
-                .map_err(|e| CallError::Transport(e.to_string()))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(CallError::Status(status.as_u16()));
+            match job.wire {
+                Wire::Http1 => {
+                    let upstream = self.http1_upstream(route, which);
+                    let mut req = Request::new(Full::new(body));
+                    *req.method_mut() = method;
+                    *req.uri_mut() = uri;
+                    *req.headers_mut() = headers.clone();
+                    http1_exchange(upstream, req, max).await
+                }
+                Wire::Grpc(_) => {
+                    let upstream = self
+                        .grpc_upstream(route, which)
+                        .ok_or_else(|| CallError::Transport("no HTTP/2 target".into()))?;
+                    let mut req = Request::new(Either::Right(Full::new(body)));
+                    *req.method_mut() = method;
+                    *req.uri_mut() = upstream.uri_for(
+                        uri.path_and_query()
+                            .cloned()
+                            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+                    );
+                    *req.headers_mut() = headers.clone();
+                    grpc_exchange(upstream, req, max).await
+                }
             }
-            Ok(bytes)
         };
         let result = tokio::time::timeout(timeout, exchange).await;
         let latency = started.elapsed();
         self.metrics
             .shadow
-            .duration(which)
+            .duration(self.protocol_index(job.wire), which)
             .observe(latency.as_secs_f64());
         let (outcome, output) = match result {
             Err(_) => (TargetOutcome::Timeout, None),
@@ -191,10 +207,101 @@ impl Mirror {
     }
 }
 
+/// Which connection pool of a side a call goes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    /// The side's own.
+    First,
+    /// The baseline's second pool, for the self-similarity repeat.
+    Again,
+}
+
+impl Mirror {
+    fn http1_upstream(&self, route: Route, which: Target) -> &Upstream {
+        match (route, which) {
+            (Route::Again, _) => &self.self_upstream,
+            (Route::First, Target::Baseline) => &self.baseline.upstream,
+            (Route::First, Target::Canary) => &self.canary.upstream,
+        }
+    }
+
+    fn grpc_upstream(&self, route: Route, which: Target) -> Option<&H2Upstream> {
+        let g = self.grpc.as_ref()?;
+        Some(match (route, which) {
+            (Route::Again, _) => &g.again,
+            (Route::First, Target::Baseline) => &g.baseline,
+            (Route::First, Target::Canary) => &g.canary,
+        })
+    }
+}
+
+/// Send over HTTP/1.1 and read the whole answer (at most `max` bytes); a status other
+/// than 2xx is a failed call.
+async fn http1_exchange(
+    upstream: &Upstream,
+    req: Request<Full<Bytes>>,
+    max: usize,
+) -> Result<Bytes, CallError> {
+    let resp = upstream
+        .send(req)
+        .await
+        .map_err(|e| CallError::Transport(error_chain(&e)))?;
+    let status = resp.status();
+    let bytes = Limited::new(resp.into_body(), max)
+        .collect()
+        .await
+        .map_err(|e| CallError::Transport(e.to_string()))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(CallError::Status(status.as_u16()));
+    }
+    Ok(bytes)
+}
+
+/// Send a unary gRPC call over HTTP/2 and read the whole answer (at most `max` bytes):
+/// a failed call unless HTTP says 200 and `grpc-status` (in the trailers, or in the head
+/// of a trailers-only answer) says 0.
+async fn grpc_exchange(
+    upstream: &H2Upstream,
+    req: Request<H2Body>,
+    max: usize,
+) -> Result<Bytes, CallError> {
+    let resp = upstream
+        .send(req)
+        .await
+        .map_err(|e| CallError::Transport(error_chain(&e)))?;
+    let status = resp.status();
+    if status != http::StatusCode::OK {
+        return Err(CallError::Status(status.as_u16()));
+    }
+    if let Some(code) = grpc_status(resp.headers()) {
+        if code != 0 {
+            return Err(CallError::Grpc(code));
+        }
+    }
+    let collected = Limited::new(resp.into_body(), max)
+        .collect()
+        .await
+        .map_err(|e| CallError::Transport(e.to_string()))?;
+    match collected.trailers().and_then(grpc_status) {
+        Some(0) => Ok(collected.to_bytes()),
+        Some(code) => Err(CallError::Grpc(code)),
+        None => Err(CallError::Transport(
+            "gRPC answer without grpc-status".into(),
+        )),
+    }
+}
+
+fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+}
+
 #[derive(Debug, thiserror::Error)]
 enum CallError {
     #[error("{0}")]
     Transport(String),
     #[error("HTTP {0}")]
     Status(u16),
+    #[error("grpc-status {0}")]
+    Grpc(u32),
 }

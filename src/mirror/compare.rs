@@ -8,7 +8,8 @@ use http::header::HeaderMap;
 use tokio::sync::oneshot;
 
 use super::call::CallResult;
-use super::{Mirror, ShadowJob};
+use super::call::Route;
+use super::{Mirror, ShadowJob, Wire};
 use crate::compare::{self, CompareError, Side};
 use crate::ids::id_hash;
 use crate::metrics::{InvalidReason, PairOutcome, Target};
@@ -57,7 +58,8 @@ impl Mirror {
         primary: Option<oneshot::Receiver<Result<Bytes, String>>>,
         self_similarity: bool,
     ) {
-        let (path, body) = match &self.rewrite {
+        let rewrite = self.rewrite.as_ref().filter(|_| job.wire == Wire::Http1);
+        let (path, body) = match rewrite {
             Some(rw) => match protocol::rewrite_request(self.protocol, rw, &job.body) {
                 Ok(b) => (rw.path.clone(), Bytes::from(b)),
                 Err(e) => {
@@ -69,7 +71,16 @@ impl Mirror {
             },
             None => (job.path.clone(), job.body.clone()),
         };
-        let inputs = protocol::request_items(self.protocol, &body);
+        let inputs = match job.wire {
+            Wire::Http1 => protocol::request_items(self.protocol, &body),
+            Wire::Grpc(p) => self
+                .grpc
+                .as_ref()
+                .and_then(|g| g.decoder(p))
+                .and_then(|d| d.request_items(&body).ok())
+                .map(RequestItems::counted)
+                .unwrap_or_default(),
+        };
         match inputs.count {
             Some(0) => {
                 self.metrics.drift.invalid(InvalidReason::EmptyBatch, 1);
@@ -94,7 +105,6 @@ impl Mirror {
         let (mut b, mut c) = tokio::join!(
             self.side(
                 Target::Baseline,
-                &self.baseline,
                 job,
                 &path,
                 &headers,
@@ -104,7 +114,6 @@ impl Mirror {
             ),
             self.side(
                 Target::Canary,
-                &self.canary,
                 job,
                 &path,
                 &headers,
@@ -118,9 +127,12 @@ impl Mirror {
         let items = self.judge(job, &inputs, &mut b, &mut c, &mut counts);
         self.metrics
             .shadow
-            .outcome(Target::Baseline, b.outcome)
+            .outcome(self.protocol_index(job.wire), Target::Baseline, b.outcome)
             .inc();
-        self.metrics.shadow.outcome(Target::Canary, c.outcome).inc();
+        self.metrics
+            .shadow
+            .outcome(self.protocol_index(job.wire), Target::Canary, c.outcome)
+            .inc();
         self.metrics.shadow.batch_items.observe(items.len() as f64);
 
         let compared: Vec<(usize, f64)> = items
@@ -325,7 +337,7 @@ impl Mirror {
     ) {
         let again = self
             .call(
-                &self.self_upstream,
+                Route::Again,
                 Target::Baseline,
                 job,
                 path,

@@ -16,10 +16,12 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::config::Config;
 use crate::drift::DriftState;
 use crate::feedback::Feedback;
+use crate::grpc::{GrpcDecoder, GrpcProtocol};
 use crate::metrics::{Metrics, MirrorDecision, Target};
 use crate::protocol::{Extractor, Protocol, Rewrite};
 use crate::shadow_log::ShadowLogSender;
 use crate::slices::{SliceStats, Slicer};
+use crate::upstream::h2::H2Upstream;
 use crate::upstream::Upstream;
 
 mod call;
@@ -41,11 +43,38 @@ pub struct ShadowJob {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub received_at: SystemTime,
+    /// How the shadow calls travel and their answers are read.
+    pub wire: Wire,
     /// With `reuse_primary`: the primary's own answer, for the side it serves.
     pub primary_response: Option<oneshot::Receiver<Result<Bytes, String>>>,
     /// Closed when the primary's response head is in (or the primary failed): the
     /// shadow calls wait for it, at most [`PRIMARY_HEAD_WAIT`].
     pub primary_head: Option<oneshot::Receiver<()>>,
+}
+
+/// How a mirrored request's shadow calls travel and how their answers are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// HTTP/1.1 to `shadow.*.url`, answers read as `shadow.protocol` says.
+    Http1,
+    /// A unary gRPC call to `shadow.*.http2_url`, its answer decoded as the method's
+    /// protocol.
+    Grpc(GrpcProtocol),
+}
+
+/// The HTTP/2 side of the mirror, for gRPC calls.
+struct GrpcTargets {
+    baseline: H2Upstream,
+    canary: H2Upstream,
+    /// The self-similarity repeat goes over a connection of its own, as for HTTP/1.1.
+    again: H2Upstream,
+    decoders: Vec<GrpcDecoder>,
+}
+
+impl GrpcTargets {
+    fn decoder(&self, protocol: GrpcProtocol) -> Option<&GrpcDecoder> {
+        self.decoders.iter().find(|d| d.protocol() == protocol)
+    }
 }
 
 /// How long shadow calls wait for the primary's response head before they start anyway.
@@ -112,6 +141,8 @@ pub struct Mirror {
     /// The side whose version this pod serves, when `reuse_primary` is on: its answer is
     /// the primary's, and it is not called.
     pub reuse: Option<Target>,
+    /// HTTP/2 targets and decoders when gRPC calls are mirrored.
+    grpc: Option<GrpcTargets>,
 }
 
 /// What the mirror shares with the rest of the sidecar.
@@ -159,6 +190,25 @@ impl Mirror {
             None
         };
         let upstream = |url| Upstream::new(url, shadow.max_in_flight, shared.tls.clone());
+        let grpc = match (&checked.baseline_http2_url, &checked.canary_http2_url) {
+            (Some(b), Some(c)) if !checked.grpc_methods.is_empty() => Some(GrpcTargets {
+                baseline: H2Upstream::new(b),
+                canary: H2Upstream::new(c),
+                again: H2Upstream::new(b),
+                decoders: checked
+                    .grpc_methods
+                    .iter()
+                    .map(|&p| {
+                        let output =
+                            (!shadow.grpc_output.is_empty()).then_some(shadow.grpc_output.as_str());
+                        GrpcDecoder::new(p, output)
+                            .with_max_items(shadow.max_batch_items)
+                            .with_max_message_bytes(cfg.limits.max_shadow_response_bytes)
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        };
         Mirror {
             sampler: Sampler::new(
                 checked.sample_rate,
@@ -203,7 +253,28 @@ impl Mirror {
                 store_embeddings: cfg.shadow_log.store_embeddings,
             },
             reuse,
+            grpc,
         }
+    }
+
+    /// The index of `wire`'s value of the `protocol` label on the shadow-call series:
+    /// 0 for HTTP/1.1, then the gRPC protocols in `shadow.grpc_methods` order (as
+    /// `serve` lists them for [`crate::metrics::MetricLabels::protocols`]).
+    pub fn protocol_index(&self, wire: Wire) -> usize {
+        match wire {
+            Wire::Http1 => 0,
+            Wire::Grpc(p) => self
+                .grpc_methods()
+                .position(|q| q == p)
+                .map_or(0, |i| i + 1),
+        }
+    }
+
+    /// The gRPC protocols whose calls are mirrored (empty: none).
+    pub fn grpc_methods(&self) -> impl Iterator<Item = GrpcProtocol> + '_ {
+        self.grpc
+            .iter()
+            .flat_map(|g| g.decoders.iter().map(GrpcDecoder::protocol))
     }
 }
 
@@ -225,8 +296,19 @@ impl Mirror {
         request_id: &str,
         now: Instant,
     ) -> Option<Admission> {
+        let decision = self.sampler.decide(method, path, request_id, now);
+        self.admit_decided(decision, Wire::Http1)
+    }
+
+    /// [`Mirror::admit`] for a request its caller found eligible by its own rule (a gRPC
+    /// call of `shadow.grpc_methods`): sampling, the rate cap and the concurrency cap.
+    pub fn admit_eligible(&self, wire: Wire, request_id: &str, now: Instant) -> Option<Admission> {
+        self.admit_decided(self.sampler.sample(request_id, now), wire)
+    }
+
+    fn admit_decided(&self, decision: Decision, wire: Wire) -> Option<Admission> {
         let shadow = &self.metrics.shadow;
-        match self.sampler.decide(method, path, request_id, now) {
+        match decision {
             Decision::NotEligible => None,
             Decision::NotSampled => {
                 shadow.decision(MirrorDecision::NotSampled).inc();
@@ -244,7 +326,7 @@ impl Mirror {
                     }),
                     Err(_) => {
                         shadow.decision(MirrorDecision::Dropped).inc();
-                        shadow.dropped();
+                        shadow.dropped(self.protocol_index(wire));
                         None
                     }
                 }

@@ -98,7 +98,16 @@ impl Sampler {
     /// Decide for one request. Only the rate cap has state; everything else depends on
     /// the request alone.
     pub fn decide(&self, method: &Method, path: &str, request_id: &str, now: Instant) -> Decision {
-        if self.rate.get() == 0.0 || !self.eligible(method, path) {
+        if !self.eligible(method, path) {
+            return Decision::NotEligible;
+        }
+        self.sample(request_id, now)
+    }
+
+    /// Decide for a request already found eligible: the id hash, the rate cap, and the
+    /// self-similarity call.
+    pub fn sample(&self, request_id: &str, now: Instant) -> Decision {
+        if self.rate.get() == 0.0 {
             return Decision::NotEligible;
         }
         if !self.rate.admits(id_hash(request_id.as_bytes(), 0)) {

@@ -19,43 +19,57 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode};
-use http_body_util::{Either, Empty};
+use http_body_util::{BodyExt, Either, Empty, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
+use crate::grpc::GrpcProtocol;
 use crate::metrics::Metrics;
+use crate::mirror::{Mirror, ShadowJob, Wire};
 use crate::upstream::error_chain;
 use crate::upstream::h2::H2Upstream;
 
 /// Body of a stream's answer: the primary's, passed through, or none (an answer the
 /// sidecar made, all in its head).
-pub type H2ClientBody = Either<Incoming, Empty<Bytes>>;
+pub type H2ClientBody = Either<MeteredStream, Empty<Bytes>>;
 
 /// gRPC status codes the sidecar answers with itself.
 const GRPC_UNAVAILABLE: u32 = 14;
 const GRPC_DEADLINE_EXCEEDED: u32 = 4;
+
+/// gRPC status for a request message over `limits.max_body_bytes`.
+const GRPC_RESOURCE_EXHAUSTED: u32 = 8;
+/// gRPC status for a request whose stream failed before its message was whole.
+const GRPC_CANCELLED: u32 = 1;
 
 /// The HTTP/2 primary path, shared by all HTTP/2 connections.
 pub struct H2Proxy {
     primary: H2Upstream,
     timeout: Duration,
     request_id_header: HeaderName,
+    max_body_bytes: usize,
+    mirror: Arc<Mirror>,
+    /// The gRPC methods whose unary calls are offered to the mirror.
+    mirrored: Vec<GrpcProtocol>,
     metrics: Arc<Metrics>,
 }
 
 impl H2Proxy {
     /// `None` when `primary.http2_url` is not set: the proxy port then speaks HTTP/1.1
     /// only, and an HTTP/2 preface is refused as a bad HTTP/1.1 head.
-    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Option<Self> {
+    pub fn new(cfg: &Config, mirror: Arc<Mirror>, metrics: Arc<Metrics>) -> Option<Self> {
         let url = cfg.checked().primary_http2_url.as_ref()?;
         Some(H2Proxy {
             primary: H2Upstream::new(url),
             timeout: cfg.primary.timeout,
             request_id_header: cfg.checked().request_id_header.clone(),
+            max_body_bytes: cfg.limits.max_body_bytes,
+            mirrored: mirror.grpc_methods().collect(),
+            mirror,
             metrics,
         })
     }
@@ -77,7 +91,10 @@ impl H2Proxy {
             Some(v) if !v.is_empty() && v.to_str().is_ok() => v.clone(),
             _ => crate::ids::new_request_id(SystemTime::now()),
         };
+        let request_id = id_value.to_str().unwrap_or("invalid").to_string();
         let grpc = is_grpc(&parts.headers);
+        // The client's deadline, when it is sooner than primary.timeout.
+        let limit = grpc_timeout(&parts.headers).map_or(self.timeout, |t| t.min(self.timeout));
         parts
             .headers
             .insert(self.request_id_header.clone(), id_value.clone());
@@ -87,24 +104,90 @@ impl H2Proxy {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+
+        // Unary calls of the mirrored methods: the one request message is read whole,
+        // then sent on to the primary and to the mirror. Everything else streams through.
+        let protocol = grpc
+            .then(|| GrpcProtocol::from_method_path(path.path()))
+            .flatten()
+            .filter(|p| self.mirrored.contains(p));
+        let mut shadow = None;
+        let upstream_body = match protocol.and_then(|p| {
+            let admission = self
+                .mirror
+                .admit_eligible(Wire::Grpc(p), &request_id, started)?;
+            Some((p, admission))
+        }) {
+            None => Either::Left(body),
+            Some((protocol, admission)) => {
+                match Limited::new(body, self.max_body_bytes).collect().await {
+                    Ok(collected) => {
+                        let bytes = collected.to_bytes();
+                        shadow = Some((protocol, admission, bytes.clone()));
+                        Either::Right(Full::new(bytes))
+                    }
+                    Err(e) => {
+                        self.mirror.abandon(admission);
+                        let (status, code, why) = if e.is::<LengthLimitError>() {
+                            (
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                GRPC_RESOURCE_EXHAUSTED,
+                                "request message over limits.max_body_bytes",
+                            )
+                        } else {
+                            (
+                                StatusCode::BAD_REQUEST,
+                                GRPC_CANCELLED,
+                                "request stream ended before its message",
+                            )
+                        };
+                        return self.local(grpc, status, code, why, id_value);
+                    }
+                }
+            }
+        };
+        // Dropped when the primary's head is in: the shadow calls start then.
+        let mut head_tx = None;
+        if let Some((protocol, admission, bytes)) = shadow {
+            let (tx, head_rx) = oneshot::channel::<()>();
+            head_tx = Some(tx);
+            let job = ShadowJob {
+                request_id,
+                method: parts.method.clone(),
+                path: path.as_str().to_string(),
+                headers: parts.headers.clone(),
+                body: bytes,
+                received_at: SystemTime::now(),
+                wire: Wire::Grpc(protocol),
+                primary_response: None,
+                primary_head: Some(head_rx),
+            };
+            self.mirror.start(admission, job);
+        }
         parts.uri = self.primary.uri_for(path);
-        let upstream_req = Request::from_parts(parts, Either::Left(body));
+        let upstream_req = Request::from_parts(parts, upstream_body);
 
         let m = &self.metrics.primary;
         m.requests.inc();
-        let deadline = tokio::time::Instant::from_std(started + self.timeout);
+        let deadline = tokio::time::Instant::from_std(started + limit);
         let sent = tokio::time::timeout_at(deadline, self.primary.send(upstream_req)).await;
+        drop(head_tx);
         match sent {
             Ok(Ok(resp)) => {
-                if resp.status().is_server_error() {
-                    m.errors.inc();
-                }
-                m.duration_for(None)
-                    .observe(started.elapsed().as_secs_f64());
                 let (mut parts, body) = resp.into_parts();
+                // A trailers-only answer carries its grpc-status in the head.
+                let failed = parts.status.is_server_error()
+                    || grpc_status(&parts.headers).is_some_and(is_server_fault);
                 parts
                     .headers
                     .insert(self.request_id_header.clone(), id_value);
+                let body = MeteredStream {
+                    inner: body,
+                    started,
+                    metrics: self.metrics.clone(),
+                    failed,
+                    done: false,
+                };
                 Response::from_parts(parts, Either::Left(body))
             }
             Ok(Err(e)) => {
@@ -122,8 +205,8 @@ impl H2Proxy {
             Err(_) => {
                 m.errors.inc();
                 let why = format!(
-                    "primary {} did not answer within {:?}",
-                    self.primary.authority, self.timeout
+                    "primary {} did not answer within {limit:?} (primary.timeout or the call's grpc-timeout)",
+                    self.primary.authority
                 );
                 self.local(
                     grpc,
@@ -209,6 +292,109 @@ fn is_grpc(h: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
+/// gRPC codes that are the server's fault, counted like HTTP 5xx in
+/// `model_inference_errors_total`: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+/// UNAVAILABLE, DATA_LOSS. The client's own faults (INVALID_ARGUMENT, NOT_FOUND, ...)
+/// are not, as 4xx are not.
+fn is_server_fault(code: u32) -> bool {
+    matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+}
+
+fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The primary's answer on its way to the client, frame by frame (nothing buffered):
+/// when it ends, its duration is observed and a server-fault `grpc-status` in its
+/// trailers, or a reset, is counted as an error.
+pub struct MeteredStream {
+    inner: Incoming,
+    started: Instant,
+    metrics: Arc<Metrics>,
+    failed: bool,
+    done: bool,
+}
+
+impl MeteredStream {
+    fn finish(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let m = &self.metrics.primary;
+        if self.failed {
+            m.errors.inc();
+        }
+        m.duration_for(None)
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl http_body::Body for MeteredStream {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = frame.trailers_ref() {
+                    if grpc_status(t).is_some_and(is_server_fault) {
+                        this.failed = true;
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            std::task::Poll::Ready(Some(Err(_))) => {
+                this.failed = true;
+                this.finish();
+            }
+            std::task::Poll::Ready(None) => this.finish(),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for MeteredStream {
+    fn drop(&mut self) {
+        // The client went away (RST_STREAM) before the end: still a served call, timed.
+        self.finish();
+    }
+}
+
+/// The call's deadline (`grpc-timeout`: at most 8 digits and a unit, H M S m u n).
+fn grpc_timeout(h: &http::HeaderMap) -> Option<Duration> {
+    let v = h.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// `grpc-message` is percent-encoded (gRPC over HTTP/2: bytes outside 0x20..0x7e and `%`).
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -225,6 +411,22 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let t = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("100u"), Some(Duration::from_micros(100)));
+        assert_eq!(t("123456789S"), None, "at most 8 digits");
+        assert_eq!(t("5x"), None);
+        assert_eq!(t("S"), None);
+    }
 
     #[test]
     fn grpc_message_is_percent_encoded() {

@@ -192,6 +192,7 @@ impl Proxy {
                 headers: parts.headers.clone(),
                 body: bytes,
                 received_at,
+                wire: crate::mirror::Wire::Http1,
                 primary_response,
                 primary_head: Some(head_rx),
             };

@@ -93,3 +93,43 @@ impl H2Upstream {
         Ok(sender.send_request(req).await?)
     }
 }
+
+/// What a probe of an HTTP/2 endpoint found.
+#[derive(Debug)]
+pub enum Probe {
+    /// It answered a request over HTTP/2 with prior knowledge (any status).
+    Http2,
+    /// Nothing listens there now (it may start later than the sidecar).
+    Unreachable(String),
+    /// Something listens but does not speak HTTP/2 with prior knowledge (an HTTP/1.1-only
+    /// server answers the HTTP/2 preface with an HTTP/1.1 error, which is no frame).
+    NotHttp2(String),
+}
+
+/// Ask `url` for `/` over HTTP/2 with prior knowledge, within `within`.
+pub async fn probe(url: &Uri, within: Duration) -> Probe {
+    let upstream = H2Upstream::new(url);
+    let tcp =
+        match tokio::time::timeout(within, TcpStream::connect(upstream.authority.as_str())).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Probe::Unreachable(e.to_string()),
+            Err(_) => return Probe::Unreachable(format!("no connection within {within:?}")),
+        };
+    let exchange = async {
+        let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake::<_, H2Body>(TokioIo::new(tcp))
+            .await?;
+        let conn = tokio::spawn(conn);
+        let mut req = Request::new(Either::Right(Full::new(Bytes::new())));
+        *req.uri_mut() = upstream.uri_for(PathAndQuery::from_static("/"));
+        let resp = sender.send_request(req).await;
+        conn.abort();
+        resp.map(drop)
+    };
+    match tokio::time::timeout(within, exchange).await {
+        Ok(Ok(())) => Probe::Http2,
+        Ok(Err(e)) => Probe::NotHttp2(e.to_string()),
+        Err(_) => Probe::NotHttp2(format!("no HTTP/2 answer within {within:?}")),
+    }
+}
