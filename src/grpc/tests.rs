@@ -791,3 +791,53 @@ fn raw_and_typed_contents_agree() {
     assert_eq!(a, b);
     assert_eq!((a.items(), a.dim, a.data), (32, 768, data));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes, framed or not: every decoder answers (value or error), never panics.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..200), framed: bool) {
+            let body = if framed { frame(&body) } else { Bytes::from(body) };
+            for p in GrpcProtocol::ALL {
+                let d = GrpcDecoder::new(p, None);
+                let _ = d.decode(&body);
+                let _ = d.request_items(&body);
+            }
+        }
+
+        /// Raw FP32 and FP16 answers of any shape [n, d] give back their values and split.
+        #[test]
+        fn raw_round_trip(n in 1usize..6, d in 1usize..40, fp16: bool, seed: u32) {
+            let mut state = u64::from(seed) | 1;
+            let bits: Vec<u16> = (0..n * d)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    // Finite FP16 patterns only: exponent field below 0x1F.
+                    let b = (state >> 48) as u16;
+                    if b & 0x7C00 == 0x7C00 { b & !0x4000 } else { b }
+                })
+                .collect();
+            let (datatype, raw, want): (&str, Vec<u8>, Vec<f32>) = if fp16 {
+                ("FP16", le_u16(&bits), bits.iter().map(|&b| f16_to_f32(b)).collect())
+            } else {
+                let v: Vec<f32> = bits.iter().map(|&b| f16_to_f32(b) * 3.0).collect();
+                ("FP32", le_f32(&v), v)
+            };
+            let body = oip_response(
+                vec![oip_output("e", datatype, &[n as i64, d as i64], None)],
+                vec![raw],
+            );
+            let out = oip_decoder(None).decode(&body).unwrap();
+            prop_assert_eq!((out.items(), out.dim), (n, d));
+            let got: Vec<u32> = out.data.iter().map(|v| v.to_bits()).collect();
+            let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
