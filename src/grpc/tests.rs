@@ -841,3 +841,128 @@ mod properties {
         }
     }
 }
+
+/// Messages encoded by the official protobuf runtime from the vendored .proto files
+/// (tests/py/grpc/make_golden.py): the hand-written field numbers read them right, and
+/// fields left out of pb.rs (parameters maps) are skipped.
+mod golden {
+    use bytes::Bytes;
+    use prost::Message;
+
+    use super::super::pb::{oip, tei, tfs};
+    use super::*;
+
+    macro_rules! golden {
+        ($name:literal) => {
+            Bytes::from_static(include_bytes!(concat!(
+                "../../tests/py/grpc/golden/",
+                $name,
+                ".binpb"
+            )))
+        };
+    }
+
+    #[test]
+    fn oip_response_fp32_contents() {
+        let msg = golden!("oip_response_fp32_contents");
+        let r = oip::ModelInferResponse::decode(msg.clone()).unwrap();
+        assert_eq!(
+            (
+                r.model_name.as_str(),
+                r.model_version.as_str(),
+                r.id.as_str()
+            ),
+            ("embedder", "3", "req-7")
+        );
+        assert_eq!(r.outputs[1].shape, [2, 3]);
+        let out = decode_oip_v2(msg.clone(), Some("embedding"), 8).unwrap();
+        assert_eq!(out.data, [0.5, -0.25, 1.0, 2.0, -3.5, 0.125]);
+        assert_eq!((out.items(), out.dim), (2, 3));
+        // The first output is INT64 logits.
+        assert_eq!(
+            decode_oip_v2(msg, None, 8),
+            Err(GrpcDecodeError::Datatype {
+                output: "logits".into(),
+                datatype: "INT64".into()
+            })
+        );
+    }
+
+    #[test]
+    fn oip_response_raw_bf16() {
+        let msg = golden!("oip_response_raw_bf16");
+        let out = decode_oip_v2(msg.clone(), None, 8).unwrap();
+        assert_eq!(out.data, [1.0, -2.0, 0.5, 3.0]);
+        assert_eq!((out.items(), out.dim), (1, 4));
+        let norm = decode_oip_v2(msg, Some("norm"), 8).unwrap();
+        assert_eq!(norm.data, [1.5]);
+    }
+
+    #[test]
+    fn oip_request() {
+        let msg = golden!("oip_request_bytes3");
+        let q = oip::ModelInferRequest::decode(msg.clone()).unwrap();
+        let texts: Vec<&[u8]> = q.inputs[0]
+            .contents
+            .as_ref()
+            .unwrap()
+            .bytes_contents
+            .iter()
+            .map(|b| &b[..])
+            .collect();
+        assert_eq!(texts, [&b"a"[..], b"bb", b"ccc"]);
+        assert_eq!(oip_v2_request_items(msg), Ok(3));
+    }
+
+    #[test]
+    fn tei_messages() {
+        let out = decode_tei(golden!("tei_response")).unwrap();
+        assert_eq!(out.data, [0.1, 0.2, -0.3]);
+        let r = tei::EmbedResponse::decode(golden!("tei_response")).unwrap();
+        let m = r.metadata.unwrap();
+        assert_eq!(
+            (m.compute_chars, m.compute_tokens, m.total_time_ns),
+            (5, 3, 1234)
+        );
+        let q = tei::EmbedRequest::decode(golden!("tei_request")).unwrap();
+        assert_eq!(
+            (q.inputs.as_str(), q.truncate, q.normalize, q.dimensions),
+            ("hello", true, Some(true), Some(3))
+        );
+        assert_eq!(tei_request_items(golden!("tei_request")), Ok(1));
+    }
+
+    #[test]
+    fn tfserving_messages() {
+        let msg = golden!("tfs_response_half_content");
+        let out = decode_tfserving(msg.clone(), Some("embedding"), 8).unwrap();
+        assert_eq!(out.data, [1.0, -2.0, 0.5, 65504.0]);
+        assert_eq!((out.items(), out.dim), (2, 2));
+        assert_eq!(
+            decode_tfserving(msg.clone(), Some("scores"), 8)
+                .unwrap()
+                .data,
+            [0.25, 0.75]
+        );
+        assert_eq!(
+            decode_tfserving(msg.clone(), None, 8).map_err(|e| e.kind()),
+            Err("ambiguous_output")
+        );
+        let spec = tfs::PredictResponse::decode(msg)
+            .unwrap()
+            .model_spec
+            .unwrap();
+        assert_eq!(
+            (spec.name.as_str(), spec.signature_name.as_str()),
+            ("use", "serving_default")
+        );
+
+        let out = decode_tfserving(golden!("tfs_response_half_val"), None, 8).unwrap();
+        assert_eq!(out.data, [1.0, -0.333_251_95]);
+
+        assert_eq!(
+            tfserving_request_items(golden!("tfs_request_ids5x16")),
+            Ok(5)
+        );
+    }
+}
