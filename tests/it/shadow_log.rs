@@ -1,6 +1,8 @@
 //! Shadow log end to end: real files in temp dirs, read back with the parquet crate,
 //! pyarrow and DuckDB (`tests/py/read_shadow_log.py`).
 
+use crate::support;
+
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -75,13 +77,9 @@ fn metrics() -> (Registry, ShadowLogMetrics) {
     (reg, m)
 }
 
-/// Polls `cond` every 10 ms for up to 10 s (generous: the machine is shared).
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Waits for `cond` up to 10 s (generous: the machine is shared).
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    support::wait_for(what, Duration::from_secs(10), cond);
 }
 
 /// Files under `dir` by kind: visible `.parquet` files (no path component starting with
@@ -731,6 +729,7 @@ fn child_writes_until_killed() {
             i += 1;
         }
         if i % 50 == 0 {
+            // Pacing: the writer rolls a file every ~10 ms until the parent kills it.
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -747,7 +746,7 @@ fn kill_writer_mid_file() -> (tempfile::TempDir, Tree) {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "child_writes_until_killed",
+                "shadow_log::child_writes_until_killed",
                 "--ignored",
                 "--nocapture",
             ])

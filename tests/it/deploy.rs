@@ -2,8 +2,7 @@
 //! passes, and every PromQL expression in deploy/ (AnalysisTemplates, alert rules,
 //! dashboard panels) evaluates on a real Prometheus that scraped a real sidecar.
 
-#[path = "support/prom.rs"]
-mod prom;
+use crate::support::prom;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

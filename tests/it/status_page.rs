@@ -1,7 +1,7 @@
 //! The status page at `/` on the admin port, rendered by headless Chromium: it must show
 //! the numbers `/metrics` shows.
 
-mod common;
+use crate::support;
 
 use std::process::Command;
 
@@ -63,7 +63,7 @@ async fn status_page_renders_the_numbers_metrics_shows() {
         cosine: c,
         ..Default::default()
     };
-    let s = common::stack(
+    let s = support::stack(
         o(CosineSpec::Identical),
         o(CosineSpec::Identical),
         o(CosineSpec::Constant(0.9)),
@@ -81,7 +81,7 @@ async fn status_page_renders_the_numbers_metrics_shows() {
     let dom = tokio::task::spawn_blocking(move || dump_dom(&url))
         .await
         .unwrap();
-    let metric = |name: &str, labels: &[(&str, &str)]| common::value(&m, name, labels).unwrap();
+    let metric = |name: &str, labels: &[(&str, &str)]| support::value(&m, name, labels).unwrap();
 
     let shown = |id: &str| {
         by_id(&dom, id)

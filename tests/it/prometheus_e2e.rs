@@ -1,9 +1,8 @@
 //! A real Prometheus scrapes a running sidecar and answers the gate queries with the
 //! values the model servers were built to produce.
 
-mod common;
-#[path = "support/prom.rs"]
-mod prom;
+use crate::support;
+use crate::support::prom;
 
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ async fn prometheus_sees_the_known_drift_and_error_rate() {
         cosine,
         ..Default::default()
     };
-    let s = common::stack(
+    let s = support::stack(
         o(CosineSpec::Identical),
         o(CosineSpec::Identical),
         o(CosineSpec::Constant(c)),

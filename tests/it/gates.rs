@@ -3,9 +3,8 @@
 //! scrapes them, every template query is evaluated, and Argo's condition rules give the
 //! verdict each scenario deserves.
 
-mod common;
-#[path = "support/prom.rs"]
-mod prom;
+use crate::support;
+use crate::support::prom;
 
 use std::path::Path;
 use std::process::Command;
@@ -194,7 +193,7 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
     for s in scenarios() {
         let model = format!("[model]\nname = \"{}\"\nversion = \"v2\"\n", s.model);
         // This pod serves the canary's version: its primary is the canary's model.
-        let stack = common::stack(
+        let stack = support::stack(
             s.canary.clone(),
             s.baseline.clone(),
             s.canary.clone(),
@@ -242,6 +241,7 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     i += 1;
                     stack.embed(&format!("{model} late {c} {i}")).await;
+                    // Pacing of the background traffic.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }));
