@@ -1,8 +1,8 @@
 //! A real Prometheus scrapes a running sidecar and answers the gate queries with the
 //! values the model servers were built to produce.
 
-use crate::support;
 use crate::support::prom;
+use crate::support::{self, Component};
 
 use std::time::Duration;
 
@@ -10,6 +10,9 @@ use shadowgate::demo::model::{Behaviour, CosineSpec, ModelOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_sees_the_known_drift_and_error_rate() {
+    if !support::require(&[Component::Prometheus]) {
+        return;
+    }
     let c = 0.93;
     let o = |cosine| ModelOptions {
         dim: 256,

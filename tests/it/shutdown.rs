@@ -1,7 +1,7 @@
 //! The real binary under load: SIGTERM loses no accepted shadow row; kill -9 leaves only
 //! complete files visible, and the restart serves at once and sets leftovers aside.
 
-use crate::support;
+use crate::support::{self, Component};
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -140,6 +140,9 @@ async fn servers() -> (ModelServer, ModelServer, ModelServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_no_accepted_row() {
+    if !support::require(&[Component::Python(&["pyarrow", "duckdb"])]) {
+        return;
+    }
     let (p, b, c) = servers().await;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
@@ -206,6 +209,9 @@ async fn sigterm_under_load_loses_no_accepted_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_leaves_only_complete_files_and_restart_sets_leftovers_aside() {
+    if !support::require(&[Component::Python(&["pyarrow", "duckdb"])]) {
+        return;
+    }
     let (p, b, c) = servers().await;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");

@@ -1,6 +1,6 @@
 //! The sidecar end to end, in-process, against real model servers on loopback.
 
-use crate::support;
+use crate::support::{self, Component};
 
 use std::time::{Duration, Instant};
 
@@ -412,13 +412,9 @@ async fn oversized_bodies_get_413() {
 
 #[tokio::test]
 async fn metrics_exposition_passes_promtool() {
-    let Ok(out) = std::process::Command::new("promtool")
-        .arg("--version")
-        .output()
-    else {
-        panic!("promtool not installed: the test command installs the Debian package prometheus");
-    };
-    assert!(out.status.success());
+    if !support::require(&[Component::Promtool]) {
+        return;
+    }
     let s = stack(
         opts(CosineSpec::Identical),
         opts(CosineSpec::Identical),

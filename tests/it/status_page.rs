@@ -1,23 +1,15 @@
 //! The status page at `/` on the admin port, rendered by headless Chromium: it must show
 //! the numbers `/metrics` shows.
 
-use crate::support;
+use crate::support::{self, Component};
 
 use std::process::Command;
 
 use shadowgate::demo::model::{CosineSpec, ModelOptions};
 
+/// The Chromium binary ([`support::require`] checked that there is one).
 fn chromium() -> &'static str {
-    for c in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return c;
-        }
-    }
-    panic!("headless Chromium is needed: the test command installs the Debian package `chromium`");
+    support::system::chromium().expect("chromium on PATH")
 }
 
 /// The DOM after load, as Chromium rendered it.
@@ -58,6 +50,9 @@ fn by_id(dom: &str, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_the_numbers_metrics_shows() {
+    if !support::require(&[Component::Chromium]) {
+        return;
+    }
     let o = |c| ModelOptions {
         dim: 64,
         cosine: c,

@@ -21,7 +21,7 @@ pub enum Component {
     Pushgateway,
     /// A headless Chromium (`chromium`, `chromium-browser` or `google-chrome`).
     Chromium,
-    /// `python3` importing every one of these modules.
+    /// `python3` importing every one of these modules (none: python3 alone).
     Python(&'static [&'static str]),
     /// A Java runtime, for PySpark in local mode.
     Java,
@@ -42,6 +42,7 @@ impl Component {
             Component::Promtool => "promtool".into(),
             Component::Pushgateway => "prometheus-pushgateway".into(),
             Component::Chromium => "chromium (or chromium-browser, google-chrome)".into(),
+            Component::Python([]) => "python3".into(),
             Component::Python(modules) => {
                 format!("python3 with the modules {}", modules.join(", "))
             }
@@ -65,6 +66,7 @@ impl Component {
             Component::Chromium => apt("chromium"),
             Component::Java => apt("default-jre-headless"),
             Component::Node => apt("nodejs npm"),
+            Component::Python([]) => apt("python3 python3-pip"),
             Component::Python(modules) => {
                 let pip: Vec<&str> = modules.iter().map(|m| pip_name(m)).collect();
                 format!(
@@ -91,9 +93,10 @@ impl Component {
             Component::Java => on_path("java"),
             Component::Node => on_path("node") && on_path("npm"),
             Component::Python(modules) => {
-                let imports = format!("import {}", modules.join(", "));
+                let imports = format!("import sys, {}", modules.join(", "));
+                let imports = imports.trim_end_matches(", ");
                 Command::new("python3")
-                    .args(["-c", &imports])
+                    .args(["-c", imports])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .status()
