@@ -139,7 +139,7 @@ pub fn require(components: &[Component]) -> bool {
         );
     }
     for m in &missing {
-        eprintln!("skipped{test}: {m}");
+        eprintln!("skipped: {m}{test}");
     }
     false
 }
