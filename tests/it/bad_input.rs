@@ -106,9 +106,17 @@ async fn connections_over_the_limit_are_shed_with_503() {
     let addr = s.sidecar.proxy_addr;
     let shed = tokio::task::spawn_blocking(move || {
         // Hold four idle connections open, then a fifth must be answered 503 and closed.
+        // Until the server has taken the four, a fifth is served like any other (and closes:
+        // `connection: close`), so ask again until it is shed or 5 s pass.
         let held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        std::thread::sleep(Duration::from_millis(100));
-        let out = raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        support::poll(Duration::from_secs(5), || {
+            out = raw(
+                addr,
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            out.starts_with("HTTP/1.1 503").then_some(())
+        });
         drop(held);
         out
     })

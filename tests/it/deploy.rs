@@ -328,9 +328,14 @@ fn every_promql_expression_in_deploy_evaluates_against_a_real_prometheus() {
         ),
         deadline,
     );
-    // A few more scrapes so that every window holds several samples: time passing for
-    // the windows of the expressions, hence a sleep.
-    std::thread::sleep(Duration::from_secs(3));
+    // A few more scrapes so that every window holds several samples (1 s apart: five,
+    // where a fixed 3 s pause after the first finite rate used to stand).
+    wait_until(
+        prom,
+        &format!(r#"min(count_over_time(model_inference_requests_total{{model="{MODEL}"}}[1m]))"#),
+        deadline,
+        |n| n >= 5.0,
+    );
 
     let out = Command::new("python3")
         .arg(Path::new(ROOT).join("tests/py/deploy_promql.py"))
