@@ -7,6 +7,7 @@
 //! it (a quick `cargo test` on a developer's machine) the test prints
 //! `skipped: <component> not found — <how to get it>` to stderr and passes.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -138,8 +139,11 @@ pub fn require(components: &[Component]) -> bool {
             missing.join("\n  ")
         );
     }
+    // Straight to the process's stderr, not through eprintln!, which the test harness
+    // captures and shows only for failures: a skip must be seen in a plain `cargo test`.
+    let mut stderr = std::io::stderr().lock();
     for m in &missing {
-        eprintln!("skipped: {m}{test}");
+        let _ = writeln!(stderr, "skipped: {m}{test}");
     }
     false
 }
