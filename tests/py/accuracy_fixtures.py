@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Shadow logs and label files with known answers for tests/accuracy.rs and the Spark
+"""Shadow logs and label files with known answers for tests/it/accuracy.rs and the Spark
 job's test. Usage: accuracy_fixtures.py OUT_DIR
 
 Writes, under OUT_DIR:
@@ -13,7 +13,7 @@ Writes, under OUT_DIR:
   nolabelid/labels.csv  a label file without the request_id column
   empty/logs, empty/labels  empty directories
 
-Expected numbers (asserted in tests/accuracy.rs), model llm:
+Expected numbers (asserted in tests/it/accuracy.rs), model llm:
   pair v1 -> v2: both_correct 46, baseline_only 15, canary_only 31, both_wrong 7,
                  labeled 99, rows 119, compared 110, agreed 66, missing b 6 / c 5
   pair v2 -> v3: 12 / 5 / 5 / 8, labeled 30, rows 30, compared 30, agreed 20

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference values for tests/accuracy.rs.
+"""Independent reference values for tests/it/accuracy.rs.
 
 Reads a JSON list of paired tables from stdin,
   [{"both_correct": a, "baseline_only": b, "canary_only": c, "both_wrong": d}, ...]

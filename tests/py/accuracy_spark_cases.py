@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs deploy/spark/accuracy_job.py for several argument lists in one Spark local
-session (one JVM start instead of one per case), for tests/accuracy.rs.
+session (one JVM start instead of one per case), for tests/it/accuracy.rs.
 
 Usage: accuracy_spark_cases.py CASES.json   with a list of argument lists, each as the
 job's command line (including --json OUT). Exits 3 with a message when pyspark is not

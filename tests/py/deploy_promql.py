@@ -1,4 +1,4 @@
-"""Every PromQL expression in deploy/, ready to send to Prometheus (tests/deploy.rs).
+"""Every PromQL expression in deploy/, ready to send to Prometheus (tests/it/deploy.rs).
 
 Usage: deploy_promql.py name=value ...
 

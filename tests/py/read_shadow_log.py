@@ -1,7 +1,7 @@
 """Read a shadow-log tree with pyarrow and DuckDB, print what each sees as JSON.
 
 Usage: read_shadow_log.py DIR [REQUEST_ID]
-Used by tests/shadow_log.rs: both engines must see the tree as one Hive-partitioned
+Used by tests/it/shadow_log.rs: both engines must see the tree as one Hive-partitioned
 table (partition columns model, date, hour) and never see temporary or quarantined files.
 """
 

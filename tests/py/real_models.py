@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -214,6 +215,25 @@ class Prometheus:
                 time.sleep(0.1)
         raise SystemExit("prometheus not ready")
 
+    def value(self, expr):
+        """The first value of an instant query, or None."""
+        url = self.url + "/api/v1/query?query=" + urllib.parse.quote(expr)
+        try:
+            data = json.loads(urllib.request.urlopen(url, timeout=5).read())["data"]["result"]
+        except (OSError, KeyError, ValueError):
+            return None
+        return float(data[0]["value"][1]) if data else None
+
+    def wait_scraped(self, model, n, timeout=30):
+        """Until the last three scrapes (1 s apart) of `model` all held `n` pairs: the
+        final count is in every window the templates read."""
+        expr = f'min_over_time(sum(model_embedding_pairs_total{{model="{model}"}})[3s:1s])'
+        deadline = time.time() + timeout
+        while (self.value(expr) or 0) < n:
+            if time.time() > deadline:
+                raise SystemExit(f"prometheus did not scrape {n} pairs of {model} within {timeout} s")
+            time.sleep(0.1)
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -292,9 +312,9 @@ def slices(args):
             w.start()
         for w in workers:
             w.join()
-        for sc in sidecars.values():
+        for v, sc in sidecars.items():
             sc.wait_pairs(len(texts))
-        time.sleep(3)  # two scrapes after the last pair
+            prom.wait_scraped(v, len(texts))  # the last pair in every window
         done.set()
         lt.join()
         look()

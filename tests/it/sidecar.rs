@@ -1,15 +1,15 @@
 //! The sidecar end to end, in-process, against real model servers on loopback.
 
-mod common;
+use crate::support::{self, Component};
 
 use std::time::{Duration, Instant};
 
-use common::{quantile, stack, value, Client};
 use http::Method;
 use shadowgate::demo::model::{refused_addr, Behaviour, CosineSpec, ModelOptions, ModelServer};
 use shadowgate::ids::{id_hash, SampleRate};
 use shadowgate::protocol::Protocol;
 use shadowgate::serve;
+use support::{stack, value, Client};
 
 fn opts(cosine: CosineSpec) -> ModelOptions {
     ModelOptions {
@@ -264,148 +264,11 @@ async fn sampling_follows_the_id_hash_exactly() {
         .get(&format!("{}/v1/embeddings", s.proxy_url()))
         .await;
     s.wait_pairs(expected).await;
+    // A sleep: gives a wrongly mirrored request time to reach the canary, whose count
+    // must stay at `expected` (an absence cannot be waited for).
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(s.canary.shadow_requests(), expected);
     assert!((40..=80).contains(&expected), "{expected}");
-}
-
-/// A faulty canary changes nothing the client sees, and is counted under its outcome.
-#[tokio::test]
-async fn canary_faults_never_reach_the_client() {
-    let refused = refused_addr().await.unwrap();
-    let cases: Vec<(&str, Option<Behaviour>, &str)> = vec![
-        ("hang", Some(Behaviour::Hang), "timeout"),
-        (
-            "slow",
-            Some(Behaviour::Delay(Duration::from_millis(500))),
-            "compared",
-        ),
-        ("refused", None, "canary_error"),
-        ("http 500", Some(Behaviour::Status(500)), "canary_error"),
-        ("malformed", Some(Behaviour::Malformed), "invalid"),
-        ("nan", Some(Behaviour::NaN), "invalid"),
-        ("wrong dim", Some(Behaviour::WrongDim(17)), "invalid"),
-        ("empty", Some(Behaviour::Empty), "invalid"),
-        ("zero", Some(Behaviour::Zero), "invalid"),
-        ("missing field", Some(Behaviour::MissingField), "invalid"),
-        ("truncated", Some(Behaviour::Truncated), "canary_error"),
-    ];
-    let primary = ModelServer::spawn(opts(CosineSpec::Identical))
-        .await
-        .unwrap();
-    let baseline = ModelServer::spawn(opts(CosineSpec::Identical))
-        .await
-        .unwrap();
-    let client = Client::new();
-    // The no-shadow level: the same requests with sampling off.
-    let no_shadow = {
-        let cfg = common::config(
-            &primary.url(),
-            &baseline.url(),
-            &baseline.url(),
-            "sample_rate = 0.0",
-            "",
-        );
-        let sidecar = serve::start(cfg).await.unwrap();
-        let url = format!("http://{}/v1/embeddings", sidecar.proxy_addr);
-        let mut latencies = Vec::new();
-        for i in 0..12 {
-            latencies.push(
-                client
-                    .send(
-                        Method::POST,
-                        &url,
-                        &[],
-                        format!(r#"{{"input":"plain {i}"}}"#),
-                    )
-                    .await
-                    .elapsed,
-            );
-        }
-        sidecar.shutdown().await;
-        quantile(&mut latencies, 0.5)
-    };
-    let fds_before = open_fds();
-    for (name, behaviour, outcome) in cases {
-        let canary = ModelServer::spawn(opts(CosineSpec::Identical))
-            .await
-            .unwrap();
-        let canary_url = match &behaviour {
-            Some(b) => {
-                canary.set_behaviour(b.clone());
-                canary.url()
-            }
-            None => format!("http://{refused}"),
-        };
-        let cfg = common::config(
-            &primary.url(),
-            &baseline.url(),
-            &canary_url,
-            "timeout = \"1s\"",
-            "",
-        );
-        let sidecar = serve::start(cfg).await.unwrap();
-        let url = format!("http://{}/v1/embeddings", sidecar.proxy_addr);
-        let mut latencies = Vec::new();
-        let n = 12;
-        for i in 0..n {
-            let r = client
-                .send(
-                    Method::POST,
-                    &url,
-                    &[],
-                    format!(r#"{{"input":"{name} {i}"}}"#),
-                )
-                .await;
-            assert_eq!(r.status, 200, "{name}");
-            latencies.push(r.elapsed);
-        }
-        // The client never waited for the shadow path (hang times out after 1 s, slow
-        // takes 500 ms): its p50 stays at the no-shadow level, within scheduling noise.
-        let p50 = quantile(&mut latencies, 0.5);
-        assert!(
-            p50 < no_shadow + Duration::from_millis(30),
-            "{name}: client p50 {p50:?}, without shadow {no_shadow:?}"
-        );
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let m = loop {
-            let m = client
-                .get(&format!("http://{}/metrics", sidecar.admin_addr))
-                .await
-                .text();
-            if value(&m, "model_embedding_pairs_total", &[("outcome", outcome)]) == Some(n as f64)
-                || Instant::now() > deadline
-            {
-                break m;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        };
-        assert_eq!(
-            value(&m, "model_embedding_pairs_total", &[("outcome", outcome)]),
-            Some(n as f64),
-            "{name}"
-        );
-        assert_eq!(
-            value(&m, "model_inference_errors_total", &[]),
-            Some(0.0),
-            "{name}"
-        );
-        sidecar.shutdown().await;
-    }
-    // No task or connection outlives its sidecar: every descriptor opened for the eleven
-    // faulty canaries (listeners, pooled upstream connections, hung calls) is closed.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let fds_after = open_fds();
-    assert!(
-        fds_after <= fds_before + 4,
-        "descriptors leaked: {fds_before} before, {fds_after} after"
-    );
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -457,7 +320,7 @@ async fn primary_failures_become_clear_gateway_errors() {
         .await
         .unwrap();
     let client = Client::new();
-    let cfg = common::config(
+    let cfg = support::config(
         &format!("http://{refused}"),
         &baseline.url(),
         &baseline.url(),
@@ -491,7 +354,7 @@ async fn primary_failures_become_clear_gateway_errors() {
     })
     .await
     .unwrap();
-    let cfg = common::config(
+    let cfg = support::config(
         &hanging.url(),
         &baseline.url(),
         &baseline.url(),
@@ -548,13 +411,9 @@ async fn oversized_bodies_get_413() {
 
 #[tokio::test]
 async fn metrics_exposition_passes_promtool() {
-    let Ok(out) = std::process::Command::new("promtool")
-        .arg("--version")
-        .output()
-    else {
-        panic!("promtool not installed: the test command installs the Debian package prometheus");
-    };
-    assert!(out.status.success());
+    if !support::require(&[Component::Promtool]) {
+        return;
+    }
     let s = stack(
         opts(CosineSpec::Identical),
         opts(CosineSpec::Identical),
@@ -890,24 +749,24 @@ async fn mismatched_empty_and_oversized_batches_are_counted_by_reason() {
 /// Sends requests one at a time and, after each pair lands, reads the drift snapshot:
 /// the pair count at which `done` first holds (None within `max`).
 async fn pairs_until(
-    s: &common::Stack,
+    s: &support::Stack,
     tag: &str,
     max: usize,
     done: impl Fn(&shadowgate::drift::DriftSnapshot) -> bool,
 ) -> Option<usize> {
     for i in 1..=max {
         assert_eq!(s.embed(&format!("{tag} {i}")).await.status, 200);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let snap = s.sidecar.drift_snapshot().unwrap();
-            if snap.total_pairs >= i as u64 {
-                if done(&snap) {
-                    return Some(i);
-                }
-                break;
-            }
-            assert!(Instant::now() < deadline, "pair {i} never landed");
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        let snap = support::wait_for_value_async(
+            &format!("pair {i} to land"),
+            Duration::from_secs(10),
+            async || {
+                let snap = s.sidecar.drift_snapshot().unwrap();
+                (snap.total_pairs >= i as u64).then_some(snap)
+            },
+        )
+        .await;
+        if done(&snap) {
+            return Some(i);
         }
     }
     None

@@ -1,6 +1,8 @@
 //! Shadow log end to end: real files in temp dirs, read back with the parquet crate,
 //! pyarrow and DuckDB (`tests/py/read_shadow_log.py`).
 
+use crate::support::{self, Component};
+
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -75,13 +77,9 @@ fn metrics() -> (Registry, ShadowLogMetrics) {
     (reg, m)
 }
 
-/// Polls `cond` every 10 ms for up to 10 s (generous: the machine is shared).
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Waits for `cond` up to 10 s (generous: the machine is shared).
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    support::wait_for(what, Duration::from_secs(10), cond);
 }
 
 /// Files under `dir` by kind: visible `.parquet` files (no path component starting with
@@ -364,6 +362,9 @@ fn input_and_embeddings_are_all_null_unless_enabled() {
 
 #[test]
 fn pyarrow_and_duckdb_read_the_tree_as_one_partitioned_table() {
+    if !support::require(&[Component::Python(&["pyarrow", "duckdb"])]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (_reg, m) = metrics();
     let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
@@ -541,6 +542,9 @@ fn idle_writer_closes_its_file_at_max_age() {
 
 #[test]
 fn open_files_are_invisible_to_pyarrow_and_duckdb() {
+    if !support::require(&[Component::Python(&["pyarrow", "duckdb"])]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (_reg, m) = metrics();
     let o = WriterOptions {
@@ -671,6 +675,9 @@ fn temp_path_of(file: &Path) -> PathBuf {
 
 #[test]
 fn recovery_renames_complete_temp_files_and_quarantines_torn_ones() {
+    if !support::require(&[Component::Python(&["pyarrow", "duckdb"])]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let files = write_files(dir.path(), 30);
     assert_eq!(files.len(), 3);
@@ -731,6 +738,7 @@ fn child_writes_until_killed() {
             i += 1;
         }
         if i % 50 == 0 {
+            // Pacing: the writer rolls a file every ~10 ms until the parent kills it.
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -747,7 +755,7 @@ fn kill_writer_mid_file() -> (tempfile::TempDir, Tree) {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "child_writes_until_killed",
+                "shadow_log::child_writes_until_killed",
                 "--ignored",
                 "--nocapture",
             ])
@@ -863,18 +871,19 @@ impl Drop for Tmpfs {
 
 #[test]
 fn full_disk_counts_write_errors_and_the_writer_keeps_going() {
+    if !support::require(&[Component::TmpfsMount]) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
         .arg(dir.path())
         .stderr(std::process::Stdio::null())
         .status();
-    if !mounted.is_ok_and(|s| s.success()) {
-        eprintln!(
-            "SKIPPED full_disk_counts_write_errors...: `mount -t tmpfs` is not permitted here"
-        );
-        return;
-    }
+    assert!(
+        mounted.is_ok_and(|s| s.success()),
+        "mount -t tmpfs failed, though a trial mount succeeded"
+    );
     let _mount = Tmpfs(dir.path().to_path_buf());
     let (_reg, m) = metrics();
     let o = WriterOptions {

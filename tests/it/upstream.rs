@@ -192,6 +192,7 @@ async fn connections_the_server_closed_while_idle_are_not_handed_out() {
             .unwrap_or_else(|e| panic!("request {i}: {e}"));
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), BODY_LEN, "request {i}");
+        // Idle longer than the server's 50 ms keep-alive: the behaviour under test.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     assert_eq!(server.requests.load(Ordering::SeqCst), 6);
@@ -391,6 +392,7 @@ async fn bodies_of_unknown_length_go_out_chunked_and_known_ones_with_their_lengt
     let sender = tokio::spawn(async move {
         for piece in [&b"{\"input\":"[..], b"\"a streamed ", b"body\"}"] {
             tx.send(Bytes::from_static(piece)).await.unwrap();
+            // A body that arrives in pieces over time, as a streamed one does.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });

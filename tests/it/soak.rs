@@ -3,7 +3,7 @@
 //! time and must stay flat. `SOAK_SECONDS` sets the length (default 30; CI runs 120,
 //! `scripts/soak.sh 3600` an hour).
 
-mod common;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,7 +57,7 @@ async fn rss_and_fds_stay_flat_under_sustained_load() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (proxy_port, admin_port) = (common::free_port(), common::free_port());
+    let (proxy_port, admin_port) = (support::free_port(), support::free_port());
     let cfg = format!(
         r#"[model]
 name = "soak"
@@ -101,7 +101,7 @@ max_tracked = 20000
         .spawn()
         .unwrap();
     let pid = child.id();
-    common::wait_listening(proxy_port);
+    support::wait_listening(proxy_port);
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -110,7 +110,7 @@ max_tracked = 20000
     for w in 0..4 {
         let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
         workers.push(tokio::spawn(async move {
-            let client = common::Client::new();
+            let client = support::Client::new();
             let url = format!("http://127.0.0.1:{proxy_port}/v1/embeddings");
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -126,10 +126,11 @@ max_tracked = 20000
         }));
     }
 
-    let client = common::Client::new();
+    let client = support::Client::new();
     let started = Instant::now();
     let mut samples = Vec::new();
     while started.elapsed() < Duration::from_secs(seconds) {
+        // The sampling interval of the soak: time passing is what it measures.
         tokio::time::sleep(Duration::from_secs(5).min(Duration::from_secs(seconds) / 6)).await;
         let m = client
             .get(&format!("http://127.0.0.1:{admin_port}/metrics"))
@@ -139,11 +140,11 @@ max_tracked = 20000
             t: started.elapsed().as_secs_f64(),
             rss: rss_kib(pid),
             fds: open_fds(pid),
-            queue: common::value(&m, "shadowgate_shadow_log_queue_depth", &[]).unwrap_or(f64::NAN),
+            queue: support::value(&m, "shadowgate_shadow_log_queue_depth", &[]).unwrap_or(f64::NAN),
             dropped: ["queue_full", "write_error"]
                 .iter()
                 .map(|r| {
-                    common::value(&m, "shadowgate_shadow_log_dropped_total", &[("reason", r)])
+                    support::value(&m, "shadowgate_shadow_log_dropped_total", &[("reason", r)])
                         .unwrap_or(0.0)
                 })
                 .sum(),

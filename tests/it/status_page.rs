@@ -1,23 +1,15 @@
 //! The status page at `/` on the admin port, rendered by headless Chromium: it must show
 //! the numbers `/metrics` shows.
 
-mod common;
+use crate::support::{self, Component};
 
 use std::process::Command;
 
 use shadowgate::demo::model::{CosineSpec, ModelOptions};
 
+/// The Chromium binary ([`support::require`] checked that there is one).
 fn chromium() -> &'static str {
-    for c in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return c;
-        }
-    }
-    panic!("headless Chromium is needed: the test command installs the Debian package `chromium`");
+    support::system::chromium().expect("chromium on PATH")
 }
 
 /// The DOM after load, as Chromium rendered it.
@@ -58,12 +50,15 @@ fn by_id(dom: &str, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_the_numbers_metrics_shows() {
+    if !support::require(&[Component::Chromium]) {
+        return;
+    }
     let o = |c| ModelOptions {
         dim: 64,
         cosine: c,
         ..Default::default()
     };
-    let s = common::stack(
+    let s = support::stack(
         o(CosineSpec::Identical),
         o(CosineSpec::Identical),
         o(CosineSpec::Constant(0.9)),
@@ -81,7 +76,7 @@ async fn status_page_renders_the_numbers_metrics_shows() {
     let dom = tokio::task::spawn_blocking(move || dump_dom(&url))
         .await
         .unwrap();
-    let metric = |name: &str, labels: &[(&str, &str)]| common::value(&m, name, labels).unwrap();
+    let metric = |name: &str, labels: &[(&str, &str)]| support::value(&m, name, labels).unwrap();
 
     let shown = |id: &str| {
         by_id(&dom, id)

@@ -5,7 +5,7 @@
 //! nothing the client gets and is counted on the shadow side. The model servers are
 //! hyper's HTTP/2 on loopback speaking the protocol's messages (src/grpc/pb.rs).
 
-mod common;
+use crate::support as common;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};

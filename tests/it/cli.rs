@@ -1,7 +1,7 @@
 //! The binary as a user runs it: check-config, serve's refusal of bad config, env
 //! overrides, and graceful shutdown on SIGTERM.
 
-mod common;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -150,7 +150,7 @@ async fn sigterm_case(threads: Option<&str>) {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (proxy_port, admin_port) = (common::free_port(), common::free_port());
+    let (proxy_port, admin_port) = (support::free_port(), support::free_port());
     let text = format!(
         "[listen]\nproxy = \"127.0.0.1:{proxy_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[primary]\nurl = \"{}\"\n[shadow]\nsample_rate = 1.0\nself_similarity_rate = 0.0\ntimeout = \"3s\"\n[shadow.baseline]\nurl = \"{}\"\nversion = \"v1\"\n[shadow.canary]\nurl = \"{}\"\nversion = \"v2\"\n",
         primary.url(),
@@ -169,8 +169,9 @@ async fn sigterm_case(threads: Option<&str>) {
         .spawn()
         .unwrap();
     if threads == Some("1") {
-        // The runtime's thread is the main thread: no tokio worker threads.
-        std::thread::sleep(Duration::from_millis(300));
+        // The runtime's thread is the main thread: no tokio worker threads (once it
+        // serves, the runtime is up).
+        support::wait_listening(admin_port);
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
         let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
             .unwrap()
@@ -181,8 +182,8 @@ async fn sigterm_case(threads: Option<&str>) {
             "{names:?}\n{status}"
         );
     }
-    let client = common::Client::new();
-    common::wait_listening(proxy_port);
+    let client = support::Client::new();
+    support::wait_listening(proxy_port);
     let url = format!("http://127.0.0.1:{proxy_port}/v1/embeddings");
     let inflight = {
         let client = client.clone();
@@ -194,12 +195,12 @@ async fn sigterm_case(threads: Option<&str>) {
     };
     // SIGTERM only once the request is in flight at the primary and at both shadows
     // (a loaded machine can take longer than any fixed pause to get it there).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while (primary.requests() < 1 || shadow.shadow_requests() < 2)
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::wait_for_async(
+        "the request at the primary and at both shadows",
+        Duration::from_secs(5),
+        async || primary.requests() >= 1 && shadow.shadow_requests() >= 2,
+    )
+    .await;
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -251,7 +252,7 @@ async fn secrets_and_bodies_never_reach_the_logs() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (proxy_port, admin_port) = (common::free_port(), common::free_port());
+    let (proxy_port, admin_port) = (support::free_port(), support::free_port());
     let text = format!(
         "[listen]\nproxy = \"127.0.0.1:{proxy_port}\"\nadmin = \"127.0.0.1:{admin_port}\"\n[primary]\nurl = \"{}\"\n[shadow]\nsample_rate = 1.0\n[shadow.baseline]\nurl = \"{}\"\nversion = \"v1\"\n[shadow.canary]\nurl = \"http://127.0.0.1:1\"\nversion = \"v2\"\n[shadow_log]\ndir = \"\"\n[feedback]\ntoken = \"admin-token-5ecret\"\n",
         primary.url(),
@@ -265,8 +266,8 @@ async fn secrets_and_bodies_never_reach_the_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    common::wait_listening(proxy_port);
-    let client = common::Client::new();
+    support::wait_listening(proxy_port);
+    let client = support::Client::new();
     for i in 0..5 {
         let r = client
             .send(
@@ -290,6 +291,8 @@ async fn secrets_and_bodies_never_reach_the_logs() {
         )
         .await;
     assert_eq!(r.status, 200);
+    // A sleep, not a wait: the test looks for log lines that must never appear, so it
+    // gives any late ones time to be written before the process stops.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -3,9 +3,8 @@
 //! scrapes them, every template query is evaluated, and Argo's condition rules give the
 //! verdict each scenario deserves.
 
-mod common;
-#[path = "support/prom.rs"]
-mod prom;
+use crate::support::prom;
+use crate::support::{self, Component};
 
 use std::path::Path;
 use std::process::Command;
@@ -185,6 +184,9 @@ const REQUESTS: usize = 2500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_gets_the_verdict_it_deserves() {
+    if !support::require(&[Component::Prometheus, Component::Python(&["yaml"])]) {
+        return;
+    }
     let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/argo");
     assert!(
         templates.is_dir(),
@@ -194,7 +196,7 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
     for s in scenarios() {
         let model = format!("[model]\nname = \"{}\"\nversion = \"v2\"\n", s.model);
         // This pod serves the canary's version: its primary is the canary's model.
-        let stack = common::stack(
+        let stack = support::stack(
             s.canary.clone(),
             s.baseline.clone(),
             s.canary.clone(),
@@ -242,6 +244,7 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     i += 1;
                     stack.embed(&format!("{model} late {c} {i}")).await;
+                    // Pacing of the background traffic.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }));
@@ -268,7 +271,17 @@ async fn every_scenario_gets_the_verdict_it_deserves() {
         let v = p.wait_for(&q, Duration::from_secs(20), |v| v.is_finite());
         assert!(v.is_some_and(f64::is_finite), "{m}: bounds scraped");
     }
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Several scrapes of every series (1 s apart) in the windows: 8 samples, where a fixed
+    // 6 s pause after the first finite bound used to stand.
+    for m in &names {
+        let q =
+            format!("min(count_over_time(model_inference_requests_total{{model=\"{m}\"}}[2m]))");
+        let v = p.wait_for(&q, Duration::from_secs(30), |v| v >= 8.0);
+        assert!(
+            v.is_some_and(|v| v >= 8.0),
+            "{m}: scrapes in the window: {v:?}"
+        );
+    }
     // The rate-window gates need min-requests (100) requests inside Prometheus' window.
     for m in &names {
         let q = format!("sum(increase(model_inference_requests_total{{model=\"{m}\"}}[2m]))");

@@ -1,7 +1,7 @@
 //! Bad client input on the proxy port: invalid HTTP, slow clients, connection floods,
 //! and admin endpoints that must not exist there.
 
-mod common;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -29,7 +29,7 @@ fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_http_gets_400_and_the_proxy_keeps_serving() {
-    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let s = support::stack(opts(), opts(), opts(), "", "").await;
     let addr = s.sidecar.proxy_addr;
     let out = tokio::task::spawn_blocking(move || raw(addr, b"NOT HTTP AT ALL\r\n\r\n"))
         .await
@@ -51,7 +51,7 @@ async fn invalid_http_gets_400_and_the_proxy_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_by_the_header_timeout() {
-    let s = common::stack(
+    let s = support::stack(
         opts(),
         opts(),
         opts(),
@@ -102,13 +102,21 @@ async fn slow_clients_are_cut_off_by_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_shed_with_503() {
-    let s = common::stack(opts(), opts(), opts(), "", "[limits]\nmax_connections = 4").await;
+    let s = support::stack(opts(), opts(), opts(), "", "[limits]\nmax_connections = 4").await;
     let addr = s.sidecar.proxy_addr;
     let shed = tokio::task::spawn_blocking(move || {
         // Hold four idle connections open, then a fifth must be answered 503 and closed.
+        // Until the server has taken the four, a fifth is served like any other (and closes:
+        // `connection: close`), so ask again until it is shed or 5 s pass.
         let held: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        std::thread::sleep(Duration::from_millis(100));
-        let out = raw(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        support::poll(Duration::from_secs(5), || {
+            out = raw(
+                addr,
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            out.starts_with("HTTP/1.1 503").then_some(())
+        });
         drop(held);
         out
     })
@@ -116,13 +124,17 @@ async fn connections_over_the_limit_are_shed_with_503() {
     .unwrap();
     assert!(shed.starts_with("HTTP/1.1 503"), "{shed:?}");
     // Once the held connections are gone, service resumes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(s.embed("after").await.status, 200);
+    support::wait_for_async(
+        "a 200 once the held connections are closed",
+        Duration::from_secs(5),
+        async || s.embed("after").await.status == 200,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn admin_endpoints_are_not_on_the_proxy_port() {
-    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let s = support::stack(opts(), opts(), opts(), "", "").await;
     for path in ["/metrics", "/labels", "/feedback", "/healthz"] {
         let r = s.client.get(&format!("{}{path}", s.proxy_url())).await;
         // Whatever the model server says about the path: never the sidecar's own metrics.
@@ -145,7 +157,7 @@ fn status_and_body(out: &str) -> (&str, &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn framing_targets_and_hosts_are_refused_as_nginx_refuses_them() {
-    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let s = support::stack(opts(), opts(), opts(), "", "").await;
     let addr = s.sidecar.proxy_addr;
     let post = |te: &str| {
         format!("POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n{te}\r\n\r\n0\r\n\r\n").into_bytes()
@@ -183,7 +195,7 @@ async fn framing_targets_and_hosts_are_refused_as_nginx_refuses_them() {
     // nothing else got through, and nothing counts against the primary.
     let m = s.metrics().await;
     assert_eq!(
-        common::value(&m, "model_inference_errors_total", &[]).unwrap_or(0.0),
+        support::value(&m, "model_inference_errors_total", &[]).unwrap_or(0.0),
         0.0
     );
     assert_eq!(s.primary.requests(), 0);
@@ -192,7 +204,7 @@ async fn framing_targets_and_hosts_are_refused_as_nginx_refuses_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_requests_and_underscored_names_are_served_without_them() {
-    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let s = support::stack(opts(), opts(), opts(), "", "").await;
     let addr = s.sidecar.proxy_addr;
     let body = r#"{"input":"plain http"}"#;
     let wire = format!(
@@ -227,6 +239,7 @@ fn send_slowly(
     c.set_nodelay(true).unwrap();
     c.write_all(head).unwrap();
     for b in trickle {
+        // A slow client is the behaviour under test: one byte every `gap`.
         std::thread::sleep(gap);
         c.write_all(&[*b]).unwrap();
     }
@@ -246,7 +259,7 @@ const STALLED: &[u8] = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type
 const TEST_BOUND: Duration = Duration::from_secs(30);
 
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    common::value(text, name, labels).unwrap_or_else(|| panic!("{name}{labels:?} missing"))
+    support::value(text, name, labels).unwrap_or_else(|| panic!("{name}{labels:?} missing"))
 }
 
 /// Assert the answer is the sidecar's 408 naming the key, sent after the pause limit
@@ -262,8 +275,8 @@ fn assert_body_timeout(waited: Duration, out: &str) {
 
 /// A sidecar with `body_read_timeout = 300ms` and `shadow` settings, after one request
 /// whose body stalls: its 408 already checked.
-async fn stalled_request(shadow: &str) -> common::Stack {
-    let s = common::stack(
+async fn stalled_request(shadow: &str) -> support::Stack {
+    let s = support::stack(
         opts(),
         opts(),
         opts(),
@@ -360,7 +373,7 @@ async fn slow_but_steady_bodies_arrive_whole() {
     tokio::time::timeout(TEST_BOUND, async {
         // Mirrored (the body is collected first) and streamed (sent on as it comes).
         for sample_rate in ["1.0", "0.0"] {
-            let s = common::stack(
+            let s = support::stack(
                 opts(),
                 opts(),
                 opts(),

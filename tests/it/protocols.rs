@@ -1,7 +1,7 @@
 //! Every protocol end to end: real model servers speaking it on loopback, the sidecar
 //! parsing their answers, and the known cosine measured.
 
-mod common;
+use crate::support;
 
 use http::Method;
 use serde_json::json;
@@ -17,7 +17,7 @@ async fn run(protocol: Protocol, shadow_extra: &str, path: &str, body: impl Fn(&
         ..Default::default()
     };
     let extra = format!("protocol = \"{}\"\n{shadow_extra}", protocol.as_str());
-    let s = common::stack(
+    let s = support::stack(
         o(CosineSpec::Identical),
         o(CosineSpec::Identical),
         o(CosineSpec::Constant(c)),
@@ -39,13 +39,13 @@ async fn run(protocol: Protocol, shadow_extra: &str, path: &str, body: impl Fn(&
         assert_eq!(r.status, 200, "{protocol:?}: {}", r.text());
     }
     let m = s.wait_pairs(n).await;
-    let compared = common::value(
+    let compared = support::value(
         &m,
         "model_embedding_pairs_total",
         &[("outcome", "compared")],
     );
     assert_eq!(compared, Some(n as f64), "{protocol:?} {shadow_extra}: {m}");
-    let mean = common::value(&m, "model_embedding_drift_cosine_similarity", &[]).unwrap();
+    let mean = support::value(&m, "model_embedding_drift_cosine_similarity", &[]).unwrap();
     assert!((mean - c).abs() < 0.005, "{protocol:?}: {mean}");
 }
 

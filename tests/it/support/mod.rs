@@ -1,6 +1,14 @@
 //! Shared pieces of the integration tests: a sidecar started in-process on port 0 in
 //! front of real model servers on loopback, a small HTTP client, and metric lookups.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+pub mod prom;
+pub mod reset_server;
+pub mod system;
+pub mod wait;
+
+pub use system::{require, Component};
+pub use wait::{poll, poll_async, wait_for, wait_for_async, wait_for_value, wait_for_value_async};
 
 use std::time::{Duration, Instant};
 
@@ -53,14 +61,13 @@ impl Stack {
     /// Wait until `pairs_total` (all outcomes) reaches `n`, or 30 s pass (a loaded CI
     /// machine can be that far behind; it returns as soon as the count is there).
     pub async fn wait_pairs(&self, n: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = self.metrics().await;
-            if pairs_total(&text) as u64 >= n || Instant::now() > deadline {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut last = String::new();
+        poll_async(Duration::from_secs(30), async || {
+            last = self.metrics().await;
+            (pairs_total(&last) as u64 >= n).then(|| last.clone())
+        })
+        .await
+        .unwrap_or(last)
     }
 }
 
@@ -299,12 +306,9 @@ pub fn free_port() -> u16 {
 
 /// Block until something accepts connections on 127.0.0.1:`port`, at most 10 s.
 pub fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on port {port} after 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        &format!("something to listen on 127.0.0.1:{port}"),
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
 }

@@ -4,12 +4,11 @@
 //! `tests/py/accuracy_reference.py`), the Pushgateway path through a real Pushgateway
 //! and Prometheus, and the Spark job's report against the Rust one.
 
-#[path = "support/prom.rs"]
-mod prom;
+use crate::support::{self, prom, Component};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use shadowgate::accuracy::{self, AccuracyArgs, AccuracyError, Report};
@@ -95,6 +94,9 @@ fn assert_close(got: &Value, want: &Value, what: &str) {
 
 #[test]
 fn every_number_matches_the_known_answers() {
+    if !support::require(&[Component::Python(&["pyarrow", "scipy"])]) {
+        return;
+    }
     let dir = fixtures();
     let report = accuracy::compute(&args(dir.path(), "logs", "labels")).expect("report");
     let r = to_json(&report);
@@ -223,6 +225,9 @@ fn every_number_matches_the_known_answers() {
 
 #[test]
 fn filters_prune_partitions_before_reading_and_rows_by_time() {
+    if !support::require(&[Component::Python(&["pyarrow"])]) {
+        return;
+    }
     let dir = fixtures();
     let mut a = args(dir.path(), "logs", "labels");
     a.model = Some("ranker".into());
@@ -256,6 +261,9 @@ fn filters_prune_partitions_before_reading_and_rows_by_time() {
 
 #[test]
 fn bad_inputs_are_errors_naming_the_file_or_skipped_and_listed() {
+    if !support::require(&[Component::Python(&["pyarrow"])]) {
+        return;
+    }
     let dir = fixtures();
     let d = dir.path();
 
@@ -315,6 +323,9 @@ fn bad_inputs_are_errors_naming_the_file_or_skipped_and_listed() {
 
 #[test]
 fn batched_requests_join_labels_per_item_and_version_1_rows_are_item_0() {
+    if !support::require(&[Component::Python(&["pyarrow", "scipy"])]) {
+        return;
+    }
     let dir = fixtures();
     let r = to_json(
         &accuracy::compute(&args(dir.path(), "items/logs", "items/labels")).expect("report"),
@@ -397,6 +408,9 @@ fn batched_requests_join_labels_per_item_and_version_1_rows_are_item_0() {
 
 #[test]
 fn empty_inputs_give_an_empty_report() {
+    if !support::require(&[Component::Python(&["pyarrow"])]) {
+        return;
+    }
     let dir = fixtures();
     let r = to_json(
         &accuracy::compute(&args(dir.path(), "empty/logs", "empty/labels")).expect("report"),
@@ -423,6 +437,9 @@ fn empty_inputs_give_an_empty_report() {
 
 #[test]
 fn cli_prints_the_table_writes_json_and_exits_non_zero_on_bad_input() {
+    if !support::require(&[Component::Python(&["pyarrow"])]) {
+        return;
+    }
     let dir = fixtures();
     let d = dir.path();
     let json_path = d.join("out.json");
@@ -484,11 +501,11 @@ impl Pushgateway {
             .stderr(Stdio::null())
             .spawn()
             .expect("start prometheus-pushgateway: the test command installs the Debian package");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while prom::http_get(addr, "/-/ready").is_err() {
-            assert!(Instant::now() < deadline, "pushgateway not ready");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        support::wait_for(
+            &format!("the pushgateway at {addr} to answer /-/ready"),
+            Duration::from_secs(20),
+            || prom::http_get(addr, "/-/ready").is_ok(),
+        );
         Pushgateway {
             addr,
             child,
@@ -506,6 +523,13 @@ impl Drop for Pushgateway {
 
 #[test]
 fn pushgateway_and_prometheus_see_the_known_accuracy_ratio() {
+    if !support::require(&[
+        Component::Python(&["pyarrow"]),
+        Component::Pushgateway,
+        Component::Prometheus,
+    ]) {
+        return;
+    }
     let dir = fixtures();
     let pg = Pushgateway::start();
     let mut a = args(dir.path(), "logs", "labels");
@@ -573,15 +597,9 @@ fn assert_same_report(rust: &Value, spark: &Value, path: &str) {
 
 #[test]
 fn spark_job_reports_the_same_numbers() {
-    let importable = Command::new("python3")
-        .args(["-c", "import pyspark"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        importable,
-        "pyspark is not importable: run scripts/test.sh (it pip-installs pyspark, pyarrow \
-         and scipy), or `python3 -m pip install pyspark`"
-    );
+    if !support::require(&[Component::Python(&["pyarrow", "pyspark"]), Component::Java]) {
+        return;
+    }
     let dir = fixtures();
     let d = dir.path();
     let s = |p: &str| d.join(p).display().to_string();

@@ -1,7 +1,7 @@
 //! The real binary under load: SIGTERM loses no accepted shadow row; kill -9 leaves only
 //! complete files visible, and the restart serves at once and sets leftovers aside.
 
-mod common;
+use crate::support::{self, Component};
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -27,7 +27,7 @@ fn spawn_sidecar(
     baseline: &str,
     canary: &str,
 ) -> Sidecar {
-    let (proxy_port, admin_port) = (common::free_port(), common::free_port());
+    let (proxy_port, admin_port) = (support::free_port(), support::free_port());
     let text = format!(
         r#"[model]
 name = "m"
@@ -63,7 +63,7 @@ max_rows_per_file = 400
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    common::wait_listening(proxy_port);
+    support::wait_listening(proxy_port);
     Sidecar { child, proxy_port }
 }
 
@@ -73,7 +73,7 @@ fn load(port: u16, stop: Arc<AtomicBool>, ok: Arc<AtomicU64>) -> Vec<tokio::task
         .map(|w| {
             let (stop, ok) = (stop.clone(), ok.clone());
             tokio::spawn(async move {
-                let client = common::Client::new();
+                let client = support::Client::new();
                 let url = format!("http://127.0.0.1:{port}/v1/embeddings");
                 let mut i = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -140,6 +140,9 @@ async fn servers() -> (ModelServer, ModelServer, ModelServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_no_accepted_row() {
+    if !support::require(&[Component::Python(&["pyarrow", "duckdb"])]) {
+        return;
+    }
     let (p, b, c) = servers().await;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
@@ -147,7 +150,17 @@ async fn sigterm_under_load_loses_no_accepted_row() {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let workers = load(sidecar.proxy_port, stop.clone(), ok.clone());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // SIGTERM under load, once there are closed 400-row files and an open one.
+    support::wait_for_async(
+        "a closed shadow-log file and an open one",
+        Duration::from_secs(30),
+        async || {
+            let files = walk(&logs);
+            files.iter().any(|p| p.ends_with(".tmp"))
+                && files.iter().any(|p| p.ends_with(".parquet"))
+        },
+    )
+    .await;
     let pid = sidecar.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -166,7 +179,7 @@ async fn sigterm_under_load_loses_no_accepted_row() {
     assert_eq!(out.status.code(), Some(0), "{log}");
 
     let rows_logged = final_count(&log, "shadow_log_rows");
-    let pairs: u64 = common::PAIR_OUTCOMES
+    let pairs: u64 = support::PAIR_OUTCOMES
         .iter()
         .map(|k| final_count(&log, k))
         .sum();
@@ -196,6 +209,9 @@ async fn sigterm_under_load_loses_no_accepted_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_leaves_only_complete_files_and_restart_sets_leftovers_aside() {
+    if !support::require(&[Component::Python(&["pyarrow", "duckdb"])]) {
+        return;
+    }
     let (p, b, c) = servers().await;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
@@ -203,7 +219,17 @@ async fn kill_9_leaves_only_complete_files_and_restart_sets_leftovers_aside() {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let workers = load(sidecar.proxy_port, stop.clone(), ok.clone());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once there are closed 400-row files and an open one.
+    support::wait_for_async(
+        "a closed shadow-log file and an open one",
+        Duration::from_secs(30),
+        async || {
+            let files = walk(&logs);
+            files.iter().any(|p| p.ends_with(".tmp"))
+                && files.iter().any(|p| p.ends_with(".parquet"))
+        },
+    )
+    .await;
     sidecar.child.kill().unwrap(); // SIGKILL
     let _ = sidecar.child.wait();
     stop.store(true, Ordering::Relaxed);
@@ -239,7 +265,7 @@ async fn kill_9_leaves_only_complete_files_and_restart_sets_leftovers_aside() {
 
     // The restart serves at once and moves the leftovers aside, deleting nothing.
     let restarted = spawn_sidecar(dir.path(), &logs, &p.url(), &b.url(), &c.url());
-    let r = common::Client::new()
+    let r = support::Client::new()
         .send(
             Method::POST,
             &format!("http://127.0.0.1:{}/v1/embeddings", restarted.proxy_port),

@@ -2,7 +2,7 @@
 //! it: pipelining, `100 Continue` with a chunked body, HTTP/1.0, bodies cut short, early
 //! answers.
 
-mod common;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -40,7 +40,7 @@ fn post(id: &str, body: &str, extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
-    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let s = support::stack(opts(), opts(), opts(), "", "").await;
     let addr = s.sidecar.proxy_addr;
     let out = tokio::task::spawn_blocking(move || {
         let mut c = connect(addr);
@@ -67,7 +67,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_continue_gets_100_and_a_chunked_body_reaches_the_primary_whole() {
-    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let s = support::stack(opts(), opts(), opts(), "", "").await;
     let addr = s.sidecar.proxy_addr;
     let (interim, out) = tokio::task::spawn_blocking(move || {
         let mut c = connect(addr);
@@ -86,6 +86,7 @@ async fn expect_continue_gets_100_and_a_chunked_body_reaches_the_primary_whole()
             "\n\r\n",
         ] {
             c.write_all(piece.as_bytes()).unwrap();
+            // Pauses between the pieces, so that they arrive as separate reads.
             std::thread::sleep(Duration::from_millis(20));
         }
         (
@@ -104,7 +105,7 @@ async fn expect_continue_gets_100_and_a_chunked_body_reaches_the_primary_whole()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_1_0_clients_get_a_framed_answer_and_the_connection_closes() {
-    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let s = support::stack(opts(), opts(), opts(), "", "").await;
     let addr = s.sidecar.proxy_addr;
     let out = tokio::task::spawn_blocking(move || {
         let mut c = connect(addr);
@@ -132,7 +133,7 @@ async fn http_1_0_clients_get_a_framed_answer_and_the_connection_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_cut_short_by_the_client_is_its_fault_not_the_primarys() {
-    let s = common::stack(opts(), opts(), opts(), "", "").await;
+    let s = support::stack(opts(), opts(), opts(), "", "").await;
     let addr = s.sidecar.proxy_addr;
     let out = tokio::task::spawn_blocking(move || {
         let mut c = connect(addr);
@@ -148,14 +149,14 @@ async fn a_body_cut_short_by_the_client_is_its_fault_not_the_primarys() {
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("request body ended early"), "{out}");
     let m = s.metrics().await;
-    let errors = common::value(&m, "model_inference_errors_total", &[]).unwrap_or(0.0);
+    let errors = support::value(&m, "model_inference_errors_total", &[]).unwrap_or(0.0);
     assert_eq!(errors, 0.0, "not counted against the primary");
     assert_eq!(s.embed("still fine").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_given_before_the_body_was_read_closes_the_connection() {
-    let s = common::stack(opts(), opts(), opts(), "", "[limits]\nmax_body_bytes = 64").await;
+    let s = support::stack(opts(), opts(), opts(), "", "[limits]\nmax_body_bytes = 64").await;
     let addr = s.sidecar.proxy_addr;
     let out = tokio::task::spawn_blocking(move || {
         let mut c = connect(addr);

@@ -5,7 +5,7 @@
 //! 127.0.0.1 relaying the decrypted bytes), so the answers and the per-server counters are
 //! exactly those of the plain servers the other tests use.
 
-mod common;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,13 +13,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config, value, Client};
 use http::Method;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use shadowgate::config::Config;
 use shadowgate::demo::model::{CosineSpec, ModelOptions, ModelServer};
 use shadowgate::serve;
+use support::{config, value, Client};
 use tokio::net::{TcpListener, TcpStream};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowgate");
@@ -431,14 +431,14 @@ version = "v2"
     }
 }
 
-/// The few [`common::Stack`] helpers these tests need, for a sidecar whose upstreams are
-/// not the plain model servers of `common::stack`.
+/// The few [`support::Stack`] helpers these tests need, for a sidecar whose upstreams are
+/// not the plain model servers of `support::stack`.
 struct Stack {
     sidecar: serve::Running,
 }
 
 impl Stack {
-    async fn embed(&self, text: &str) -> common::Reply {
+    async fn embed(&self, text: &str) -> support::Reply {
         Client::new()
             .send(
                 Method::POST,
@@ -457,14 +457,12 @@ impl Stack {
     }
 
     async fn wait_pairs(&self, n: u64) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let m = self.metrics().await;
-            let total = common::pairs_total(&m);
-            if total as u64 >= n || std::time::Instant::now() > deadline {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut last = String::new();
+        support::poll_async(Duration::from_secs(30), async || {
+            last = self.metrics().await;
+            (support::pairs_total(&last) as u64 >= n).then(|| last.clone())
+        })
+        .await
+        .unwrap_or(last)
     }
 }

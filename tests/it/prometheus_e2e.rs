@@ -1,9 +1,8 @@
 //! A real Prometheus scrapes a running sidecar and answers the gate queries with the
 //! values the model servers were built to produce.
 
-mod common;
-#[path = "support/prom.rs"]
-mod prom;
+use crate::support::prom;
+use crate::support::{self, Component};
 
 use std::time::Duration;
 
@@ -11,13 +10,16 @@ use shadowgate::demo::model::{Behaviour, CosineSpec, ModelOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_sees_the_known_drift_and_error_rate() {
+    if !support::require(&[Component::Prometheus]) {
+        return;
+    }
     let c = 0.93;
     let o = |cosine| ModelOptions {
         dim: 256,
         cosine,
         ..Default::default()
     };
-    let s = common::stack(
+    let s = support::stack(
         o(CosineSpec::Identical),
         o(CosineSpec::Identical),
         o(CosineSpec::Constant(c)),

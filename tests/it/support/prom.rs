@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -16,11 +16,7 @@ pub struct Prometheus {
     _dir: tempfile::TempDir,
 }
 
-/// Free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+pub use super::free_port;
 
 impl Prometheus {
     /// Start Prometheus scraping `targets` (host:port) every `interval`; `honor_labels`
@@ -85,16 +81,11 @@ impl Prometheus {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(body) = http_get(self.addr, "/-/ready") {
-                if body.contains("Ready") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("prometheus at {} not ready within 30 s", self.addr);
+        super::wait_for(
+            &format!("prometheus at {} to answer /-/ready", self.addr),
+            Duration::from_secs(30),
+            || http_get(self.addr, "/-/ready").is_ok_and(|b| b.contains("Ready")),
+        );
     }
 
     /// An instant query; returns the `data` object (resultType + result) or the error text.
@@ -127,14 +118,12 @@ impl Prometheus {
         timeout: Duration,
         pred: impl Fn(f64) -> bool,
     ) -> Option<f64> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.value(promql);
-            if v.is_some_and(&pred) || Instant::now() > deadline {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        let mut last = None;
+        super::poll(timeout, || {
+            last = self.value(promql);
+            last.filter(|v| pred(*v))
+        })
+        .or(last)
     }
 }
 
