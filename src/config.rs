@@ -304,6 +304,18 @@ impl Default for DriftSection {
     }
 }
 
+impl From<&DriftSection> for crate::drift::DriftConfig {
+    /// `[drift]`, validated by the configuration.
+    fn from(d: &DriftSection) -> Self {
+        crate::drift::DriftConfig {
+            window: d.window,
+            min_pairs: d.min_pairs,
+            floor: d.floor,
+            alpha: d.alpha,
+        }
+    }
+}
+
 /// `[shadow_log]`: the Parquet tree.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -41,7 +41,7 @@
 //! early; the unpaired one uses every pair for C and, for a deterministic baseline, Sᵤ
 //! = 1, so a good canary passes as soon as the plain bound on C would let it (with the
 //! paired bound alone, a canary at C = 0.95 sat at a lower bound of 0.918 after its 300
-//! self pairs in `tests/deploy.rs`: Inconclusive).
+//! self pairs in `tests/it/deploy.rs`: Inconclusive).
 //!
 //! **Why the pairing and the self-sampling rate matter (how fast a broken canary fails).**
 //! No method can prove S close to 1 from few self pairs: t self pairs that all equal 1

@@ -363,6 +363,28 @@ pub struct Feedback {
 }
 
 impl Feedback {
+    /// The online join of `[feedback]` (with `drift.alpha`), its series registered on
+    /// `registry` with the config's model and version labels.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = FeedbackMetrics::register(
+            registry,
+            &cfg.model.name,
+            &cfg.model.version,
+            &cfg.shadow.baseline.version,
+            &cfg.shadow.canary.version,
+        )?;
+        Ok(Self::new(
+            cfg.feedback.label_ttl,
+            cfg.feedback.max_tracked,
+            cfg.feedback.conversion_window,
+            cfg.drift.alpha,
+            metrics,
+        ))
+    }
+
     /// `alpha` per side; the ratio bound splits it over the two accuracy sequences.
     pub fn new(
         ttl: Duration,

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::drift::{DriftConfig, DriftState};
-use crate::feedback::{Feedback, FeedbackMetrics};
+use crate::feedback::Feedback;
 use crate::metrics::{MetricLabels, Metrics, PairOutcome};
 use crate::mirror::{Mirror, Shared};
 use crate::proxy::h2::H2Proxy;
@@ -113,12 +113,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         slices: checked.slicer.names(),
         protocols: &shadow_protocols(&cfg),
     })?);
-    let drift_config = DriftConfig {
-        window: cfg.drift.window,
-        min_pairs: cfg.drift.min_pairs,
-        floor: cfg.drift.floor,
-        alpha: cfg.drift.alpha,
-    };
+    let drift_config = DriftConfig::from(&cfg.drift);
     let slice_stats = Arc::new(Mutex::new(SliceStats::new(
         checked.slicer.len(),
         &drift_config,
@@ -132,19 +127,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let (sender, guard) = shadow_log::open(&cfg.shadow_log, &pod, log_metrics)?;
         (Some(sender), Some(guard))
     };
-    let feedback = Arc::new(Feedback::new(
-        cfg.feedback.label_ttl,
-        cfg.feedback.max_tracked,
-        cfg.feedback.conversion_window,
-        cfg.drift.alpha,
-        FeedbackMetrics::register(
-            &metrics.registry,
-            &cfg.model.name,
-            &cfg.model.version,
-            &cfg.shadow.baseline.version,
-            &cfg.shadow.canary.version,
-        )?,
-    ));
+    let feedback = Arc::new(Feedback::from_config(&cfg, &metrics.registry)?);
     // One TLS configuration (roots, session cache) for every upstream client.
     let tls = crate::tls::client_config(&cfg.tls, cfg.uses_https())?;
     let mirror = Arc::new(Mirror::new(
