@@ -16,15 +16,12 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use shadowgate::demo::model::{ModelOptions, ModelServer};
 use shadowgate::grpc::frame;
 use shadowgate::grpc::pb::oip::{
     InferInputTensor, InferOutputTensor, InferTensorContents, ModelInferRequest, ModelInferResponse,
 };
-use tokio::net::{TcpListener, TcpStream};
 
 const DIM: usize = 16;
 
@@ -57,26 +54,7 @@ fn embed(text: &[u8]) -> Vec<f32> {
 }
 
 async fn model(behaviour: Behaviour, calls: Arc<AtomicUsize>) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let calls = calls.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let calls = calls.clone();
-                    async move { Ok::<_, Infallible>(infer(req, behaviour, calls).await) }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    common::h2::server(move |req| infer(req, behaviour, calls.clone())).await
 }
 
 type ModelBody = http_body_util::channel::Channel<Bytes, Infallible>;
@@ -183,16 +161,6 @@ async fn stack(
     (running, counters, primary)
 }
 
-async fn h2(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
 fn infer_request(addr: std::net::SocketAddr, id: &str, texts: &[&str]) -> Request<Full<Bytes>> {
     let message = ModelInferRequest {
         model_name: "minilm".into(),
@@ -266,8 +234,8 @@ const TEXTS: [&str; 3] = [
 #[tokio::test]
 async fn unary_calls_are_mirrored_and_each_item_compared() {
     let (sg, counters, primary) = stack(Behaviour::Ok).await;
-    let mut through = h2(sg.proxy_addr).await;
-    let mut direct = h2(primary).await;
+    let mut through = common::h2::client(sg.proxy_addr).await;
+    let mut direct = common::h2::client(primary).await;
     for i in 0..20 {
         let id = format!("grpc-{i}");
         let (s1, d1, t1) = call(&mut through, infer_request(sg.proxy_addr, &id, &TEXTS)).await;
@@ -304,7 +272,7 @@ async fn unary_calls_are_mirrored_and_each_item_compared() {
 #[tokio::test]
 async fn a_shifted_canary_gives_the_cosine_of_its_embeddings() {
     let (sg, _, _) = stack(Behaviour::Shifted(0.5)).await;
-    let mut client = h2(sg.proxy_addr).await;
+    let mut client = common::h2::client(sg.proxy_addr).await;
     for i in 0..10 {
         let (status, _, trailers) = call(
             &mut client,
@@ -344,8 +312,8 @@ async fn failing_hanging_and_wrong_dimension_canaries_change_nothing_for_the_cli
         (Behaviour::WrongDim, "invalid"),
     ] {
         let (sg, _, primary) = stack(canary).await;
-        let mut through = h2(sg.proxy_addr).await;
-        let mut direct = h2(primary).await;
+        let mut through = common::h2::client(sg.proxy_addr).await;
+        let mut direct = common::h2::client(primary).await;
         for i in 0..5 {
             let id = format!("f-{i}");
             let started = std::time::Instant::now();
@@ -374,7 +342,7 @@ async fn failing_hanging_and_wrong_dimension_canaries_change_nothing_for_the_cli
 #[tokio::test]
 async fn streaming_and_other_methods_pass_through_unmirrored() {
     let (sg, counters, _) = stack(Behaviour::Ok).await;
-    let mut client = h2(sg.proxy_addr).await;
+    let mut client = common::h2::client(sg.proxy_addr).await;
     let mut req = infer_request(sg.proxy_addr, "meta-1", &TEXTS);
     *req.uri_mut() = format!(
         "http://{}/inference.GRPCInferenceService/ModelStreamInfer",
@@ -409,7 +377,9 @@ async fn check_config_names_grpc_mistakes() {
     let dir = tempfile::tempdir().unwrap();
     let http1_only = ModelServer::spawn(ModelOptions::default()).await.unwrap();
     let good_h2 = model(Behaviour::Ok, Arc::new(AtomicUsize::new(0))).await;
-    let check = |extra: &str| {
+    // check-config on a config with `shadow_extra` in [shadow] and `canary_http2` as the
+    // canary's http2_url line: (exit code, stdout, stderr).
+    let check = |shadow_extra: &str, canary_http2: &str| {
         let text = format!(
             r#"
 [model]
@@ -419,7 +389,7 @@ version = "v2"
 url = "http://127.0.0.1:8000"
 http2_url = "h2c://{good_h2}"
 [shadow]
-{extra}
+{shadow_extra}
 [shadow.baseline]
 url = "http://127.0.0.1:8001"
 version = "v1"
@@ -427,7 +397,7 @@ http2_url = "h2c://{good_h2}"
 [shadow.canary]
 url = "http://127.0.0.1:8002"
 version = "v2"
-http2_url = "h2c://{good_h2}"
+{canary_http2}
 "#
         );
         let path = dir.path().join("g.toml");
@@ -442,14 +412,18 @@ http2_url = "h2c://{good_h2}"
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, out, err) = check("");
+    let good = format!("http2_url = \"h2c://{good_h2}\"");
+    let (code, out, err) = check("", &good);
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.contains("shadow.canary.http2_url") && out.contains("speaks HTTP/2"),
         "{out}"
     );
 
-    let (code, _, err) = check(r#"grpc_methods = ["/inference.GRPCInferenceService/ModelInfr"]"#);
+    let (code, _, err) = check(
+        r#"grpc_methods = ["/inference.GRPCInferenceService/ModelInfr"]"#,
+        &good,
+    );
     assert_eq!(code, Some(64));
     assert!(
         err.contains("shadow.grpc_methods[0]")
@@ -457,69 +431,24 @@ http2_url = "h2c://{good_h2}"
         "{err}"
     );
 
-    let (code, _, err) =
-        check(r#"grpc_methods = ["/tensorflow.serving.PredictionService/Predict"]"#);
+    let (code, _, err) = check(
+        r#"grpc_methods = ["/tensorflow.serving.PredictionService/Predict"]"#,
+        &good,
+    );
     assert_eq!(code, Some(64));
     assert!(err.contains("shadow.grpc_output"), "{err}");
 
     // The canary's "HTTP/2" port speaks HTTP/1.1 only.
-    let text = format!(
-        r#"
-[model]
-name = "m"
-version = "v2"
-[primary]
-url = "http://127.0.0.1:8000"
-http2_url = "h2c://{good_h2}"
-[shadow.baseline]
-url = "http://127.0.0.1:8001"
-version = "v1"
-http2_url = "h2c://{good_h2}"
-[shadow.canary]
-url = "http://127.0.0.1:8002"
-version = "v2"
-http2_url = "h2c://{}"
-"#,
-        http1_only.addr
-    );
-    let path = dir.path().join("h1.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let (code, _, err) = check("", &format!("http2_url = \"h2c://{}\"", http1_only.addr));
+    assert_eq!(code, Some(64), "{err}");
     assert!(
         err.contains("shadow.canary.http2_url") && err.contains("does not speak HTTP/2"),
         "{err}"
     );
 
     // No HTTP/2 target for the canary while gRPC calls are mirrored.
-    let text = format!(
-        r#"
-[model]
-name = "m"
-version = "v2"
-[primary]
-url = "http://127.0.0.1:8000"
-http2_url = "h2c://{good_h2}"
-[shadow.baseline]
-url = "http://127.0.0.1:8001"
-version = "v1"
-http2_url = "h2c://{good_h2}"
-[shadow.canary]
-url = "http://127.0.0.1:8002"
-version = "v2"
-"#
-    );
-    std::fs::write(&path, text).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let (code, _, err) = check("", "");
+    assert_eq!(code, Some(64), "{err}");
     assert!(
         err.contains("shadow.canary.http2_url") && err.contains("is required"),
         "{err}"

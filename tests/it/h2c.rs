@@ -15,10 +15,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use shadowgate::demo::model::{ModelOptions, ModelServer};
-use tokio::net::{TcpListener, TcpStream};
 
 /// What the test primary saw, for assertions.
 #[derive(Default)]
@@ -33,26 +30,7 @@ struct Seen {
 /// `/test.Echo/Stream` sends 5 messages 20 ms apart, then trailers; `/test.Echo/Forever`
 /// sends a message every 10 ms until the stream is reset.
 async fn primary(seen: Arc<Seen>) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let seen = seen.clone();
-                    async move { Ok::<_, Infallible>(answer(req, seen).await) }
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    common::h2::server(move |req| answer(req, seen.clone())).await
 }
 
 type TestBody = http_body_util::channel::Channel<Bytes, Infallible>;
@@ -127,18 +105,6 @@ async fn sidecar(h2: &str) -> (shadowgate::serve::Running, ModelServer) {
     (shadowgate::serve::start(cfg).await.unwrap(), model)
 }
 
-async fn h2_client(
-    addr: std::net::SocketAddr,
-) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
 fn grpc_request(
     addr: std::net::SocketAddr,
     method: &str,
@@ -174,7 +140,7 @@ async fn unary_and_streaming_calls_pass_through_with_trailers() {
     let seen = Arc::new(Seen::default());
     let p = primary(seen.clone()).await;
     let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
-    let mut client = h2_client(sg.proxy_addr).await;
+    let mut client = common::h2::client(sg.proxy_addr).await;
 
     let msg: &'static [u8] = b"\0\0\0\0\x05hello";
     let resp = client
@@ -226,7 +192,7 @@ async fn a_client_reset_cancels_the_primary_stream() {
     let seen = Arc::new(Seen::default());
     let p = primary(seen.clone()).await;
     let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
-    let mut client = h2_client(sg.proxy_addr).await;
+    let mut client = common::h2::client(sg.proxy_addr).await;
     let resp = client
         .send_request(grpc_request(sg.proxy_addr, "Forever", b""))
         .await
@@ -250,7 +216,7 @@ async fn a_client_reset_cancels_the_primary_stream() {
 async fn an_unreachable_primary_gives_grpc_unavailable() {
     let closed = common::free_port();
     let (sg, _model) = sidecar(&format!("h2c://127.0.0.1:{closed}")).await;
-    let mut client = h2_client(sg.proxy_addr).await;
+    let mut client = common::h2::client(sg.proxy_addr).await;
     let resp = client
         .send_request(grpc_request(sg.proxy_addr, "Unary", b"\0\0\0\0\0"))
         .await
@@ -300,7 +266,7 @@ async fn http1_and_h2c_clients_share_the_port() {
         }
     };
     let h2_calls = async {
-        let mut client = h2_client(addr).await;
+        let mut client = common::h2::client(addr).await;
         for _ in 0..20 {
             let resp = client
                 .send_request(grpc_request(addr, "Unary", b"\0\0\0\0\x01z"))
@@ -321,7 +287,7 @@ async fn grpc_timeout_is_a_deadline_for_the_primary() {
     let seen = Arc::new(Seen::default());
     let p = primary(seen.clone()).await;
     let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
-    let mut client = h2_client(sg.proxy_addr).await;
+    let mut client = common::h2::client(sg.proxy_addr).await;
     let mut req = grpc_request(sg.proxy_addr, "Slow", b"\0\0\0\0\0");
     req.headers_mut()
         .insert("grpc-timeout", "150m".parse().unwrap());
@@ -343,7 +309,7 @@ async fn shutdown_sends_goaway_and_finishes_streams_in_flight() {
     let p = primary(seen.clone()).await;
     let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
     let addr = sg.proxy_addr;
-    let mut client = h2_client(addr).await;
+    let mut client = common::h2::client(addr).await;
     // A stream of 5 messages over ~100 ms, with a shutdown asked for after its first one.
     let resp = client
         .send_request(grpc_request(addr, "Stream", b""))
@@ -381,7 +347,7 @@ async fn a_primary_grpc_failure_reaches_the_client_and_counts_as_an_error() {
     let seen = Arc::new(Seen::default());
     let p = primary(seen.clone()).await;
     let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
-    let mut client = h2_client(sg.proxy_addr).await;
+    let mut client = common::h2::client(sg.proxy_addr).await;
     for method in ["Crash", "Unary"] {
         let resp = client
             .send_request(grpc_request(sg.proxy_addr, method, b"\0\0\0\0\0"))

@@ -2,6 +2,7 @@
 //! front of real model servers on loopback, a small HTTP client, and metric lookups.
 #![allow(dead_code, unused_imports)]
 
+pub mod h2;
 pub mod prom;
 pub mod reset_server;
 pub mod system;
