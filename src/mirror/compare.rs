@@ -428,11 +428,17 @@ impl Mirror {
                 input_hash: input
                     .map(|t| format!("{:016x}", id_hash(t.as_bytes(), 0)))
                     .unwrap_or_else(body_hash),
-                input: l.store_inputs.then(|| {
-                    input
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| String::from_utf8_lossy(&job.body).into_owned())
-                }),
+                // A gRPC body is protobuf, not text: without the item's own input, none.
+                input: l
+                    .store_inputs
+                    .then(|| match (input, job.wire) {
+                        (Some(t), _) => Some(t.to_owned()),
+                        (None, Wire::Http1) => {
+                            Some(String::from_utf8_lossy(&job.body).into_owned())
+                        }
+                        (None, Wire::Grpc(_)) => None,
+                    })
+                    .flatten(),
                 baseline_prediction: bo.and_then(|o| o.prediction(i)).map(str::to_owned),
                 canary_prediction: co.and_then(|o| o.prediction(i)).map(str::to_owned),
                 cosine_similarity: cmp.map(|c| c.cosine as f32),
