@@ -22,6 +22,7 @@ use shadowgate::grpc::frame;
 use shadowgate::grpc::pb::oip::{
     InferInputTensor, InferOutputTensor, InferTensorContents, ModelInferRequest, ModelInferResponse,
 };
+use shadowgate::grpc::pb::tei::{EmbedRequest, EmbedResponse};
 
 const DIM: usize = 16;
 
@@ -65,7 +66,24 @@ async fn infer(
     calls: Arc<AtomicUsize>,
 ) -> Response<ModelBody> {
     calls.fetch_add(1, Ordering::SeqCst);
+    let tei = req.uri().path() == "/tei.v1.Embed/Embed";
     let body = req.into_body().collect().await.unwrap().to_bytes();
+    if tei {
+        // TEI: one input, one embedding.
+        let request = EmbedRequest::decode(frame::unframe_bytes(&body, 1 << 20).unwrap()).unwrap();
+        let embeddings = embed(request.inputs.as_bytes())
+            .into_iter()
+            .map(|v| match behaviour {
+                Behaviour::Shifted(d) => v + d,
+                _ => v,
+            })
+            .collect();
+        let answer = EmbedResponse {
+            embeddings,
+            ..Default::default()
+        };
+        return grpc_answer(Some(frame::encode(&answer)), 0);
+    }
     let Some(request) = frame::unframe_bytes(&body, 1 << 20)
         .ok()
         .and_then(|m| ModelInferRequest::decode(m).ok())
@@ -113,17 +131,23 @@ async fn infer(
         raw_output_contents: vec![Bytes::from(raw)],
         ..Default::default()
     };
-    let mut trailers = HeaderMap::new();
     if behaviour == Behaviour::Fails {
-        trailers.insert("grpc-status", "13".parse().unwrap());
+        return grpc_answer(None, 13);
+    }
+    grpc_answer(Some(frame::encode(&answer)), 0)
+}
+
+/// A gRPC answer: the framed message when given, then trailers with `grpc-status`.
+fn grpc_answer(message: Option<Bytes>, status: u32) -> Response<ModelBody> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", status.into());
+    if status != 0 {
         trailers.insert("grpc-message", "model%20crashed".parse().unwrap());
-    } else {
-        trailers.insert("grpc-status", "0".parse().unwrap());
     }
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(2);
     tokio::spawn(async move {
-        if behaviour != Behaviour::Fails {
-            let _ = tx.send_data(frame::encode(&answer)).await;
+        if let Some(m) = message {
+            let _ = tx.send_data(m).await;
         }
         let _ = tx.send_trailers(trailers).await;
     });
@@ -453,4 +477,71 @@ version = "v2"
         err.contains("shadow.canary.http2_url") && err.contains("is required"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn tei_embed_calls_are_mirrored_too() {
+    let (sg, counters, _) = stack(Behaviour::Shifted(0.25)).await;
+    let mut client = common::h2::client(sg.proxy_addr).await;
+    // 4 rounds: 12 pairs, over drift.min_pairs (10) so the mean is not NaN.
+    for (i, text) in TEXTS.iter().cycle().take(12).enumerate() {
+        let message = EmbedRequest {
+            inputs: text.to_string(),
+            ..Default::default()
+        };
+        let req = Request::post(format!("http://{}/tei.v1.Embed/Embed", sg.proxy_addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("x-request-id", format!("tei-{i}"))
+            .body(Full::new(frame::encode(&message)))
+            .unwrap();
+        let (status, data, trailers) = call(&mut client, req).await;
+        assert_eq!(
+            (status, &trailers["grpc-status"]),
+            (http::StatusCode::OK, &"0".parse().unwrap())
+        );
+        let answer = EmbedResponse::decode(frame::unframe_bytes(&data, 1 << 20).unwrap()).unwrap();
+        assert_eq!(
+            answer.embeddings,
+            embed(text.as_bytes()),
+            "the primary's answer"
+        );
+    }
+    let text = wait_for_pairs(&sg, 12.0).await;
+    assert_eq!(
+        common::value(
+            &text,
+            "model_embedding_pairs_total",
+            &[("outcome", "compared")]
+        ),
+        Some(12.0)
+    );
+    assert_eq!(
+        common::value(
+            &text,
+            "shadowgate_shadow_requests_total",
+            &[
+                ("protocol", "grpc_tei"),
+                ("target", "canary"),
+                ("outcome", "ok")
+            ]
+        ),
+        Some(12.0)
+    );
+    let expected: f64 = TEXTS
+        .iter()
+        .map(|t| {
+            let a = embed(t.as_bytes());
+            let b: Vec<f32> = a.iter().map(|v| v + 0.25).collect();
+            shadowgate::compare::compare(&a, &b).unwrap().cosine
+        })
+        .sum::<f64>()
+        / 3.0;
+    let mean = sg.drift_snapshot().unwrap().mean_cosine;
+    assert!(
+        (mean - expected).abs() < 1e-6,
+        "mean {mean} vs expected {expected}"
+    );
+    assert_eq!(counters[2].load(Ordering::SeqCst), 12);
+    sg.shutdown().await;
 }
