@@ -886,6 +886,9 @@ impl Settings {
                 ("primary.url", &self.primary.url),
                 ("shadow.baseline.url", &self.shadow.baseline.url),
                 ("shadow.canary.url", &self.shadow.canary.url),
+                ("primary.http2_url", &self.primary.http2_url),
+                ("shadow.baseline.http2_url", &self.shadow.baseline.http2_url),
+                ("shadow.canary.http2_url", &self.shadow.canary.http2_url),
             ] {
                 if is_https(url) {
                     bad("tls.ca_file", format!("{key} {url:?} uses https but no root is trusted: set tls.ca_file to the PEM file of the CA that signed it, or tls.system_roots = true"));
@@ -900,6 +903,9 @@ impl Settings {
             &self.primary.url,
             &self.shadow.baseline.url,
             &self.shadow.canary.url,
+            &self.primary.http2_url,
+            &self.shadow.baseline.http2_url,
+            &self.shadow.canary.http2_url,
         ]
         .into_iter()
         .any(|u| is_https(u))
@@ -941,8 +947,9 @@ fn check_url(url: &str, key: &str, bad: &mut impl FnMut(&str, String)) -> Option
     }
 }
 
-/// An HTTP/2 endpoint: `""` (none), or `h2c://host:port` (`http://` is read the same
-/// way: HTTP/2 with prior knowledge, no TLS). `Err` after reporting a problem.
+/// An HTTP/2 endpoint: `""` (none), `h2c://host:port` (`http://` is read the same way:
+/// HTTP/2 with prior knowledge, no TLS), or `https://host:port` (TLS with ALPN `h2`).
+/// `Err` after reporting a problem.
 fn check_http2_url(
     url: &str,
     key: &str,
@@ -953,7 +960,10 @@ fn check_http2_url(
     }
     let example = "e.g. \"h2c://127.0.0.1:8001\"";
     match url.parse::<http::Uri>() {
-        Ok(u) if matches!(u.scheme_str(), Some("h2c" | "http")) && u.authority().is_some() => {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("h2c" | "http" | "https"))
+                && u.authority().is_some() =>
+        {
             if u.path() != "/" && !u.path().is_empty() {
                 bad(
                     key,
@@ -963,14 +973,10 @@ fn check_http2_url(
             }
             Ok(Some(u))
         }
-        Ok(u) if u.scheme_str() == Some("https") => {
-            bad(key, format!("{url:?}: HTTP/2 over TLS to an upstream is not supported yet; use h2c:// (prior knowledge, no TLS) inside the pod, {example}"));
-            Err(())
-        }
         Ok(_) => {
             bad(
                 key,
-                format!("{url:?} needs the scheme h2c and a host, {example}"),
+                format!("{url:?} needs the scheme h2c (prior knowledge) or https (TLS, ALPN h2) and a host, {example}"),
             );
             Err(())
         }

@@ -116,18 +116,25 @@ fn check_http2_upstreams(cfg: &Config) -> ExitCode {
     else {
         return ExitCode::SUCCESS;
     };
+    let tls = match shadowgate::tls::client_config(&cfg.tls, cfg.uses_https()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("shadowgate: tls.ca_file: {e}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
     let mut bad = false;
     for (key, url) in endpoints {
         let Some(url) = url else { continue };
         use shadowgate::upstream::h2::{probe, Probe};
-        match rt.block_on(probe(url, std::time::Duration::from_secs(2))) {
+        match rt.block_on(probe(url, &tls, std::time::Duration::from_secs(2))) {
             Probe::Http2 => println!("# {key} {url}: speaks HTTP/2"),
             Probe::Unreachable(why) => {
                 println!("# {key} {url}: not reachable now ({why}); not checked")
             }
             Probe::NotHttp2(why) => {
                 bad = true;
-                eprintln!("shadowgate: {key}: {url} does not speak HTTP/2 with prior knowledge ({why}); give the model server's gRPC port (Triton: 8001), not its HTTP/1.1 port");
+                eprintln!("shadowgate: {key}: {url} does not speak HTTP/2 ({why}); give the model server's gRPC port (Triton: 8001), not its HTTP/1.1 port");
             }
         }
     }

@@ -142,7 +142,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             pod,
         },
     ));
-    let h2 = H2Proxy::new(&cfg, mirror.clone(), metrics.clone()).map(H2Proxy::into_handler);
+    let h2 = H2Proxy::new(&cfg, mirror.clone(), metrics.clone(), &tls).map(H2Proxy::into_handler);
     let proxy = Arc::new(Proxy::new(
         &cfg,
         mirror,

@@ -192,9 +192,9 @@ impl Mirror {
         let upstream = |url| Upstream::new(url, shadow.max_in_flight, shared.tls.clone());
         let grpc = match (&checked.baseline_http2_url, &checked.canary_http2_url) {
             (Some(b), Some(c)) if !checked.grpc_methods.is_empty() => Some(GrpcTargets {
-                baseline: H2Upstream::new(b),
-                canary: H2Upstream::new(c),
-                again: H2Upstream::new(b),
+                baseline: H2Upstream::new(b, &shared.tls),
+                canary: H2Upstream::new(c, &shared.tls),
+                again: H2Upstream::new(b, &shared.tls),
                 decoders: checked
                     .grpc_methods
                     .iter()

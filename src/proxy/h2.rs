@@ -61,10 +61,15 @@ pub struct H2Proxy {
 impl H2Proxy {
     /// `None` when `primary.http2_url` is not set: the proxy port then speaks HTTP/1.1
     /// only, and an HTTP/2 preface is refused as a bad HTTP/1.1 head.
-    pub fn new(cfg: &Config, mirror: Arc<Mirror>, metrics: Arc<Metrics>) -> Option<Self> {
+    pub fn new(
+        cfg: &Config,
+        mirror: Arc<Mirror>,
+        metrics: Arc<Metrics>,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Option<Self> {
         let url = cfg.checked().primary_http2_url.as_ref()?;
         Some(H2Proxy {
-            primary: H2Upstream::new(url),
+            primary: H2Upstream::new(url, tls),
             timeout: cfg.primary.timeout,
             request_id_header: cfg.checked().request_id_header.clone(),
             max_body_bytes: cfg.limits.max_body_bytes,

@@ -466,3 +466,75 @@ impl Stack {
         .unwrap_or(last)
     }
 }
+
+/// An HTTP/2 primary behind TLS (`https://` in `primary.http2_url`): the sidecar offers
+/// only `h2` in ALPN and checks the certificate against `tls.ca_file`; a gRPC call passes
+/// with its trailers. A server that does not agree to `h2` is refused, and the client gets
+/// `UNAVAILABLE` saying why.
+#[tokio::test]
+async fn https_http2_primary_is_reached_with_alpn_h2() {
+    use http_body_util::{BodyExt, Full};
+    let backend = support::h2::server(|_req| async {
+        let (mut tx, body) =
+            http_body_util::channel::Channel::<bytes::Bytes, std::convert::Infallible>::new(2);
+        tokio::spawn(async move {
+            let _ = tx
+                .send_data(bytes::Bytes::from_static(b"\0\0\0\0\x01k"))
+                .await;
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let _ = tx.send_trailers(trailers).await;
+        });
+        let mut resp = http::Response::new(body);
+        resp.headers_mut()
+            .insert("content-type", "application/grpc".parse().unwrap());
+        resp
+    })
+    .await;
+    let ca = Ca::new("h2 test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write_pem(dir.path(), "ca.pem", &[&ca.pem]);
+    let with_alpn = {
+        let mut c = rustls::ServerConfig::clone(&ca.server_config());
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    };
+    let (h2_front, _t1) = tls_front(backend, with_alpn).await;
+    // The same certificate, but the server offers no ALPN protocol (HTTP/1.1 only).
+    let (h1_front, _t2) = tls_front(backend, ca.server_config()).await;
+    let model = ModelServer::spawn(opts(CosineSpec::Identical))
+        .await
+        .unwrap();
+
+    for (front, ok) in [(h2_front, true), (h1_front, false)] {
+        let cfg = config(
+            &model.url(),
+            &model.url(),
+            &model.url(),
+            "sample_rate = 0.0",
+            &format!(
+                "{}[primary]\nhttp2_url = \"https://{front}\"\n",
+                tls_section(&ca_file)
+            ),
+        );
+        let sidecar = serve::start(cfg).await.unwrap();
+        let mut client = support::h2::client(sidecar.proxy_addr).await;
+        let req = http::Request::post(format!("http://{}/pkg.Svc/Call", sidecar.proxy_addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(bytes::Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap();
+        let resp = client.send_request(req).await.unwrap();
+        let head = resp.headers().clone();
+        let collected = resp.into_body().collect().await.unwrap();
+        if ok {
+            assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+            assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x01k");
+        } else {
+            assert_eq!(head["grpc-status"], "14", "{head:?}");
+            let message = head["grpc-message"].to_str().unwrap();
+            assert!(message.contains("ALPN"), "{message}");
+        }
+        sidecar.shutdown().await;
+    }
+}
