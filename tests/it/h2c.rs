@@ -42,6 +42,9 @@ async fn answer(req: Request<Incoming>, seen: Arc<Seen>) -> Response<TestBody> {
         // No head for 2 s: longer than the test's grpc-timeout.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    if path == "/test.Echo/Bidi" {
+        return bidi(req);
+    }
     let id = req.headers().get("x-request-id").cloned();
     let te = req.headers().get("te").cloned();
     let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -88,6 +91,29 @@ async fn answer(req: Request<Incoming>, seen: Arc<Seen>) -> Response<TestBody> {
         }
         let _ = tx.send_trailers(trailers).await;
     });
+    resp
+}
+
+/// `/test.Echo/Bidi`: every message the client sends is answered at once with the same
+/// bytes, before the client's stream ends; trailers after it ends.
+fn bidi(req: Request<Incoming>) -> Response<TestBody> {
+    let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, Infallible>::new(4);
+    let mut body = req.into_body();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                if tx.send_data(data).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let _ = tx.send_trailers(trailers).await;
+    });
+    let mut resp = Response::new(rx);
+    resp.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
     resp
 }
 
@@ -376,5 +402,49 @@ async fn a_primary_grpc_failure_reaches_the_client_and_counts_as_an_error() {
         Some(2.0),
         "INTERNAL counts, OK does not"
     );
+    sg.shutdown().await;
+}
+
+#[tokio::test]
+async fn bidi_streams_are_full_duplex_through_the_sidecar() {
+    let seen = Arc::new(Seen::default());
+    let p = primary(seen.clone()).await;
+    let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
+    let tcp = tokio::net::TcpStream::connect(sg.proxy_addr).await.unwrap();
+    let (mut client, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (mut up, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
+    let req = Request::post(format!("http://{}/test.Echo/Bidi", sg.proxy_addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let resp = client.send_request(req).await.unwrap();
+    let mut down = resp.into_body();
+    // Each message comes back while the client's stream is still open: nothing on the
+    // way (sidecar or primary) waits for the whole request.
+    for i in 0..5u8 {
+        let msg = Bytes::from(vec![0, 0, 0, 0, 1, i]);
+        up.send_data(msg.clone()).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(5), down.frame())
+            .await
+            .expect("echo while the request stream is open")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo.into_data().unwrap(), msg);
+    }
+    drop(up);
+    let mut trailers = None;
+    while let Some(frame) = down.frame().await {
+        if let Ok(t) = frame.unwrap().into_trailers() {
+            trailers = Some(t);
+        }
+    }
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
     sg.shutdown().await;
 }
