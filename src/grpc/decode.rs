@@ -483,3 +483,32 @@ pub fn tfserving_request_items(message: Bytes) -> Result<usize, GrpcDecodeError>
     let strings = tensor.dtype == tfs::DataType::DtString as i32;
     request_count(name, &tf_shape(tensor), strings)
 }
+
+/// The text of each input of a unary request, when the protocol carries text: OIP v2's
+/// first input as a `BYTES` tensor (`contents.bytes_contents`, each element UTF-8), TEI's
+/// `inputs`. `None` for other requests (tensors of numbers, TF Serving) or text that is
+/// not UTF-8; the pairs are then compared without per-item inputs.
+pub fn request_texts(protocol: super::GrpcProtocol, message: Bytes) -> Option<Vec<String>> {
+    match protocol {
+        super::GrpcProtocol::OipV2 => {
+            let request: oip::ModelInferRequest =
+                decode_message(message, "ModelInferRequest").ok()?;
+            let input = request.inputs.first()?;
+            if input.datatype != "BYTES" {
+                return None;
+            }
+            input
+                .contents
+                .as_ref()?
+                .bytes_contents
+                .iter()
+                .map(|b| String::from_utf8(b.to_vec()).ok())
+                .collect()
+        }
+        super::GrpcProtocol::Tei => {
+            let request: tei::EmbedRequest = decode_message(message, "EmbedRequest").ok()?;
+            Some(vec![request.inputs])
+        }
+        super::GrpcProtocol::TfServing => None,
+    }
+}

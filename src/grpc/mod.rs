@@ -136,6 +136,22 @@ impl GrpcDecoder {
         }
     }
 
+    /// The request's items: their count (to check the answers' item counts against) and,
+    /// where the protocol carries text, each item's input (for the length slices and the
+    /// shadow log). `None` when the body cannot be read.
+    pub fn request(&self, body: &Bytes) -> Option<crate::protocol::RequestItems> {
+        let count = self.request_items(body).ok()?;
+        let message = frame::unframe_bytes(body, self.max_message_bytes).ok()?;
+        Some(
+            match decode::request_texts(self.protocol, message).filter(|t| t.len() == count) {
+                Some(texts) => {
+                    crate::protocol::RequestItems::from_texts(texts.iter().map(String::as_str))
+                }
+                None => crate::protocol::RequestItems::counted(count),
+            },
+        )
+    }
+
     /// How many items one unary request body (framed) carries, to check the answers'
     /// item counts against.
     pub fn request_items(&self, body: &Bytes) -> Result<usize, GrpcDecodeError> {

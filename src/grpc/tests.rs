@@ -966,3 +966,52 @@ mod golden {
         );
     }
 }
+
+#[test]
+fn request_items_carry_each_input_text_where_the_protocol_has_text() {
+    let texts = ["first input", "второй", ""];
+    let oip_request = encode(&oip::ModelInferRequest {
+        model_name: "m".into(),
+        inputs: vec![oip::InferInputTensor {
+            name: "text".into(),
+            datatype: "BYTES".into(),
+            shape: vec![3, 1],
+            contents: Some(oip::InferTensorContents {
+                bytes_contents: texts.iter().map(|t| Bytes::from(t.to_string())).collect(),
+                ..Default::default()
+            }),
+        }],
+        ..Default::default()
+    });
+    let items = oip_decoder(None).request(&oip_request).unwrap();
+    assert_eq!(items.count, Some(3));
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(items.input(i), Some(*t));
+    }
+
+    // Numbers, not text: the count alone.
+    let numeric = encode(&oip::ModelInferRequest {
+        inputs: vec![oip::InferInputTensor {
+            name: "ids".into(),
+            datatype: "INT64".into(),
+            shape: vec![2, 8],
+            contents: None,
+        }],
+        ..Default::default()
+    });
+    let items = oip_decoder(None).request(&numeric).unwrap();
+    assert_eq!((items.count, items.input(0)), (Some(2), None));
+
+    let tei_request = encode(&tei::EmbedRequest {
+        inputs: "one text".into(),
+        ..Default::default()
+    });
+    let items = GrpcDecoder::new(GrpcProtocol::Tei, None)
+        .request(&tei_request)
+        .unwrap();
+    assert_eq!((items.count, items.input(0)), (Some(1), Some("one text")));
+
+    assert!(oip_decoder(None)
+        .request(&Bytes::from_static(b"\0\0"))
+        .is_none());
+}

@@ -77,8 +77,7 @@ impl Mirror {
                 .grpc
                 .as_ref()
                 .and_then(|g| g.decoder(p))
-                .and_then(|d| d.request_items(&body).ok())
-                .map(RequestItems::counted)
+                .and_then(|d| d.request(&body))
                 .unwrap_or_default(),
         };
         match inputs.count {

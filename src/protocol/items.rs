@@ -37,6 +37,17 @@ impl RequestItems {
         }
     }
 
+    /// A request of these inputs, one item each.
+    pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut items = Self::default();
+        for t in texts {
+            items.text.push_str(t);
+            items.ends.push(items.text.len());
+        }
+        items.count = Some(items.ends.len());
+        items
+    }
+
     /// Item `i`'s input, when the request's shape gives one per item.
     pub fn input(&self, i: usize) -> Option<&str> {
         let end = *self.ends.get(i)?;
