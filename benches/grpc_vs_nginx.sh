@@ -26,9 +26,10 @@
 #              (client p50 against sg_plain at the same offered load).
 # Measured per run: CPU time of the proxy process (utime+stime of /proc/PID/stat, nginx
 # master + worker) per completed call; client p50/p99 from h2load's --log-file; calls
-# reaching each model server per client call, and model calls with another path or a body
-# that is not one ModelInferRequest (bad_model_calls: 0 means every mirrored call, nginx's
-# too, carried the method and the whole request message).
+# reaching each model server per client call, connections the primary accepted during
+# the run (primary_conns: one of them is the counter's own previous call), and model
+# calls with another path or a body that is not one ModelInferRequest (bad_model_calls:
+# 0 means every mirrored call, nginx's too, carried the method and the whole message).
 # Groups, each interleaved (A B C ... A B C ...), REPS rounds:
 #   sat    saturation: CONNS connections x STREAMS concurrent streams;
 #   rate   fixed offered rate: RATE_CONNS connections x RATE_RPS calls/s each;
