@@ -44,7 +44,7 @@
 # trial of the same binary);
 # ROWS ("1 2 3 4": which groups to run; the table shows what ran); MEM_SECONDS=0 skips
 # the memory run; MEM_SAMPLE_RATE (0.1) and MEM_SHADOW_LOG (1) vary it, to tell which
-# part of the sidecar grows; BASE_PORT (18400); SHADOWGATE (target/release/shadowgate);
+# part of the sidecar grows; BASE_PORT (18400); SHADOWGATE ($CARGO_TARGET_DIR or target/, release/shadowgate);
 # OUT (benches/proxy/results.md: the table, quoted by BENCHMARKS.md; QUICK=1 writes
 # /tmp/shadowgate-bench-quick.md instead); SHADOWGATE_B (a second shadowgate binary:
 # row 1 runs it too, interleaved, and the table adds the A/B ratio: how a change is
@@ -75,7 +75,8 @@ ROWS=${ROWS-1 2 3 4}
 MEM_SAMPLE_RATE=${MEM_SAMPLE_RATE:-0.1}
 MEM_SHADOW_LOG=${MEM_SHADOW_LOG:-1}
 BASE_PORT=${BASE_PORT:-18400}
-SHADOWGATE=${SHADOWGATE:-$ROOT/target/release/shadowgate}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+SHADOWGATE=${SHADOWGATE:-$TARGET_DIR/release/shadowgate}
 OUT_DEFAULT=$HERE/results.md
 [[ $QUICK == 1 ]] && OUT_DEFAULT=${TMPDIR:-/tmp}/shadowgate-bench-quick.md # smoke runs do not replace the published table
 OUT=${OUT:-$OUT_DEFAULT}
@@ -105,7 +106,7 @@ if [[ ! -x $SHADOWGATE ]]; then
   log "building $SHADOWGATE (cargo build --release)"
   (cd "$ROOT" && cargo build --release --quiet)
 fi
-SLOW_UPSTREAM=$ROOT/target/release/examples/slow_upstream
+SLOW_UPSTREAM=$TARGET_DIR/release/examples/slow_upstream
 if [[ ! -x $SLOW_UPSTREAM || $ROOT/examples/slow_upstream.rs -nt $SLOW_UPSTREAM ]]; then
   log "building $SLOW_UPSTREAM (cargo build --release --example slow_upstream)"
   (cd "$ROOT" && cargo build --release --quiet --example slow_upstream)
