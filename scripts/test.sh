@@ -2,7 +2,7 @@
 # Runs every test of shadowgate on a fresh Debian machine with Rust installed:
 # installs what cargo does not (Prometheus, Pushgateway, Chromium, Node.js and npm, a
 # Java runtime, pyarrow, DuckDB, PyYAML, scipy, PySpark, the OpenAI SDK, a venv for the
-# real embedding models), then
+# real embedding models, a venv for MLServer and tritonclient), then
 # checks formatting, lints and the dependency policy (cargo-deny), and runs the whole
 # suite with cargo-nextest: every crate of the workspace (the sidecar and crates/h1).
 set -euo pipefail
@@ -41,6 +41,11 @@ if [ ! -x "$RM_VENVS/np/bin/python" ]; then
   echo "==> real-model venv in $RM_VENVS"
   fixtures/real_models/start.sh setup
 fi
+# MLServer 1.7 (OIP v2 over REST and gRPC), tritonclient[grpc] and grpcio-tools for
+# tests/it/grpc_real.rs, in a venv of their own (MLServer pins protobuf 6): ~330 MB, about
+# a minute, once; a few seconds' check when the venv already imports them.
+echo "==> MLServer venv in $RM_VENVS/mlserver"
+tests/py/grpc/mlserver/setup-venv.sh "$RM_VENVS/mlserver"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -16,6 +16,7 @@ mod downstream;
 mod feedback;
 mod gates;
 mod grpc_mirror;
+mod grpc_real;
 mod h2c;
 mod prometheus_e2e;
 mod protocols;

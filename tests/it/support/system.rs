@@ -31,6 +31,10 @@ pub enum Component {
     /// The venv of the real embedding models (`$RM_VENVS/np`, built by
     /// `fixtures/real_models/start.sh setup`).
     RealModelVenv,
+    /// The venv of MLServer, tritonclient and grpcio-tools (`$RM_VENVS/mlserver`, built by
+    /// `tests/py/grpc/mlserver/setup-venv.sh`): the real OIP v2 servers and clients of
+    /// `tests/it/grpc_real.rs`.
+    MlserverVenv,
     /// Permission to mount a tmpfs (root, as `scripts/test.sh` runs).
     TmpfsMount,
 }
@@ -51,6 +55,9 @@ impl Component {
             Component::Node => "node and npm".into(),
             Component::RealModelVenv => {
                 format!("the real-model venv {}", real_model_venv_python().display())
+            }
+            Component::MlserverVenv => {
+                format!("the MLServer venv {}", mlserver_venv_python().display())
             }
             Component::TmpfsMount => "permission to `mount -t tmpfs`".into(),
         }
@@ -80,6 +87,11 @@ impl Component {
                  (its install step; ~230 MB, once)",
                 real_model_venvs().display()
             ),
+            Component::MlserverVenv => format!(
+                "run scripts/test.sh, or `tests/py/grpc/mlserver/setup-venv.sh {}` \
+                 (its install step; ~330 MB, once)",
+                real_model_venvs().join("mlserver").display()
+            ),
             Component::TmpfsMount => "run the tests as root, as scripts/test.sh is run".into(),
         }
     }
@@ -104,6 +116,21 @@ impl Component {
                     .is_ok_and(|s| s.success())
             }
             Component::RealModelVenv => real_model_venv_python().exists(),
+            // Two processes: mlserver and tritonclient.grpc both register the protobuf
+            // package `inference`, which one process refuses.
+            Component::MlserverVenv => [
+                "import mlserver, grpc_tools, numpy",
+                "import tritonclient.grpc",
+            ]
+            .iter()
+            .all(|imports| {
+                Command::new(mlserver_venv_python())
+                    .args(["-c", imports])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            }),
             Component::TmpfsMount => tmpfs_mountable(),
         }
     }
@@ -168,6 +195,11 @@ pub fn real_model_venvs() -> PathBuf {
 
 fn real_model_venv_python() -> PathBuf {
     real_model_venvs().join("np/bin/python")
+}
+
+/// The Python of the MLServer venv: `$RM_VENVS/mlserver/bin/python`.
+pub fn mlserver_venv_python() -> PathBuf {
+    real_model_venvs().join("mlserver/bin/python")
 }
 
 /// The pip package of a Python module, where the names differ.

@@ -1,0 +1,444 @@
+//! The gRPC path with servers and clients no one here wrote: MLServer 1.7 (Open Inference
+//! Protocol v2, REST and gRPC, from PyPI) as primary, baseline and canary, with a custom
+//! runtime that embeds each string of a BYTES tensor (`tests/py/grpc/mlserver/`), behind
+//! the real sidecar (`serve::start`); tritonclient.grpc, a plain grpcio stub and a plain
+//! HTTP/1.1 client on its proxy port (`tests/py/grpc/mlserver/e2e.py`); the shadow log
+//! read back with pyarrow. Faults come from the grpcio fixture server
+//! (`tests/py/grpc/oip_server.py`) as the canary.
+//!
+//! Needs the MLServer venv (`$RM_VENVS/mlserver`, `tests/py/grpc/mlserver/setup-venv.sh`)
+//! and pyarrow and numpy for python3: `scripts/test.sh` installs them. Without them these
+//! tests say what to install ([`support::require`]).
+
+use crate::support::{self, Component};
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const E2E: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc/mlserver/e2e.py");
+const OIP_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc/oip_server.py");
+/// The canary's noise scale (per element of a unit vector of 32): cosines 0.96-0.995.
+const CANARY_NOISE: &str = "0.1";
+
+fn venv_python() -> PathBuf {
+    support::system::mlserver_venv_python()
+}
+
+/// A child process whose first stdout line starting with `prefix` is awaited. Stopped on
+/// drop by closing its stdin (the MLServer launcher then stops its servers) and killed if
+/// it has not exited 15 s later; or, with `kill_on_drop`, killed at once (a grpcio fixture
+/// server, one process).
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    what: String,
+    kill_on_drop: bool,
+}
+
+impl Proc {
+    fn start(what: &str, cmd: &mut Command, prefix: &str, timeout: Duration) -> (Proc, String) {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let wanted = prefix.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix(&wanted) {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        let mut proc = Proc {
+            child,
+            stdin,
+            what: what.into(),
+            kill_on_drop: false,
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(line) => (proc, line),
+            Err(_) => {
+                let status = proc.child.try_wait();
+                panic!("{what}: no `{prefix}` line within {timeout:?} ({status:?})")
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.kill_on_drop {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            return;
+        }
+        drop(self.stdin.take());
+        let stopped = support::poll(Duration::from_secs(15), || {
+            self.child.try_wait().ok().flatten()
+        });
+        if stopped.is_none() {
+            eprintln!(
+                "{}: still running 15 s after its stdin closed: killed",
+                self.what
+            );
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// MLServer instances started by `e2e.py servers`, and their ports.
+struct MlServers {
+    _proc: Proc,
+    ports: Value,
+}
+
+impl MlServers {
+    fn start(dir: &Path, specs: &[&str]) -> MlServers {
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(E2E).args(["servers", "--dir"]).arg(dir);
+        for s in specs {
+            cmd.args(["--server", s]);
+        }
+        let started = Instant::now();
+        let (proc, line) = Proc::start("mlserver", &mut cmd, "READY ", Duration::from_secs(100));
+        eprintln!(
+            "{} MLServer instances ready in {:.1} s",
+            specs.len(),
+            started.elapsed().as_secs_f64()
+        );
+        MlServers {
+            _proc: proc,
+            ports: serde_json::from_str(&line).unwrap(),
+        }
+    }
+
+    fn port(&self, name: &str, which: &str) -> u16 {
+        self.ports[name][which].as_u64().unwrap() as u16
+    }
+
+    fn http_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}", self.port(name, "http"))
+    }
+
+    fn h2c_url(&self, name: &str) -> String {
+        format!("h2c://127.0.0.1:{}", self.port(name, "grpc"))
+    }
+}
+
+/// Runs `python e2e.py args...` to the end (off the runtime's threads, killed after
+/// 150 s) and returns the JSON of its last stdout line.
+async fn run_json(python: PathBuf, args: Vec<String>) -> Value {
+    let what = args.first().cloned().unwrap_or_default();
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(python)
+            .arg(E2E)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python");
+        let read = |r: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_string(&mut s);
+                }
+                s
+            })
+        };
+        let out = read(child.stdout.take().map(|r| Box::new(r) as _));
+        let err = read(child.stderr.take().map(|r| Box::new(r) as _));
+        let status = support::poll(Duration::from_secs(150), || child.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        (status, out.join().unwrap(), err.join().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "e2e.py {what} failed ({status:?}; None: still running after 150 s, killed):\n{stderr}\n{stdout}"
+    );
+    serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("e2e.py {what}: no JSON report ({e}):\n{stdout}"))
+}
+
+async fn metrics(sg: &shadowgate::serve::Running) -> String {
+    support::Client::new()
+        .get(&format!("http://{}/metrics", sg.admin_addr))
+        .await
+        .text()
+}
+
+/// Polls /metrics until `model_embedding_pairs_total` (all outcomes) reaches `n`.
+async fn wait_for_pairs(sg: &shadowgate::serve::Running, n: f64) -> String {
+    let mut last = String::new();
+    let reached = support::poll_async(Duration::from_secs(60), async || {
+        last = metrics(sg).await;
+        (support::pairs_total(&last) >= n).then(|| last.clone())
+    })
+    .await;
+    reached.unwrap_or_else(|| {
+        panic!(
+            "pairs never reached {n}:\n{}",
+            last.lines()
+                .filter(|l| l.contains("pairs_total") || l.contains("shadow_requests_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
+fn count(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    support::value(text, name, labels).unwrap_or(0.0)
+}
+
+/// 100 ModelInfer calls (1-4 strings each) through the sidecar with tritonclient.grpc and
+/// with a plain grpcio stub (raw bytes), and the same inputs as OIP v2 REST on the same
+/// port at the same time: every answer is the primary's (decoded outputs, raw response
+/// bytes, status and metadata, REST JSON), every input is one compared pair per path, and
+/// each gRPC pair's cosine in the shadow log is its REST pair's and the one computed in
+/// Python from the runtime's embedding, within 1e-6. ModelStreamInfer passes through
+/// unmirrored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlserver_grpc_and_rest_through_the_sidecar_give_the_same_pairs() {
+    if !support::require(&[
+        Component::MlserverVenv,
+        Component::Python(&["pyarrow", "numpy"]),
+    ]) {
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("shadow-log");
+    let servers = MlServers::start(
+        dir.path(),
+        &[
+            "primary",
+            "baseline",
+            &format!("canary:noise={CANARY_NOISE}"),
+        ],
+    );
+    let cfg = support::config(
+        &servers.http_url("primary"),
+        &servers.http_url("baseline"),
+        &servers.http_url("canary"),
+        &format!(
+            "protocol = \"kserve_v2\"\ntimeout = \"5s\"\nmax_in_flight = 4096\n\
+             [shadow.baseline]\nhttp2_url = \"{}\"\n[shadow.canary]\nhttp2_url = \"{}\"",
+            servers.h2c_url("baseline"),
+            servers.h2c_url("canary"),
+        ),
+        &format!(
+            "[primary]\nhttp2_url = \"{}\"\ntimeout = \"10s\"\n[shadow_log]\ndir = \"{}\"",
+            servers.h2c_url("primary"),
+            log_dir.display()
+        ),
+    );
+    let sg = shadowgate::serve::start(cfg).await.unwrap();
+    let report = dir.path().join("report.json");
+    let drive = Instant::now();
+    let r = run_json(
+        venv_python(),
+        vec![
+            "drive".into(),
+            "--proxy".into(),
+            sg.proxy_addr.to_string(),
+            "--primary-http".into(),
+            servers.port("primary", "http").to_string(),
+            "--primary-grpc".into(),
+            servers.port("primary", "grpc").to_string(),
+            "--calls".into(),
+            "100".into(),
+            "--out".into(),
+            report.display().to_string(),
+        ],
+    )
+    .await;
+    let drive = drive.elapsed();
+    let items = r["grpc_items"].as_f64().unwrap();
+    assert_eq!(r["rest_items"].as_f64(), Some(items), "{r}");
+    assert_eq!(r["raw_items"].as_f64(), Some(items), "{r}");
+    assert_eq!(r["raw_calls"].as_f64(), Some(100.0), "{r}");
+    assert_eq!(r["stream_messages"].as_f64(), Some(5.0), "{r}");
+    assert!(
+        r["overlap_seconds"].as_f64().unwrap() > 0.0,
+        "the gRPC and REST clients were not on the port at the same time: {r}"
+    );
+    assert!((100.0..=400.0).contains(&items), "{r}");
+
+    // Three paths (tritonclient, raw grpcio, REST), one pair per input on each.
+    let text = wait_for_pairs(&sg, 3.0 * items).await;
+    // Nothing more comes: the stream was not mirrored.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text_after = metrics(&sg).await;
+    assert_eq!(support::pairs_total(&text_after), 3.0 * items);
+    let pairs = |o: &str| count(&text, "model_embedding_pairs_total", &[("outcome", o)]);
+    assert_eq!(pairs("compared"), 3.0 * items, "every pair compared");
+    let calls = |protocol: &str, target: &str| {
+        count(
+            &text_after,
+            "shadowgate_shadow_requests_total",
+            &[
+                ("protocol", protocol),
+                ("target", target),
+                ("outcome", "ok"),
+            ],
+        )
+    };
+    // Single-threaded Python model servers fall behind the clients: every shadow call
+    // must still be admitted (max_in_flight above the 300 calls sent), none dropped.
+    for target in ["baseline", "canary"] {
+        for protocol in ["grpc_oip_v2", "kserve_v2"] {
+            let dropped = count(
+                &text_after,
+                "shadowgate_shadow_requests_total",
+                &[
+                    ("protocol", protocol),
+                    ("target", target),
+                    ("outcome", "dropped"),
+                ],
+            );
+            assert_eq!(dropped, 0.0, "{protocol} {target}");
+        }
+        assert_eq!(calls("grpc_oip_v2", target), 200.0, "{target}");
+        assert_eq!(calls("kserve_v2", target), 100.0, "{target}");
+    }
+    sg.shutdown().await;
+
+    let check = run_json(
+        PathBuf::from("python3"),
+        vec![
+            "check-log".into(),
+            "--log".into(),
+            log_dir.display().to_string(),
+            "--report".into(),
+            report.display().to_string(),
+            "--canary-noise".into(),
+            CANARY_NOISE.into(),
+        ],
+    )
+    .await;
+    eprintln!(
+        "grpc_real: {items} inputs on each path; driver {drive:.1?}, whole test {:.1?}\n  driver: {r}\n  shadow log: {check}",
+        started.elapsed()
+    );
+    assert_eq!(check["rows"].as_f64(), Some(3.0 * items), "{check}");
+    for path in ["g", "b", "r"] {
+        assert_eq!(
+            check["rows_by_path"][path].as_f64(),
+            Some(items),
+            "{path}: {check}"
+        );
+    }
+    assert_eq!(check["inputs_compared"].as_f64(), Some(items), "{check}");
+    assert!(
+        check["max_abs_cos_grpc_minus_rest"].as_f64().unwrap() <= 1e-6,
+        "{check}"
+    );
+    assert!(
+        check["max_abs_cos_minus_python"].as_f64().unwrap() <= 1e-6,
+        "{check}"
+    );
+    // A canary that differs: every cosine under 1.
+    assert!(check["max_cosine"].as_f64().unwrap() < 0.999, "{check}");
+}
+
+/// MLServer as primary and baseline, the grpcio fixture server as a canary that fails
+/// (`INTERNAL`), answers after the shadow timeout, or answers bytes that are not
+/// protobuf: tritonclient's answers through the sidecar are the primary's, and every pair
+/// is counted `canary_error`, `timeout` or `invalid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_canary_faults_change_nothing_for_tritonclient() {
+    if !support::require(&[Component::MlserverVenv]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let servers = MlServers::start(dir.path(), &["primary", "baseline"]);
+    for (behaviour, outcome) in [
+        ("error", "canary_error"),
+        ("slow", "timeout"),
+        ("malformed", "invalid"),
+    ] {
+        let started = Instant::now();
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(OIP_SERVER).args([
+            "--port",
+            "0",
+            "--dim",
+            "32",
+            "--raw",
+            "--behaviour",
+            behaviour,
+            "--delay",
+            "2",
+        ]);
+        let (mut canary, port) =
+            Proc::start(behaviour, &mut cmd, "READY ", Duration::from_secs(30));
+        canary.kill_on_drop = true;
+        // The canary's HTTP/1.1 URL is not used: only gRPC calls are sent.
+        let unused = format!("http://127.0.0.1:{}", support::free_port());
+        let cfg = support::config(
+            &servers.http_url("primary"),
+            &servers.http_url("baseline"),
+            &unused,
+            &format!(
+                "protocol = \"kserve_v2\"\ntimeout = \"500ms\"\nmax_in_flight = 4096\n\
+                 [shadow.baseline]\nhttp2_url = \"{}\"\n[shadow.canary]\nhttp2_url = \"h2c://127.0.0.1:{port}\"",
+                servers.h2c_url("baseline"),
+            ),
+            &format!(
+                "[primary]\nhttp2_url = \"{}\"\ntimeout = \"10s\"",
+                servers.h2c_url("primary"),
+            ),
+        );
+        let sg = shadowgate::serve::start(cfg).await.unwrap();
+        let r = run_json(
+            venv_python(),
+            vec![
+                "faults".into(),
+                "--proxy".into(),
+                sg.proxy_addr.to_string(),
+                "--primary-grpc".into(),
+                servers.port("primary", "grpc").to_string(),
+                "--calls".into(),
+                "10".into(),
+            ],
+        )
+        .await;
+        let items = r["items"].as_f64().unwrap();
+        let text = wait_for_pairs(&sg, items).await;
+        let got = count(
+            &text,
+            "model_embedding_pairs_total",
+            &[("outcome", outcome)],
+        );
+        eprintln!(
+            "grpc_real faults: canary {behaviour}: {items} items, {got} pairs {outcome}, slowest client call {:.3} s, {:.1?}",
+            r["slowest_call_seconds"].as_f64().unwrap_or(f64::NAN),
+            started.elapsed()
+        );
+        assert_eq!(got, items, "{behaviour}: {r}");
+        assert_eq!(support::pairs_total(&text), items, "{behaviour}");
+        // The client never waited for the canary (slow sleeps 2 s).
+        assert!(
+            r["slowest_call_seconds"].as_f64().unwrap() < 1.5,
+            "{behaviour}: {r}"
+        );
+        sg.shutdown().await;
+    }
+}
