@@ -263,8 +263,10 @@ async fn serve_connection(proxy: Arc<H2Proxy>, stream: TcpStream, mut stop: watc
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req).await) }
     });
+    // The primary's answer passes unchanged: no `date` added (it sends its own, or none).
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .auto_date_header(false)
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
