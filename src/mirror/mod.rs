@@ -47,8 +47,9 @@ pub struct ShadowJob {
     pub wire: Wire,
     /// With `reuse_primary`: the primary's own answer, for the side it serves.
     pub primary_response: Option<oneshot::Receiver<Result<Bytes, String>>>,
-    /// Closed when the primary's response head is in (or the primary failed): the
-    /// shadow calls wait for it, at most [`PRIMARY_HEAD_WAIT`].
+    /// Closed when the primary's response head is in (HTTP/1.1) or its whole answer has
+    /// gone out (HTTP/2), or the primary failed: the shadow calls wait for it, at most
+    /// [`PRIMARY_HEAD_WAIT`].
     pub primary_head: Option<oneshot::Receiver<()>>,
 }
 

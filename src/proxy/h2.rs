@@ -151,7 +151,9 @@ impl H2Proxy {
                 }
             }
         };
-        // Dropped when the primary's head is in: the shadow calls start then.
+        // Dropped when the primary's answer has gone to the client (or failed): the shadow
+        // calls start then, at most `mirror::PRIMARY_HEAD_WAIT` after the call came in,
+        // so they do not compete with a unary answer on its way out.
         let mut head_tx = None;
         if let Some((protocol, admission, bytes)) = shadow {
             let (tx, head_rx) = oneshot::channel::<()>();
@@ -176,7 +178,6 @@ impl H2Proxy {
         m.requests.inc();
         let deadline = tokio::time::Instant::from_std(started + limit);
         let sent = tokio::time::timeout_at(deadline, self.primary.send(upstream_req)).await;
-        drop(head_tx);
         match sent {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
@@ -192,6 +193,7 @@ impl H2Proxy {
                     metrics: self.metrics.clone(),
                     failed,
                     done: false,
+                    answered: head_tx,
                 };
                 Response::from_parts(parts, Either::Left(body))
             }
@@ -320,6 +322,8 @@ pub struct MeteredStream {
     metrics: Arc<Metrics>,
     failed: bool,
     done: bool,
+    /// Held until the answer ends; its drop lets the mirrored call's shadows start.
+    answered: Option<oneshot::Sender<()>>,
 }
 
 impl MeteredStream {
@@ -327,6 +331,7 @@ impl MeteredStream {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        self.answered.take();
         let m = &self.metrics.primary;
         if self.failed {
             m.errors.inc();
