@@ -23,7 +23,13 @@
 #              by `split_clients "${request_id}"` (as the HTTP/1.1 benchmark does);
 #   sg_m10     shadowgate, sample_rate 0.1, baseline + canary over h2c;
 #   sg_slow    shadowgate, sample_rate 1.0 to baseline + canary that answer after 50 ms
-#              (client p50 against sg_plain at the same offered load).
+#              (client p50 against sg_plain at the same offered load);
+#   sg_ctl     sg_plain again, while a second h2load on LOAD_CPU calls the two 50 ms
+#              model servers directly at sg_slow's shadow rate: the control. The shadow
+#              targets share the load core with h2load and the primary here (in a pod
+#              they run elsewhere), so sg_slow's client latency also carries their work
+#              on that core; sg_ctl carries the same work (plus the second h2load's own),
+#              and sg_slow against sg_ctl is what the sidecar adds.
 # Measured per run: CPU time of the proxy process (utime+stime of /proc/PID/stat, nginx
 # master + worker) per completed call; client p50/p99 from h2load's --log-file; calls
 # reaching each model server per client call, connections the primary accepted during
@@ -261,6 +267,8 @@ start_shadowgate sg_m10 $((BASE_PORT + 21)) $((BASE_PORT + 41)) 0.1 "$P_BASELINE
 DESC[sg_m10]="shadowgate, 10% to baseline+canary (h2c)"
 start_shadowgate sg_slow $((BASE_PORT + 22)) $((BASE_PORT + 42)) 1.0 "$P_SLOW_B" "$P_SLOW_C" 256
 DESC[sg_slow]="shadowgate, 100% to baseline+canary answering after 50 ms"
+PORT[sg_ctl]=${PORT[sg_plain]}; PID_sg_ctl=$PID_sg_plain
+DESC[sg_ctl]="sg_plain while the 50 ms model servers take sg_slow's shadow calls directly (control)"
 
 # ---------------------------------------------------------------- checks with a real client
 grpc_check() { # name -> 0 if HTTP 200, grpc-status 0 in trailers, a decodable answer
@@ -305,12 +313,23 @@ measure() { # group round name duration load-options...
   pid=${!pidvar}
   before=($(counters))
   rm -f "$WORK/lat.tsv" # h2load appends to its --log-file
+  local bg=()
+  if [[ $name == sg_ctl ]]; then
+    for p in "$P_SLOW_B" "$P_SLOW_C"; do
+      # Streams enough for the rate at 50 ms a call (-m 1 would cap a connection at 20/s).
+      taskset -c "$LOAD_CPU" h2load -t1 -c "$SLOW_CONNS" -m 16 --rps "$SLOW_RPS" -D "$dur" -d "$WORK/req.bin" \
+        -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://127.0.0.1:$p$METHOD_PATH" >/dev/null 2>&1 &
+      bg+=($!)
+    done
+  fi
   c0=$(proc_ticks "$pid")
   out=$(taskset -c "$LOAD_CPU" h2load -t1 "$@" -D "$dur" -d "$WORK/req.bin" \
     -H 'content-type: application/grpc' -H 'te: trailers' --log-file "$WORK/lat.tsv" \
     "http://127.0.0.1:$port$METHOD_PATH" 2>&1) || die "h2load against $name: $out"
   sleep 0.3 # shadow work still running after the client run ends is the proxy's cost too
   c1=$(proc_ticks "$pid")
+  ((${#bg[@]} == 0)) || wait "${bg[@]}" || true
   after=($(counters))
   [[ $round == warm ]] && return 0
   { echo "== $group round $round $name: h2load -t1 $* -D $dur ..."; echo "$out"; } >>"$OUT_DIR/raw/h2load-$group.txt"
@@ -342,7 +361,7 @@ for g in $GROUPS_TO_RUN; do
   case $g in
     sat) LOADOPTS=(-c "$CONNS" -m "$STREAMS"); group sat direct ng_plain sg_plain ng_m10 sg_m10 ;;
     rate) LOADOPTS=(-c "$RATE_CONNS" -m 1 --rps "$RATE_RPS"); group rate direct ng_plain sg_plain ng_m10 sg_m10 ;;
-    slow) LOADOPTS=(-c "$SLOW_CONNS" -m 1 --rps "$SLOW_RPS"); group slow sg_plain sg_slow ;;
+    slow) LOADOPTS=(-c "$SLOW_CONNS" -m 1 --rps "$SLOW_RPS"); group slow sg_plain sg_ctl sg_slow ;;
     *) die "unknown group $g" ;;
   esac
 done
@@ -370,6 +389,16 @@ if ((MEM_SECONDS > 0)); then
   grpc_check sg_mem || die "sg_mem: $(cat "$WORK/check.txt")"
   echo "seconds,rss_kib,hwm_kib" >"$MEM"
   mem_sample() { awk -v t="$1" '/^VmRSS/ {r = $2} /^VmHWM/ {h = $2} END {print t "," r "," h}' "/proc/$PID_sg_mem/status" >>"$MEM"; }
+  # Where the resident memory is, by kind of mapping ([heap]: the main malloc arena;
+  # anon: other arenas, thread stacks, large allocations; file: the binary and libraries),
+  # with the mappings counted: a growth that is all arenas and mappings is the allocator's.
+  echo "seconds,heap_kib,anon_kib,file_kib,anon_mappings" >"$OUT_DIR/memory-maps.csv"
+  maps_sample() {
+    awk -v t="$1" '/^[0-9a-f]+-[0-9a-f]+ / {kind = ($6 == "[heap]") ? "heap" : ($6 == "" ? "anon" : "file"); if (kind == "anon") n++}
+      /^Rss:/ {rss[kind] += $2}
+      END {print t "," rss["heap"] + 0 "," rss["anon"] + 0 "," rss["file"] + 0 "," n + 0}' \
+      "/proc/$PID_sg_mem/smaps" >>"$OUT_DIR/memory-maps.csv"
+  }
   log "memory: ${MEM_SECONDS}s of h2load (-c $CONNS -m $STREAMS) + wrk (-c $CONNS) on shadowgate at sample_rate $MEM_SAMPLE_RATE"
   mem_sample 0
   taskset -c "$LOAD_CPU" h2load -t1 -c "$CONNS" -m "$STREAMS" -D "$MEM_SECONDS" -d "$WORK/req.bin" \
@@ -381,11 +410,14 @@ if ((MEM_SECONDS > 0)); then
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${MEM_SECONDS}s" -s "$WORK/post.lua" \
     "http://127.0.0.1:${PORT[sg_mem]}/v1/embeddings" >"$OUT_DIR/raw/memory-wrk.txt" 2>&1 &
   WRKPID=$!
-  for t in $(seq 5 5 "$MEM_SECONDS"); do sleep 5; mem_sample "$t"; done
+  for t in $(seq 5 5 "$MEM_SECONDS"); do
+    sleep 5; mem_sample "$t"
+    ((t % 30)) || maps_sample "$t"
+  done
   wait "$H2PID" "$WRKPID" || true
   { echo "== sg_mem /metrics after the memory run (selected)"
     curl -fsS "http://127.0.0.1:${ADMIN[sg_mem]}/metrics" |
-      grep -E '^(model_inference_errors_total|model_embedding_pairs_total|shadowgate_shadow_requests_total|model_requests_total)' || true
+      grep -E '^(model_inference_errors_total|model_embedding_pairs_total|shadowgate_shadow_requests_total|model_requests_total|shadowgate_shadow_in_flight|shadowgate_feedback_[a-z_]*)' || true
   } >>"$CHECKS"
 fi
 
@@ -433,6 +465,8 @@ for g, a, b, k, what in [
     ("rate", "sg_plain", "ng_plain", "p99_ms", "client p99, shadowgate plain vs nginx, fixed rate"),
     ("slow", "sg_slow", "sg_plain", "p50_ms", "client p50, shadowgate 100% to 50 ms targets vs no shadow"),
     ("slow", "sg_slow", "sg_plain", "p99_ms", "client p99, shadowgate 100% to 50 ms targets vs no shadow"),
+    ("slow", "sg_slow", "sg_ctl", "p50_ms", "client p50, shadowgate 100% to 50 ms targets vs no shadow with the targets' load on the load core (control)"),
+    ("slow", "sg_slow", "sg_ctl", "p99_ms", "client p99, shadowgate 100% to 50 ms targets vs the control"),
     ("slow", "sg_slow", "sg_plain", "cpu_us_per_call", "CPU/call, shadowgate 100% to 50 ms targets vs no shadow"),
 ]:
     r = ratio(g, a, b, k)

@@ -48,7 +48,9 @@ impl Mirror {
             HeaderName::from_static(SHADOW_HEADER),
             HeaderValue::from_static("1"),
         );
-        if let Ok(v) = HeaderValue::from_str(&job.request_id) {
+        if let Ok(mut v) = HeaderValue::from_str(&job.request_id) {
+            // Never indexed by HPACK on HTTP/2: a new value on every call.
+            v.set_sensitive(true);
             h.insert(self.request_id_header.clone(), v);
         }
         h

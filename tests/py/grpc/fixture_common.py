@@ -133,6 +133,27 @@ def serialize(message):
     return message.SerializeToString()
 
 
+def add_health_and_reflection(server):
+    """grpc.health.v1.Health (SERVING) and server reflection (v1 and v1alpha) for the
+    services of the loaded protos, as production servers offer them to grpcurl and probes.
+    Skipped when grpcio-health-checking / grpcio-reflection are not installed."""
+    try:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+    except ImportError:
+        return
+    protos = load_protos()
+    checker = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    for key in ("oip", "tei", "stream"):
+        for service in protos[key].DESCRIPTOR.services_by_name.values():
+            names.append(service.full_name)
+            checker.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
+    checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(names, server)
+
+
 def serve(handlers, args):
     """Serves the generic handlers on args.host:args.port; prints READY <port>; blocks
     until SIGTERM or SIGINT."""
@@ -140,6 +161,7 @@ def serve(handlers, args):
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers(handlers)
+    add_health_and_reflection(server)
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
         sys.exit(f"could not bind {args.host}:{args.port}")
