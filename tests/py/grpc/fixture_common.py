@@ -49,6 +49,10 @@ def load_protos():
         os.path.join(PROTO_DIR, "oip", "open_inference_grpc.proto"),
         os.path.join(PROTO_DIR, "tei", "tei.proto"),
         os.path.join(HERE, "stream_test.proto"),
+        os.path.join(PROTO_DIR, "tensorflow", "core", "framework", "types.proto"),
+        os.path.join(PROTO_DIR, "tensorflow", "core", "framework", "tensor_shape.proto"),
+        os.path.join(PROTO_DIR, "tensorflow", "core", "framework", "tensor.proto"),
+        os.path.join(PROTO_DIR, "tensorflow_serving", "apis", "predict.proto"),
     ]
     cmd = [
         sys.executable, "-m", "grpc_tools.protoc",
@@ -64,6 +68,9 @@ def load_protos():
         ("tei_grpc", "tei.tei_pb2_grpc"),
         ("stream", "stream_test_pb2"),
         ("stream_grpc", "stream_test_pb2_grpc"),
+        ("types", "tensorflow.core.framework.types_pb2"),
+        ("tensor", "tensorflow.core.framework.tensor_pb2"),
+        ("tfs", "tensorflow_serving.apis.predict_pb2"),
     ]:
         _loaded[key] = importlib.import_module(name)
     return _loaded
@@ -146,7 +153,7 @@ def add_health_and_reflection(server):
     checker = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     names = [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
-    for key in ("oip", "tei", "stream"):
+    for key in ("oip", "tei", "stream", "tfs"):
         for service in protos[key].DESCRIPTOR.services_by_name.values():
             names.append(service.full_name)
             checker.set(service.full_name, health_pb2.HealthCheckResponse.SERVING)
