@@ -555,83 +555,159 @@ async fn grpcurl_reflection_health_and_infer_through_the_sidecar() {
 }
 
 const TFS_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc/tfs_server.py");
+const TEI_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc/tei_server.py");
 
-/// TF Serving's Predict: three grpcio servers built from the vendored TF Serving protos
-/// (their messages encoded by the protobuf runtime, not by this crate), answering the
-/// embedding in `float_val`, then in `tensor_content`; grpcurl calls through the sidecar.
-/// The client's output is what grpcurl prints against the primary directly, every input
-/// of the [N] string tensor is one pair (`protocol="grpc_tfserving"`), and the mean cosine
-/// is numpy's for the same float32 embeddings within 1e-6.
+/// The fixture servers' inputs for the end-to-end calls below.
+fn fixture_texts() -> Vec<String> {
+    (0..12)
+        .map(|i| format!("fixture input {i}: {}", "xyz".repeat(i)))
+        .collect()
+}
+
+/// numpy's mean cosine of the fixture's float32 embeddings of `texts` (dim 16), plain vs
+/// noisy (`CANARY_NOISE`), as `fixture_common.embed` computes them.
+fn numpy_mean_cosine(texts: &[String]) -> f64 {
+    let script = format!(
+        "import sys, json, numpy as np\nsys.path.insert(0, {dir:?})\nimport fixture_common as fc\n\
+         cs = []\nfor t in json.loads(sys.argv[1]):\n    a = np.array(fc.embed(t.encode(), 16), np.float32).astype(np.float64)\n    \
+         b = np.array(fc.embed(t.encode(), 16, {CANARY_NOISE}), np.float32).astype(np.float64)\n    \
+         cs.append(a @ b / np.linalg.norm(a) / np.linalg.norm(b))\nprint(repr(float(np.mean(cs))))",
+        dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc"),
+    );
+    let out = Command::new(venv_python())
+        .args(["-c", &script, &serde_json::to_string(texts).unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// One end-to-end case: a grpcio fixture server (`script` with `flags`) as primary,
+/// baseline and noisy canary; grpcurl sends each of `bodies` to `method` through the
+/// sidecar and directly.
+struct FixtureCase<'a> {
+    what: &'a str,
+    script: &'a str,
+    flags: &'a [&'a str],
+    /// `[shadow]` keys besides the upstreams.
+    shadow: &'a str,
+    method: &'a str,
+    bodies: Vec<String>,
+    /// The `protocol` label of the shadow calls.
+    protocol: &'a str,
+    /// A string every answer contains (its encoding).
+    answer_has: &'a str,
+}
+
+/// Runs `case`: grpcurl's output through the sidecar is what it prints against the
+/// primary; `pairs` pairs are counted, one canary call per body under `case.protocol`,
+/// and the mean cosine is `expected` within 1e-6.
+async fn grpcurl_fixture_case(case: FixtureCase<'_>, pairs: usize, expected: f64) {
+    let grpcurl = venv_python().with_file_name("grpcurl");
+    let what = case.what;
+    let start_server = |name: &str, extra: &[&str]| {
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(case.script)
+            .args(["--port", "0", "--dim", "16"])
+            .args(case.flags)
+            .args(extra);
+        let (mut proc, port) = Proc::start(name, &mut cmd, "READY ", Duration::from_secs(30));
+        proc.kill_on_drop = true;
+        (proc, port)
+    };
+    let (_p, primary) = start_server("primary", &[]);
+    let (_b, baseline) = start_server("baseline", &[]);
+    let (_c, canary) = start_server("canary", &["--behaviour", "noisy", "--noise", CANARY_NOISE]);
+    let unused = format!("http://127.0.0.1:{}", support::free_port());
+    let cfg = support::config(
+        &unused,
+        &unused,
+        &unused,
+        &format!(
+            "{}\n[shadow.baseline]\nhttp2_url = \"h2c://127.0.0.1:{baseline}\"\n\
+             [shadow.canary]\nhttp2_url = \"h2c://127.0.0.1:{canary}\"",
+            case.shadow
+        ),
+        &format!("[primary]\nhttp2_url = \"h2c://127.0.0.1:{primary}\""),
+    );
+    let sg = shadowgate::serve::start(cfg).await.unwrap();
+    let proxy = sg.proxy_addr.to_string();
+    let direct = format!("127.0.0.1:{primary}");
+    for body in &case.bodies {
+        let mut outputs = Vec::new();
+        for addr in [&proxy, &direct] {
+            let mut cmd = Command::new(&grpcurl);
+            cmd.args(["-plaintext", "-max-time", "20", "-d", body])
+                .arg(addr)
+                .arg(case.method);
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        assert_eq!(
+            outputs[0], outputs[1],
+            "{what}: through the sidecar vs direct"
+        );
+        assert!(
+            outputs[0].contains(case.answer_has),
+            "{what}: {}",
+            outputs[0]
+        );
+    }
+    let text = wait_for_pairs(&sg, pairs as f64).await;
+    assert_eq!(support::pairs_total(&text), pairs as f64, "{what}");
+    assert_eq!(
+        count(
+            &text,
+            "shadowgate_shadow_requests_total",
+            &[
+                ("protocol", case.protocol),
+                ("target", "canary"),
+                ("outcome", "ok")
+            ],
+        ),
+        case.bodies.len() as f64,
+        "{what}"
+    );
+    let mean = sg.drift_snapshot().unwrap().mean_cosine;
+    eprintln!("{what}: mean cosine {mean:.9} vs numpy {expected:.9}");
+    assert!(
+        (mean - expected).abs() < 1e-6,
+        "{what}: {mean} vs {expected}"
+    );
+    sg.shutdown().await;
+}
+
+/// TF Serving's Predict: grpcio servers built from the vendored TF Serving protos (their
+/// messages encoded by the protobuf runtime, not by this crate) answer the embedding in
+/// `float_val`, then in `tensor_content`; grpcurl calls through the sidecar with two
+/// strings per [N] tensor. Each string is one pair (`protocol="grpc_tfserving"`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tfserving_predict_in_float_val_and_tensor_content_is_mirrored() {
     use base64::Engine as _;
     if !support::require(&[Component::MlserverVenv]) {
         return;
     }
-    let grpcurl = venv_python().with_file_name("grpcurl");
-    let texts: Vec<String> = (0..12)
-        .map(|i| format!("tf serving input {i}: {}", "xyz".repeat(i)))
-        .collect();
-    // numpy's mean cosine of the fixture's float32 embeddings, plain vs noisy (dim 16).
-    let expected: f64 = {
-        let script = format!(
-            "import sys, json, numpy as np\nsys.path.insert(0, {dir:?})\nimport fixture_common as fc\n\
-             cs = []\nfor t in json.loads(sys.argv[1]):\n    a = np.array(fc.embed(t.encode(), 16), np.float32).astype(np.float64)\n    \
-             b = np.array(fc.embed(t.encode(), 16, {CANARY_NOISE}), np.float32).astype(np.float64)\n    \
-             cs.append(a @ b / np.linalg.norm(a) / np.linalg.norm(b))\nprint(repr(float(np.mean(cs))))",
-            dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc"),
-        );
-        let out = Command::new(venv_python())
-            .args(["-c", &script, &serde_json::to_string(&texts).unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    for encoding in ["float_val", "tensor_content"] {
-        let start_server = |name: &str, extra: &[&str]| {
-            let mut cmd = Command::new(venv_python());
-            cmd.arg(TFS_SERVER)
-                .args(["--port", "0", "--dim", "16"])
-                .args(extra);
-            if encoding == "tensor_content" {
-                cmd.arg("--tensor-content");
-            }
-            let (mut proc, port) = Proc::start(name, &mut cmd, "READY ", Duration::from_secs(30));
-            proc.kill_on_drop = true;
-            (proc, port)
-        };
-        let (_p, primary) = start_server("primary", &[]);
-        let (_b, baseline) = start_server("baseline", &[]);
-        let (_c, canary) =
-            start_server("canary", &["--behaviour", "noisy", "--noise", CANARY_NOISE]);
-        let unused = format!("http://127.0.0.1:{}", support::free_port());
-        let cfg = support::config(
-            &unused,
-            &unused,
-            &unused,
-            &format!(
-                "protocol = \"tfserving\"\n\
-                 grpc_methods = [\"/tensorflow.serving.PredictionService/Predict\"]\n\
-                 grpc_output = \"embedding\"\n\
-                 [shadow.baseline]\nhttp2_url = \"h2c://127.0.0.1:{baseline}\"\n\
-                 [shadow.canary]\nhttp2_url = \"h2c://127.0.0.1:{canary}\""
-            ),
-            &format!("[primary]\nhttp2_url = \"h2c://127.0.0.1:{primary}\""),
-        );
-        let sg = shadowgate::serve::start(cfg).await.unwrap();
-        let proxy = sg.proxy_addr.to_string();
-        let direct = format!("127.0.0.1:{primary}");
-        for pair in texts.chunks(2) {
+    let texts = fixture_texts();
+    let expected = numpy_mean_cosine(&texts);
+    let bodies: Vec<String> = texts
+        .chunks(2)
+        .map(|pair| {
             let strings: Vec<String> = pair
                 .iter()
                 .map(|t| base64::engine::general_purpose::STANDARD.encode(t))
                 .collect();
-            let body = serde_json::json!({
+            serde_json::json!({
                 "model_spec": {"name": "embedder"},
                 "inputs": {"text": {
                     "dtype": "DT_STRING",
@@ -639,59 +715,51 @@ async fn tfserving_predict_in_float_val_and_tensor_content_is_mirrored() {
                     "string_val": strings,
                 }},
             })
-            .to_string();
-            let mut outputs = Vec::new();
-            for addr in [&proxy, &direct] {
-                let mut cmd = Command::new(&grpcurl);
-                cmd.args(["-plaintext", "-max-time", "20", "-d", &body])
-                    .arg(addr)
-                    .arg("tensorflow.serving.PredictionService/Predict");
-                let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-                    .await
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{encoding}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
-            }
-            assert_eq!(
-                outputs[0], outputs[1],
-                "{encoding}: through the sidecar vs direct"
-            );
-            // The answer's own encoding, as grpcurl names the field.
-            assert!(
-                outputs[0].contains(&format!("\"{encoding}\"")),
-                "{}",
-                outputs[0]
-            );
-        }
-        let text = wait_for_pairs(&sg, texts.len() as f64).await;
-        assert_eq!(
-            support::pairs_total(&text),
-            texts.len() as f64,
-            "{encoding}"
-        );
-        assert_eq!(
-            count(
-                &text,
-                "shadowgate_shadow_requests_total",
-                &[
-                    ("protocol", "grpc_tfserving"),
-                    ("target", "canary"),
-                    ("outcome", "ok")
-                ],
-            ),
-            (texts.len() / 2) as f64,
-            "{encoding}"
-        );
-        let mean = sg.drift_snapshot().unwrap().mean_cosine;
-        eprintln!("tfserving {encoding}: mean cosine {mean:.9} vs numpy {expected:.9}");
-        assert!(
-            (mean - expected).abs() < 1e-6,
-            "{encoding}: {mean} vs {expected}"
-        );
-        sg.shutdown().await;
+            .to_string()
+        })
+        .collect();
+    for (encoding, flags) in [
+        ("\"float_val\"", &[][..]),
+        ("\"tensor_content\"", &["--tensor-content"][..]),
+    ] {
+        let case = FixtureCase {
+            what: encoding,
+            script: TFS_SERVER,
+            flags,
+            shadow: "protocol = \"tfserving\"\n\
+                     grpc_methods = [\"/tensorflow.serving.PredictionService/Predict\"]\n\
+                     grpc_output = \"embedding\"",
+            method: "tensorflow.serving.PredictionService/Predict",
+            bodies: bodies.clone(),
+            protocol: "grpc_tfserving",
+            answer_has: encoding,
+        };
+        grpcurl_fixture_case(case, texts.len(), expected).await;
     }
+}
+
+/// TEI's Embed: the grpcio server built from TEI's own `tei.proto` (the stubs
+/// `tei-client` is generated from); grpcurl sends one string per call. Each call is one
+/// pair (`protocol="grpc_tei"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tei_embed_from_the_tei_protos_is_mirrored() {
+    if !support::require(&[Component::MlserverVenv]) {
+        return;
+    }
+    let texts = fixture_texts();
+    let expected = numpy_mean_cosine(&texts);
+    let case = FixtureCase {
+        what: "tei",
+        script: TEI_SERVER,
+        flags: &[],
+        shadow: "protocol = \"openai\"\ngrpc_methods = [\"/tei.v1.Embed/Embed\"]",
+        method: "tei.v1.Embed/Embed",
+        bodies: texts
+            .iter()
+            .map(|t| serde_json::json!({ "inputs": t }).to_string())
+            .collect(),
+        protocol: "grpc_tei",
+        answer_has: "\"embeddings\"",
+    };
+    grpcurl_fixture_case(case, texts.len(), expected).await;
 }
