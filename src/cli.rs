@@ -34,6 +34,12 @@ pub enum Command {
         #[command(subcommand)]
         command: SlicesCommand,
     },
+    /// Input drift against a frozen reference: build the reference file a sidecar
+    /// loads, or replay embeddings through its detector.
+    Reference {
+        #[command(subcommand)]
+        command: ReferenceCommand,
+    },
     /// Everything on one machine: built-in baseline and canary model servers, the
     /// sidecar, and traffic, with live progress and a summary.
     Demo {
@@ -60,4 +66,14 @@ pub enum SlicesCommand {
     /// Fit a codebook of embedding regions (spherical k-means on baseline embeddings
     /// from shadow logs or .npy files) and write it as JSON for `slices.codebook`.
     Fit(crate::slices::fit::FitArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReferenceCommand {
+    /// Build a reference (random-feature sketch and calibrated alarm line) from shadow
+    /// logs or .npy files of embeddings, and write it as JSON.
+    Build(crate::reference::cli::BuildArgs),
+    /// Replay embeddings (in order) through a reference's detector: first alarm, score,
+    /// time per sample.
+    Replay(crate::reference::cli::ReplayArgs),
 }

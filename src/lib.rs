@@ -59,6 +59,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod protocol;
 pub mod proxy;
+pub mod reference;
 pub mod serve;
 pub mod shadow_log;
 pub mod slices;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use shadowgate::cli::{Cli, Command, SlicesCommand};
+use shadowgate::cli::{Cli, Command, ReferenceCommand, SlicesCommand};
 use shadowgate::config::{Config, ConfigError};
 
 /// sysexits' EX_CONFIG-adjacent EX_USAGE: the configuration is invalid.
@@ -74,6 +74,42 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("shadowgate slices fit: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
+        Command::Reference {
+            command: ReferenceCommand::Build(args),
+        } => match shadowgate::reference::cli::run_build(&args) {
+            Ok(r) => {
+                println!(
+                    "wrote {}: reference {} for model {:?}, dimension {}, from {} embeddings; {} features, window {}, alarm line {:.6e} for ERT {} ({} bootstrap windows)",
+                    args.out.display(),
+                    r.id,
+                    r.model,
+                    r.dim,
+                    r.vectors,
+                    r.features,
+                    r.window,
+                    r.threshold,
+                    r.ert,
+                    r.bootstrap_windows
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shadowgate reference build: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
+        Command::Reference {
+            command: ReferenceCommand::Replay(args),
+        } => match shadowgate::reference::cli::run_replay(&args, |line| println!("{line}")) {
+            Ok(summary) => {
+                println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shadowgate reference replay: {e}");
                 ExitCode::from(e.exit_code())
             }
         },

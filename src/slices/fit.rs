@@ -59,6 +59,9 @@ pub struct FitArgs {
     /// Embedding column of the Parquet files.
     #[arg(long, default_value = "baseline_embedding")]
     pub column: String,
+    /// Keep rows as read (the reference needs their norms); a fit normalises them.
+    #[arg(skip)]
+    pub raw: bool,
 }
 
 impl FitArgs {
@@ -72,6 +75,7 @@ impl FitArgs {
             seed: DEFAULT_SEED,
             max_iter: DEFAULT_MAX_ITER,
             column: "baseline_embedding".into(),
+            raw: false,
         }
     }
 }
@@ -127,20 +131,21 @@ pub fn run(args: &FitArgs) -> Result<Codebook, FitError> {
     Ok(cb)
 }
 
-/// Reads the inputs and fits the codebook; `created` goes into the file as is.
-pub fn fit(args: &FitArgs, created: String) -> Result<Codebook, FitError> {
-    if !(2..=MAX_SLICES).contains(&args.k) {
-        return Err(FitError::Usage(format!(
-            "--k {} must be 2 to {MAX_SLICES} (regions are slices, at most {MAX_SLICES} in all)",
-            args.k
-        )));
-    }
-    if args.sample < args.k {
-        return Err(FitError::Usage(format!(
-            "--sample {} must be at least --k {}",
-            args.sample, args.k
-        )));
-    }
+/// Embeddings read for a fit: a seeded sample of at most `args.sample` rows.
+pub struct Loaded {
+    /// One embedding per row, in file and row order.
+    pub x: Array2<f32>,
+    /// Files read.
+    pub files: usize,
+    /// Rows seen before sampling.
+    pub seen: u64,
+}
+
+/// Reads `args.logs` (shadow-log Parquet and `.npy` files) into a seeded sample of at
+/// most `args.sample` embeddings of one dimension (unit length unless `args.raw`), at
+/// least `min_rows` of them. Also the
+/// input of `shadowgate reference build`.
+pub fn load(args: &FitArgs, min_rows: usize) -> Result<Loaded, FitError> {
     let files = crate::accuracy::files::list_files(&args.logs, &["parquet", "npy"]).map_err(
         |e| match e {
             crate::accuracy::AccuracyError::Io { path, source } => FitError::Io { path, source },
@@ -182,13 +187,12 @@ pub fn fit(args: &FitArgs, created: String) -> Result<Codebook, FitError> {
         all.shrink(args.sample);
     }
     all.shrink(args.sample);
-    let (Some(dim), false) = (all.dim, all.rows.len() < args.k) else {
+    let (Some(dim), false) = (all.dim, all.rows.len() < min_rows) else {
         return Err(FitError::NoData(format!(
-            "{} usable embeddings in column `{}` of {} files; need at least --k {} (are the shadow logs written with shadow_log.store_embeddings = true?)",
+            "{} usable embeddings in column `{}` of {} files; need at least {min_rows} (are the shadow logs written with shadow_log.store_embeddings = true?)",
             all.rows.len(),
             args.column,
             files.len(),
-            args.k
         )));
     };
     all.rows.sort_by_key(|c| (c.file, c.row));
@@ -199,7 +203,29 @@ pub fn fit(args: &FitArgs, created: String) -> Result<Codebook, FitError> {
             *d = v;
         }
     }
-    drop(all.rows);
+    Ok(Loaded {
+        x,
+        files: files.len(),
+        seen: all.seen,
+    })
+}
+
+/// Reads the inputs and fits the codebook; `created` goes into the file as is.
+pub fn fit(args: &FitArgs, created: String) -> Result<Codebook, FitError> {
+    if !(2..=MAX_SLICES).contains(&args.k) {
+        return Err(FitError::Usage(format!(
+            "--k {} must be 2 to {MAX_SLICES} (regions are slices, at most {MAX_SLICES} in all)",
+            args.k
+        )));
+    }
+    if args.sample < args.k {
+        return Err(FitError::Usage(format!(
+            "--sample {} must be at least --k {}",
+            args.sample, args.k
+        )));
+    }
+    let Loaded { x, files, seen } = load(args, args.k)?;
+    let (n, dim) = x.dim();
     let km = spherical_kmeans(
         x.view(),
         KMeansParams {
@@ -215,8 +241,8 @@ pub fn fit(args: &FitArgs, created: String) -> Result<Codebook, FitError> {
         centroids: km.centroids.outer_iter().map(|r| r.to_vec()).collect(),
         fitted_from: FittedFrom {
             paths: args.logs.iter().map(|p| p.display().to_string()).collect(),
-            files: files.len() as u64,
-            rows_seen: all.seen,
+            files: files as u64,
+            rows_seen: seen,
             rows_used: n as u64,
             seed: args.seed,
             iterations: km.iterations,
@@ -274,6 +300,7 @@ impl Sample {
         row: u64,
         v: &[f32],
         cap: usize,
+        normalise: bool,
     ) -> Result<(), String> {
         if v.is_empty() {
             return Ok(());
@@ -302,9 +329,13 @@ impl Sample {
             key,
             file,
             row,
-            v: v.iter().map(|&a| (f64::from(a) / norm) as f32).collect(),
+            v: if normalise {
+                v.iter().map(|&a| (f64::from(a) / norm) as f32).collect()
+            } else {
+                v.to_vec()
+            },
         });
-        if self.rows.len() >= 2 * cap.max(1) {
+        if self.rows.len() >= cap.max(1).saturating_mul(2) {
             self.shrink(cap);
         }
         Ok(())
@@ -322,7 +353,8 @@ fn read_file(path: &Path, file: u64, args: &FitArgs) -> Result<Sample, FitError>
     };
     let mut sample = Sample::default();
     let offer = |row: u64, v: &[f32], s: &mut Sample| {
-        s.offer(args.seed, file, row, v, args.sample).map_err(bad)
+        s.offer(args.seed, file, row, v, args.sample, !args.raw)
+            .map_err(bad)
     };
     if path
         .extension()

@@ -21,6 +21,7 @@ mod h2c;
 mod prometheus_e2e;
 mod protocols;
 mod real_models;
+mod reference;
 mod resets;
 mod shadow_log;
 mod shutdown;

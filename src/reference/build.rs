@@ -1,0 +1,215 @@
+//! Building a reference from embeddings: split, bandwidth, sketch, calibration.
+
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+
+use super::{FeatureMap, NormScale, Reference, SplitMix64, FORMAT_VERSION};
+
+/// How a reference is built.
+#[derive(Debug, Clone)]
+pub struct BuildParams {
+    /// `model.name` the reference is for.
+    pub model: String,
+    pub seed: u64,
+    /// Random features `D`.
+    pub features: usize,
+    /// Window `w` of the statistic.
+    pub window: usize,
+    /// Expected run length under no drift, in samples (per-step false-alarm rate 1/ERT).
+    pub ert: f64,
+    /// Where the vectors came from (kept in the file for readers).
+    pub source: String,
+}
+
+impl BuildParams {
+    /// The defaults: `D = 128`, `w = 100`, `ERT = 10 000` (a false alarm within 500
+    /// samples has probability at most 5 %).
+    pub fn new(model: impl Into<String>) -> Self {
+        BuildParams {
+            model: model.into(),
+            seed: 0x5eed,
+            features: 128,
+            window: 100,
+            ert: 10_000.0,
+            source: String::new(),
+        }
+    }
+}
+
+/// Bootstrap windows per chunk (one seeded generator each, so the result does not
+/// depend on the thread count).
+const CHUNK: usize = 4096;
+/// The kernel part's total variance over the norm coordinate's: the norm's own tail
+/// (one coordinate, squared) would raise the threshold, and the kernel part's power with
+/// it, if it weighed as much as all `D` kernel features together.
+const NORM_SHARE: f64 = 8.0;
+/// Pairs the median distance is taken over.
+const BANDWIDTH_PAIRS: usize = 4000;
+
+/// Builds the reference of `x` (one embedding per row); `built_at` in Unix seconds.
+pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Reference, String> {
+    let (n, dim) = x.dim();
+    if p.features == 0 || p.window == 0 {
+        return Err("--features and --window must be at least 1".into());
+    }
+    if !(p.ert.is_finite() && p.ert >= 2.0) {
+        return Err(format!("--ert {} must be at least 2 samples", p.ert));
+    }
+    let need = (4 * p.window).max(100);
+    if n < need {
+        return Err(format!(
+            "{n} embeddings; need at least {need} (4 windows of {}, two halves of two windows) for a calibrated reference",
+            p.window
+        ));
+    }
+    let row = |i: usize| {
+        x.row(i)
+            .to_slice()
+            .map(<[f32]>::to_vec)
+            .unwrap_or_else(|| x.row(i).to_vec())
+    };
+    // The halves: A gives the reference mean, B the null windows (independent of A).
+    let mut rng = SplitMix64(p.seed);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let (a, b) = order.split_at(n / 2);
+
+    let mut dists: Vec<f64> = (0..BANDWIDTH_PAIRS)
+        .filter_map(|_| {
+            let (i, j) = (a[rng.below(a.len())], a[rng.below(a.len())]);
+            (i != j).then(|| {
+                let (u, v) = (row(i), row(j));
+                u.iter()
+                    .zip(&v)
+                    .map(|(p, q)| f64::from(p - q).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+        })
+        .collect();
+    dists.sort_by(f64::total_cmp);
+    let sigma = dists.get(dists.len() / 2).copied().unwrap_or(0.0);
+    if !(sigma > 0.0 && sigma.is_finite()) {
+        return Err(format!(
+            "the median distance between reference embeddings is {sigma}: they are all the same vector, or not numbers"
+        ));
+    }
+    let map = FeatureMap::new(p.seed, dim, p.features, sigma);
+    let norm_of = |i: usize| {
+        row(i)
+            .iter()
+            .map(|v| f64::from(*v).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let norms_a: Vec<f64> = a.iter().map(|&i| norm_of(i)).collect();
+    let norm_mean = norms_a.iter().sum::<f64>() / a.len() as f64;
+    let norm_sd = (norms_a.iter().map(|v| (v - norm_mean).powi(2)).sum::<f64>()
+        / (a.len() - 1) as f64)
+        .sqrt()
+        // Unit-normalised embeddings: any norm change is a shift; a floor keeps it finite.
+        .max(1e-6 * norm_mean.max(1e-12));
+    let d = p.features;
+    let kernel_of = |idx: &[usize]| -> Vec<f32> {
+        let mut out = vec![0.0f32; idx.len() * d];
+        out.par_chunks_mut(d)
+            .zip(idx.par_iter())
+            .for_each(|(o, &i)| map.apply(&row(i), o));
+        out
+    };
+    // γ² = an eighth of the kernel features' total variance over A (module doc).
+    let phi_a = kernel_of(a);
+    let mut kmean = vec![0.0f64; d];
+    let mut ksq = vec![0.0f64; d];
+    for r in phi_a.chunks_exact(d) {
+        for ((m, q), v) in kmean.iter_mut().zip(ksq.iter_mut()).zip(r) {
+            *m += f64::from(*v);
+            *q += f64::from(*v).powi(2);
+        }
+    }
+    let na = a.len() as f64;
+    let total_var: f64 = kmean
+        .iter()
+        .zip(&ksq)
+        .map(|(m, q)| (q / na - (m / na).powi(2)).max(0.0))
+        .sum();
+    let norm = NormScale {
+        mean: norm_mean,
+        sd: norm_sd,
+        weight: (total_var / NORM_SHARE).sqrt().max(1e-12),
+    };
+    drop(phi_a);
+    let d = p.features + 1;
+    let features_of = |idx: &[usize]| -> Vec<f32> {
+        let mut out = vec![0.0f32; idx.len() * d];
+        out.par_chunks_mut(d)
+            .zip(idx.par_iter())
+            .for_each(|(o, &i)| map.apply_with_norm(&row(i), &norm, o));
+        out
+    };
+    let phi_a = features_of(a);
+    let mut mean = vec![0.0f64; d];
+    for r in phi_a.chunks_exact(d) {
+        for (m, v) in mean.iter_mut().zip(r) {
+            *m += f64::from(*v);
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= a.len() as f64);
+    drop(phi_a);
+    let phi_b = features_of(b);
+
+    let windows = ((20.0 * p.ert) as usize).clamp(20_000, 4_000_000);
+    let chunks = windows.div_ceil(CHUNK);
+    let w = p.window;
+    let mut stats: Vec<f64> = (0..chunks)
+        .into_par_iter()
+        .flat_map_iter(|c| {
+            let mut rng = SplitMix64(p.seed ^ crate::ids::mix64(c as u64 + 1));
+            let mut acc = vec![0.0f64; d];
+            let nb = b.len();
+            let phi_b = &phi_b;
+            let mean = &mean;
+            (0..CHUNK.min(windows - c * CHUNK)).map(move |_| {
+                acc.iter_mut().for_each(|s| *s = 0.0);
+                for _ in 0..w {
+                    let r = &phi_b[rng.below(nb) * d..][..d];
+                    for (s, v) in acc.iter_mut().zip(r) {
+                        *s += f64::from(*v);
+                    }
+                }
+                acc.iter()
+                    .zip(mean)
+                    .map(|(s, m)| (s / w as f64 - m).powi(2))
+                    .sum::<f64>()
+            })
+        })
+        .collect();
+    stats.sort_by(f64::total_cmp);
+    let k = ((1.0 - 1.0 / p.ert) * stats.len() as f64).ceil() as usize;
+    let threshold = stats[k.clamp(1, stats.len()) - 1];
+    if threshold.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        return Err("the calibrated threshold is 0: the reference embeddings do not vary".into());
+    }
+    let mut r = Reference {
+        version: FORMAT_VERSION,
+        model: p.model.clone(),
+        dim,
+        seed: p.seed,
+        features: p.features,
+        bandwidth: sigma,
+        window: w,
+        ert: p.ert,
+        threshold,
+        mean_features: mean,
+        norm,
+        vectors: n as u64,
+        bootstrap_windows: stats.len() as u64,
+        built_at,
+        source: p.source.clone(),
+        id: String::new(),
+    };
+    r.id = r.compute_id();
+    Ok(r)
+}

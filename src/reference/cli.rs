@@ -1,0 +1,206 @@
+//! `shadowgate reference build` and `shadowgate reference replay`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::slices::fit::{self, FitArgs, FitError};
+
+use super::{build, BuildParams, Detector, Reference, ReferenceError};
+
+/// Arguments of `shadowgate reference build`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BuildArgs {
+    /// Shadow-log trees or Parquet files (an embedding column, written with
+    /// `shadow_log.store_embeddings = true`), and/or `.npy` float32 matrices (rows × dim).
+    #[arg(long, required = true, num_args = 1..)]
+    pub logs: Vec<PathBuf>,
+    /// `model.name` of the sidecar that will use it (checked at start).
+    #[arg(long)]
+    pub model: String,
+    /// Where to write the reference JSON.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Embedding column of the Parquet files.
+    #[arg(long, default_value = "baseline_embedding")]
+    pub column: String,
+    /// Build from at most this many embeddings, a seeded sample of all rows read.
+    #[arg(long, default_value_t = 20_000)]
+    pub sample: usize,
+    /// Seed of the sample, the split, the feature map and the bootstrap.
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+    /// Random Fourier features D.
+    #[arg(long, default_value_t = 128)]
+    pub features: usize,
+    /// Window of the statistic, in sampled embeddings.
+    #[arg(long, default_value_t = 100)]
+    pub window: usize,
+    /// Expected run length under no drift, in samples: over L samples the false-alarm
+    /// probability is at most L/ERT.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub ert: f64,
+}
+
+/// Arguments of `shadowgate reference replay`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// The reference JSON.
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// Embeddings in order: `.npy` float32 matrices and/or Parquet files.
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Embedding column of the Parquet files.
+    #[arg(long, default_value = "baseline_embedding")]
+    pub column: String,
+    /// Print one JSON line per sample (index, score, alarm) before the summary.
+    #[arg(long)]
+    pub trace: bool,
+}
+
+/// Why a reference command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefCommandError {
+    #[error(transparent)]
+    Input(#[from] FitError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("{0}")]
+    Build(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl RefCommandError {
+    /// sysexits-style exit code for `main`.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RefCommandError::Input(e) => e.exit_code(),
+            RefCommandError::Reference(ReferenceError::Read { .. }) => 66,
+            RefCommandError::Reference(_) | RefCommandError::Build(_) => 65,
+            RefCommandError::Write { .. } => 73,
+        }
+    }
+}
+
+fn input_args(logs: Vec<PathBuf>, column: &str, sample: usize, seed: u64) -> FitArgs {
+    FitArgs {
+        sample,
+        seed,
+        column: column.to_string(),
+        raw: true,
+        ..FitArgs::new(logs, PathBuf::new())
+    }
+}
+
+/// Builds and writes the reference (to a temporary name, then renamed).
+pub fn run_build(args: &BuildArgs) -> Result<Reference, RefCommandError> {
+    let loaded = fit::load(
+        &input_args(args.logs.clone(), &args.column, args.sample, args.seed),
+        1,
+    )?;
+    let params = BuildParams {
+        model: args.model.clone(),
+        seed: args.seed,
+        features: args.features,
+        window: args.window,
+        ert: args.ert,
+        source: format!(
+            "{} of {} embeddings in {} files under {}",
+            loaded.x.nrows(),
+            loaded.seen,
+            loaded.files,
+            args.logs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let built_at = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+    let r = build(loaded.x.view(), &params, built_at).map_err(RefCommandError::Build)?;
+    let tmp = args.out.with_extension("json.tmp");
+    std::fs::write(&tmp, r.to_json()).map_err(|source| RefCommandError::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &args.out).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        RefCommandError::Write {
+            path: args.out.clone(),
+            source,
+        }
+    })?;
+    Ok(r)
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplaySummary {
+    pub reference_id: String,
+    pub samples: u64,
+    /// Index of the first sample at or over the alarm line.
+    pub first_alarm: Option<u64>,
+    pub alarms: u64,
+    pub max_score: f64,
+    pub last_score: Option<f64>,
+    /// Detector time per sample (feature map and window update), microseconds.
+    pub us_per_sample: f64,
+    pub state_bytes: usize,
+}
+
+/// Runs the embeddings of `args.input`, in order, through the reference's detector;
+/// `trace` receives each sample's line when `args.trace` is set.
+pub fn run_replay(
+    args: &ReplayArgs,
+    mut trace: impl FnMut(String),
+) -> Result<ReplaySummary, RefCommandError> {
+    let r = Reference::load(&args.reference)?;
+    let loaded = fit::load(
+        &input_args(args.input.clone(), &args.column, usize::MAX, 0),
+        1,
+    )?;
+    r.check(&args.reference, &r.model, loaded.x.ncols())?;
+    let mut det = Detector::new(&r);
+    let (mut first, mut max, mut last) = (None, f64::NEG_INFINITY, None);
+    let mut spent = std::time::Duration::ZERO;
+    for (i, row) in loaded.x.outer_iter().enumerate() {
+        let v = row.to_vec();
+        let t = Instant::now();
+        let step = det.observe(&v);
+        spent += t.elapsed();
+        if let Some(s) = step.score {
+            max = max.max(s);
+            last = Some(s);
+        }
+        if step.alarm && first.is_none() {
+            first = Some(i as u64);
+        }
+        if args.trace {
+            trace(
+                serde_json::json!({"i": i, "score": step.score, "alarm": step.alarm}).to_string(),
+            );
+        }
+    }
+    let n = det.seen();
+    Ok(ReplaySummary {
+        reference_id: r.id.clone(),
+        samples: n,
+        first_alarm: first,
+        alarms: det.alarms(),
+        max_score: if max.is_finite() { max } else { 0.0 },
+        last_score: last,
+        us_per_sample: spent.as_secs_f64() * 1e6 / n.max(1) as f64,
+        state_bytes: det.state_bytes(),
+    })
+}

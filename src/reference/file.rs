@@ -1,0 +1,168 @@
+//! The reference file: a few kilobytes of JSON, small enough for a ConfigMap.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{FeatureMap, NormScale};
+
+/// Version of the file format; a file of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A frozen reference: the sketch and its calibration (see the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    pub version: u32,
+    /// `model.name` of the embeddings it was built from.
+    pub model: String,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Seed of the feature map and of the split and bootstrap.
+    pub seed: u64,
+    /// Random features `D`.
+    pub features: usize,
+    /// Kernel bandwidth σ (median distance between reference vectors).
+    pub bandwidth: f64,
+    /// Window of the statistic, in sampled embeddings.
+    pub window: usize,
+    /// Expected run length under no drift the threshold is set for, in samples.
+    pub ert: f64,
+    /// Alarm line `h` of `S = ‖mean_window φ − μ‖²`.
+    pub threshold: f64,
+    /// `μ`: the mean of the `D` kernel features and the norm coordinate over the
+    /// reference half `A` (`D + 1` values).
+    pub mean_features: Vec<f64>,
+    /// The norm coordinate's scale (from `A`).
+    pub norm: NormScale,
+    /// Vectors the reference was built from (both halves).
+    pub vectors: u64,
+    /// Bootstrap windows the threshold was estimated from.
+    pub bootstrap_windows: u64,
+    /// When it was built, seconds since the Unix epoch.
+    pub built_at: u64,
+    /// Where it came from, for people reading it.
+    pub source: String,
+    /// Hash of everything above: the `reference_id` label; equal files, equal ids.
+    pub id: String,
+}
+
+/// Why a reference cannot be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("cannot read the reference file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a reference file: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+    #[error("the reference {path} is for {what}, but {expected}: build one for this model with `shadowgate reference build --model {model}` (or fix {key})")]
+    Mismatch {
+        path: PathBuf,
+        what: String,
+        expected: String,
+        model: String,
+        key: &'static str,
+    },
+}
+
+impl Reference {
+    /// The hash `id` is set to: FNV-1a over the JSON of every other field.
+    pub fn compute_id(&self) -> String {
+        let mut copy = self.clone();
+        copy.id = String::new();
+        let text = serde_json::to_string(&copy).expect("a reference serialises");
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
+    /// Pretty JSON, as written to a file.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a reference serialises") + "\n"
+    }
+
+    /// Parses and checks a reference file's text (`path` names it in errors).
+    pub fn from_json(text: &str, path: &Path) -> Result<Reference, ReferenceError> {
+        let invalid = |problem: String| ReferenceError::Invalid {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let r: Reference = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if r.version != FORMAT_VERSION {
+            return Err(invalid(format!(
+                "format version {}, this build reads {FORMAT_VERSION}: rebuild it with this version's `shadowgate reference build`",
+                r.version
+            )));
+        }
+        if r.mean_features.len() != r.features + 1
+            || r.features == 0
+            || r.dim == 0
+            || r.window == 0
+            || !(r.norm.sd > 0.0 && r.norm.weight > 0.0)
+        {
+            return Err(invalid(format!(
+                "{} mean features for {} features (and the norm), dimension {}, window {}, norm scale {:?}",
+                r.mean_features.len(),
+                r.features,
+                r.dim,
+                r.window,
+                r.norm
+            )));
+        }
+        if !(r.threshold.is_finite() && r.threshold > 0.0 && r.bandwidth > 0.0) {
+            return Err(invalid(format!(
+                "threshold {} and bandwidth {} must be positive",
+                r.threshold, r.bandwidth
+            )));
+        }
+        let id = r.compute_id();
+        if id != r.id {
+            return Err(invalid(format!(
+                "its id {} is not the hash of its contents ({id}): it was edited or cut short",
+                r.id
+            )));
+        }
+        Ok(r)
+    }
+
+    /// Reads a reference file.
+    pub fn load(path: &Path) -> Result<Reference, ReferenceError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ReferenceError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Reference::from_json(&text, path)
+    }
+
+    /// Whether this reference can score `model`'s embeddings of dimension `dim`.
+    pub fn check(&self, path: &Path, model: &str, dim: usize) -> Result<(), ReferenceError> {
+        if self.model != model {
+            return Err(ReferenceError::Mismatch {
+                path: path.to_path_buf(),
+                what: format!("model {:?}", self.model),
+                expected: format!("model.name is {model:?}"),
+                model: model.to_string(),
+                key: "model.name",
+            });
+        }
+        if self.dim != dim {
+            return Err(ReferenceError::Mismatch {
+                path: path.to_path_buf(),
+                what: format!("embeddings of dimension {}", self.dim),
+                expected: format!("the model answers dimension {dim}"),
+                model: model.to_string(),
+                key: "the reference path",
+            });
+        }
+        Ok(())
+    }
+
+    /// The feature map this reference was built with.
+    pub fn feature_map(&self) -> FeatureMap {
+        FeatureMap::new(self.seed, self.dim, self.features, self.bandwidth)
+    }
+}

@@ -1,0 +1,163 @@
+//! Input drift against a frozen reference: is what the model returns today still like
+//! what it returned when it was validated? No canary and no labels: the primary's own
+//! embeddings against a compact sketch of a reference set.
+//!
+//! # The sketch
+//!
+//! A Gaussian kernel `k(x, y) = exp(−‖x − y‖² / 2σ²)` is approximated with `D` random
+//! Fourier features (Rahimi & Recht 2007): `φ(x) = √(2/D) · cos(W x + b)`, rows of `W`
+//! drawn from `N(0, I/σ²)`, `b` uniform on `[0, 2π)`, so that `φ(x)·φ(y) ≈ k(x, y)`.
+//! `W` and `b` come from a seeded generator ([`FeatureMap::new`]): the file carries the
+//! seed, not the matrix, and every pod regenerates the same map. `σ` is the median
+//! distance between reference vectors (the median heuristic). A Gaussian kernel at that
+//! bandwidth hardly sees a change of scale (an upstream change that collapses norms), so
+//! one coordinate is added to `φ`: the standardised L2 norm, `γ · (‖x‖ − m) / s`, with
+//! `m`, `s` the reference norms' mean and deviation and `γ²` an eighth of the kernel
+//! features' total variance: a collapse of norms stands out within a window, and the
+//! norm's own tail (a single squared coordinate) does not raise the threshold much. The reference
+//! is the mean `μ` of these `D + 1` coordinates over its half `A` (below); no reference
+//! vector is kept.
+//!
+//! # The detector and what is calibrated
+//!
+//! Over a sliding window of the last `w` sampled embeddings, the statistic is
+//! `S_t = ‖mean_window φ − μ‖²`, the (biased) squared maximum mean discrepancy between
+//! the window and the reference in the random-feature space; the shift score is
+//! `S_t / h`, so **1 is the alarm line**.
+//!
+//! `h` is set at build time so that, under no drift, one step's `S_t` exceeds it with
+//! probability `1/ERT`. The build data is shuffled (seeded) and split in halves: `μ` is
+//! the mean over `A`; windows of `w` rows are drawn with replacement from `B`, which is
+//! independent of `A` as live traffic is, so the spread of `μ`'s own estimate is in the
+//! calibration. `h` is the `1 − 1/ERT` quantile of `S` over `max(20·ERT, 20 000)` such
+//! windows.
+//!
+//! What that gives, and its assumption: if live embeddings are drawn like the reference
+//! (exchangeable with `B`), each step's false-alarm probability is `1/ERT` up to the
+//! bootstrap's error, so over any `L` steps the probability of a false alarm is at most
+//! `L/ERT` (a union bound, which holds whatever the windows' overlap). Choose
+//! `ERT = L/α` for a false-alarm rate `α` over a horizon of `L` samples: the default
+//! `ERT = 10 000` at `w = 100` bounds it by 5 % over 500 samples. The expected run length
+//! under no drift is at least `ERT` up to that error (overlapping windows are positively
+//! correlated, which lengthens it). What it does not give: validity over unbounded looks
+//! (an e-process would); a reference whose traffic was itself drifting.
+//!
+//! Cost per sampled embedding: `D` dot products of length `d` (simsimd) and `D` cosines;
+//! state: `W` and `b` (`D·(d + 1)` floats) and the window (`w·D` floats).
+
+mod build;
+pub mod cli;
+mod detector;
+mod file;
+
+pub use build::{build, BuildParams};
+pub use detector::Detector;
+pub use file::{Reference, ReferenceError, FORMAT_VERSION};
+
+/// Random Fourier features of a Gaussian kernel: `φ(x) = √(2/D) · cos(W x + b)`.
+pub struct FeatureMap {
+    /// `D × d`, row-major.
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dim: usize,
+    scale: f32,
+}
+
+impl FeatureMap {
+    /// The map of `features` features for `dim`-dimensional inputs and bandwidth `sigma`,
+    /// drawn from `seed`: the same arguments give the same map on every machine.
+    pub fn new(seed: u64, dim: usize, features: usize, sigma: f64) -> Self {
+        let mut rng = SplitMix64(seed ^ 0x5eed_5eed_5eed_5eed_u64);
+        let inv = (1.0 / sigma) as f32;
+        let w = (0..features * dim)
+            .map(|_| rng.normal() as f32 * inv)
+            .collect();
+        let b = (0..features)
+            .map(|_| (rng.uniform() * std::f64::consts::TAU) as f32)
+            .collect();
+        FeatureMap {
+            w,
+            b,
+            dim,
+            scale: (2.0 / features as f64).sqrt() as f32,
+        }
+    }
+
+    /// Number of features `D`.
+    pub fn features(&self) -> usize {
+        self.b.len()
+    }
+
+    /// Writes `φ(x)` into `out` (length `D`); `x` has the map's dimension.
+    pub fn apply(&self, x: &[f32], out: &mut [f32]) {
+        debug_assert_eq!(x.len(), self.dim);
+        for ((o, row), b) in out
+            .iter_mut()
+            .zip(self.w.chunks_exact(self.dim))
+            .zip(&self.b)
+        {
+            let dot = <f32 as simsimd::SpatialSimilarity>::dot(row, x).unwrap_or(0.0) as f32;
+            *o = self.scale * (dot + b).cos();
+        }
+    }
+
+    /// Writes `φ(x)` and the norm coordinate into `out` (length `D + 1`).
+    pub fn apply_with_norm(&self, x: &[f32], norm: &NormScale, out: &mut [f32]) {
+        let (kernel, last) = out.split_at_mut(self.features());
+        self.apply(x, kernel);
+        let n = <f32 as simsimd::SpatialSimilarity>::dot(x, x)
+            .unwrap_or(0.0)
+            .sqrt();
+        last[0] = norm.coordinate(n);
+    }
+
+    /// Bytes the map holds.
+    pub fn state_bytes(&self) -> usize {
+        (self.w.len() + self.b.len()) * std::mem::size_of::<f32>()
+    }
+}
+
+/// The norm coordinate: `weight · (‖x‖ − mean) / sd`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NormScale {
+    pub mean: f64,
+    pub sd: f64,
+    pub weight: f64,
+}
+
+impl NormScale {
+    fn coordinate(&self, norm: f64) -> f32 {
+        (self.weight * (norm - self.mean) / self.sd) as f32
+    }
+}
+
+/// A small seeded generator (SplitMix64): stable across platforms and crate versions,
+/// which the reference's reproducibility needs.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        crate::ids::mix64(self.0)
+    }
+
+    /// Uniform on [0, 1).
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller, one of the pair).
+    fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Uniform on 0..n.
+    fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests;

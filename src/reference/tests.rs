@@ -1,0 +1,159 @@
+use std::path::Path;
+
+use ndarray::Array2;
+
+use super::*;
+
+/// `n` rows of `dim` i.i.d. N(0, 1) coordinates, then `f` applied to each row.
+fn gaussian(seed: u64, n: usize, dim: usize, f: impl Fn(&mut [f32])) -> Array2<f32> {
+    let mut rng = SplitMix64(seed);
+    let mut x = Array2::from_shape_fn((n, dim), |_| rng.normal() as f32);
+    for mut r in x.outer_iter_mut() {
+        f(r.as_slice_mut().unwrap());
+    }
+    x
+}
+
+fn params(window: usize, ert: f64) -> BuildParams {
+    BuildParams {
+        features: 64,
+        window,
+        ert,
+        ..BuildParams::new("m")
+    }
+}
+
+/// Samples until the first alarm (after the window fills), within `limit` samples.
+fn run_length(det: &mut Detector, x: &Array2<f32>, limit: usize) -> Option<usize> {
+    x.outer_iter()
+        .take(limit)
+        .position(|r| det.observe(r.as_slice().unwrap()).alarm)
+}
+
+#[test]
+fn a_reference_is_deterministic_and_round_trips_through_its_file() {
+    let x = gaussian(1, 2000, 16, |_| {});
+    let a = build(x.view(), &params(30, 1000.0), 1_700_000_000).unwrap();
+    let b = build(x.view(), &params(30, 1000.0), 1_700_000_000).unwrap();
+    assert_eq!(a, b, "same data and seed, same reference");
+    let back = Reference::from_json(&a.to_json(), Path::new("ref.json")).unwrap();
+    assert_eq!(back, a);
+    assert_eq!(back.id, a.compute_id());
+    // The same stream gives the same scores from the loaded reference.
+    let stream = gaussian(2, 200, 16, |_| {});
+    let (mut d1, mut d2) = (Detector::new(&a), Detector::new(&back));
+    for r in stream.outer_iter() {
+        let r = r.as_slice().unwrap();
+        assert_eq!(d1.observe(r), d2.observe(r));
+    }
+    // A few kilobytes: fits a ConfigMap.
+    assert!(a.to_json().len() < 16 * 1024, "{}", a.to_json().len());
+}
+
+#[test]
+fn an_edited_or_mismatched_reference_is_refused_with_the_fix() {
+    let x = gaussian(3, 1000, 8, |_| {});
+    let r = build(x.view(), &params(20, 500.0), 0).unwrap();
+    let mut edited = r.clone();
+    edited.threshold *= 2.0;
+    let e = Reference::from_json(&edited.to_json(), Path::new("ref.json")).unwrap_err();
+    assert!(e.to_string().contains("edited"), "{e}");
+    let e = r
+        .check(Path::new("ref.json"), "other", 8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model \"m\"") && e.contains("model.name") && e.contains("reference build"),
+        "{e}"
+    );
+    let e = r
+        .check(Path::new("ref.json"), "m", 384)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("dimension 8") && e.contains("dimension 384"),
+        "{e}"
+    );
+    r.check(Path::new("ref.json"), "m", 8).unwrap();
+    let e = build(x.slice(ndarray::s![..50, ..]), &params(20, 500.0), 0).unwrap_err();
+    assert!(e.contains("need at least 100"), "{e}");
+}
+
+/// Null streams: 200 streams drawn like the reference, each watched for L = 150 samples
+/// after its window fills, with ERT = L/α (α = 0.05). The union bound gives a false-alarm
+/// probability per stream of at most α; measured, it must not exceed α beyond sampling
+/// error (2.5 standard errors of a proportion over 200 streams).
+#[test]
+fn null_streams_raise_false_alarms_at_most_at_the_calibrated_rate() {
+    let (w, horizon, alpha, streams) = (30, 150, 0.05, 200);
+    let r = build(
+        gaussian(4, 4000, 16, |_| {}).view(),
+        &params(w, horizon as f64 / alpha),
+        0,
+    )
+    .unwrap();
+    let mut alarms = 0;
+    for s in 0..streams {
+        let x = gaussian(1000 + s, w - 1 + horizon, 16, |_| {});
+        let mut det = Detector::new(&r);
+        if run_length(&mut det, &x, x.nrows()).is_some() {
+            alarms += 1;
+        }
+    }
+    let rate = alarms as f64 / streams as f64;
+    let bound = alpha + 2.5 * (alpha * (1.0 - alpha) / streams as f64).sqrt();
+    eprintln!("null: {alarms} of {streams} streams alarmed within {horizon} samples: {rate:.3} (α = {alpha}, bound {bound:.3})");
+    assert!(rate <= bound, "false-alarm rate {rate} over {bound}");
+}
+
+/// Planted shifts are found within a few windows (median over 20 streams ≤ 3 windows): a
+/// mean shift of a quarter standard deviation in every coordinate, norms collapsed to
+/// half, one coordinate's spread tripled.
+#[test]
+fn planted_shifts_are_detected_within_a_few_windows() {
+    let w = 30;
+    let r = build(gaussian(5, 4000, 16, |_| {}).view(), &params(w, 3000.0), 0).unwrap();
+    type Shift = Box<dyn Fn(&mut [f32])>;
+    let cases: [(&str, Shift); 3] = [
+        (
+            "mean shift",
+            Box::new(|v: &mut [f32]| v.iter_mut().for_each(|x| *x += 0.25)),
+        ),
+        (
+            "norm collapse",
+            Box::new(|v: &mut [f32]| v.iter_mut().for_each(|x| *x *= 0.5)),
+        ),
+        ("one axis stretched", Box::new(|v: &mut [f32]| v[0] *= 3.0)),
+    ];
+    for (what, f) in cases {
+        let mut delays = Vec::new();
+        for s in 0..20 {
+            let x = gaussian(2000 + s, 20 * w, 16, &f);
+            let mut det = Detector::new(&r);
+            delays.push(run_length(&mut det, &x, x.nrows()).unwrap_or(usize::MAX));
+        }
+        delays.sort_unstable();
+        let median = delays[delays.len() / 2];
+        eprintln!("{what}: median samples to alarm {median} (window {w}); all {delays:?}");
+        assert!(median <= 3 * w, "{what}: median {median}");
+    }
+}
+
+#[test]
+fn state_stays_under_a_mebibyte_at_384_dimensions() {
+    let r = build(
+        gaussian(6, 1000, 384, |_| {}).view(),
+        &BuildParams {
+            ert: 100.0,
+            ..BuildParams::new("m")
+        },
+        0,
+    )
+    .unwrap();
+    let det = Detector::new(&r);
+    eprintln!(
+        "state at d = 384, D = 128, w = 100: {} bytes",
+        det.state_bytes()
+    );
+    assert!(det.state_bytes() < 1 << 20);
+}
