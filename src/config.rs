@@ -64,6 +64,10 @@ pub struct Checked {
     pub extractor: Arc<Extractor>,
     /// `[slices]`.
     pub slicer: Arc<Slicer>,
+    /// `[reference]`: the frozen reference, when `reference.path` is set.
+    pub reference: Option<Arc<crate::reference::Reference>>,
+    /// `reference.sample_rate`.
+    pub reference_sample_rate: SampleRate,
 }
 
 impl std::ops::Deref for Config {
@@ -92,6 +96,34 @@ pub struct Settings {
     /// `[slices]`: per-slice statistics (length and region slices on by default).
     #[serde(default)]
     pub slices: crate::slices::SlicesConfig,
+    /// `[reference]`: input drift of the primary's embeddings against a frozen reference.
+    #[serde(default)]
+    pub reference: ReferenceSection,
+}
+
+/// `[reference]`: score a sample of the primary's own embeddings against a reference
+/// built by `shadowgate reference build` (see `crate::reference`). Off when `path` is
+/// empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReferenceSection {
+    /// The reference JSON (e.g. from a ConfigMap).
+    pub path: PathBuf,
+    /// Share of requests whose primary answer is scored, by request id (independent of
+    /// `shadow.sample_rate`: no shadow call is made for these).
+    pub sample_rate: f64,
+    /// Answers waiting to be scored at most; more are dropped and counted.
+    pub queue: usize,
+}
+
+impl Default for ReferenceSection {
+    fn default() -> Self {
+        ReferenceSection {
+            path: PathBuf::new(),
+            sample_rate: 0.1,
+            queue: 1024,
+        }
+    }
 }
 
 /// `[model]`: what this pod serves.
@@ -849,6 +881,16 @@ impl Settings {
                 bad(&p.key, p.message);
             }
         });
+        let reference_sample_rate = SampleRate::try_new(self.reference.sample_rate).map_err(|_| {
+            bad(
+                "reference.sample_rate",
+                format!(
+                    "{} is not a share: use a number from 0 to 1, e.g. 0.1",
+                    self.reference.sample_rate
+                ),
+            )
+        });
+        let reference = self.load_reference(&mut bad);
         if self.listen.proxy == self.listen.admin && self.listen.proxy.port() != 0 {
             bad("listen.admin", format!("{} is also listen.proxy: admin endpoints need their own port, e.g. \"0.0.0.0:9090\"", self.listen.admin));
         }
@@ -867,7 +909,36 @@ impl Settings {
             request_id_header: request_id_header.ok()?,
             extractor: Arc::new(extractor.ok()?),
             slicer: Arc::new(slicer.ok()?),
+            reference: reference.ok()?,
+            reference_sample_rate: reference_sample_rate.ok()?,
         })
+    }
+
+    /// `reference.path`: readable, a reference, for `model.name`. (Its dimension is
+    /// checked against the first answers: the config does not know the model's.)
+    fn load_reference(
+        &self,
+        bad: &mut impl FnMut(&str, String),
+    ) -> Result<Option<Arc<crate::reference::Reference>>, ()> {
+        let path = &self.reference.path;
+        if path.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        if self.reference.queue == 0 {
+            bad("reference.queue", "must be at least 1, e.g. 1024".into());
+        }
+        let r = crate::reference::Reference::load(path).map_err(|e| {
+            bad(
+                "reference.path",
+                format!(
+                    "{e}; build one with `shadowgate reference build --model {} ...`",
+                    self.model.name
+                ),
+            )
+        })?;
+        r.check(path, &self.model.name, r.dim)
+            .map_err(|e| bad("reference.path", e.to_string()))?;
+        Ok(Some(Arc::new(r)))
     }
 
     /// `[tls]`: the CA bundle must be usable now, not at the first https call; an https
@@ -1111,11 +1182,12 @@ fn collect_unknown_and_deserialize(
             "gates" => section!(gates),
             "tls" => section!(tls),
             "slices" => section!(slices),
+            "reference" => section!(reference),
             other => {
                 ok = false;
                 problems.push(ConfigProblem {
                     key: other.to_string(),
-                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics, gates, tls, slices".into(),
+                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics, gates, tls, slices, reference".into(),
                 });
             }
         }

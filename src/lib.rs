@@ -26,6 +26,9 @@
 //! - [`drift`]: windowed statistics and confidence sequences.
 //! - [`slices`]: bounded groups of traffic (field, input length, embedding region),
 //!   their statistics and the worst slice; codebook fitting (`shadowgate slices fit`).
+//! - [`reference`]: input drift against a frozen reference: the random-feature sketch,
+//!   its calibration, the streaming detector (`shadowgate reference build/replay`);
+//!   [`reference_monitor`] scores a sample of the primary's answers with it.
 //! - [`feedback`]: labels and business events joined online.
 //! - [`metrics`]: every exported series, registered once.
 //! - [`shadow_log`]: shadow-log records and the Parquet writer (`[shadow_log]`).
@@ -60,6 +63,7 @@ pub mod mirror;
 pub mod protocol;
 pub mod proxy;
 pub mod reference;
+pub mod reference_monitor;
 pub mod serve;
 pub mod shadow_log;
 pub mod slices;

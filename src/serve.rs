@@ -18,6 +18,7 @@ use crate::metrics::{MetricLabels, Metrics, PairOutcome};
 use crate::mirror::{Mirror, Shared};
 use crate::proxy::h2::H2Proxy;
 use crate::proxy::{http1, Proxy};
+use crate::reference_monitor::ReferenceMonitor;
 use crate::shadow_log::{self, ShadowLogGuard, ShadowLogMetrics, WriterSummary};
 use crate::slices::SliceStats;
 
@@ -143,12 +144,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         },
     ));
     let h2 = H2Proxy::new(&cfg, mirror.clone(), metrics.clone(), &tls).map(H2Proxy::into_handler);
+    let reference = ReferenceMonitor::start(&cfg, &metrics.registry)?;
     let proxy = Arc::new(Proxy::new(
         &cfg,
         mirror,
         metrics.clone(),
         feedback.clone(),
         tls,
+        reference,
     ));
 
     let (proxy_listener, proxy_addr) = bind(cfg.listen.proxy, "listen.proxy").await?;

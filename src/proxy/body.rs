@@ -92,13 +92,14 @@ pub struct MeteredBody {
     tee: Option<Tee>,
 }
 
-/// The primary's answer as one side of a comparison (`reuse_primary`): frames are copied
-/// as they stream past, and the whole body goes to the mirror at the end. A failed,
-/// cut or oversized answer sends an error instead.
+/// A copy of the primary's answer for whoever needs it whole after the client has it:
+/// the mirror (`reuse_primary`: one side of the comparison) and the reference monitor.
+/// Frames are copied as they stream past; a failed, cut or oversized answer sends an
+/// error instead.
 pub struct Tee {
     buf: Vec<u8>,
     max: usize,
-    tx: Option<oneshot::Sender<Result<Bytes, String>>>,
+    tx: Vec<oneshot::Sender<Result<Bytes, String>>>,
 }
 
 impl Tee {
@@ -109,13 +110,21 @@ impl Tee {
         let tee = Tee {
             buf: Vec::new(),
             max,
-            tx: Some(tx),
+            tx: vec![tx],
         };
         (tee, rx)
     }
 
+    /// One more receiver of the same copy (the smaller of the two limits applies).
+    pub(super) fn subscribe(&mut self, max: usize) -> oneshot::Receiver<Result<Bytes, String>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.push(tx);
+        self.max = self.max.min(max);
+        rx
+    }
+
     fn push(&mut self, data: &[u8]) {
-        if self.tx.is_none() {
+        if self.tx.is_empty() {
             return;
         }
         if self.buf.len() + data.len() > self.max {
@@ -126,15 +135,16 @@ impl Tee {
     }
 
     pub(super) fn fail(&mut self, why: String) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Err(why));
+        for tx in self.tx.drain(..) {
+            let _ = tx.send(Err(why.clone()));
         }
         self.buf = Vec::new();
     }
 
     fn complete(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Ok(Bytes::from(std::mem::take(&mut self.buf))));
+        let whole = Bytes::from(std::mem::take(&mut self.buf));
+        for tx in self.tx.drain(..) {
+            let _ = tx.send(Ok(whole.clone()));
         }
     }
 }

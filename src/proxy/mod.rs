@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::feedback::Feedback;
 use crate::metrics::Metrics;
 use crate::mirror::{Mirror, ShadowJob};
+use crate::reference_monitor::ReferenceMonitor;
 use crate::upstream::Upstream;
 
 mod answer;
@@ -58,6 +59,8 @@ pub struct Proxy {
     feedback: Arc<Feedback>,
     /// Finds the generated-token count in responses (`metrics.tokens_field`).
     tokens_finder: memchr::memmem::Finder<'static>,
+    /// `[reference]`: scores a sample of the primary's answers, off the client path.
+    reference: Option<Arc<ReferenceMonitor>>,
 }
 
 impl Proxy {
@@ -69,6 +72,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         feedback: Arc<Feedback>,
         tls: Arc<rustls::ClientConfig>,
+        reference: Option<Arc<ReferenceMonitor>>,
     ) -> Self {
         let checked = cfg.checked();
         Proxy {
@@ -83,6 +87,7 @@ impl Proxy {
             feedback,
             tokens_finder: memchr::memmem::Finder::new(cfg.metrics.tokens_field.as_bytes())
                 .into_owned(),
+            reference,
         }
     }
 
@@ -197,6 +202,24 @@ impl Proxy {
                 primary_head: Some(head_rx),
             };
             self.mirror.start(admission, job);
+        }
+
+        // `[reference]`: the same copy of the answer (or its own), scored once whole.
+        if let Some(monitor) = self.reference.as_ref().filter(|m| m.sampled(request_id)) {
+            let rx = match tee.as_mut() {
+                Some(t) => t.subscribe(monitor.max_bytes),
+                None => {
+                    let (t, rx) = Tee::new(monitor.max_bytes);
+                    tee = Some(t);
+                    rx
+                }
+            };
+            let monitor = monitor.clone();
+            tokio::spawn(async move {
+                if let Ok(Ok(answer)) = rx.await {
+                    monitor.offer(answer);
+                }
+            });
         }
 
         // Origin form (`/path?query`): the upstream adds the Host header.

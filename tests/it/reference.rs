@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -130,4 +131,138 @@ fn build_then_replay_a_null_stream_and_planted_shifts() {
     assert_eq!(code, Some(65), "{err}");
     assert!(err.contains("need at least 800"), "{err}");
     assert!(!d.join("small.json").exists());
+}
+
+/// A reference of the demo model's baseline embeddings (dimension 32) for model "m",
+/// written to `dir/ref.json`: window 50, ERT 11 000 (a false alarm within 550 samples
+/// after the window fills has probability at most 5 %).
+fn demo_reference(dir: &Path, model: &str) -> std::path::PathBuf {
+    let dim = 32;
+    let rows: Vec<f32> = (0..4000)
+        .flat_map(|i| shadowgate::demo::model::baseline_unit(&format!("reference text {i}"), dim))
+        .collect();
+    let x = ndarray::Array2::from_shape_vec((4000, dim), rows).unwrap();
+    let r = shadowgate::reference::build(
+        x.view(),
+        &shadowgate::reference::BuildParams {
+            window: 50,
+            ert: 11_000.0,
+            ..shadowgate::reference::BuildParams::new(model)
+        },
+        0,
+    )
+    .unwrap();
+    let path = dir.join(format!("ref-{model}.json"));
+    std::fs::write(&path, r.to_json()).unwrap();
+    path
+}
+
+/// `[reference]` in the sidecar: with mirroring off, every answer of the primary is
+/// scored off the client path; a real Prometheus scrapes the series. Traffic like the
+/// reference's raises no alarm over 400 samples; a primary whose norms collapsed to half
+/// (same directions) is over the line within the first window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_scores_the_primarys_answers_against_the_reference() {
+    use shadowgate::demo::model::ModelOptions;
+    if !support::require(&[Component::Prometheus]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let reference = demo_reference(dir.path(), "m");
+    let id = serde_json::from_str::<Value>(&std::fs::read_to_string(&reference).unwrap()).unwrap()
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (what, norm_scale, requests) in
+        [("like the reference", 1.0, 400), ("norms halved", 0.5, 120)]
+    {
+        let opts = ModelOptions {
+            dim: 32,
+            norm_scale,
+            ..ModelOptions::default()
+        };
+        let stack = support::stack(
+            opts.clone(),
+            opts.clone(),
+            opts,
+            "sample_rate = 0.0",
+            &format!(
+                "[reference]\npath = {:?}\nsample_rate = 1.0",
+                reference.display().to_string()
+            ),
+        )
+        .await;
+        let prom =
+            crate::support::prom::Prometheus::start(&[stack.sidecar.admin_addr], "1s", false, &[]);
+        for i in 0..requests {
+            let reply = stack.embed(&format!("live text {i}")).await;
+            assert_eq!(reply.status, 200, "{what}");
+        }
+        let samples = prom.wait_for(
+            "shadowgate_reference_samples_total{model=\"m\"}",
+            Duration::from_secs(30),
+            |v| v >= requests as f64,
+        );
+        assert_eq!(samples, Some(requests as f64), "{what}");
+        let alarms = prom
+            .value("shadowgate_reference_alarms_total{model=\"m\"}")
+            .unwrap();
+        let score = prom
+            .value("shadowgate_reference_shift_score{model=\"m\"}")
+            .unwrap();
+        let info = prom.value(&format!(
+            "shadowgate_reference_info{{model=\"m\",reference_id=\"{id}\",dim=\"32\"}}"
+        ));
+        eprintln!("{what}: {requests} scored, {alarms} alarmed, last score {score:.3}");
+        assert_eq!(info, Some(1.0), "{what}");
+        // Scoring needs no shadow call.
+        assert_eq!(stack.baseline.requests() + stack.canary.requests(), 0);
+        if norm_scale == 1.0 {
+            assert_eq!(alarms, 0.0, "{what}: score {score}");
+            assert!(score < 1.0, "{what}: {score}");
+        } else {
+            // Every sample from the first full window on.
+            assert!(alarms >= (requests - 50) as f64, "{what}: {alarms}");
+            assert!(score > 1.0, "{what}: {score}");
+            let alarm = prom.value("shadowgate_reference_alarm{model=\"m\"}");
+            assert_eq!(alarm, Some(1.0), "{what}");
+        }
+        stack.sidecar.shutdown().await;
+    }
+}
+
+/// A reference for another model, or an unreadable one: a config error that names
+/// `reference.path` and the fix; `check-config` exits 64.
+#[test]
+fn a_reference_for_another_model_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = demo_reference(dir.path(), "other");
+    let config = dir.path().join("sg.toml");
+    for (path, expect) in [
+        (other.display().to_string(), "model \"other\""),
+        (
+            dir.path().join("missing.json").display().to_string(),
+            "cannot read",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!(
+                "[model]\nname = \"m\"\nversion = \"v2\"\n[primary]\nurl = \"http://127.0.0.1:1\"\n\
+                 [shadow.baseline]\nurl = \"http://127.0.0.1:2\"\nversion = \"v1\"\n\
+                 [shadow.canary]\nurl = \"http://127.0.0.1:3\"\nversion = \"v2\"\n\
+                 [reference]\npath = {path:?}\n"
+            ),
+        )
+        .unwrap();
+        let (code, _, err) = shadowgate(&["check-config", config.to_str().unwrap()]);
+        assert_eq!(code, Some(64), "{err}");
+        assert!(
+            err.contains("reference.path")
+                && err.contains(expect)
+                && err.contains("reference build"),
+            "{err}"
+        );
+    }
 }
