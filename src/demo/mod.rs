@@ -43,6 +43,49 @@ pub enum DemoError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("cannot write the demo's drift reference {path}: {source}")]
+    Reference {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A path as the inside of a TOML basic string.
+fn toml_string(p: &std::path::Path) -> String {
+    p.display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+}
+
+/// The primary's drift reference (`[reference]`): built from the built-in model's
+/// answers to 2000 texts like the traffic's, written to `dir/reference.json`, as
+/// `shadowgate reference build` would from shadow logs. Window 50, ERT 2000 (a demo
+/// builds in a moment).
+fn write_reference(dir: &std::path::Path) -> Result<std::path::PathBuf, DemoError> {
+    let rows: Vec<f32> = (0..2000)
+        .flat_map(|i| model::baseline_unit(&format!("reference input {i}"), DEMO_DIM))
+        .collect();
+    let x = ndarray::Array2::from_shape_vec((2000, DEMO_DIM), rows).expect("2000 rows of DEMO_DIM");
+    let r = crate::reference::build(
+        x.view(),
+        &crate::reference::BuildParams {
+            window: 50,
+            ert: 2000.0,
+            source: "the demo's built-in model, 2000 inputs".into(),
+            ..crate::reference::BuildParams::new("demo-embedder")
+        },
+        0,
+    )
+    .expect("the demo's reference builds");
+    let path = dir.join("reference.json");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, r.to_json()))
+        .map_err(|source| DemoError::Reference {
+            path: path.clone(),
+            source,
+        })?;
+    Ok(path)
 }
 
 /// Dimension of the demo embeddings (a MiniLM-sized model).
@@ -106,6 +149,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     .await
     .map_err(DemoError::ModelServer)?;
 
+    let reference = write_reference(&opts.dir)?;
     let toml = format!(
         r#"
 [model]
@@ -133,17 +177,16 @@ window = "5m"
 [shadow_log]
 dir = "{dir}"
 max_file_age = "10s"
+[reference]
+path = "{reference}"
+sample_rate = 0.25
 "#,
+        reference = toml_string(&reference),
         admin = opts.admin,
         primary = primary.url(),
         baseline = baseline.url(),
         canary = canary.url(),
-        dir = opts
-            .dir
-            .display()
-            .to_string()
-            .replace('\\', "\\\\")
-            .replace('"', "\\\""),
+        dir = toml_string(&opts.dir),
     );
     let config = Config::from_toml_with_env(&toml, std::iter::empty())?;
     let running = serve::start(config).await?;

@@ -722,6 +722,8 @@ async fn mismatched_empty_and_oversized_batches_are_counted_by_reason() {
 
     // A single input: the canary cannot drop anything, so it is compared.
     assert_eq!(send(batch(1)).await.status, 200);
+    // Its shadow call starts after the client has the answer: count calls once it is in.
+    s.wait_pairs(8 + 1).await;
     // Empty: one invalid pair, no shadow call. Oversized: every item invalid, no call.
     let calls = s.baseline.shadow_requests();
     assert_eq!(send(batch(0)).await.status, 200);
