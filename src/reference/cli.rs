@@ -129,18 +129,8 @@ pub fn run_build(args: &BuildArgs) -> Result<Reference, RefCommandError> {
                 .map_or(0, |d| d.as_secs())
         });
     let r = build(loaded.x.view(), &params, built_at).map_err(RefCommandError::Build)?;
-    let tmp = args.out.with_extension("json.tmp");
-    std::fs::write(&tmp, r.to_json()).map_err(|source| RefCommandError::Write {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, &args.out).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        RefCommandError::Write {
-            path: args.out.clone(),
-            source,
-        }
-    })?;
+    fit::write_json(&args.out, &r.to_json())
+        .map_err(|(path, source)| RefCommandError::Write { path, source })?;
     Ok(r)
 }
 

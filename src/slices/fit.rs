@@ -116,19 +116,20 @@ impl FitError {
 /// Fits and writes the codebook (first to a temporary name, then renamed).
 pub fn run(args: &FitArgs) -> Result<Codebook, FitError> {
     let cb = fit(args, created_now())?;
-    let tmp = args.out.with_extension("json.tmp");
-    std::fs::write(&tmp, cb.to_json()).map_err(|source| FitError::Write {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, &args.out).map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        FitError::Write {
-            path: args.out.clone(),
-            source,
-        }
-    })?;
+    write_json(&args.out, &cb.to_json())
+        .map_err(|(path, source)| FitError::Write { path, source })?;
     Ok(cb)
+}
+
+/// Writes `text` to `out` whole or not at all: to `out.json.tmp` first, then renamed.
+/// The error names the path that failed.
+pub(crate) fn write_json(out: &Path, text: &str) -> Result<(), (PathBuf, std::io::Error)> {
+    let tmp = out.with_extension("json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| (tmp.clone(), e))?;
+    std::fs::rename(&tmp, out).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        (out.to_path_buf(), e)
+    })
 }
 
 /// Embeddings read for a fit: a seeded sample of at most `args.sample` rows.

@@ -455,31 +455,8 @@ async fn grpcurl_reflection_health_and_infer_through_the_sidecar() {
         return;
     }
     let grpcurl = venv_python().with_file_name("grpcurl");
-    let start_server = |name: &str, extra: &[&str]| {
-        let mut cmd = Command::new(venv_python());
-        cmd.arg(OIP_SERVER)
-            .args(["--port", "0", "--dim", "16"])
-            .args(extra);
-        let (mut proc, port) = Proc::start(name, &mut cmd, "READY ", Duration::from_secs(30));
-        proc.kill_on_drop = true;
-        (proc, port)
-    };
-    let (_primary, primary) = start_server("primary", &[]);
-    let (_baseline, baseline) = start_server("baseline", &[]);
-    let (_canary, canary) = start_server("canary", &["--behaviour", "noisy", "--noise", "0.1"]);
-    let unused = format!("http://127.0.0.1:{}", support::free_port());
-    let cfg = support::config(
-        &unused,
-        &unused,
-        &unused,
-        &format!(
-            "protocol = \"kserve_v2\"\n\
-             [shadow.baseline]\nhttp2_url = \"h2c://127.0.0.1:{baseline}\"\n\
-             [shadow.canary]\nhttp2_url = \"h2c://127.0.0.1:{canary}\""
-        ),
-        &format!("[primary]\nhttp2_url = \"h2c://127.0.0.1:{primary}\""),
-    );
-    let sg = shadowgate::serve::start(cfg).await.unwrap();
+    let trio = FixtureTrio::start(OIP_SERVER, &[], "protocol = \"kserve_v2\"").await;
+    let (sg, primary) = (&trio.sidecar, trio.primary.clone());
     let proxy = sg.proxy_addr.to_string();
     let direct = format!("127.0.0.1:{primary}");
 
@@ -549,9 +526,9 @@ async fn grpcurl_reflection_health_and_infer_through_the_sidecar() {
         }
     }
     // Only the ModelInfer call was mirrored: its three inputs are three pairs.
-    let text = wait_for_pairs(&sg, 3.0).await;
+    let text = wait_for_pairs(sg, 3.0).await;
     assert_eq!(support::pairs_total(&text), 3.0, "{text}");
-    sg.shutdown().await;
+    trio.sidecar.shutdown().await;
 }
 
 const TFS_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpc/tfs_server.py");
@@ -586,6 +563,51 @@ fn numpy_mean_cosine(texts: &[String]) -> f64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
+/// A grpcio fixture server (`script` with `flags`, dimension 16) as primary, baseline
+/// and noisy canary (`CANARY_NOISE`), and a sidecar in front with `shadow` keys.
+struct FixtureTrio {
+    sidecar: shadowgate::serve::Running,
+    /// The primary's port.
+    primary: String,
+    _servers: [Proc; 3],
+}
+
+impl FixtureTrio {
+    async fn start(script: &str, flags: &[&str], shadow: &str) -> FixtureTrio {
+        let start_server = |name: &str, extra: &[&str]| {
+            let mut cmd = Command::new(venv_python());
+            cmd.arg(script)
+                .args(["--port", "0", "--dim", "16"])
+                .args(flags)
+                .args(extra);
+            let (mut proc, port) = Proc::start(name, &mut cmd, "READY ", Duration::from_secs(30));
+            proc.kill_on_drop = true;
+            (proc, port)
+        };
+        let (p, primary) = start_server("primary", &[]);
+        let (b, baseline) = start_server("baseline", &[]);
+        let (c, canary) =
+            start_server("canary", &["--behaviour", "noisy", "--noise", CANARY_NOISE]);
+        // The HTTP/1.1 URLs are not used: only gRPC calls are sent.
+        let unused = format!("http://127.0.0.1:{}", support::free_port());
+        let cfg = support::config(
+            &unused,
+            &unused,
+            &unused,
+            &format!(
+                "{shadow}\n[shadow.baseline]\nhttp2_url = \"h2c://127.0.0.1:{baseline}\"\n\
+                 [shadow.canary]\nhttp2_url = \"h2c://127.0.0.1:{canary}\""
+            ),
+            &format!("[primary]\nhttp2_url = \"h2c://127.0.0.1:{primary}\""),
+        );
+        FixtureTrio {
+            sidecar: shadowgate::serve::start(cfg).await.unwrap(),
+            primary,
+            _servers: [p, b, c],
+        }
+    }
+}
+
 /// One end-to-end case: a grpcio fixture server (`script` with `flags`) as primary,
 /// baseline and noisy canary; grpcurl sends each of `bodies` to `method` through the
 /// sidecar and directly.
@@ -609,32 +631,8 @@ struct FixtureCase<'a> {
 async fn grpcurl_fixture_case(case: FixtureCase<'_>, pairs: usize, expected: f64) {
     let grpcurl = venv_python().with_file_name("grpcurl");
     let what = case.what;
-    let start_server = |name: &str, extra: &[&str]| {
-        let mut cmd = Command::new(venv_python());
-        cmd.arg(case.script)
-            .args(["--port", "0", "--dim", "16"])
-            .args(case.flags)
-            .args(extra);
-        let (mut proc, port) = Proc::start(name, &mut cmd, "READY ", Duration::from_secs(30));
-        proc.kill_on_drop = true;
-        (proc, port)
-    };
-    let (_p, primary) = start_server("primary", &[]);
-    let (_b, baseline) = start_server("baseline", &[]);
-    let (_c, canary) = start_server("canary", &["--behaviour", "noisy", "--noise", CANARY_NOISE]);
-    let unused = format!("http://127.0.0.1:{}", support::free_port());
-    let cfg = support::config(
-        &unused,
-        &unused,
-        &unused,
-        &format!(
-            "{}\n[shadow.baseline]\nhttp2_url = \"h2c://127.0.0.1:{baseline}\"\n\
-             [shadow.canary]\nhttp2_url = \"h2c://127.0.0.1:{canary}\"",
-            case.shadow
-        ),
-        &format!("[primary]\nhttp2_url = \"h2c://127.0.0.1:{primary}\""),
-    );
-    let sg = shadowgate::serve::start(cfg).await.unwrap();
+    let trio = FixtureTrio::start(case.script, case.flags, case.shadow).await;
+    let (sg, primary) = (&trio.sidecar, trio.primary.clone());
     let proxy = sg.proxy_addr.to_string();
     let direct = format!("127.0.0.1:{primary}");
     for body in &case.bodies {
@@ -664,7 +662,7 @@ async fn grpcurl_fixture_case(case: FixtureCase<'_>, pairs: usize, expected: f64
             outputs[0]
         );
     }
-    let text = wait_for_pairs(&sg, pairs as f64).await;
+    let text = wait_for_pairs(sg, pairs as f64).await;
     assert_eq!(support::pairs_total(&text), pairs as f64, "{what}");
     assert_eq!(
         count(
@@ -685,7 +683,7 @@ async fn grpcurl_fixture_case(case: FixtureCase<'_>, pairs: usize, expected: f64
         (mean - expected).abs() < 1e-6,
         "{what}: {mean} vs {expected}"
     );
-    sg.shutdown().await;
+    trio.sidecar.shutdown().await;
 }
 
 /// TF Serving's Predict: grpcio servers built from the vendored TF Serving protos (their
