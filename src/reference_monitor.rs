@@ -4,7 +4,6 @@
 //! run on a thread of their own, so the client path only pays for the copy and a
 //! `try_send` (a full queue drops the answer and counts it).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -136,7 +135,7 @@ fn score_loop(
     path: &std::path::Path,
 ) {
     let mut det = Detector::new(reference);
-    let warned = AtomicBool::new(false);
+    let mut warned = false;
     for answer in rx {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -152,7 +151,7 @@ fn score_loop(
         };
         if out.dim != reference.dim {
             s.dropped.with_label_values(&["dimension"]).inc();
-            if !warned.swap(true, Ordering::Relaxed) {
+            if !std::mem::replace(&mut warned, true) {
                 tracing::error!(
                     reference = %path.display(),
                     reference_dim = reference.dim,
