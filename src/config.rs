@@ -352,8 +352,18 @@ impl From<&DriftSection> for crate::drift::DriftConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShadowLogConfig {
-    /// Root of the Hive-partitioned tree; `""` turns the shadow log off.
+    /// Root of the Hive-partitioned tree; `""` turns the shadow log off. A URL
+    /// (`s3://bucket/prefix`, `gs://...`, `az://...`) writes to object storage through
+    /// the local spool `spool_dir`.
     pub dir: PathBuf,
+    /// With an object-store `dir`: where files are written and wait for their upload.
+    pub spool_dir: PathBuf,
+    /// With an object-store `dir`: bytes of closed files the spool holds at most while
+    /// the store is slow or down; beyond it new rows are dropped and counted.
+    pub spool_max_bytes: u64,
+    /// With an object-store `dir`: how long one request to the store may take.
+    #[serde(with = "duration_str")]
+    pub upload_timeout: Duration,
     pub max_rows_per_file: usize,
     #[serde(with = "duration_str")]
     pub max_file_age: Duration,
@@ -368,6 +378,10 @@ impl Default for ShadowLogConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("/var/lib/shadowgate"),
+            spool_dir: PathBuf::from("/var/lib/shadowgate/spool"),
+            // An hour of a busy pod's rows with embeddings; an emptyDir's sizeLimit above it.
+            spool_max_bytes: 1 << 30,
+            upload_timeout: Duration::from_secs(30),
             max_rows_per_file: 100_000,
             // The batch job sees fresh data within a minute.
             max_file_age: Duration::from_secs(60),
@@ -375,6 +389,15 @@ impl Default for ShadowLogConfig {
             store_inputs: false,
             store_embeddings: false,
         }
+    }
+}
+
+impl ShadowLogConfig {
+    /// `dir` when it is an object-store URL of a known scheme.
+    pub fn remote_url(&self) -> Option<&str> {
+        let d = self.dir.to_str()?;
+        let (scheme, _) = d.split_once("://")?;
+        crate::store::SCHEMES.contains(&scheme).then_some(d)
     }
 }
 
@@ -837,6 +860,45 @@ impl Settings {
             bad(
                 "shadow_log.max_file_age",
                 "must be greater than 0, e.g. \"60s\"".into(),
+            );
+        }
+        if let Some(url) = self.shadow_log.remote_url() {
+            if let Err(e) = crate::store::Remote::from_url(url, self.shadow_log.upload_timeout) {
+                bad("shadow_log.dir", e.to_string());
+            }
+            if self.shadow_log.spool_dir.as_os_str().is_empty() {
+                bad(
+                    "shadow_log.spool_dir",
+                    "must name a local directory when shadow_log.dir is an object-store URL, \
+                     e.g. \"/var/lib/shadowgate/spool\""
+                        .into(),
+                );
+            }
+            if self.shadow_log.spool_max_bytes == 0 {
+                bad(
+                    "shadow_log.spool_max_bytes",
+                    "must be at least 1, e.g. 1073741824 (1 GiB)".into(),
+                );
+            }
+            if self.shadow_log.upload_timeout.is_zero() {
+                bad(
+                    "shadow_log.upload_timeout",
+                    "must be greater than 0, e.g. \"30s\"".into(),
+                );
+            }
+        } else if self
+            .shadow_log
+            .dir
+            .to_str()
+            .is_some_and(|d| d.contains("://"))
+        {
+            bad(
+                "shadow_log.dir",
+                format!(
+                    "{}: unknown scheme; use a local directory, s3://bucket/prefix, \
+                     gs://bucket/prefix or az://container/prefix",
+                    self.shadow_log.dir.display()
+                ),
             );
         }
         if self.shadow_log.queue_capacity == 0 {

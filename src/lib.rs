@@ -31,8 +31,11 @@
 //!   [`reference_monitor`] scores a sample of the primary's answers with it.
 //! - [`feedback`]: labels and business events joined online.
 //! - [`metrics`]: every exported series, registered once.
-//! - [`shadow_log`]: shadow-log records and the Parquet writer (`[shadow_log]`).
+//! - [`shadow_log`]: shadow-log records and the Parquet writer (`[shadow_log]`); with an
+//!   `s3://` dir, a bounded local spool and the uploader.
 //! - [`accuracy`]: batch job joining shadow logs with labels (`shadowgate accuracy`).
+//! - [`store`]: object storage (`s3://`, `gs://`, `az://`) through `object_store`, for the
+//!   shadow log's uploads and the accuracy job's reads.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/labels`, `/feedback`, and the
 //!   status page at `/` ([`admin::status`]).
 //! - [`tls`]: trusted roots and the rustls configuration for `https://` upstreams.
@@ -67,5 +70,6 @@ pub mod reference_monitor;
 pub mod serve;
 pub mod shadow_log;
 pub mod slices;
+pub mod store;
 pub mod tls;
 pub mod upstream;

@@ -1,6 +1,7 @@
 //! The `shadowgate` binary: parse arguments, set up logging, dispatch, map errors to exit codes.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use shadowgate::cli::{Cli, Command, ReferenceCommand, SlicesCommand};
@@ -27,7 +28,13 @@ fn main() -> ExitCode {
                     file.display(),
                     c.to_toml()
                 );
-                check_http2_upstreams(&c)
+                let h2 = check_http2_upstreams(&c);
+                let store = check_object_store(&c);
+                if h2 != ExitCode::SUCCESS {
+                    h2
+                } else {
+                    store
+                }
             }
             Err(e) => config_failure(&e),
         },
@@ -136,6 +143,39 @@ fn main() -> ExitCode {
 /// `check-config`: every HTTP/2 endpoint that is reachable must speak HTTP/2 with prior
 /// knowledge (an HTTP/1.1-only port is a configuration error); one that is not reachable
 /// yet is noted, not an error, as pods start in any order.
+/// With `shadow_log.dir = "s3://..."`: writes the probe object the sidecar writes at start.
+/// A refused credential or a missing bucket is a configuration error; a store that does
+/// not answer now is reported and not held against the file.
+fn check_object_store(cfg: &Config) -> ExitCode {
+    use shadowgate::store::{self, Remote, StoreError};
+    let Some(url) = cfg.shadow_log.remote_url() else {
+        return ExitCode::SUCCESS;
+    };
+    let probe = Remote::from_url(
+        url,
+        cfg.shadow_log.upload_timeout.min(Duration::from_secs(10)),
+    )
+    .map(|remote| store::block_on(async move { remote.probe("check-config").await }));
+    match probe {
+        Ok(Ok(Ok(()))) => {
+            println!("# shadow_log.dir {url}: writable with these credentials");
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(Err(e @ (StoreError::Denied { .. } | StoreError::NoBucket { .. })))) | Err(e) => {
+            eprintln!("shadowgate: shadow_log.dir: {e}");
+            ExitCode::from(EXIT_INVALID_CONFIG)
+        }
+        Ok(Ok(Err(e))) => {
+            println!("# shadow_log.dir {url}: not reachable now ({e}); not checked");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            println!("# shadow_log.dir {url}: not checked ({e})");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn check_http2_upstreams(cfg: &Config) -> ExitCode {
     let checked = cfg.checked();
     let endpoints = [

@@ -252,9 +252,21 @@ async fn run(
     if let Some(guard) = log_guard {
         // Every row the mirror handed over is now in the queue: close the files.
         tracing::info!("closing the shadow log");
-        match tokio::task::spawn_blocking(move || guard.close()).await {
+        // With an object store, what the spool holds is sent until the grace period ends.
+        let deadline = stopped.deadline;
+        match tokio::task::spawn_blocking(move || guard.close_by(deadline)).await {
             Ok(Ok(s)) => {
                 tracing::info!(rows = s.rows, files = s.files, "shadow log closed");
+                if let Some(u) = s.upload {
+                    tracing::info!(
+                        uploaded_files = u.files,
+                        uploaded_rows = u.rows,
+                        left_files = u.files_left,
+                        left_rows = u.rows_left,
+                        upload_errors = u.errors,
+                        "shadow log: object store"
+                    );
+                }
                 summary.shadow_log = Some(s);
             }
             Ok(Err(e)) => tracing::error!(error = %e, "shadow log did not close cleanly"),
@@ -271,6 +283,15 @@ async fn run(
         timeout = pairs.pair(PairOutcome::Timeout).get(),
         invalid = pairs.pair(PairOutcome::Invalid).get(),
         shadow_log_rows = summary.shadow_log.map_or(0, |s| s.rows),
+        shadow_log_uploaded_rows = summary
+            .shadow_log
+            .and_then(|s| s.upload)
+            .map_or(0, |u| u.rows),
+        shadow_log_spool_full_rows = summary.shadow_log.map_or(0, |s| s.rows_dropped_spool_full),
+        shadow_log_upload_lost_rows = summary
+            .shadow_log
+            .and_then(|s| s.upload)
+            .map_or(0, |u| u.rows_left),
         "shut down; final pair counts"
     );
     summary

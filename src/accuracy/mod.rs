@@ -16,6 +16,7 @@ pub mod files;
 pub mod labels;
 pub mod logs;
 pub mod push;
+pub mod remote;
 pub mod report;
 pub mod stats;
 
@@ -29,11 +30,13 @@ pub use report::{Report, SkippedFile};
 /// Arguments of `shadowgate accuracy`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AccuracyArgs {
-    /// Shadow-log tree(s) (`<dir>/model=<m>/date=YYYY-MM-DD/hour=HH/*.parquet`) or files.
+    /// Shadow-log tree(s) (`<dir>/model=<m>/date=YYYY-MM-DD/hour=HH/*.parquet`) or files;
+    /// a tree may be in object storage (`s3://bucket/prefix`, `gs://`, `az://`, with the
+    /// credentials of the environment, as the sidecar reads them).
     #[arg(long, required = true, num_args = 1..)]
     pub logs: Vec<PathBuf>,
     /// Label file(s) or directories: Parquet, CSV (with a header) or JSON lines
-    /// (.jsonl/.ndjson/.json), by extension.
+    /// (.jsonl/.ndjson/.json), by extension; also `s3://...` like `--logs`.
     #[arg(long, required = true, num_args = 1..)]
     pub labels: Vec<PathBuf>,
     /// Also write the report as JSON to this file.
@@ -178,8 +181,24 @@ pub fn compute(args: &AccuracyArgs) -> Result<Report, AccuracyError> {
             scope.spawn(|| show_progress(&progress, &done));
         }
         let result = (|| {
-            let (table, mut skipped) = labels::load(&args.labels, &cols, args.skip_bad_files)?;
-            let shadow_files = files::list_files(&args.logs, &["parquet"])?;
+            // Object-store inputs (s3://...) are fetched first, the log tree pruned by
+            // listing; the temporary copy goes when `fetched` does.
+            let mut fetched = remote::Fetched::new()?;
+            let prune = remote::Prune {
+                model: args.model.clone(),
+                since,
+                until,
+            };
+            let logs = fetched.localize(&args.logs, &["parquet"], Some(&prune))?;
+            let label_inputs = fetched.localize(&args.labels, &labels::LABEL_EXTENSIONS, None)?;
+            if fetched.objects > 0 && !args.quiet {
+                eprintln!(
+                    "fetched {} objects ({} bytes) from the object store; {} partition prefixes pruned unlisted",
+                    fetched.objects, fetched.bytes, fetched.prefixes_pruned
+                );
+            }
+            let (table, mut skipped) = labels::load(&label_inputs, &cols, args.skip_bad_files)?;
+            let shadow_files = files::list_files(&logs, &["parquet"])?;
             let filter = logs::RowFilter {
                 model: args.model.clone(),
                 since,

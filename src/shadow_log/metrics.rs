@@ -29,6 +29,24 @@ pub struct ShadowLogMetrics {
     pub recovered_files: IntCounter,
     /// `shadowgate_shadow_log_recovered_files_total{result="quarantined"}`.
     pub quarantined_files: IntCounter,
+    /// `..._dropped_total{reason="spool_full"}`: rows the writer dropped because the
+    /// closed files waiting for the object store filled `spool_max_bytes`.
+    pub dropped_spool_full: IntCounter,
+    /// `..._dropped_total{reason="upload_lost"}`: rows of files still in the spool when
+    /// the shutdown grace period ended.
+    pub dropped_upload_lost: IntCounter,
+    /// `shadowgate_shadow_log_uploaded_files_total`: files complete in the object store.
+    pub uploaded_files: IntCounter,
+    /// `shadowgate_shadow_log_uploaded_rows_total`: rows in those files.
+    pub uploaded_rows: IntCounter,
+    /// `shadowgate_shadow_log_uploaded_bytes_total`: bytes of those files.
+    pub uploaded_bytes: IntCounter,
+    /// `shadowgate_shadow_log_upload_errors_total`: failed upload attempts (retried).
+    pub upload_errors: IntCounter,
+    /// `shadowgate_shadow_log_spool_bytes`: closed files waiting for the store.
+    pub spool_bytes: IntGauge,
+    /// `shadowgate_shadow_log_spool_files`: how many.
+    pub spool_files: IntGauge,
 }
 
 impl ShadowLogMetrics {
@@ -50,7 +68,8 @@ impl ShadowLogMetrics {
 
         let dropped = counter_vec(
             "shadowgate_shadow_log_dropped_total",
-            "Shadow-log rows dropped, by reason (queue_full, write_error, closed).",
+            "Shadow-log rows dropped, by reason (queue_full, write_error, closed, spool_full, \
+             upload_lost).",
             "reason",
         )?;
         let recovered = counter_vec(
@@ -59,11 +78,15 @@ impl ShadowLogMetrics {
              quarantined (moved under _quarantine/).",
             "result",
         )?;
-        let queue_depth = IntGauge::with_opts(opts(
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::with_opts(opts(name, help))?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let queue_depth = gauge(
             "shadowgate_shadow_log_queue_depth",
             "Shadow-log rows waiting in the writer's queue.",
-        ))?;
-        registry.register(Box::new(queue_depth.clone()))?;
+        )?;
 
         Ok(ShadowLogMetrics {
             rows: counter(
@@ -88,6 +111,32 @@ impl ShadowLogMetrics {
             queue_depth,
             recovered_files: recovered.with_label_values(&["recovered"]),
             quarantined_files: recovered.with_label_values(&["quarantined"]),
+            dropped_spool_full: dropped.with_label_values(&["spool_full"]),
+            dropped_upload_lost: dropped.with_label_values(&["upload_lost"]),
+            uploaded_files: counter(
+                "shadowgate_shadow_log_uploaded_files_total",
+                "Shadow-log files complete in the object store (shadow_log.dir = s3://...).",
+            )?,
+            uploaded_rows: counter(
+                "shadowgate_shadow_log_uploaded_rows_total",
+                "Rows in shadow-log files complete in the object store.",
+            )?,
+            uploaded_bytes: counter(
+                "shadowgate_shadow_log_uploaded_bytes_total",
+                "Bytes of shadow-log files complete in the object store.",
+            )?,
+            upload_errors: counter(
+                "shadowgate_shadow_log_upload_errors_total",
+                "Failed uploads of shadow-log files to the object store (each is retried).",
+            )?,
+            spool_bytes: gauge(
+                "shadowgate_shadow_log_spool_bytes",
+                "Bytes of closed shadow-log files in the local spool, waiting for the object store.",
+            )?,
+            spool_files: gauge(
+                "shadowgate_shadow_log_spool_files",
+                "Closed shadow-log files in the local spool, waiting for the object store.",
+            )?,
         })
     }
 }

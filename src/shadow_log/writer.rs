@@ -18,6 +18,7 @@ use super::metrics::ShadowLogMetrics;
 use super::record::ShadowRecord;
 use super::recovery::{recover, sync_dir, RecoveryReport};
 use super::schema::{arrow_schema, records_to_batch, writer_properties};
+use super::upload::{Spool, UploadSummary, Uploader};
 
 /// DESIGN.md `[shadow_log].max_rows_per_file` default.
 pub const DEFAULT_MAX_ROWS_PER_FILE: usize = 100_000;
@@ -58,6 +59,9 @@ pub struct WriterOptions {
     pub store_embeddings: bool,
     /// Rows per Parquet row group (capped in bytes by `ROW_GROUP_MAX_BYTES`).
     pub row_group_rows: usize,
+    /// Set when `dir` is the spool of an object store: closed files are handed to its
+    /// uploader, and rows are dropped while it is full.
+    pub spool: Option<Arc<Spool>>,
 }
 
 impl WriterOptions {
@@ -72,6 +76,7 @@ impl WriterOptions {
             store_inputs: false,
             store_embeddings: false,
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            spool: None,
         }
     }
 
@@ -128,6 +133,9 @@ pub enum ShadowLogError {
     /// The writer thread panicked; rows it held are lost.
     #[error("the shadow log writer thread panicked; its open files were not closed")]
     WriterPanicked,
+    /// The object store of an `s3://`-style `dir` is unusable.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// What a writer did over its life.
@@ -143,6 +151,10 @@ pub struct WriterSummary {
     pub write_errors: u64,
     /// Rows lost with those files.
     pub rows_dropped_write_error: u64,
+    /// Rows dropped because the object-store spool was full.
+    pub rows_dropped_spool_full: u64,
+    /// With an object store: what the uploader sent, and what it had left at the end.
+    pub upload: Option<UploadSummary>,
 }
 
 /// The producer side. Cheap to clone; `Send + Sync`.
@@ -211,13 +223,33 @@ pub struct ShadowLogGuard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<WriterSummary>>,
     recovery: RecoveryReport,
+    /// With an object store: sends closed files; finished after the writer.
+    uploader: Option<Uploader>,
 }
+
+/// How long [`ShadowLogGuard::close`] lets the uploader send what waits.
+const CLOSE_UPLOAD_GRACE: Duration = Duration::from_secs(30);
 
 impl ShadowLogGuard {
     /// Stops intake (later `try_log` calls return `false`, counted as `closed`), drains
     /// the queue into files, closes them all and joins the writer.
-    pub fn close(mut self) -> Result<WriterSummary, ShadowLogError> {
-        self.shutdown()
+    pub fn close(self) -> Result<WriterSummary, ShadowLogError> {
+        self.close_by(Instant::now() + CLOSE_UPLOAD_GRACE)
+    }
+
+    /// [`close`](Self::close); with an object store, files not sent by `deadline` stay
+    /// in the spool and their rows are counted as `upload_lost`.
+    pub fn close_by(mut self, deadline: Instant) -> Result<WriterSummary, ShadowLogError> {
+        let mut summary = self.shutdown()?;
+        if let Some(up) = self.uploader.take() {
+            summary.upload = Some(up.finish(deadline));
+        }
+        Ok(summary)
+    }
+
+    pub(crate) fn attach(&mut self, uploader: Uploader, recovery: RecoveryReport) {
+        self.uploader = Some(uploader);
+        self.recovery = recovery;
     }
 
     /// What start-up recovery found.
@@ -305,6 +337,7 @@ fn start_inner(
         shared: Arc::clone(&shared),
         thread: Some(thread),
         recovery,
+        uploader: None,
     };
     Ok((ShadowLogSender { shared }, guard))
 }
@@ -433,6 +466,15 @@ impl Writer {
 
     /// Writes and empties `batch`, one run of rows per partition.
     fn write_batch(&mut self, batch: &mut Vec<ShadowRecord>) {
+        if self.opts.spool.as_ref().is_some_and(|s| s.full()) {
+            // The store is behind and the spool is at its bound: these rows never reach
+            // it. Counted, and the open files are left as they are.
+            let n = batch.len() as u64;
+            self.metrics.dropped_spool_full.inc_by(n);
+            self.summary.rows_dropped_spool_full += n;
+            batch.clear();
+            return;
+        }
         let first = match batch.first() {
             Some(r) => Partition::of(&r.model, r.ts_micros),
             None => return,
@@ -500,6 +542,8 @@ impl Writer {
 
     fn open_file(&mut self, partition: &Partition) -> io::Result<OpenFile> {
         let dir = partition.dir(&self.opts.dir);
+        // The uploader removes emptied partition directories; not this one, now.
+        let _dirs = self.opts.spool.as_ref().map(|s| s.lock_dirs());
         fs::create_dir_all(&dir)?;
         self.seq += 1;
         let name = file_name(&self.opts.pod, &self.start, self.seq);
@@ -556,6 +600,9 @@ impl Writer {
                 self.summary.rows += rows;
                 self.summary.files += 1;
                 self.summary.bytes += bytes;
+                if let Some(spool) = &self.opts.spool {
+                    spool.add(&file.final_path, rows, bytes);
+                }
             }
             Err(e) => self.abandon(file, 0, &e),
         }

@@ -18,6 +18,7 @@ mod gates;
 mod grpc_mirror;
 mod grpc_real;
 mod h2c;
+mod object_store;
 mod prometheus_e2e;
 mod protocols;
 mod real_models;

@@ -961,6 +961,9 @@ fn metrics_are_registered_with_the_model_label() {
         "shadowgate_shadow_log_queue_depth",
         "shadowgate_shadow_log_write_errors_total",
         "shadowgate_shadow_log_recovered_files_total",
+        "shadowgate_shadow_log_uploaded_rows_total",
+        "shadowgate_shadow_log_upload_errors_total",
+        "shadowgate_shadow_log_spool_bytes",
     ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
@@ -986,6 +989,8 @@ fn metrics_are_registered_with_the_model_label() {
         vec![
             ("closed".to_owned(), 0.0),
             ("queue_full".to_owned(), 1.0),
+            ("spool_full".to_owned(), 0.0),
+            ("upload_lost".to_owned(), 0.0),
             ("write_error".to_owned(), 0.0)
         ]
     );

@@ -208,6 +208,7 @@ pub fn mlserver_venv_python() -> PathBuf {
 fn pip_name(module: &str) -> &str {
     match module {
         "yaml" => "pyyaml",
+        "moto" => "'moto[server]'",
         m => m,
     }
 }
