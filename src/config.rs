@@ -102,13 +102,16 @@ pub struct Settings {
 }
 
 /// `[reference]`: score a sample of the primary's own embeddings against a reference
-/// built by `shadowgate reference build` (see `crate::reference`). Off when `path` is
-/// empty.
+/// built by `shadowgate reference build` (see `crate::reference`), or built in the pod
+/// from its first `from_first` sampled embeddings. Off when neither is set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReferenceSection {
     /// The reference JSON (e.g. from a ConfigMap).
     pub path: PathBuf,
+    /// Without `path`: build the reference from this many sampled embeddings after
+    /// start (at least 1000), then freeze it; 0 is off.
+    pub from_first: usize,
     /// Share of requests whose primary answer is scored, by request id (independent of
     /// `shadow.sample_rate`: no shadow call is made for these).
     pub sample_rate: f64,
@@ -120,6 +123,7 @@ impl Default for ReferenceSection {
     fn default() -> Self {
         ReferenceSection {
             path: PathBuf::new(),
+            from_first: 0,
             sample_rate: 0.1,
             queue: 1024,
         }
@@ -983,11 +987,29 @@ impl Settings {
         bad: &mut impl FnMut(&str, String),
     ) -> Result<Option<Arc<crate::reference::Reference>>, ()> {
         let path = &self.reference.path;
+        let first = self.reference.from_first;
+        if first > 0 && first < crate::reference_monitor::MIN_FROM_FIRST {
+            bad(
+                "reference.from_first",
+                format!(
+                    "{first} is too few to calibrate on; use at least {}, e.g. 5000, or 0 for off",
+                    crate::reference_monitor::MIN_FROM_FIRST
+                ),
+            );
+        }
+        if first > 0 && !path.as_os_str().is_empty() {
+            bad(
+                "reference.from_first",
+                "set either reference.path (a reference file) or reference.from_first \
+                 (build one in the pod), not both"
+                    .into(),
+            );
+        }
+        if (first > 0 || !path.as_os_str().is_empty()) && self.reference.queue == 0 {
+            bad("reference.queue", "must be at least 1, e.g. 1024".into());
+        }
         if path.as_os_str().is_empty() {
             return Ok(None);
-        }
-        if self.reference.queue == 0 {
-            bad("reference.queue", "must be at least 1, e.g. 1024".into());
         }
         let r = crate::reference::Reference::load(path).map_err(|e| {
             bad(

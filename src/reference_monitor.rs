@@ -3,6 +3,13 @@
 //! (`proxy::body::Tee`) and handed over whole once the client has it; parsing and scoring
 //! run on a thread of their own, so the client path only pays for the copy and a
 //! `try_send` (a full queue drops the answer and counts it).
+//!
+//! With `reference.from_first = N` instead of a file, the thread first keeps the first N
+//! sampled embeddings, builds the reference from them exactly as `shadowgate reference
+//! build` would (same split, bandwidth, sketch and bootstrap calibration, same seed), drops
+//! the vectors, and scores from then on against the frozen sketch. The feature map is the
+//! same on every pod; the reference mean is each pod's own, so for series that aggregate
+//! across pods ship one file instead.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,10 +20,14 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use crate::config::Config;
 use crate::ids::{id_hash, SampleRate};
 use crate::protocol::Extractor;
-use crate::reference::{Detector, Reference};
+use crate::reference::{BuildParams, Detector, Reference};
 
 /// Salt of the id hash: the reference's sample is independent of the mirror's.
 const SALT: u64 = 0x7265_6665_7265_6e63;
+
+/// Fewest embeddings `reference.from_first` may name: the build splits them in halves
+/// and calibrates on windows drawn from one half.
+pub const MIN_FROM_FIRST: usize = 1000;
 
 /// Scores a sample of the primary's answers against the reference.
 pub struct ReferenceMonitor {
@@ -27,8 +38,11 @@ pub struct ReferenceMonitor {
     dropped_queue: IntCounter,
 }
 
-/// The series, registered once.
+/// The series, registered once (`info` once the reference exists).
 struct Series {
+    registry: Registry,
+    model: String,
+    learning: IntGauge,
     score: prometheus::Gauge,
     alarm: IntGauge,
     alarms: IntCounter,
@@ -45,20 +59,20 @@ impl ReferenceMonitor {
         registry: &Registry,
     ) -> Result<Option<Arc<Self>>, prometheus::Error> {
         let checked = cfg.checked();
-        let Some(reference) = checked.reference.clone() else {
-            return Ok(None);
+        let source = match (checked.reference.clone(), cfg.reference.from_first) {
+            (Some(r), _) => Source::File(r),
+            (None, 0) => return Ok(None),
+            (None, n) => Source::FirstN(n),
         };
         let model = cfg.model.name.as_str();
         let labels = |o: Opts| o.const_label("model", model);
-        let info = IntGauge::with_opts(
-            labels(Opts::new(
-                "shadowgate_reference_info",
-                "The reference in use (1): its id and dimension as labels.",
-            ))
-            .const_label("reference_id", reference.id.as_str())
-            .const_label("dim", reference.dim.to_string()),
-        )?;
         let series = Series {
+            registry: registry.clone(),
+            model: model.to_string(),
+            learning: IntGauge::with_opts(labels(Opts::new(
+                "shadowgate_reference_learning_samples",
+                "With reference.from_first: sampled embeddings still to collect before the reference is built and scoring starts (0 once it is).",
+            )))?,
             score: prometheus::Gauge::with_opts(labels(Opts::new(
                 "shadowgate_reference_shift_score",
                 "Input drift of the primary's embeddings against the reference, over the last window of scored samples: 1 is the alarm line (calibrated to reference.ert).",
@@ -87,21 +101,20 @@ impl ReferenceMonitor {
                 &["reason"],
             )?,
         };
-        registry.register(Box::new(info.clone()))?;
+        registry.register(Box::new(series.learning.clone()))?;
         registry.register(Box::new(series.score.clone()))?;
         registry.register(Box::new(series.alarm.clone()))?;
         registry.register(Box::new(series.alarms.clone()))?;
         registry.register(Box::new(series.samples.clone()))?;
         registry.register(Box::new(series.age.clone()))?;
         registry.register(Box::new(series.dropped.clone()))?;
-        info.set(1);
         let dropped_queue = series.dropped.with_label_values(&["queue_full"]);
         let (tx, rx) = crossbeam_channel::bounded(cfg.reference.queue.max(1));
         let extractor = checked.extractor.clone();
         let path = cfg.reference.path.clone();
         std::thread::Builder::new()
             .name("reference".into())
-            .spawn(move || score_loop(&reference, &extractor, &series, &rx, &path))
+            .spawn(move || score_loop(source, &extractor, &series, &rx, &path))
             .map_err(|e| {
                 prometheus::Error::Msg(format!("cannot start the reference thread: {e}"))
             })?;
@@ -126,22 +139,66 @@ impl ReferenceMonitor {
     }
 }
 
+/// Where the reference comes from.
+enum Source {
+    File(Arc<Reference>),
+    /// Build it from the first this many sampled embeddings.
+    FirstN(usize),
+}
+
+/// `shadowgate_reference_info{reference_id, dim, source}` = 1, once there is a reference.
+fn register_info(s: &Series, r: &Reference, source: &str) {
+    let info = IntGauge::with_opts(
+        Opts::new(
+            "shadowgate_reference_info",
+            "The reference in use (1): its id, dimension and source (file, or first_n: built in this pod) as labels.",
+        )
+        .const_label("model", s.model.as_str())
+        .const_label("reference_id", r.id.as_str())
+        .const_label("dim", r.dim.to_string())
+        .const_label("source", source),
+    );
+    match info.and_then(|g| s.registry.register(Box::new(g.clone())).map(|()| g)) {
+        Ok(g) => g.set(1),
+        Err(e) => tracing::error!(error = %e, "cannot register shadowgate_reference_info"),
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The scoring thread: until every sender is gone.
 fn score_loop(
-    reference: &Reference,
+    source: Source,
     extractor: &Extractor,
     s: &Series,
     rx: &crossbeam_channel::Receiver<Bytes>,
     path: &std::path::Path,
 ) {
-    let mut det = Detector::new(reference);
+    let reference = match source {
+        Source::File(r) => r,
+        Source::FirstN(n) => match learn(n, extractor, s, rx) {
+            Some(r) => Arc::new(r),
+            None => return,
+        },
+    };
+    register_info(
+        s,
+        &reference,
+        if path.as_os_str().is_empty() {
+            "first_n"
+        } else {
+            "file"
+        },
+    );
+    let mut det = Detector::new(&reference);
     let mut warned = false;
     for answer in rx {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         s.age
-            .set(i64::try_from(now.saturating_sub(reference.built_at)).unwrap_or(i64::MAX));
+            .set(i64::try_from(now_secs().saturating_sub(reference.built_at)).unwrap_or(i64::MAX));
         let out = match extractor.parse(&answer) {
             Ok(out) => out,
             Err(_) => {
@@ -171,6 +228,65 @@ fn score_loop(
                     s.alarms.inc();
                 }
             }
+        }
+    }
+}
+
+/// `reference.from_first`: keeps the first `n` sampled embeddings (of the dimension of
+/// the first answer), builds the reference from them and drops them. `None` if the
+/// sidecar stops first or the build fails (logged).
+fn learn(
+    n: usize,
+    extractor: &Extractor,
+    s: &Series,
+    rx: &crossbeam_channel::Receiver<Bytes>,
+) -> Option<Reference> {
+    s.learning.set(i64::try_from(n).unwrap_or(i64::MAX));
+    let mut dim = 0usize;
+    let mut rows: Vec<f32> = Vec::new();
+    let mut have = 0usize;
+    for answer in rx {
+        let Ok(out) = extractor.parse(&answer) else {
+            s.dropped.with_label_values(&["unparsable"]).inc();
+            continue;
+        };
+        if dim == 0 {
+            dim = out.dim;
+            rows.reserve_exact(n * dim);
+        } else if out.dim != dim {
+            s.dropped.with_label_values(&["dimension"]).inc();
+            continue;
+        }
+        for row in out.data.chunks_exact(dim).take(n - have) {
+            rows.extend_from_slice(row);
+            have += 1;
+        }
+        s.learning.set(i64::try_from(n - have).unwrap_or(0));
+        if have == n {
+            break;
+        }
+    }
+    if have < n {
+        return None;
+    }
+    let started = std::time::Instant::now();
+    let x = ndarray::ArrayView2::from_shape((n, dim), &rows).ok()?;
+    let mut params = BuildParams::new(s.model.clone());
+    params.source = format!("first {n} sampled embeddings after start");
+    match crate::reference::build(x, &params, now_secs()) {
+        Ok(r) => {
+            tracing::info!(
+                reference_id = %r.id,
+                dim,
+                embeddings = n,
+                build_ms = started.elapsed().as_millis() as u64,
+                "reference built from the first sampled embeddings; scoring from now on"
+            );
+            Some(r)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the reference from the first sampled embeddings; nothing is scored");
+            None
         }
     }
 }

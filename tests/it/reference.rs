@@ -266,3 +266,98 @@ fn a_reference_for_another_model_is_a_config_error() {
         );
     }
 }
+
+/// `reference.from_first`: the sidecar keeps its first N sampled embeddings, builds the
+/// reference from them in the pod, and scores from then on. Traffic like the first N
+/// raises no alarm; a client stuck on one input (every embedding the same) is over the
+/// line within the first window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_built_from_the_first_sampled_embeddings_then_scores() {
+    use shadowgate::demo::model::ModelOptions;
+    const FIRST: usize = 1000;
+    let opts = ModelOptions {
+        dim: 32,
+        ..ModelOptions::default()
+    };
+    let stack = support::stack(
+        opts.clone(),
+        opts.clone(),
+        opts,
+        "sample_rate = 0.0",
+        &format!("[reference]\nfrom_first = {FIRST}\nsample_rate = 1.0"),
+    )
+    .await;
+    let client = support::Client::new();
+    let metrics_url = format!("http://{}/metrics", stack.sidecar.admin_addr);
+    let metric = async |name: &str| {
+        let text = client.get(&metrics_url).await.text();
+        support::value(&text, name, &[("model", "m")])
+    };
+    for i in 0..FIRST - 1 {
+        assert_eq!(stack.embed(&format!("live text {i}")).await.status, 200);
+    }
+    support::wait_for_async(
+        "all but one collected",
+        Duration::from_secs(30),
+        async || metric("shadowgate_reference_learning_samples").await == Some(1.0),
+    )
+    .await;
+    assert_eq!(
+        metric("shadowgate_reference_info").await,
+        None,
+        "no reference yet"
+    );
+    assert_eq!(
+        metric("shadowgate_reference_samples_total").await,
+        Some(0.0)
+    );
+    stack.embed("live text last").await;
+    support::wait_for_async(
+        "the reference built from the first embeddings",
+        Duration::from_secs(120),
+        async || metric("shadowgate_reference_info").await == Some(1.0),
+    )
+    .await;
+    let text = client.get(&metrics_url).await.text();
+    assert!(
+        text.contains("source=\"first_n\"") && text.contains("dim=\"32\""),
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("shadowgate_reference_info"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        metric("shadowgate_reference_learning_samples").await,
+        Some(0.0)
+    );
+
+    // Like the first N: no alarm over 300 samples.
+    for i in 0..300 {
+        stack.embed(&format!("more live text {i}")).await;
+    }
+    support::wait_for_async("300 scored", Duration::from_secs(30), async || {
+        metric("shadowgate_reference_samples_total").await == Some(300.0)
+    })
+    .await;
+    let score = metric("shadowgate_reference_shift_score").await.unwrap();
+    assert_eq!(
+        metric("shadowgate_reference_alarms_total").await,
+        Some(0.0),
+        "score {score}"
+    );
+    assert!(score < 1.0, "{score}");
+    // One input over and over: the window's mean leaves the reference's.
+    for _ in 0..150 {
+        stack.embed("the same text again").await;
+    }
+    support::wait_for_async("450 scored", Duration::from_secs(30), async || {
+        metric("shadowgate_reference_samples_total").await == Some(450.0)
+    })
+    .await;
+    let score = metric("shadowgate_reference_shift_score").await.unwrap();
+    eprintln!("one repeated input: score {score:.2}");
+    assert!(score > 1.0, "{score}");
+    assert_eq!(metric("shadowgate_reference_alarm").await, Some(1.0));
+    stack.sidecar.shutdown().await;
+}
