@@ -11,7 +11,7 @@
 //! same on every pod; the reference mean is each pod's own, so for series that aggregate
 //! across pods ship one file instead.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -20,7 +20,19 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use crate::config::Config;
 use crate::ids::{id_hash, SampleRate};
 use crate::protocol::Extractor;
+use crate::reference::picture::{Picture, Recent};
 use crate::reference::{BuildParams, Detector, Reference};
+
+/// Scored embeddings the status page's "now" picture is drawn from.
+pub const RECENT_POINTS: usize = 500;
+
+/// What the status page draws: the reference's picture (once there is a reference that
+/// has one) and the cells of the last [`RECENT_POINTS`] scored embeddings on its plane.
+#[derive(Debug)]
+pub struct PictureState {
+    pub reference: Option<Picture>,
+    pub recent: Recent,
+}
 
 /// Salt of the id hash: the reference's sample is independent of the mirror's.
 const SALT: u64 = 0x7265_6665_7265_6e63;
@@ -36,6 +48,7 @@ pub struct ReferenceMonitor {
     /// Answers over this many bytes are not copied (`limits.max_response_bytes`-like cap).
     pub max_bytes: usize,
     dropped_queue: IntCounter,
+    picture: Arc<Mutex<PictureState>>,
 }
 
 /// The series, registered once (`info` once the reference exists).
@@ -112,9 +125,14 @@ impl ReferenceMonitor {
         let (tx, rx) = crossbeam_channel::bounded(cfg.reference.queue.max(1));
         let extractor = checked.extractor.clone();
         let path = cfg.reference.path.clone();
+        let picture = Arc::new(Mutex::new(PictureState {
+            reference: None,
+            recent: Recent::new(RECENT_POINTS),
+        }));
+        let shown = Arc::clone(&picture);
         std::thread::Builder::new()
             .name("reference".into())
-            .spawn(move || score_loop(source, &extractor, &series, &rx, &path))
+            .spawn(move || score_loop(source, &extractor, &series, &rx, &path, &shown))
             .map_err(|e| {
                 prometheus::Error::Msg(format!("cannot start the reference thread: {e}"))
             })?;
@@ -123,7 +141,13 @@ impl ReferenceMonitor {
             tx,
             max_bytes: cfg.limits.max_body_bytes,
             dropped_queue,
+            picture,
         })))
+    }
+
+    /// The status page's picture of the reference and of the last scored embeddings.
+    pub fn picture(&self) -> Arc<Mutex<PictureState>> {
+        Arc::clone(&self.picture)
     }
 
     /// Whether the answer to `request_id` is scored.
@@ -177,6 +201,7 @@ fn score_loop(
     s: &Series,
     rx: &crossbeam_channel::Receiver<Bytes>,
     path: &std::path::Path,
+    shown: &Mutex<PictureState>,
 ) {
     let reference = match source {
         Source::File(r) => r,
@@ -194,6 +219,11 @@ fn score_loop(
             "file"
         },
     );
+    let picture = reference.picture.clone().filter(|p| p.fits(reference.dim));
+    if let Ok(mut st) = shown.lock() {
+        st.reference.clone_from(&picture);
+    }
+    let mut cells = Vec::new();
     let mut det = Detector::new(&reference);
     let mut warned = false;
     for answer in rx {
@@ -218,7 +248,11 @@ fn score_loop(
             }
             continue;
         }
+        cells.clear();
         for row in out.data.chunks_exact(out.dim) {
+            if let Some(p) = &picture {
+                cells.push(p.cell(p.project(row)));
+            }
             let step = det.observe(row);
             s.samples.inc();
             if let Some(score) = step.score {
@@ -226,6 +260,13 @@ fn score_loop(
                 s.alarm.set(i64::from(step.alarm));
                 if step.alarm {
                     s.alarms.inc();
+                }
+            }
+        }
+        if !cells.is_empty() {
+            if let Ok(mut st) = shown.lock() {
+                for &c in &cells {
+                    st.recent.push(c);
                 }
             }
         }

@@ -145,6 +145,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     ));
     let h2 = H2Proxy::new(&cfg, mirror.clone(), metrics.clone(), &tls).map(H2Proxy::into_handler);
     let reference = ReferenceMonitor::start(&cfg, &metrics.registry)?;
+    let reference_picture = reference.as_ref().map(|m| m.picture());
     let proxy = Arc::new(Proxy::new(
         &cfg,
         mirror,
@@ -167,6 +168,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         started: Instant::now(),
         config: cfg.clone(),
         history: Arc::default(),
+        reference_picture,
     };
     // The admin port outlives the proxy port so the last scrape sees the drained totals.
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);

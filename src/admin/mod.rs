@@ -38,6 +38,8 @@ pub struct AdminState {
     pub started: Instant,
     pub config: Arc<Config>,
     pub history: Arc<Mutex<status::History>>,
+    /// `[reference]`'s picture, for the status page.
+    pub reference_picture: Option<Arc<Mutex<crate::reference_monitor::PictureState>>>,
 }
 
 impl AdminState {
@@ -162,6 +164,14 @@ async fn status_page(State(state): State<AdminState>) -> Html<String> {
         gates: c.gates.clone(),
         slices,
         worst_slice,
+        reference: state.reference_picture.as_ref().and_then(|p| {
+            let p = p.lock().ok()?;
+            Some(status::ReferencePicture {
+                reference: p.reference.as_ref()?.density.clone(),
+                recent: p.recent.density(),
+                recent_points: p.recent.len(),
+            })
+        }),
     };
     let page = match state.history.lock() {
         Ok(h) => status::render(&view, &h),

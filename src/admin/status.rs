@@ -160,6 +160,17 @@ pub struct View {
     /// The worst slice (by its low-share lower bound, else its cosine upper bound) and
     /// its lowest-cosine recent pairs.
     pub worst_slice: Option<(String, Vec<SliceExample>)>,
+    /// `[reference]`: the reference's density and the last scored embeddings' on the same
+    /// plane (`GRID × GRID` shares each), and how many scored embeddings the second is of.
+    pub reference: Option<ReferencePicture>,
+}
+
+/// The two densities of the reference section.
+#[derive(Debug, Clone)]
+pub struct ReferencePicture {
+    pub reference: Vec<f32>,
+    pub recent: Vec<f32>,
+    pub recent_points: usize,
 }
 
 /// The gate verdicts from this pod's point of view.
@@ -539,6 +550,12 @@ pub fn render(v: &View, history: &History) -> String {
     if !v.slices.is_empty() {
         h.push_str(&slices_table(v));
     }
+    if v.reference.is_some()
+        || f.iter()
+            .any(|m| m.name() == "shadowgate_reference_samples_total")
+    {
+        h.push_str(&reference_section(v));
+    }
 
     h.push_str("<h2>Shadow path</h2><table><tr><th>target</th>");
     let outcomes = ["ok", "error", "timeout", "invalid_embedding", "dropped"];
@@ -595,6 +612,16 @@ pub fn render(v: &View, history: &History) -> String {
             "queue depth",
             "shadowgate_shadow_log_queue_depth",
         ),
+        (
+            "log-uploaded",
+            "rows in the object store",
+            "shadowgate_shadow_log_uploaded_rows_total",
+        ),
+        (
+            "log-spool",
+            "spool bytes waiting for the store",
+            "shadowgate_shadow_log_spool_bytes",
+        ),
     ] {
         let _ = write!(
             h,
@@ -604,6 +631,88 @@ pub fn render(v: &View, history: &History) -> String {
     }
     h.push_str("</table><p><a href=\"/metrics\">/metrics</a> · <a href=\"/readyz\">/readyz</a></p></body></html>");
     h
+}
+
+/// `[reference]`: the score against its line, and the picture: where the reference's
+/// embeddings lie on their two main directions, next to where the last scored ones lie.
+fn reference_section(v: &View) -> String {
+    let f = &v.families;
+    let g = |name: &str| metric(f, name, &[]);
+    let mut h = String::from("<h2>Input drift against the reference</h2><table>");
+    let learning = g("shadowgate_reference_learning_samples");
+    let alarm = g("shadowgate_reference_alarm") >= 1.0;
+    for (id, label, value) in [
+        (
+            "ref-score",
+            "shift score (1 = alarm line)",
+            fmt(g("shadowgate_reference_shift_score"), 3),
+        ),
+        (
+            "ref-alarm",
+            "alarm",
+            if alarm { "ALARM" } else { "no" }.to_string(),
+        ),
+        (
+            "ref-samples",
+            "embeddings scored",
+            fmt(g("shadowgate_reference_samples_total"), 0),
+        ),
+        (
+            "ref-learning",
+            "still to collect (from_first)",
+            fmt(learning, 0),
+        ),
+    ] {
+        let _ = write!(
+            h,
+            "<tr><th>{label}</th><td class=\"num\" id=\"{id}\">{value}</td></tr>"
+        );
+    }
+    h.push_str("</table>");
+    match &v.reference {
+        Some(p) if p.reference.len() == GRID * GRID => {
+            let _ = write!(
+                h,
+                "<p>Density on the reference's two main directions: the reference, and the last {} scored embeddings.</p>\
+                 <div style=\"display:flex;gap:2em\">{}{}</div>",
+                p.recent_points,
+                heatmap("ref-picture", "reference", &p.reference, "#0969da"),
+                heatmap("now-picture", "now", &p.recent, if alarm { "#cf222e" } else { "#1a7f37" })
+            );
+        }
+        _ => h.push_str("<p>No picture yet (no reference, or one built before pictures).</p>"),
+    }
+    h
+}
+
+/// Cells per side of the reference picture.
+const GRID: usize = crate::reference::picture::GRID;
+
+/// A `GRID × GRID` density as an SVG heatmap: cell opacity by share (of the largest).
+fn heatmap(id: &str, title: &str, density: &[f32], colour: &str) -> String {
+    const CELL: usize = 12;
+    let side = GRID * CELL;
+    let max = density.iter().copied().fold(0f32, f32::max);
+    let mut s = format!(
+        "<figure style=\"margin:0\"><svg id=\"{id}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{side}\" height=\"{side}\" role=\"img\" aria-label=\"{title}\">\
+         <rect width=\"{side}\" height=\"{side}\" fill=\"#f6f8fa\" stroke=\"#d0d7de\"/>"
+    );
+    if max > 0.0 {
+        for (i, &d) in density.iter().enumerate() {
+            if d > 0.0 {
+                let (x, y) = (i % GRID, GRID - 1 - i / GRID);
+                let _ = write!(
+                    s,
+                    "<rect x=\"{}\" y=\"{}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{colour}\" fill-opacity=\"{:.3}\"/>",
+                    x * CELL,
+                    y * CELL,
+                    0.08 + 0.92 * d / max
+                );
+            }
+        }
+    }
+    let _ = write!(s, "</svg><figcaption>{title}</figcaption></figure>");
+    s
 }
 
 /// Inline SVG: the mean with its confidence band and the noise floor, last hour.
@@ -717,6 +826,7 @@ mod verdict_tests {
             gates: GatesConfig::default(),
             slices: Vec::new(),
             worst_slice: None,
+            reference: None,
         }
     }
 

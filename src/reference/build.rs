@@ -209,6 +209,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         bootstrap_windows: stats.len() as u64,
         built_at,
         source: p.source.clone(),
+        picture: super::Picture::build(x, p.seed),
         id: String::new(),
     };
     r.id = r.compute_id();

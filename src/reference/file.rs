@@ -42,6 +42,10 @@ pub struct Reference {
     pub built_at: u64,
     /// Where it came from, for people reading it.
     pub source: String,
+    /// For the status page: the build data's density on its two main directions (not
+    /// used by the detector; absent from files built before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<super::Picture>,
     /// Hash of everything above: the `reference_id` label; equal files, equal ids.
     pub id: String,
 }
@@ -117,6 +121,14 @@ impl Reference {
             return Err(invalid(format!(
                 "threshold {} and bandwidth {} must be positive",
                 r.threshold, r.bandwidth
+            )));
+        }
+        if r.picture.as_ref().is_some_and(|p| !p.fits(r.dim)) {
+            return Err(invalid(format!(
+                "its picture is not of dimension {} on a {}×{} grid",
+                r.dim,
+                super::picture::GRID,
+                super::picture::GRID
             )));
         }
         let id = r.compute_id();

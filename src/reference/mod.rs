@@ -49,10 +49,12 @@ mod build;
 pub mod cli;
 mod detector;
 mod file;
+pub mod picture;
 
 pub use build::{build, BuildParams};
 pub use detector::Detector;
 pub use file::{Reference, ReferenceError, FORMAT_VERSION};
+pub use picture::Picture;
 
 /// Random Fourier features of a Gaussian kernel: `φ(x) = √(2/D) · cos(W x + b)`.
 pub struct FeatureMap {

@@ -359,5 +359,14 @@ async fn a_reference_built_from_the_first_sampled_embeddings_then_scores() {
     eprintln!("one repeated input: score {score:.2}");
     assert!(score > 1.0, "{score}");
     assert_eq!(metric("shadowgate_reference_alarm").await, Some(1.0));
+    // The status page draws the reference next to now, and says it is in alarm.
+    let page = client
+        .get(&format!("http://{}/", stack.sidecar.admin_addr))
+        .await
+        .text();
+    assert!(page.contains("Input drift against the reference"), "{page}");
+    assert!(page.contains("id=\"ref-picture\"") && page.contains("id=\"now-picture\""));
+    assert!(page.contains("the last 450 scored embeddings"), "{page}");
+    assert!(page.contains("<td class=\"num\" id=\"ref-alarm\">ALARM</td>"));
     stack.sidecar.shutdown().await;
 }
