@@ -18,8 +18,9 @@ use bytes::Bytes;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::config::Config;
+use crate::grpc::{GrpcDecoder, GrpcProtocol};
 use crate::ids::{id_hash, SampleRate};
-use crate::protocol::Extractor;
+use crate::protocol::{Extractor, ModelOutput};
 use crate::reference::picture::{Picture, Recent};
 use crate::reference::{BuildParams, Detector, Reference};
 
@@ -41,10 +42,37 @@ const SALT: u64 = 0x7265_6665_7265_6e63;
 /// and calibrates on windows drawn from one half.
 pub const MIN_FROM_FIRST: usize = 1000;
 
+/// A whole answer of the primary, as the client got it.
+#[derive(Debug)]
+pub enum Answer {
+    /// An HTTP/1.1 body, read by `primary`'s protocol (`shadow.protocol`).
+    Http(Bytes),
+    /// A unary gRPC answer (framed as on the wire) of one of `shadow.grpc_methods`.
+    Grpc(GrpcProtocol, Bytes),
+}
+
+/// How the scoring thread reads answers.
+struct Readers {
+    http: Arc<Extractor>,
+    /// `shadow.grpc_output` names the output, as for the mirror.
+    grpc_output: Option<String>,
+}
+
+impl Readers {
+    fn parse(&self, answer: &Answer) -> Result<ModelOutput, ()> {
+        match answer {
+            Answer::Http(b) => self.http.parse(b).map_err(drop),
+            Answer::Grpc(p, b) => GrpcDecoder::new(*p, self.grpc_output.as_deref())
+                .decode(b)
+                .map_err(drop),
+        }
+    }
+}
+
 /// Scores a sample of the primary's answers against the reference.
 pub struct ReferenceMonitor {
     rate: SampleRate,
-    tx: crossbeam_channel::Sender<Bytes>,
+    tx: crossbeam_channel::Sender<Answer>,
     /// Answers over this many bytes are not copied (`limits.max_response_bytes`-like cap).
     pub max_bytes: usize,
     dropped_queue: IntCounter,
@@ -122,8 +150,15 @@ impl ReferenceMonitor {
         registry.register(Box::new(series.age.clone()))?;
         registry.register(Box::new(series.dropped.clone()))?;
         let dropped_queue = series.dropped.with_label_values(&["queue_full"]);
+        // Every reason present from the start, at 0 (rate() and alerts need the series).
+        for reason in ["unparsable", "dimension"] {
+            series.dropped.with_label_values(&[reason]);
+        }
         let (tx, rx) = crossbeam_channel::bounded(cfg.reference.queue.max(1));
-        let extractor = checked.extractor.clone();
+        let readers = Readers {
+            http: checked.extractor.clone(),
+            grpc_output: Some(cfg.shadow.grpc_output.clone()).filter(|o| !o.is_empty()),
+        };
         let path = cfg.reference.path.clone();
         let picture = Arc::new(Mutex::new(PictureState {
             reference: None,
@@ -132,7 +167,7 @@ impl ReferenceMonitor {
         let shown = Arc::clone(&picture);
         std::thread::Builder::new()
             .name("reference".into())
-            .spawn(move || score_loop(source, &extractor, &series, &rx, &path, &shown))
+            .spawn(move || score_loop(source, &readers, &series, &rx, &path, &shown))
             .map_err(|e| {
                 prometheus::Error::Msg(format!("cannot start the reference thread: {e}"))
             })?;
@@ -156,7 +191,7 @@ impl ReferenceMonitor {
     }
 
     /// Hands a whole answer to the scoring thread; never blocks.
-    pub fn offer(&self, answer: Bytes) {
+    pub fn offer(&self, answer: Answer) {
         if self.tx.try_send(answer).is_err() {
             self.dropped_queue.inc();
         }
@@ -197,15 +232,15 @@ fn now_secs() -> u64 {
 /// The scoring thread: until every sender is gone.
 fn score_loop(
     source: Source,
-    extractor: &Extractor,
+    readers: &Readers,
     s: &Series,
-    rx: &crossbeam_channel::Receiver<Bytes>,
+    rx: &crossbeam_channel::Receiver<Answer>,
     path: &std::path::Path,
     shown: &Mutex<PictureState>,
 ) {
     let reference = match source {
         Source::File(r) => r,
-        Source::FirstN(n) => match learn(n, extractor, s, rx) {
+        Source::FirstN(n) => match learn(n, readers, s, rx) {
             Some(r) => Arc::new(r),
             None => return,
         },
@@ -229,7 +264,7 @@ fn score_loop(
     for answer in rx {
         s.age
             .set(i64::try_from(now_secs().saturating_sub(reference.built_at)).unwrap_or(i64::MAX));
-        let out = match extractor.parse(&answer) {
+        let out = match readers.parse(&answer) {
             Ok(out) => out,
             Err(_) => {
                 s.dropped.with_label_values(&["unparsable"]).inc();
@@ -278,16 +313,16 @@ fn score_loop(
 /// sidecar stops first or the build fails (logged).
 fn learn(
     n: usize,
-    extractor: &Extractor,
+    readers: &Readers,
     s: &Series,
-    rx: &crossbeam_channel::Receiver<Bytes>,
+    rx: &crossbeam_channel::Receiver<Answer>,
 ) -> Option<Reference> {
     s.learning.set(i64::try_from(n).unwrap_or(i64::MAX));
     let mut dim = 0usize;
     let mut rows: Vec<f32> = Vec::new();
     let mut have = 0usize;
     for answer in rx {
-        let Ok(out) = extractor.parse(&answer) else {
+        let Ok(out) = readers.parse(&answer) else {
             s.dropped.with_label_values(&["unparsable"]).inc();
             continue;
         };

@@ -143,8 +143,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             pod,
         },
     ));
-    let h2 = H2Proxy::new(&cfg, mirror.clone(), metrics.clone(), &tls).map(H2Proxy::into_handler);
     let reference = ReferenceMonitor::start(&cfg, &metrics.registry)?;
+    let h2 = H2Proxy::new(
+        &cfg,
+        mirror.clone(),
+        metrics.clone(),
+        &tls,
+        reference.clone(),
+    )
+    .map(H2Proxy::into_handler);
     let reference_picture = reference.as_ref().map(|m| m.picture());
     let proxy = Arc::new(Proxy::new(
         &cfg,

@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode};
@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::grpc::GrpcProtocol;
 use crate::metrics::Metrics;
 use crate::mirror::{Mirror, ShadowJob, Wire};
+use crate::reference_monitor::{Answer, ReferenceMonitor};
 use crate::upstream::error_chain;
 use crate::upstream::h2::H2Upstream;
 
@@ -56,6 +57,10 @@ pub struct H2Proxy {
     /// The gRPC methods whose unary calls are offered to the mirror.
     mirrored: Vec<GrpcProtocol>,
     metrics: Arc<Metrics>,
+    /// `[reference]`: a sample of the answers of `shadow.grpc_methods` (mirrored or not)
+    /// is copied and scored.
+    reference: Option<Arc<ReferenceMonitor>>,
+    scored: Vec<GrpcProtocol>,
 }
 
 impl H2Proxy {
@@ -66,6 +71,7 @@ impl H2Proxy {
         mirror: Arc<Mirror>,
         metrics: Arc<Metrics>,
         tls: &Arc<rustls::ClientConfig>,
+        reference: Option<Arc<ReferenceMonitor>>,
     ) -> Option<Self> {
         let url = cfg.checked().primary_http2_url.as_ref()?;
         Some(H2Proxy {
@@ -76,6 +82,13 @@ impl H2Proxy {
             mirrored: mirror.grpc_methods().collect(),
             mirror,
             metrics,
+            scored: cfg
+                .shadow
+                .grpc_methods
+                .iter()
+                .filter_map(|m| GrpcProtocol::from_method_path(m))
+                .collect(),
+            reference,
         })
     }
 
@@ -115,10 +128,20 @@ impl H2Proxy {
 
         // Unary calls of the mirrored methods: the one request message is read whole,
         // then sent on to the primary and to the mirror. Everything else streams through.
-        let protocol = grpc
+        let method = grpc
             .then(|| GrpcProtocol::from_method_path(path.path()))
-            .flatten()
-            .filter(|p| self.mirrored.contains(p));
+            .flatten();
+        let protocol = method.filter(|p| self.mirrored.contains(p));
+        // `[reference]`: this answer is copied as it streams to the client and scored
+        // whole, off the client path.
+        let scored = method.filter(|p| self.scored.contains(p)).and_then(|p| {
+            let m = self.reference.as_ref().filter(|m| m.sampled(&request_id))?;
+            Some(AnswerCopy {
+                protocol: p,
+                monitor: m.clone(),
+                data: BytesMut::new(),
+            })
+        });
         let mut shadow = None;
         let upstream_body = match protocol.and_then(|p| {
             let admission = self
@@ -197,6 +220,7 @@ impl H2Proxy {
                     failed,
                     done: false,
                     answered: head_tx,
+                    copy: scored,
                 };
                 Response::from_parts(parts, Either::Left(body))
             }
@@ -329,6 +353,16 @@ pub struct MeteredStream {
     done: bool,
     /// Held until the answer ends; its drop lets the mirrored call's shadows start.
     answered: Option<oneshot::Sender<()>>,
+    /// The answer's data, for `[reference]`, when this call is scored.
+    copy: Option<AnswerCopy>,
+}
+
+/// A scored call's answer being copied: handed to the monitor when it ends with
+/// `grpc-status: 0`, dropped if it grows over `max_bytes` or fails.
+struct AnswerCopy {
+    protocol: GrpcProtocol,
+    monitor: Arc<ReferenceMonitor>,
+    data: BytesMut,
 }
 
 impl MeteredStream {
@@ -337,6 +371,9 @@ impl MeteredStream {
             return;
         }
         self.answered.take();
+        if let Some(c) = self.copy.take().filter(|_| !self.failed) {
+            c.monitor.offer(Answer::Grpc(c.protocol, c.data.freeze()));
+        }
         let m = &self.metrics.primary;
         if self.failed {
             m.errors.inc();
@@ -362,6 +399,16 @@ impl http_body::Body for MeteredStream {
                     if grpc_status(t).is_some_and(is_server_fault) {
                         this.failed = true;
                     }
+                    if grpc_status(t) != Some(0) {
+                        this.copy = None;
+                    }
+                }
+                if let (Some(c), Some(d)) = (this.copy.as_mut(), frame.data_ref()) {
+                    if c.data.len() + d.len() > c.monitor.max_bytes {
+                        this.copy = None;
+                    } else {
+                        c.data.extend_from_slice(d);
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finish();
@@ -369,6 +416,7 @@ impl http_body::Body for MeteredStream {
             }
             std::task::Poll::Ready(Some(Err(_))) => {
                 this.failed = true;
+                this.copy = None;
                 this.finish();
             }
             std::task::Poll::Ready(None) => this.finish(),

@@ -217,7 +217,7 @@ impl Proxy {
             let monitor = monitor.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(answer)) = rx.await {
-                    monitor.offer(answer);
+                    monitor.offer(crate::reference_monitor::Answer::Http(answer));
                 }
             });
         }

@@ -545,3 +545,87 @@ async fn tei_embed_calls_are_mirrored_too() {
     assert_eq!(counters[2].load(Ordering::SeqCst), 12);
     sg.shutdown().await;
 }
+
+/// `[reference]` on the gRPC path: a sample of the `ModelInfer` answers is copied as it
+/// streams to the client and scored off the client path, item by item, with no shadow
+/// call. Here the reference is built in the sidecar from the first 1000 items
+/// (`from_first`), then the next 150 are scored; the client's answers stay the primary's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_scoring_reads_grpc_answers() {
+    let counters = [(); 3].map(|_| Arc::new(AtomicUsize::new(0)));
+    let primary = model(Behaviour::Ok, counters[0].clone()).await;
+    let baseline = model(Behaviour::Ok, counters[1].clone()).await;
+    let canary = model(Behaviour::Ok, counters[2].clone()).await;
+    let unused = format!("http://127.0.0.1:{}", common::free_port());
+    let cfg = common::config(
+        &unused,
+        &unused,
+        &unused,
+        &format!(
+            "sample_rate = 0.0\n[shadow.baseline]\nhttp2_url = \"h2c://{baseline}\"\n[shadow.canary]\nhttp2_url = \"h2c://{canary}\""
+        ),
+        &format!(
+            "[primary]\nhttp2_url = \"h2c://{primary}\"\n[reference]\nfrom_first = {}\nsample_rate = 1.0",
+            shadowgate::reference_monitor::MIN_FROM_FIRST
+        ),
+    );
+    let sg = shadowgate::serve::start(cfg).await.unwrap();
+    let mut through = common::h2::client(sg.proxy_addr).await;
+    let mut direct = common::h2::client(primary).await;
+    // 3 items a call: 334 calls fill the 1000 of from_first (the last call's other two
+    // items go with it, unscored), then 50 more calls: 150 items scored.
+    for i in 0..384 {
+        let id = format!("ref-{i}");
+        let texts = [
+            format!("first text {i}"),
+            format!("second text {i}"),
+            format!("third text {i}"),
+        ];
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let (s1, d1, t1) = call(&mut through, infer_request(sg.proxy_addr, &id, &texts)).await;
+        if i % 50 == 0 {
+            let (s2, d2, t2) = call(&mut direct, infer_request(primary, &id, &texts)).await;
+            assert_eq!((s1, &d1, &t1), (s2, &d2, &t2), "the primary's answer");
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = metrics(&sg).await;
+        if common::value(&text, "shadowgate_reference_samples_total", &[]) == Some(150.0) {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            text.lines()
+                .filter(|l| l.starts_with("shadowgate_reference"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        common::value(&text, "shadowgate_reference_learning_samples", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        common::value(
+            &text,
+            "shadowgate_reference_info",
+            &[("source", "first_n"), ("dim", &DIM.to_string())]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        common::value(
+            &text,
+            "shadowgate_reference_dropped_total",
+            &[("reason", "unparsable")]
+        ),
+        Some(0.0)
+    );
+    // No shadow call: scoring reads the primary's answer.
+    assert_eq!(counters[1].load(Ordering::SeqCst), 0);
+    assert_eq!(counters[2].load(Ordering::SeqCst), 0);
+    sg.shutdown().await;
+}
