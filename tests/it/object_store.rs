@@ -717,3 +717,82 @@ async fn a_large_file_goes_up_as_a_multipart_upload_and_reads_back_whole() {
     assert_eq!(dirs, vec!["model=m/date=2026-12-04/hour=01".to_string()]);
     assert!(objects.is_empty());
 }
+
+/// The store hangs through the shutdown: the sidecar still exits within its grace
+/// period, counts and logs the rows of the files it could not send (`upload_lost`), and
+/// leaves them in the spool; the next start on the same spool sends them, so in the end
+/// every row is in the store, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_down_at_shutdown_counts_what_is_left_and_the_next_start_sends_it() {
+    if !support::require(NEEDS) {
+        return;
+    }
+    let s3 = S3Server::start(false);
+    let servers = servers().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &servers,
+        "restart",
+        "max_rows_per_file = 50\nmax_file_age = \"300ms\"\n[limits]\nshutdown_grace = \"3s\"",
+    );
+    let sidecar = spawn(&cfg, &s3.env(&s3.secret));
+    let l = load(sidecar.proxy_port, 2, Duration::from_millis(2));
+    support::wait_for_async("files uploaded", Duration::from_secs(60), async || {
+        sidecar
+            .metric("shadowgate_shadow_log_uploaded_files_total", &[])
+            .await
+            >= 2.0
+    })
+    .await;
+    s3.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, _, _) = l.stop().await;
+    let t = Instant::now();
+    let (code, log) = sidecar.terminate().await;
+    let took = t.elapsed();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        took < Duration::from_secs(8),
+        "exited after {took:?} (grace 3 s)"
+    );
+    let closed = final_count(&log, "shadow_log_rows");
+    let uploaded = final_count(&log, "shadow_log_uploaded_rows");
+    let lost = final_count(&log, "shadow_log_upload_lost_rows");
+    assert!(lost > 0, "the store was down: something was left");
+    assert_eq!(
+        uploaded + lost,
+        closed,
+        "every closed row is either sent or counted"
+    );
+    assert!(
+        log.contains("they stay in the spool"),
+        "the loss is logged:\n{log}"
+    );
+    assert!(spooled_parquet(&dir.path().join("spool")) > 0);
+
+    // The store is back; a new start on the same spool sends what was left.
+    s3.signal("-CONT");
+    let sidecar = spawn(&cfg, &s3.env(&s3.secret));
+    support::wait_for_async("the leftovers sent", Duration::from_secs(60), async || {
+        sidecar
+            .metric("shadowgate_shadow_log_uploaded_rows_total", &[])
+            .await
+            >= lost as f64
+    })
+    .await;
+    let (code, log2) = sidecar.terminate().await;
+    assert_eq!(code, Some(0), "{log2}");
+    assert_eq!(final_count(&log2, "shadow_log_uploaded_rows"), lost);
+    assert_eq!(spooled_parquet(&dir.path().join("spool")), 0);
+    let seen = s3.read_back("restart");
+    assert_eq!(
+        seen["rows"].as_u64(),
+        Some(closed),
+        "every row in the store"
+    );
+    let all = ids(&seen);
+    let mut unique = all.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), all.len(), "each once");
+}
