@@ -988,12 +988,12 @@ impl Settings {
     ) -> Result<Option<Arc<crate::reference::Reference>>, ()> {
         let path = &self.reference.path;
         let first = self.reference.from_first;
-        if first > 0 && first < crate::reference_monitor::MIN_FROM_FIRST {
+        if first > 0 && first < crate::reference::MIN_FROM_FIRST {
             bad(
                 "reference.from_first",
                 format!(
                     "{first} is too few to calibrate on; use at least {}, e.g. 5000, or 0 for off",
-                    crate::reference_monitor::MIN_FROM_FIRST
+                    crate::reference::MIN_FROM_FIRST
                 ),
             );
         }

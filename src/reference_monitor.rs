@@ -38,9 +38,7 @@ pub struct PictureState {
 /// Salt of the id hash: the reference's sample is independent of the mirror's.
 const SALT: u64 = 0x7265_6665_7265_6e63;
 
-/// Fewest embeddings `reference.from_first` may name: the build splits them in halves
-/// and calibrates on windows drawn from one half.
-pub const MIN_FROM_FIRST: usize = 1000;
+pub use crate::reference::MIN_FROM_FIRST;
 
 /// A whole answer of the primary, as the client got it.
 #[derive(Debug)]

@@ -56,6 +56,10 @@ pub use detector::Detector;
 pub use file::{Reference, ReferenceError, FORMAT_VERSION};
 pub use picture::Picture;
 
+/// Fewest embeddings `reference.from_first` may name: the build splits them in halves
+/// and calibrates on windows drawn from one half.
+pub const MIN_FROM_FIRST: usize = 1000;
+
 /// Random Fourier features of a Gaussian kernel: `φ(x) = √(2/D) · cos(W x + b)`.
 pub struct FeatureMap {
     /// `D × d`, row-major.
