@@ -246,7 +246,8 @@ EOF
 }
 
 # shadowgate under test. $1 name, $2 proxy port, $3 admin port, $4 sample rate,
-# $5 reuse_primary, $6 baseline/canary url, $7 shadow log dir ("" = off).
+# $5 reuse_primary, $6 baseline/canary url, $7 shadow log dir ("" = off), $8 binary
+# ("" = $SHADOWGATE), $9 more TOML appended to the config.
 start_shadowgate() {
   local name=$1 version=v2 dir="$WORK/sg-$1"
   mkdir -p "$dir"
@@ -277,6 +278,7 @@ version = "v2"
 dir = "$7"
 [limits]
 shutdown_grace = "2s"
+${9:-}
 EOF
   SHADOWGATE_WORKER_THREADS=$SG_THREADS taskset -c "$PROXY_CPU" "${8:-$SHADOWGATE}" serve --config "$dir/shadowgate.toml" \
     >"$dir/stdout.log" 2>"$dir/stderr.log" &
@@ -316,6 +318,21 @@ DESC[sg_m100]="shadowgate, 100% (reuse_primary off)"
 DESC[sg_m100reuse]="shadowgate, 100%, reuse_primary on"
 DESC[sg_slow]="shadowgate, 100% to the 50 ms target"
 DESC[sg_paced]="shadowgate, sampling off (same paced load)"
+# Plain proxying with the input-drift detector on ([reference], 10 % of answers scored
+# on its own thread, pinned to the same core): a reference of the answers' dimension,
+# built by `shadowgate reference build` from seeded Gaussian vectors (the score is not
+# what is measured, its cost is).
+python3 - "$WORK/body_baseline.json" "$WORK/ref.npy" <<'PY'
+import json, sys
+import numpy as np
+dim = len(json.load(open(sys.argv[1]))["data"][0]["embedding"])
+np.save(sys.argv[2], np.random.default_rng(7).standard_normal((2000, dim)).astype(np.float32))
+PY
+"$SHADOWGATE" reference build --logs "$WORK/ref.npy" --model bench --out "$WORK/ref.json" >/dev/null
+start_shadowgate sg_ref $((BASE_PORT + n)) $((BASE_PORT + n + 20)) 0.0 false "$FAST" "" "" \
+  "$(printf '[reference]\npath = "%s"\nsample_rate = 0.1' "$WORK/ref.json")"
+PORT[sg_ref]=$((BASE_PORT + n)); n=$((n + 1))
+DESC[sg_ref]="shadowgate, sampling off, input-drift detector on (10%)"
 if [[ -n $SHADOWGATE_B ]]; then # A/B of two builds: row 1 runs this one too, interleaved
   start_shadowgate sgB_plain $((BASE_PORT + n)) $((BASE_PORT + n + 20)) 0.0 false "$FAST" "" "$SHADOWGATE_B"
   PORT[sgB_plain]=$((BASE_PORT + n)); DESC[sgB_plain]="shadowgate B ($SHADOWGATE_B), sampling off"
@@ -490,7 +507,8 @@ STARTED=$(date +%s)
 log "load average at start: $LOAD_START; $REPS runs of ${DURATION}s per cell, $CONNS connections"
 has_row() { [[ " $ROWS " == *" $1 "* ]]; }
 if has_row 1; then
-  log "row 1: plain proxying"; group "$WORK/post.lua" "$CONNS" sg_plain ng_plain ${SHADOWGATE_B:+sgB_plain}
+  log "row 1: plain proxying"; group "$WORK/post.lua" "$CONNS" sg_plain ng_plain sg_ref ${SHADOWGATE_B:+sgB_plain}
+  log "sg_ref scored $(curl -fsS --max-time 2 "http://127.0.0.1:$ADMIN_sg_ref/metrics" | awk '/^shadowgate_reference_samples_total/ {print $2}') answers"
   log "row 1, same offered load: $EQUAL_CONNS connections, ${EQUAL_DELAY_MS} ms pause"
   group "$WORK/post_equal.lua" "$EQUAL_CONNS" sg_eq ng_eq
 fi
@@ -564,7 +582,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo
   echo "| config | req/s | CPU µs/req | p50 ms | p99 ms | load core µs/req (wrk + primary) | upstream calls per request (primary / baseline / canary / 50 ms) | new upstream connections per request | errors |"
   echo "|---|---:|---:|---:|---:|---:|---|---:|---:|"
-  for name in sg_plain ng_plain sgB_plain sg_eq ng_eq sg_m10 ng_m10 sg_m10log sg_m100 ng_m100 sg_m100reuse sg_slow sg_paced ng_slow; do
+  for name in sg_plain ng_plain sg_ref sgB_plain sg_eq ng_eq sg_m10 ng_m10 sg_m10log sg_m100 ng_m100 sg_m100reuse sg_slow sg_paced ng_slow; do
     ran "$name" || continue
     conns=$(awk -v a="$(per_req "$name" conns_primary)" -v b="$(per_req "$name" conns_baseline)" \
       -v c="$(per_req "$name" conns_canary)" -v d="$(per_req "$name" conns_slow)" 'BEGIN { printf "%.2f", a + b + c + d }')
@@ -581,6 +599,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo "|---|---:|---:|---:|---:|---|---|"
   compare "plain proxying: CPU µs/req" sg_plain ng_plain cpu_us_per_req 1 "≤ 1.0 × nginx" 1.0
   compare "A/B: shadowgate against shadowgate B, CPU µs/req" sg_plain sgB_plain cpu_us_per_req 1 "" ""
+  compare "plain proxying, input-drift detector on (10%): CPU µs/req" sg_ref ng_plain cpu_us_per_req 1 "≤ 1.0 × nginx" 1.0
+  compare "input-drift detector on vs off: CPU µs/req" sg_ref sg_plain cpu_us_per_req 1 "" ""
   compare "A/B: shadowgate B against nginx, CPU µs/req" sgB_plain ng_plain cpu_us_per_req 1 "" ""
   compare "plain proxying, saturated: p99 ms" sg_plain ng_plain p99_ms 2 "≤ nginx" 1.0
   compare "plain proxying, same offered load: p99 ms" sg_eq ng_eq p99_ms 2 "≤ nginx" 1.0
