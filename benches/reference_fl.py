@@ -77,30 +77,9 @@ CASES = ["topic", "language", "truncation", "typos", "norm"]
 
 # --- embedding (same corpus split, typo rng and servers as reference_real.py) --------------
 
-def _start(variant, port):
-    out = subprocess.run([os.path.join(RM, "start.sh"), variant, str(port)], check=True,
-                         capture_output=True, text=True).stdout
-    return int([l for l in out.splitlines() if l.startswith("PID")][0].split()[1])
-
-
-def _embed(port, texts):
-    out = []
-    for i in range(0, len(texts), 64):
-        body = json.dumps({"model": "m", "input": texts[i:i + 64]}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/embeddings", body,
-                                     {"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=600) as r:
-            data = json.load(r)["data"]
-        out += [d["embedding"] for d in sorted(data, key=lambda d: d["index"])]
-    return np.array(out, dtype=np.float32)
-
-
-def _typos(text, rng):
-    chars = list(text)
-    for i in range(len(chars)):
-        if chars[i].isalpha() and rng.random() < 1 / 8:
-            chars[i] = rng.choice("abcdefghijklmnopqrstuvwxyz")
-    return "".join(chars)
+# The model servers, the embedding calls and the typo noise are reference_real.py's.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_real import embed as _embed, start as _start, typos as _typos  # noqa: E402
 
 
 def load_pools():

@@ -357,7 +357,7 @@ impl From<&DriftSection> for crate::drift::DriftConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ShadowLogConfig {
     /// Root of the Hive-partitioned tree; `""` turns the shadow log off. A URL
-    /// (`s3://bucket/prefix`, `gs://...`, `az://...`) writes to object storage through
+    /// (`s3://bucket/prefix`, `az://...`) writes to object storage through
     /// the local spool `spool_dir`.
     pub dir: PathBuf,
     /// With an object-store `dir`: where files are written and wait for their upload.
@@ -899,8 +899,8 @@ impl Settings {
             bad(
                 "shadow_log.dir",
                 format!(
-                    "{}: unknown scheme; use a local directory, s3://bucket/prefix, \
-                     gs://bucket/prefix or az://container/prefix",
+                    "{}: unknown scheme; use a local directory, s3://bucket/prefix or \
+                     az://container/prefix",
                     self.shadow_log.dir.display()
                 ),
             );

@@ -34,7 +34,7 @@
 //! - [`shadow_log`]: shadow-log records and the Parquet writer (`[shadow_log]`); with an
 //!   `s3://` dir, a bounded local spool and the uploader.
 //! - [`accuracy`]: batch job joining shadow logs with labels (`shadowgate accuracy`).
-//! - [`store`]: object storage (`s3://`, `gs://`, `az://`) through `object_store`, for the
+//! - [`store`]: object storage (`s3://`, `az://`) through `object_store`, for the
 //!   shadow log's uploads and the accuracy job's reads.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/labels`, `/feedback`, and the
 //!   status page at `/` ([`admin::status`]).

@@ -1,5 +1,6 @@
-//! Object storage behind the shadow log: `s3://bucket/prefix` (and `gs://`, `az://`),
-//! through the `object_store` crate.
+//! Object storage behind the shadow log: `s3://bucket/prefix` (and `az://`), through
+//! the `object_store` crate. Google Cloud Storage is reached as `s3://` through its
+//! S3-compatible XML API (`AWS_ENDPOINT_URL=https://storage.googleapis.com`, HMAC keys).
 //!
 //! Credentials come from the environment the way each cloud's SDKs read them (for S3:
 //! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, IRSA's
@@ -28,7 +29,7 @@ const PART_SIZE: usize = 8 << 20;
 const PART_CONCURRENCY: usize = 4;
 
 /// The URL schemes [`Remote::from_url`] takes.
-pub const SCHEMES: &[&str] = &["s3", "gs", "az", "abfs", "abfss"];
+pub const SCHEMES: &[&str] = &["s3", "az", "abfs", "abfss"];
 
 /// Whether `dir` names an object store (`<scheme>://...`) rather than a local directory.
 pub fn is_url(dir: &str) -> bool {
@@ -39,9 +40,7 @@ pub fn is_url(dir: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Not a URL this build can write to.
-    #[error(
-        "{url}: {reason}; use s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
-    )]
+    #[error("{url}: {reason}; use s3://bucket/prefix or az://container/prefix")]
     BadUrl { url: String, reason: String },
     /// The store's client could not be configured (region, endpoint, credentials source).
     #[error("{url}: cannot configure the object-store client: {source}")]
@@ -131,43 +130,29 @@ impl Remote {
             source,
         };
         use object_store::ClientConfigKey::{ConnectTimeout, Timeout};
+        // The three clouds' builders have the same calls on different types.
+        macro_rules! build {
+            ($builder:ty, $key:path) => {
+                Arc::new(
+                    <$builder>::from_env()
+                        .with_url(url)
+                        .with_config($key(Timeout), &timeout_s)
+                        .with_config($key(ConnectTimeout), &connect_s)
+                        .with_retry(retry)
+                        .build()
+                        .map_err(config)?,
+                )
+            };
+        }
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
-            "s3" => {
-                use object_store::aws::AmazonS3ConfigKey::Client;
-                Arc::new(
-                    object_store::aws::AmazonS3Builder::from_env()
-                        .with_url(url)
-                        .with_config(Client(Timeout), &timeout_s)
-                        .with_config(Client(ConnectTimeout), &connect_s)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(config)?,
-                )
-            }
-            "gs" => {
-                use object_store::gcp::GoogleConfigKey::Client;
-                Arc::new(
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                        .with_url(url)
-                        .with_config(Client(Timeout), &timeout_s)
-                        .with_config(Client(ConnectTimeout), &connect_s)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(config)?,
-                )
-            }
-            "az" | "abfs" | "abfss" => {
-                use object_store::azure::AzureConfigKey::Client;
-                Arc::new(
-                    object_store::azure::MicrosoftAzureBuilder::from_env()
-                        .with_url(url)
-                        .with_config(Client(Timeout), &timeout_s)
-                        .with_config(Client(ConnectTimeout), &connect_s)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(config)?,
-                )
-            }
+            "s3" => build!(
+                object_store::aws::AmazonS3Builder,
+                object_store::aws::AmazonS3ConfigKey::Client
+            ),
+            "az" | "abfs" | "abfss" => build!(
+                object_store::azure::MicrosoftAzureBuilder,
+                object_store::azure::AzureConfigKey::Client
+            ),
             other => {
                 return Err(bad(format!(
                     "unknown scheme {other:?} (known: {})",

@@ -31,7 +31,7 @@ pub use report::{Report, SkippedFile};
 #[derive(Debug, Clone, clap::Args)]
 pub struct AccuracyArgs {
     /// Shadow-log tree(s) (`<dir>/model=<m>/date=YYYY-MM-DD/hour=HH/*.parquet`) or files;
-    /// a tree may be in object storage (`s3://bucket/prefix`, `gs://`, `az://`, with the
+    /// a tree may be in object storage (`s3://bucket/prefix`, `az://`, with the
     /// credentials of the environment, as the sidecar reads them).
     #[arg(long, required = true, num_args = 1..)]
     pub logs: Vec<PathBuf>,

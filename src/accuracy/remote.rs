@@ -1,4 +1,4 @@
-//! `--logs s3://bucket/prefix` and `--labels s3://...` (also `gs://`, `az://`): the
+//! `--logs s3://bucket/prefix` and `--labels s3://...` (also `az://`): the
 //! objects the local readers need, fetched into a temporary directory with their paths
 //! under the prefix kept, so that partition values still come from the Hive names.
 //!

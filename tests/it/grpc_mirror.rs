@@ -231,17 +231,31 @@ async fn metrics(sg: &shadowgate::serve::Running) -> String {
 
 /// Polls /metrics until `model_embedding_pairs_total` reaches `n`.
 async fn wait_for_pairs(sg: &shadowgate::serve::Running, n: f64) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    wait_for_metric(sg, "pairs", Duration::from_secs(10), |text| {
+        common::pairs_total(text) >= n
+    })
+    .await
+}
+
+/// Polls /metrics until `done` says so, for `timeout` at most; on timeout, panics with
+/// the series whose names contain `shown`.
+async fn wait_for_metric(
+    sg: &shadowgate::serve::Running,
+    shown: &str,
+    timeout: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let text = metrics(sg).await;
-        if common::pairs_total(&text) >= n {
+        if done(&text) {
             return text;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "pairs never reached {n}:\n{}",
+            "never reached:\n{}",
             text.lines()
-                .filter(|l| l.contains("pairs"))
+                .filter(|l| l.contains(shown))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
@@ -588,22 +602,14 @@ async fn reference_scoring_reads_grpc_answers() {
             assert_eq!((s1, &d1, &t1), (s2, &d2, &t2), "the primary's answer");
         }
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let text = loop {
-        let text = metrics(&sg).await;
-        if common::value(&text, "shadowgate_reference_samples_total", &[]) == Some(150.0) {
-            break text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            text.lines()
-                .filter(|l| l.starts_with("shadowgate_reference"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    // The reference is built on the scoring thread first (seconds in a debug build).
+    let text = wait_for_metric(
+        &sg,
+        "shadowgate_reference",
+        Duration::from_secs(60),
+        |text| common::value(text, "shadowgate_reference_samples_total", &[]) == Some(150.0),
+    )
+    .await;
     assert_eq!(
         common::value(&text, "shadowgate_reference_learning_samples", &[]),
         Some(0.0)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::Value;
-use shadowgate::demo::model::{CosineSpec, ModelOptions, ModelServer};
+use shadowgate::demo::model::ModelServer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowgate");
 const BUCKET: &str = "shadow-logs";
@@ -216,6 +216,16 @@ impl Sidecar {
         )
     }
 
+    /// Waits until at least `n` files are in the store.
+    async fn wait_uploaded_files(&self, n: f64) {
+        support::wait_for_async("files in the store", Duration::from_secs(60), async || {
+            self.metric("shadowgate_shadow_log_uploaded_files_total", &[])
+                .await
+                >= n
+        })
+        .await;
+    }
+
     async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let text = support::Client::new()
             .get(&format!("http://127.0.0.1:{}/metrics", self.admin_port))
@@ -225,19 +235,31 @@ impl Sidecar {
     }
 }
 
-async fn servers() -> (ModelServer, ModelServer, ModelServer) {
-    let o = |c| ModelOptions {
-        dim: 64,
-        cosine: c,
-        ..Default::default()
-    };
-    (
-        ModelServer::spawn(o(CosineSpec::Identical)).await.unwrap(),
-        ModelServer::spawn(o(CosineSpec::Identical)).await.unwrap(),
-        ModelServer::spawn(o(CosineSpec::Constant(0.95)))
-            .await
-            .unwrap(),
-    )
+/// A store, the three model servers, a spool directory, and the sidecar writing to
+/// `s3://BUCKET/<prefix>` with `extra` appended to `[shadow_log]`.
+struct Running {
+    s3: S3Server,
+    _servers: (ModelServer, ModelServer, ModelServer),
+    dir: tempfile::TempDir,
+    cfg: std::path::PathBuf,
+    sidecar: Sidecar,
+}
+
+impl Running {
+    async fn start(prefix: &str, extra: &str) -> Running {
+        let s3 = S3Server::start(false);
+        let servers = support::model_trio(64).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), &servers, prefix, extra);
+        let sidecar = spawn(&cfg, &s3.env(&s3.secret));
+        Running {
+            s3,
+            _servers: servers,
+            dir,
+            cfg,
+            sidecar,
+        }
+    }
 }
 
 /// Client load until `stop`: `workers` clients, each pausing `pace` between requests.
@@ -314,39 +336,25 @@ impl Load {
     }
 }
 
-/// `key=value` from the sidecar's final log line.
-fn final_count(log: &str, key: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("final pair counts"))
-        .unwrap_or_else(|| panic!("no final counts in:\n{log}"));
-    let at = line
-        .find(&format!("{key}="))
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        + key.len()
-        + 1;
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn pairs(log: &str) -> u64 {
     support::PAIR_OUTCOMES
         .iter()
-        .map(|k| final_count(log, k))
+        .map(|k| support::final_count(log, k))
         .sum()
 }
 
-fn ids(v: &Value) -> Vec<String> {
-    v["request_ids"]
+/// The request ids pyarrow read (sorted), after checking each is there once.
+fn ids_once(v: &Value) -> Vec<String> {
+    let all: Vec<String> = v["request_ids"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
-        .collect()
+        .collect();
+    let mut unique = all.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), all.len(), "every request_id once");
+    all
 }
 
 fn spooled_parquet(dir: &Path) -> usize {
@@ -370,37 +378,28 @@ async fn sigterm_under_load_every_row_is_in_the_store_and_accuracy_reads_it() {
     if !support::require(NEEDS) {
         return;
     }
-    let s3 = S3Server::start(false);
-    let servers = servers().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &servers,
+    let Running {
+        s3,
+        _servers,
+        dir,
+        cfg: _cfg,
+        sidecar,
+    } = Running::start(
         "prod/logs",
         "max_rows_per_file = 300\nmax_file_age = \"60s\"",
-    );
-    let sidecar = spawn(&cfg, &s3.env(&s3.secret));
-    let l = load(sidecar.proxy_port, 4, Duration::ZERO);
-    // SIGTERM under load, once some files are in the store and more are being written.
-    support::wait_for_async(
-        "shadow-log files uploaded",
-        Duration::from_secs(60),
-        async || {
-            sidecar
-                .metric("shadowgate_shadow_log_uploaded_files_total", &[])
-                .await
-                >= 2.0
-        },
     )
     .await;
+    let l = load(sidecar.proxy_port, 4, Duration::ZERO);
+    // SIGTERM under load, once some files are in the store and more are being written.
+    sidecar.wait_uploaded_files(2.0).await;
     let (code, log) = sidecar.terminate().await;
     let (ok, _, _) = l.stop().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains(&s3.secret), "the secret key is never logged");
 
-    let rows_logged = final_count(&log, "shadow_log_rows");
-    let uploaded = final_count(&log, "shadow_log_uploaded_rows");
-    assert_eq!(final_count(&log, "shadow_log_upload_lost_rows"), 0);
+    let rows_logged = support::final_count(&log, "shadow_log_rows");
+    let uploaded = support::final_count(&log, "shadow_log_uploaded_rows");
+    assert_eq!(support::final_count(&log, "shadow_log_upload_lost_rows"), 0);
     let seen = s3.read_back("prod/logs");
     let rows = seen["rows"].as_u64().unwrap();
     assert!(rows > 600, "load produced {rows} rows");
@@ -411,10 +410,7 @@ async fn sigterm_under_load_every_row_is_in_the_store_and_accuracy_reads_it() {
         ok >= rows,
         "each row is a request a client got an answer for"
     );
-    let all = ids(&seen);
-    let mut unique = all.clone();
-    unique.dedup();
-    assert_eq!(unique.len(), all.len(), "every request_id once");
+    let all = ids_once(&seen);
     // Only complete Parquet files and the start-up probe are in the bucket.
     for key in seen["keys"].as_array().unwrap() {
         let key = key.as_str().unwrap();
@@ -494,30 +490,21 @@ async fn store_stopped_for_30s_clients_unaffected_spool_bounded_drops_exact() {
         return;
     }
     const SPOOL_MAX: u64 = 96 * 1024;
-    let s3 = S3Server::start(false);
-    let servers = servers().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &servers,
+    let Running {
+        s3,
+        _servers,
+        dir: _dir,
+        cfg: _cfg,
+        sidecar,
+    } = Running::start(
         "outage",
         &format!(
             "max_rows_per_file = 100\nmax_file_age = \"500ms\"\nspool_max_bytes = {SPOOL_MAX}"
         ),
-    );
-    let sidecar = spawn(&cfg, &s3.env(&s3.secret));
-    let l = load(sidecar.proxy_port, 2, Duration::from_millis(5));
-    support::wait_for_async(
-        "files in the store before the outage",
-        Duration::from_secs(60),
-        async || {
-            sidecar
-                .metric("shadowgate_shadow_log_uploaded_files_total", &[])
-                .await
-                >= 2.0
-        },
     )
     .await;
+    let l = load(sidecar.proxy_port, 2, Duration::from_millis(5));
+    sidecar.wait_uploaded_files(2.0).await;
     let ok_before = l.ok.load(Ordering::Relaxed);
     // The store stops answering (SIGSTOP: connections hang, the worst case) for 30 s.
     s3.signal("-STOP");
@@ -588,9 +575,9 @@ async fn store_stopped_for_30s_clients_unaffected_spool_bounded_drops_exact() {
     // Exact accounting: every pair is either in the store or counted as dropped.
     let seen = s3.read_back("outage");
     let rows = seen["rows"].as_u64().unwrap();
-    let dropped = final_count(&log, "shadow_log_spool_full_rows");
-    assert_eq!(final_count(&log, "shadow_log_upload_lost_rows"), 0);
-    assert_eq!(rows, final_count(&log, "shadow_log_uploaded_rows"));
+    let dropped = support::final_count(&log, "shadow_log_spool_full_rows");
+    assert_eq!(support::final_count(&log, "shadow_log_upload_lost_rows"), 0);
+    assert_eq!(rows, support::final_count(&log, "shadow_log_uploaded_rows"));
     assert_eq!(
         rows + dropped,
         pairs(&log),
@@ -601,10 +588,7 @@ async fn store_stopped_for_30s_clients_unaffected_spool_bounded_drops_exact() {
         "outage: {ok_during} answers in 30 s, slowest {slowest:?}; spool peak {spool_peak} B \
          (bound {SPOOL_MAX}); {rows} rows in the store, {dropped} dropped for a full spool"
     );
-    let all = ids(&seen);
-    let mut unique = all.clone();
-    unique.dedup();
-    assert_eq!(unique.len(), all.len(), "every request_id once");
+    ids_once(&seen);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,7 +597,7 @@ async fn bad_credentials_and_a_missing_bucket_are_clear_errors_at_start() {
         return;
     }
     let s3 = S3Server::start(true);
-    let servers = servers().await;
+    let servers = support::model_trio(64).await;
     let dir = tempfile::tempdir().unwrap();
     let wrong = "not-the-secret-0123456789";
     for (case, prefix_or_bucket, secret, expect) in [
@@ -727,24 +711,19 @@ async fn a_store_down_at_shutdown_counts_what_is_left_and_the_next_start_sends_i
     if !support::require(NEEDS) {
         return;
     }
-    let s3 = S3Server::start(false);
-    let servers = servers().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(
-        dir.path(),
-        &servers,
+    let Running {
+        s3,
+        _servers,
+        dir,
+        cfg,
+        sidecar,
+    } = Running::start(
         "restart",
         "max_rows_per_file = 50\nmax_file_age = \"300ms\"\n[limits]\nshutdown_grace = \"3s\"",
-    );
-    let sidecar = spawn(&cfg, &s3.env(&s3.secret));
-    let l = load(sidecar.proxy_port, 2, Duration::from_millis(2));
-    support::wait_for_async("files uploaded", Duration::from_secs(60), async || {
-        sidecar
-            .metric("shadowgate_shadow_log_uploaded_files_total", &[])
-            .await
-            >= 2.0
-    })
+    )
     .await;
+    let l = load(sidecar.proxy_port, 2, Duration::from_millis(2));
+    sidecar.wait_uploaded_files(2.0).await;
     s3.signal("-STOP");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, _, _) = l.stop().await;
@@ -756,9 +735,9 @@ async fn a_store_down_at_shutdown_counts_what_is_left_and_the_next_start_sends_i
         took < Duration::from_secs(8),
         "exited after {took:?} (grace 3 s)"
     );
-    let closed = final_count(&log, "shadow_log_rows");
-    let uploaded = final_count(&log, "shadow_log_uploaded_rows");
-    let lost = final_count(&log, "shadow_log_upload_lost_rows");
+    let closed = support::final_count(&log, "shadow_log_rows");
+    let uploaded = support::final_count(&log, "shadow_log_uploaded_rows");
+    let lost = support::final_count(&log, "shadow_log_upload_lost_rows");
     assert!(lost > 0, "the store was down: something was left");
     assert_eq!(
         uploaded + lost,
@@ -783,7 +762,10 @@ async fn a_store_down_at_shutdown_counts_what_is_left_and_the_next_start_sends_i
     .await;
     let (code, log2) = sidecar.terminate().await;
     assert_eq!(code, Some(0), "{log2}");
-    assert_eq!(final_count(&log2, "shadow_log_uploaded_rows"), lost);
+    assert_eq!(
+        support::final_count(&log2, "shadow_log_uploaded_rows"),
+        lost
+    );
     assert_eq!(spooled_parquet(&dir.path().join("spool")), 0);
     let seen = s3.read_back("restart");
     assert_eq!(
@@ -791,8 +773,5 @@ async fn a_store_down_at_shutdown_counts_what_is_left_and_the_next_start_sends_i
         Some(closed),
         "every row in the store"
     );
-    let all = ids(&seen);
-    let mut unique = all.clone();
-    unique.dedup();
-    assert_eq!(unique.len(), all.len(), "each once");
+    ids_once(&seen);
 }

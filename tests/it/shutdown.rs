@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
-use shadowgate::demo::model::{CosineSpec, ModelOptions, ModelServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowgate");
 
@@ -108,42 +107,12 @@ fn read_back(dir: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// `key=value` from the sidecar's final log line.
-fn final_count(log: &str, key: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("final pair counts"))
-        .unwrap_or_else(|| panic!("no final counts in:\n{log}"));
-    let at = line.find(&format!("{key}=")).unwrap() + key.len() + 1;
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-async fn servers() -> (ModelServer, ModelServer, ModelServer) {
-    let o = |c| ModelOptions {
-        dim: 128,
-        cosine: c,
-        ..Default::default()
-    };
-    (
-        ModelServer::spawn(o(CosineSpec::Identical)).await.unwrap(),
-        ModelServer::spawn(o(CosineSpec::Identical)).await.unwrap(),
-        ModelServer::spawn(o(CosineSpec::Constant(0.95)))
-            .await
-            .unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_no_accepted_row() {
     if !support::require(&[Component::Python(&["pyarrow", "duckdb"])]) {
         return;
     }
-    let (p, b, c) = servers().await;
+    let (p, b, c) = support::model_trio(128).await;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     let sidecar = spawn_sidecar(dir.path(), &logs, &p.url(), &b.url(), &c.url());
@@ -178,10 +147,10 @@ async fn sigterm_under_load_loses_no_accepted_row() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{log}");
 
-    let rows_logged = final_count(&log, "shadow_log_rows");
+    let rows_logged = support::final_count(&log, "shadow_log_rows");
     let pairs: u64 = support::PAIR_OUTCOMES
         .iter()
-        .map(|k| final_count(&log, k))
+        .map(|k| support::final_count(&log, k))
         .sum();
     let seen = read_back(&logs);
     let rows = seen["pyarrow"]["rows"].as_u64().unwrap();
@@ -212,7 +181,7 @@ async fn kill_9_leaves_only_complete_files_and_restart_sets_leftovers_aside() {
     if !support::require(&[Component::Python(&["pyarrow", "duckdb"])]) {
         return;
     }
-    let (p, b, c) = servers().await;
+    let (p, b, c) = support::model_trio(128).await;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     let mut sidecar = spawn_sidecar(dir.path(), &logs, &p.url(), &b.url(), &c.url());

@@ -313,3 +313,45 @@ pub fn wait_listening(port: u16) {
         || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
     );
 }
+
+/// `key=value` from the sidecar's final log line ("shut down; final pair counts").
+pub fn final_count(log: &str, key: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("final pair counts"))
+        .unwrap_or_else(|| panic!("no final counts in:\n{log}"));
+    let at = line
+        .find(&format!("{key}="))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len()
+        + 1;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Primary and baseline identical, canary at cosine 0.95, all of dimension `dim`.
+pub async fn model_trio(
+    dim: usize,
+) -> (
+    shadowgate::demo::model::ModelServer,
+    shadowgate::demo::model::ModelServer,
+    shadowgate::demo::model::ModelServer,
+) {
+    use shadowgate::demo::model::{CosineSpec, ModelOptions, ModelServer};
+    let o = |c| ModelOptions {
+        dim,
+        cosine: c,
+        ..Default::default()
+    };
+    (
+        ModelServer::spawn(o(CosineSpec::Identical)).await.unwrap(),
+        ModelServer::spawn(o(CosineSpec::Identical)).await.unwrap(),
+        ModelServer::spawn(o(CosineSpec::Constant(0.95)))
+            .await
+            .unwrap(),
+    )
+}
