@@ -108,6 +108,16 @@ impl Remote {
     /// `timeout` bounds each request; the client's own retries are kept short so that
     /// the caller's loop decides when to try again.
     pub fn from_url(url: &str, timeout: Duration) -> Result<Remote, StoreError> {
+        Self::from_url_with(url, timeout, &[])
+    }
+
+    /// [`from_url`](Self::from_url), with settings that override the environment's, by
+    /// the names the environment uses (`aws_endpoint_url`, `aws_access_key_id`, ...).
+    pub fn from_url_with(
+        url: &str,
+        timeout: Duration,
+        overrides: &[(&str, &str)],
+    ) -> Result<Remote, StoreError> {
         let bad = |reason: String| StoreError::BadUrl {
             url: url.to_string(),
             reason,
@@ -132,26 +142,27 @@ impl Remote {
         use object_store::ClientConfigKey::{ConnectTimeout, Timeout};
         // The three clouds' builders have the same calls on different types.
         macro_rules! build {
-            ($builder:ty, $key:path) => {
-                Arc::new(
-                    <$builder>::from_env()
-                        .with_url(url)
-                        .with_config($key(Timeout), &timeout_s)
-                        .with_config($key(ConnectTimeout), &connect_s)
-                        .with_retry(retry)
-                        .build()
-                        .map_err(config)?,
-                )
-            };
+            ($builder:ty, $key:ty) => {{
+                let mut b = <$builder>::from_env()
+                    .with_url(url)
+                    .with_config(<$key>::Client(Timeout), &timeout_s)
+                    .with_config(<$key>::Client(ConnectTimeout), &connect_s)
+                    .with_retry(retry);
+                for (k, v) in overrides {
+                    let key = k.parse::<$key>().map_err(config)?;
+                    b = b.with_config(key, *v);
+                }
+                Arc::new(b.build().map_err(config)?)
+            }};
         }
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
             "s3" => build!(
                 object_store::aws::AmazonS3Builder,
-                object_store::aws::AmazonS3ConfigKey::Client
+                object_store::aws::AmazonS3ConfigKey
             ),
             "az" | "abfs" | "abfss" => build!(
                 object_store::azure::MicrosoftAzureBuilder,
-                object_store::azure::AzureConfigKey::Client
+                object_store::azure::AzureConfigKey
             ),
             other => {
                 return Err(bad(format!(

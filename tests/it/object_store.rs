@@ -667,12 +667,6 @@ async fn a_large_file_goes_up_as_a_multipart_upload_and_reads_back_whole() {
         return;
     }
     let s3 = S3Server::start(false);
-    for (k, v) in s3.env(&s3.secret) {
-        // SAFETY: set before any thread of this test reads the environment. Under nextest
-        // each test is a process of its own; under `cargo test` the other S3 tests give
-        // their children these same variables explicitly, and no other test reads them.
-        unsafe { std::env::set_var(k, v) };
-    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.parquet");
     // 3.5 parts of 8 MiB, above the 16 MiB multipart threshold, not a round size.
@@ -680,9 +674,19 @@ async fn a_large_file_goes_up_as_a_multipart_upload_and_reads_back_whole() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
     std::fs::write(&path, &data).unwrap();
-    let remote =
-        shadowgate::store::Remote::from_url(&format!("s3://{BUCKET}/mp"), Duration::from_secs(20))
-            .unwrap();
+    // Settings as arguments, not this process's environment (other tests share it).
+    let env: Vec<(String, String)> = s3
+        .env(&s3.secret)
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let overrides: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let remote = shadowgate::store::Remote::from_url_with(
+        &format!("s3://{BUCKET}/mp"),
+        Duration::from_secs(20),
+        &overrides,
+    )
+    .unwrap();
     let sent = remote
         .upload(&path, "model=m/date=2026-12-04/hour=01/big.parquet")
         .await
