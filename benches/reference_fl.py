@@ -79,7 +79,7 @@ CASES = ["topic", "language", "truncation", "typos", "norm"]
 
 # The model servers, the embedding calls and the typo noise are reference_real.py's.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_real import embed as _embed, start as _start, typos as _typos  # noqa: E402
+from reference_real import embed_pools  # noqa: E402
 
 
 def load_pools():
@@ -99,26 +99,8 @@ def load_pools():
     docs = by_cat["doc"][:]
     rng.shuffle(docs)
     ref_texts, held = docs[: len(docs) // 2], docs[len(docs) // 2:]
-    pids, t0 = [], time.time()
-    try:
-        pids.append(_start("np-fp32", 18311))
-        pids.append(_start("np-trunc16", 18312))
-        pids.append(_start("np-nonorm", 18313))
-        pools = {
-            "ref": _embed(18311, ref_texts),
-            "null": _embed(18311, held),
-            "topic": _embed(18311, by_cat["man_en"]),
-            "language": _embed(18311, by_cat["man_i18n"]),
-            "truncation": _embed(18312, held),
-            "typos": _embed(18311, [_typos(t, rng) for t in held]),
-            "norm": _embed(18313, held),
-        }
-    finally:
-        for p in pids:
-            try:
-                os.kill(p, 15)
-            except OSError:
-                pass
+    t0 = time.time()
+    pools = embed_pools(ref_texts, held, by_cat, rng, 18311)
     print(f"embedded {sum(len(v) for v in pools.values())} inputs in {time.time() - t0:.0f} s", file=sys.stderr)
     os.makedirs(CACHE, exist_ok=True)
     for k, v in pools.items():

@@ -69,6 +69,32 @@ def typos(text, rng):
     return "".join(chars)
 
 
+def embed_pools(ref_texts, held, by_cat, rng, port):
+    """The reference, the null source and the five shift pools, embedded by the model
+    servers started on port, port + 1 (truncating to 16 tokens) and port + 2 (no L2
+    normalisation). Also used by reference_fl.py."""
+    pids = []
+    try:
+        pids.append(start("np-fp32", port))
+        pids.append(start("np-trunc16", port + 1))
+        pids.append(start("np-nonorm", port + 2))
+        return {
+            "ref": embed(port, ref_texts),
+            "null": embed(port, held),
+            "topic": embed(port, by_cat["man_en"]),
+            "language": embed(port, by_cat["man_i18n"]),
+            "truncation": embed(port + 1, held),
+            "typos": embed(port, [typos(t, rng) for t in held]),
+            "norm": embed(port + 2, held),
+        }
+    finally:
+        for p in pids:
+            try:
+                os.kill(p, 15)
+            except OSError:
+                pass
+
+
 def main():
     lines = open(os.path.join(RM, "corpus.txt"), encoding="utf-8").read().split("\n")
     meta = [l.split("\t") for l in open(os.path.join(RM, "corpus.meta.tsv")).read().splitlines()[1:]]
@@ -81,27 +107,9 @@ def main():
     docs = by_cat["doc"][:]
     rng.shuffle(docs)
     ref_texts, held = docs[: len(docs) // 2], docs[len(docs) // 2:]
-    pids = []
     t0 = time.time()
-    try:
-        pids.append(start("np-fp32", 18301))
-        pids.append(start("np-trunc16", 18302))
-        pids.append(start("np-nonorm", 18303))
-        ref = embed(18301, ref_texts)
-        sources = {
-            "null": embed(18301, held),
-            "topic": embed(18301, by_cat["man_en"]),
-            "language": embed(18301, by_cat["man_i18n"]),
-            "truncation": embed(18302, held),
-            "typos": embed(18301, [typos(t, rng) for t in held]),
-            "norm": embed(18303, held),
-        }
-    finally:
-        for p in pids:
-            try:
-                os.kill(p, 15)
-            except OSError:
-                pass
+    sources = embed_pools(ref_texts, held, by_cat, rng, 18301)
+    ref = sources.pop("ref")
     print(f"embedded {len(ref)} reference + {sum(len(v) for v in sources.values())} stream inputs in {time.time() - t0:.0f} s", file=sys.stderr)
     work = tempfile.mkdtemp(prefix="sg-ref-real-")
     np.save(os.path.join(work, "ref.npy"), ref)
