@@ -252,6 +252,10 @@ start_shadowgate() {
   local name=$1 version=v2 dir="$WORK/sg-$1"
   mkdir -p "$dir"
   [[ $5 == true ]] && version=v1 # this pod serves the baseline's version: reuse it
+  # With [[routes]] in $9, each route names its sides and [shadow] keeps none.
+  local pair
+  pair=$(printf '[shadow.baseline]\nurl = "%s"\nversion = "v1"\n[shadow.canary]\nurl = "%s"\nversion = "v2"' "$6" "${6/$P_BASELINE/$P_CANARY}")
+  [[ ${9:-} == *"[[routes]]"* ]] && pair=""
   cat >"$dir/shadowgate.toml" <<EOF
 [model]
 name = "bench"
@@ -268,12 +272,7 @@ max_in_flight = 64
 timeout = "2s"
 self_similarity_rate = 0.0
 reuse_primary = $5
-[shadow.baseline]
-url = "$6"
-version = "v1"
-[shadow.canary]
-url = "${6/$P_BASELINE/$P_CANARY}"
-version = "v2"
+$pair
 [shadow_log]
 dir = "$7"
 [limits]
@@ -333,6 +332,16 @@ start_shadowgate sg_ref $((BASE_PORT + n)) $((BASE_PORT + n + 20)) 0.0 false "$F
   "$(printf '[reference]\npath = "%s"\nsample_rate = 0.1' "$WORK/ref.json")"
 PORT[sg_ref]=$((BASE_PORT + n)); n=$((n + 1))
 DESC[sg_ref]="shadowgate, sampling off, input-drift detector on (10%)"
+# 10 % mirrored again, through three routes chosen by the body's `model` (the requests
+# name the third), against sg_m10's one [shadow] pair: the cost of routing.
+routes3=""
+for m in alpha beta m; do
+  routes3+=$(printf '\n[[routes]]\nmodel = "%s"\nbaseline = { url = "%s", version = "v1" }\ncandidates = [{ url = "%s", version = "v2", share = 0.1 }]\n' \
+    "$m" "$FAST" "${FAST/$P_BASELINE/$P_CANARY}")
+done
+start_shadowgate sg_routes3 $((BASE_PORT + n)) $((BASE_PORT + n + 20)) 0.1 false "$FAST" "" "" "$routes3"
+PORT[sg_routes3]=$((BASE_PORT + n)); n=$((n + 1))
+DESC[sg_routes3]="shadowgate, 10%, three routes by body model"
 if [[ -n $SHADOWGATE_B ]]; then # A/B of two builds: row 1 runs this one too, interleaved
   start_shadowgate sgB_plain $((BASE_PORT + n)) $((BASE_PORT + n + 20)) 0.0 false "$FAST" "" "$SHADOWGATE_B"
   PORT[sgB_plain]=$((BASE_PORT + n)); DESC[sgB_plain]="shadowgate B ($SHADOWGATE_B), sampling off"
@@ -512,7 +521,7 @@ if has_row 1; then
   log "row 1, same offered load: $EQUAL_CONNS connections, ${EQUAL_DELAY_MS} ms pause"
   group "$WORK/post_equal.lua" "$EQUAL_CONNS" sg_eq ng_eq
 fi
-if has_row 2; then log "row 2: 10% mirrored (+ shadow log)"; group "$WORK/post.lua" "$CONNS" sg_m10 ng_m10 sg_m10log; fi
+if has_row 2; then log "row 2: 10% mirrored (+ shadow log)"; group "$WORK/post.lua" "$CONNS" sg_m10 ng_m10 sg_m10log sg_routes3; fi
 if has_row 3; then log "rows 3+5: 100% mirrored, reuse_primary"; group "$WORK/post.lua" "$CONNS" sg_m100 ng_m100 sg_m100reuse; fi
 if has_row 4; then log "row 4: 50 ms shadow target, paced load"; group "$WORK/post_paced.lua" "$SLOW_CONNS" sg_slow sg_paced ng_slow; fi
 
@@ -582,7 +591,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo
   echo "| config | req/s | CPU µs/req | p50 ms | p99 ms | load core µs/req (wrk + primary) | upstream calls per request (primary / baseline / canary / 50 ms) | new upstream connections per request | errors |"
   echo "|---|---:|---:|---:|---:|---:|---|---:|---:|"
-  for name in sg_plain ng_plain sg_ref sgB_plain sg_eq ng_eq sg_m10 ng_m10 sg_m10log sg_m100 ng_m100 sg_m100reuse sg_slow sg_paced ng_slow; do
+  for name in sg_plain ng_plain sg_ref sgB_plain sg_eq ng_eq sg_m10 ng_m10 sg_m10log sg_routes3 sg_m100 ng_m100 sg_m100reuse sg_slow sg_paced ng_slow; do
     ran "$name" || continue
     conns=$(awk -v a="$(per_req "$name" conns_primary)" -v b="$(per_req "$name" conns_baseline)" \
       -v c="$(per_req "$name" conns_canary)" -v d="$(per_req "$name" conns_slow)" 'BEGIN { printf "%.2f", a + b + c + d }')
@@ -607,6 +616,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   compare "plain proxying, same offered load: CPU µs/req" sg_eq ng_eq cpu_us_per_req 1 "≤ 1.0 × nginx" 1.0
   compare "10% mirrored: CPU µs/req" sg_m10 ng_m10 cpu_us_per_req 1 "≤ 0.8 × nginx" 0.8
   compare "10% mirrored, shadow log on: CPU µs/req" sg_m10log ng_m10 cpu_us_per_req 1 "≤ 0.8 × nginx" 0.8
+  compare "three routes vs one (10% mirrored): CPU µs/req" sg_routes3 sg_m10 cpu_us_per_req 1 "≤ 1.05" 1.05
   compare "100% mirrored: CPU µs/req" sg_m100 ng_m100 cpu_us_per_req 1 "≤ 0.5 × nginx" 0.5
   compare "50 ms shadow target: client p50 ms, vs shadowgate without shadow" sg_slow sg_paced p50_ms 2 "≤ 1.10" 1.10
   compare "50 ms shadow target: client p50 ms, vs nginx mirror" sg_slow ng_slow p50_ms 2 "nginx ≈ 50 ms − pause" ""

@@ -369,12 +369,20 @@ impl Feedback {
         cfg: &crate::config::Config,
         registry: &prometheus::Registry,
     ) -> Result<Self, prometheus::Error> {
+        // The first lane's predictions feed the join (`Mirror::feeds_labels`): the
+        // `[shadow]` pair, or the first route's first candidate.
+        let first = &cfg.checked().routes[0];
+        let model = if cfg.routes.is_empty() {
+            &cfg.model.name
+        } else {
+            &first.model
+        };
         let metrics = FeedbackMetrics::register(
             registry,
-            &cfg.model.name,
+            model,
             &cfg.model.version,
-            &cfg.shadow.baseline.version,
-            &cfg.shadow.canary.version,
+            &first.baseline.version,
+            &first.candidates[0].target.version,
         )?;
         Ok(Self::new(
             cfg.feedback.label_ttl,

@@ -3,6 +3,10 @@
 //! request data, so cardinality is bounded. Handles are bound to their labels up front so
 //! the hot path does no label lookups.
 
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use prometheus::{
     exponential_buckets, Counter, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec,
     IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -151,23 +155,27 @@ pub enum MirrorDecision {
     Dropped,
     /// The request body was over the limit or failed to arrive.
     BodyUnavailable,
+    /// Sampled, but its model matched no route (`model="other"`): not mirrored. Counted
+    /// by the router only, never on a lane's series.
+    Unrouted,
 }
 
 impl MirrorDecision {
-    const ALL: [MirrorDecision; 5] = [
+    pub const ALL: [MirrorDecision; 5] = [
         MirrorDecision::Mirrored,
         MirrorDecision::NotSampled,
         MirrorDecision::RateLimited,
         MirrorDecision::Dropped,
         MirrorDecision::BodyUnavailable,
     ];
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             MirrorDecision::Mirrored => "mirrored",
             MirrorDecision::NotSampled => "not_sampled",
             MirrorDecision::RateLimited => "rate_limited",
             MirrorDecision::Dropped => "dropped",
             MirrorDecision::BodyUnavailable => "body_unavailable",
+            MirrorDecision::Unrouted => "unrouted",
         }
     }
 }
@@ -334,6 +342,8 @@ impl ShadowMetrics {
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    /// Every family registered, so another lane binds its own label values to them.
+    families: Families,
     pub primary: PrimaryMetrics,
     pub drift: DriftMetrics,
     pub slices: SliceMetrics,
@@ -342,7 +352,11 @@ pub struct Metrics {
 
 /// Labels that identify this sidecar's series.
 pub struct MetricLabels<'a> {
+    /// The `model` label of the primary series: `model.name`.
     pub model: &'a str,
+    /// The `model` label of the comparison series: the lane's route (`model.name`
+    /// without `[[routes]]`).
+    pub route_model: &'a str,
     pub version: &'a str,
     pub baseline: &'a str,
     pub canary: &'a str,
@@ -364,7 +378,11 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        let r = &registry;
+        let families = Families {
+            registry: registry.clone(),
+            known: Arc::default(),
+        };
+        let r = &families;
 
         let requests = reg(
             r,
@@ -407,9 +425,59 @@ impl Metrics {
                 .collect(),
             token_edges: l.token_buckets.to_vec(),
         };
+        let (drift, slices, shadow) = lane_handles(&families, l)?;
+        Ok(Self {
+            registry,
+            families,
+            primary,
+            drift,
+            slices,
+            shadow,
+        })
+    }
 
+    /// These metrics with the comparison series (drift, slices, shadow calls) bound to
+    /// another lane's labels: a route's model, its baseline and one candidate. The
+    /// families and the primary series are shared.
+    pub fn lane(&self, l: &MetricLabels<'_>) -> Result<Self, prometheus::Error> {
+        let (drift, slices, shadow) = lane_handles(&self.families, l)?;
+        Ok(Self {
+            drift,
+            slices,
+            shadow,
+            ..self.clone()
+        })
+    }
+
+    /// Requests routed to no lane, counted under `model="other"` (or a route's model
+    /// with no candidate drawn): `shadowgate_mirror_decisions_total` with `canary=""`.
+    pub fn route_decision(
+        &self,
+        model: &str,
+        decision: MirrorDecision,
+    ) -> Result<IntCounter, prometheus::Error> {
+        Ok(decisions_family(&self.families)?.with_label_values(&[model, "", decision.as_str()]))
+    }
+
+    /// The text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        let mut out = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
+            out.push_str(&format!("# encoding error: {e}\n"));
+        }
+        out
+    }
+}
+
+/// The comparison series of one lane (model, baseline, canary).
+fn lane_handles(
+    r: &Families,
+    l: &MetricLabels<'_>,
+) -> Result<(DriftMetrics, SliceMetrics, ShadowMetrics), prometheus::Error> {
+    {
         let mbc = ["model", "baseline", "canary"];
-        let triple = [l.model, l.baseline, l.canary];
+        let triple = [l.route_model, l.baseline, l.canary];
         let gauge = |name: &str, help: &str| -> Result<Gauge, prometheus::Error> {
             let g = reg(r, GaugeVec::new(Opts::new(name, help), &mbc)?)?;
             let g = g.with_label_values(&triple);
@@ -467,34 +535,34 @@ impl Metrics {
                     &["model", "baseline", "canary", "floor"],
                 )?,
             )?;
-            let g = g.with_label_values(&[l.model, l.baseline, l.canary, &floor]);
+            let g = g.with_label_values(&[l.route_model, l.baseline, l.canary, &floor]);
             g.set(f64::NAN);
             Ok(g)
         };
         let drift = DriftMetrics {
             pairs: PairOutcome::ALL
                 .iter()
-                .map(|o| pairs_vec.with_label_values(&[l.model, l.baseline, l.canary, o.as_str()]))
+                .map(|o| pairs_vec.with_label_values(&[l.route_model, l.baseline, l.canary, o.as_str()]))
                 .collect(),
             invalid: InvalidReason::ALL
                 .iter()
-                .map(|o| invalid_vec.with_label_values(&[l.model, l.baseline, l.canary, o.as_str()]))
+                .map(|o| invalid_vec.with_label_values(&[l.route_model, l.baseline, l.canary, o.as_str()]))
                 .collect(),
             distance: distance.with_label_values(&triple),
             distance_squared: distance_sq.with_label_values(&triple),
-            self_distance: self_distance.with_label_values(&[l.model, l.baseline]),
+            self_distance: self_distance.with_label_values(&[l.route_model, l.baseline]),
             mean: gauge("model_embedding_drift_cosine_similarity", "Mean cosine(baseline, canary) over the drift window (NaN with no pairs). Prefer the bounds for gating.")?,
             window_pairs: gauge("model_embedding_window_pairs", "Compared pairs inside the drift window.")?,
             quantiles: QUANTILES
                 .iter()
                 .map(|q| {
-                    let g = quantile_vec.with_label_values(&[l.model, l.baseline, l.canary, &q.to_string()]);
+                    let g = quantile_vec.with_label_values(&[l.route_model, l.baseline, l.canary, &q.to_string()]);
                     g.set(f64::NAN);
                     g
                 })
                 .collect(),
             low_ratio: {
-                let g = low_ratio_vec.with_label_values(&[l.model, l.baseline, l.canary, &floor]);
+                let g = low_ratio_vec.with_label_values(&[l.route_model, l.baseline, l.canary, &floor]);
                 g.set(f64::NAN);
                 g
             },
@@ -521,7 +589,7 @@ impl Metrics {
                 Ok(l.slices
                     .iter()
                     .map(|slice| {
-                        let mut values = vec![l.model, l.baseline, l.canary, slice.as_str()];
+                        let mut values = vec![l.route_model, l.baseline, l.canary, slice.as_str()];
                         if floor_label {
                             values.push(&floor);
                         }
@@ -543,7 +611,7 @@ impl Metrics {
 
         let shadow_requests = reg(r, IntCounterVec::new(
             Opts::new("shadowgate_shadow_requests_total", "Shadow calls by target and outcome; `dropped` = not admitted (over max_in_flight)."),
-            &["model", "protocol", "target", "outcome"],
+            &["model", "canary", "protocol", "target", "outcome"],
         )?)?;
         let shadow_duration = reg(
             r,
@@ -553,19 +621,10 @@ impl Metrics {
                     "Shadow call duration, request to last byte.",
                 )
                 .buckets(latency_buckets()),
-                &["model", "protocol", "target"],
+                &["model", "canary", "protocol", "target"],
             )?,
         )?;
-        let decisions = reg(
-            r,
-            IntCounterVec::new(
-                Opts::new(
-                    "shadowgate_mirror_decisions_total",
-                    "Eligible requests by mirroring decision.",
-                ),
-                &["model", "decision"],
-            )?,
-        )?;
+        let decisions = decisions_family(r)?;
         let in_flight = reg(
             r,
             prometheus::IntGaugeVec::new(
@@ -573,7 +632,7 @@ impl Metrics {
                     "shadowgate_shadow_in_flight",
                     "Shadow comparisons running now (capped by max_in_flight).",
                 ),
-                &["model"],
+                &["model", "canary"],
             )?,
         )?;
         let batch_items = reg(
@@ -584,7 +643,7 @@ impl Metrics {
                     "Inputs per mirrored request: its count is requests, its sum is items (pairs).",
                 )
                 .buckets(BATCH_ITEMS_BUCKETS.to_vec()),
-                &["model"],
+                &["model", "canary"],
             )?,
         )?;
         let targets = [Target::Baseline, Target::Canary];
@@ -605,7 +664,8 @@ impl Metrics {
                                 .iter()
                                 .map(|o| {
                                     shadow_requests.with_label_values(&[
-                                        l.model,
+                                        l.route_model,
+                                        l.canary,
                                         p.as_str(),
                                         t.as_str(),
                                         o,
@@ -622,44 +682,65 @@ impl Metrics {
                     targets
                         .iter()
                         .map(|t| {
-                            shadow_duration.with_label_values(&[l.model, p.as_str(), t.as_str()])
+                            shadow_duration.with_label_values(&[
+                                l.route_model,
+                                l.canary,
+                                p.as_str(),
+                                t.as_str(),
+                            ])
                         })
                         .collect()
                 })
                 .collect(),
             decisions: MirrorDecision::ALL
                 .iter()
-                .map(|d| decisions.with_label_values(&[l.model, d.as_str()]))
+                .map(|d| decisions.with_label_values(&[l.route_model, l.canary, d.as_str()]))
                 .collect(),
-            in_flight: in_flight.with_label_values(&[l.model]),
-            batch_items: batch_items.with_label_values(&[l.model]),
+            in_flight: in_flight.with_label_values(&[l.route_model, l.canary]),
+            batch_items: batch_items.with_label_values(&[l.route_model, l.canary]),
         };
 
-        Ok(Self {
-            registry,
-            primary,
-            drift,
-            slices,
-            shadow,
-        })
-    }
-
-    /// The text exposition of everything registered.
-    pub fn render(&self) -> String {
-        let families = self.registry.gather();
-        let mut out = String::with_capacity(16 * 1024);
-        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
-            out.push_str(&format!("# encoding error: {e}\n"));
-        }
-        out
+        Ok((drift, slices, shadow))
     }
 }
 
-fn reg<C: prometheus::core::Collector + Clone + 'static>(
-    r: &Registry,
+fn decisions_family(r: &Families) -> Result<IntCounterVec, prometheus::Error> {
+    reg(
+        r,
+        IntCounterVec::new(
+            Opts::new(
+                "shadowgate_mirror_decisions_total",
+                "Eligible requests by mirroring decision; `canary` is empty for requests no candidate was drawn for (not sampled, or routed to no route: model=\"other\").",
+            ),
+            &["model", "canary", "decision"],
+        )?,
+    )
+}
+
+/// The families registered so far, by name: a second lane gets the same family and
+/// binds its own label values.
+#[derive(Clone)]
+struct Families {
+    registry: Registry,
+    known: Arc<Mutex<HashMap<String, Box<dyn Any + Send>>>>,
+}
+
+/// Register `c`, or return the family of the same name registered before.
+fn reg<C: prometheus::core::Collector + Clone + Send + 'static>(
+    r: &Families,
     c: C,
 ) -> Result<C, prometheus::Error> {
-    r.register(Box::new(c.clone()))?;
+    let name = c
+        .desc()
+        .first()
+        .map(|d| d.fq_name.clone())
+        .unwrap_or_default();
+    let mut known = r.known.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(existing) = known.get(&name).and_then(|b| b.downcast_ref::<C>()) {
+        return Ok(existing.clone());
+    }
+    r.registry.register(Box::new(c.clone()))?;
+    known.insert(name, Box::new(c.clone()));
     Ok(c)
 }
 
@@ -670,6 +751,7 @@ mod tests {
     fn metrics() -> Metrics {
         Metrics::new(&MetricLabels {
             model: "m",
+            route_model: "m",
             version: "v2",
             baseline: "v1",
             canary: "v2",
@@ -701,7 +783,7 @@ mod tests {
         assert!(text.contains("model_embedding_drift_cosine_similarity{baseline=\"v1\",canary=\"v2\",model=\"m\"} NaN"));
         assert!(text.contains("model_embedding_pairs_total{baseline=\"v1\",canary=\"v2\",model=\"m\",outcome=\"timeout\"} 0"));
         assert!(text.contains(
-            "shadowgate_shadow_requests_total{model=\"m\",outcome=\"dropped\",protocol=\"openai\",target=\"canary\"} 0"
+            "shadowgate_shadow_requests_total{canary=\"v2\",model=\"m\",outcome=\"dropped\",protocol=\"openai\",target=\"canary\"} 0"
         ));
     }
 }

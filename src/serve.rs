@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::drift::{DriftConfig, DriftState};
 use crate::feedback::Feedback;
 use crate::metrics::{MetricLabels, Metrics, PairOutcome};
-use crate::mirror::{Mirror, Shared};
+use crate::mirror::{Lane, Mirror, Router, Shared};
 use crate::proxy::h2::H2Proxy;
 use crate::proxy::{http1, Proxy};
 use crate::reference_monitor::ReferenceMonitor;
@@ -104,22 +104,19 @@ pub fn pod_name() -> String {
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let cfg = Arc::new(config);
     let checked = cfg.checked();
+    let first = &checked.routes[0];
     let metrics = Arc::new(Metrics::new(&MetricLabels {
         model: &cfg.model.name,
+        route_model: &first.model,
         version: &cfg.model.version,
-        baseline: &cfg.shadow.baseline.version,
-        canary: &cfg.shadow.canary.version,
+        baseline: &first.baseline.version,
+        canary: &first.candidates[0].target.version,
         floor: cfg.drift.floor,
         token_buckets: &cfg.metrics.token_buckets,
         slices: checked.slicer.names(),
         protocols: &shadow_protocols(&cfg),
     })?);
     let drift_config = DriftConfig::from(&cfg.drift);
-    let slice_stats = Arc::new(Mutex::new(SliceStats::new(
-        checked.slicer.len(),
-        &drift_config,
-    )));
-    let drift = Arc::new(Mutex::new(DriftState::new(drift_config)));
     let pod: Arc<str> = pod_name().into();
     let (log, log_guard) = if cfg.shadow_log.dir.as_os_str().is_empty() {
         (None, None)
@@ -131,18 +128,57 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let feedback = Arc::new(Feedback::from_config(&cfg, &metrics.registry)?);
     // One TLS configuration (roots, session cache) for every upstream client.
     let tls = crate::tls::client_config(&cfg.tls, cfg.uses_https())?;
-    let mirror = Arc::new(Mirror::new(
-        &cfg,
-        Shared {
-            metrics: metrics.clone(),
-            drift: drift.clone(),
-            slice_stats: slice_stats.clone(),
-            feedback: feedback.clone(),
-            log,
-            tls: tls.clone(),
-            pod,
-        },
-    ));
+    let mut lanes = Vec::new();
+    for (r, route) in checked.routes.iter().enumerate() {
+        let protocols = if r == 0 && cfg.routes.is_empty() {
+            shadow_protocols(&cfg)
+        } else {
+            vec![route.protocol.as_str().to_string()]
+        };
+        let mut mirrors = Vec::new();
+        for (c, candidate) in route.candidates.iter().enumerate() {
+            let lane_metrics = Arc::new(metrics.lane(&MetricLabels {
+                model: &cfg.model.name,
+                route_model: &route.model,
+                version: &cfg.model.version,
+                baseline: &route.baseline.version,
+                canary: &candidate.target.version,
+                floor: cfg.drift.floor,
+                token_buckets: &cfg.metrics.token_buckets,
+                slices: checked.slicer.names(),
+                protocols: &protocols,
+            })?);
+            let shared = Shared {
+                metrics: lane_metrics,
+                drift: Arc::new(Mutex::new(DriftState::new(drift_config.clone()))),
+                slice_stats: Arc::new(Mutex::new(SliceStats::new(
+                    checked.slicer.len(),
+                    &drift_config,
+                ))),
+                feedback: feedback.clone(),
+                log: log.clone(),
+                tls: tls.clone(),
+                pod: pod.clone(),
+            };
+            let lane = Lane {
+                route,
+                candidate: c,
+                feeds_labels: r == 0 && c == 0,
+            };
+            mirrors.push(Arc::new(Mirror::new(&cfg, lane, shared)));
+        }
+        lanes.push(mirrors);
+    }
+    let router = Arc::new(Router::new(&cfg, lanes, &metrics)?);
+    let mirror = router
+        .first()
+        .expect("config gives every route a candidate")
+        .clone();
+    // The first lane's handles are the process's: the status page and the final log
+    // line read them.
+    let metrics = mirror.metrics.clone();
+    let drift = mirror.drift.clone();
+    let slice_stats = mirror.slice_stats.clone();
     let reference = ReferenceMonitor::start(&cfg, &metrics.registry)?;
     let h2 = H2Proxy::new(
         &cfg,
@@ -153,9 +189,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     )
     .map(H2Proxy::into_handler);
     let reference_picture = reference.as_ref().map(|m| m.picture());
+    let lanes: Vec<_> = router.lanes().cloned().collect();
     let proxy = Arc::new(Proxy::new(
         &cfg,
-        mirror,
+        router,
         metrics.clone(),
         feedback.clone(),
         tls,
@@ -176,6 +213,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         config: cfg.clone(),
         history: Arc::default(),
         reference_picture,
+        lanes,
     };
     // The admin port outlives the proxy port so the last scrape sees the drained totals.
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -251,7 +289,9 @@ async fn run(
         tracing::warn!(open, "grace period over with client connections open");
     }
     tracing::info!("draining shadow work");
-    summary.shadow_tasks_cut = proxy.mirror().drain(stopped.deadline.into()).await;
+    for lane in proxy.router().lanes() {
+        summary.shadow_tasks_cut += lane.drain(stopped.deadline.into()).await;
+    }
     if summary.shadow_tasks_cut > 0 {
         tracing::warn!(
             running = summary.shadow_tasks_cut,

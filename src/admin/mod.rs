@@ -40,6 +40,10 @@ pub struct AdminState {
     pub history: Arc<Mutex<status::History>>,
     /// `[reference]`'s picture, for the status page.
     pub reference_picture: Option<Arc<Mutex<crate::reference_monitor::PictureState>>>,
+    /// Every lane (`[[routes]]`; one without them). The first's drift and slices are
+    /// `drift` and `slices`; the others' gauges are brought up to date with it at each
+    /// scrape.
+    pub lanes: Vec<Arc<crate::mirror::Mirror>>,
 }
 
 impl AdminState {
@@ -49,6 +53,9 @@ impl AdminState {
         self.feedback.refresh(now);
         if let Ok(s) = self.slices.lock() {
             self.metrics.slices.set(&s);
+        }
+        for lane in self.lanes.iter().skip(1) {
+            lane.refresh_gauges(now);
         }
         let snapshot = self.drift.lock().ok()?.snapshot(now);
         self.metrics.drift.set(&snapshot);
@@ -154,13 +161,38 @@ async fn status_page(State(state): State<AdminState>) -> Html<String> {
         }
         Err(_) => (Vec::new(), None),
     };
+    let first = &c.checked().routes[0];
+    let (model, canary) = (
+        first.model.clone(),
+        first.candidates[0].target.version.clone(),
+    );
+    let now = Instant::now();
+    let lanes = if state.lanes.len() > 1 {
+        state
+            .lanes
+            .iter()
+            .filter_map(|l| {
+                Some(status::LaneRow {
+                    model: l.labels.model.to_string(),
+                    baseline: l.baseline.version.to_string(),
+                    canary: l.canary.version.to_string(),
+                    share: f64::from(l.labels.sample_rate),
+                    drift: l.drift.lock().ok()?.snapshot(now),
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let view = status::View {
         model: c.model.name.clone(),
         version: c.model.version.clone(),
-        baseline: c.shadow.baseline.version.clone(),
-        canary: c.shadow.canary.version.clone(),
+        baseline: first.baseline.version.clone(),
+        canary: canary.clone(),
         uptime: state.started.elapsed(),
-        families: state.metrics.registry.gather(),
+        // Every section but the lanes table is the first lane's.
+        families: status::first_lane(state.metrics.registry.gather(), &model, &canary),
+        lanes,
         gates: c.gates.clone(),
         slices,
         worst_slice,

@@ -160,9 +160,50 @@ pub struct View {
     /// The worst slice (by its low-share lower bound, else its cosine upper bound) and
     /// its lowest-cosine recent pairs.
     pub worst_slice: Option<(String, Vec<SliceExample>)>,
+    /// With `[[routes]]`: every lane's drift, for the lanes table (empty with one lane).
+    pub lanes: Vec<LaneRow>,
     /// `[reference]`: the reference's density and the last scored embeddings' on the same
     /// plane (`GRID × GRID` shares each), and how many scored embeddings the second is of.
     pub reference: Option<ReferencePicture>,
+}
+
+/// One lane of the lanes table.
+#[derive(Debug, Clone)]
+pub struct LaneRow {
+    pub model: String,
+    pub baseline: String,
+    pub canary: String,
+    pub share: f64,
+    pub drift: crate::drift::DriftSnapshot,
+}
+
+/// `families` without the series of lanes other than (`model`, `canary`): the page's
+/// sections sum series by name, and one lane's gauges must not add to another's. Series
+/// without a `canary` label (the primary's, the shadow log's) stay, and so do the
+/// router's (`canary=""`) of the same model.
+pub fn first_lane(mut families: Vec<MetricFamily>, model: &str, canary: &str) -> Vec<MetricFamily> {
+    for f in &mut families {
+        let keep: Vec<_> = f
+            .take_metric()
+            .into_iter()
+            .filter(|m| {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value())
+                };
+                match label("canary") {
+                    None => true,
+                    Some(c) => {
+                        label("model").is_none_or(|m| m == model) && (c.is_empty() || c == canary)
+                    }
+                }
+            })
+            .collect();
+        f.set_metric(keep);
+    }
+    families
 }
 
 /// The two densities of the reference section.
@@ -535,6 +576,9 @@ pub fn render(v: &View, history: &History) -> String {
     h.push_str("</table>");
     h.push_str(&chart(history));
 
+    if !v.lanes.is_empty() {
+        h.push_str(&lanes_table(&v.lanes, v.gates.cosine_threshold));
+    }
     h.push_str("<h2>Gates, as this pod sees them</h2><table>");
     for (name, detail, verdict) in verdicts(v) {
         let _ = write!(
@@ -826,6 +870,7 @@ mod verdict_tests {
             gates: GatesConfig::default(),
             slices: Vec::new(),
             worst_slice: None,
+            lanes: Vec::new(),
             reference: None,
         }
     }
@@ -885,4 +930,38 @@ mod verdict_tests {
         );
         assert_eq!(verdict(&view(&r), "noise-adjusted drift"), Verdict::Fail);
     }
+}
+
+/// Every (route, candidate) lane: its share and drift numbers, the first lane being the
+/// one the sections above describe.
+fn lanes_table(lanes: &[LaneRow], threshold: f64) -> String {
+    let mut h = String::from(
+        "<h2>Routes</h2><table id=\"lanes\"><tr><th>model</th><th>baseline</th><th>candidate</th>\
+         <th>share</th><th>pairs</th><th>mean cosine (window)</th><th>lower bound</th><th>upper bound</th><th></th></tr>",
+    );
+    for l in lanes {
+        let d = &l.drift;
+        let flag = if d.cosine_upper < threshold {
+            "under the threshold"
+        } else if d.cosine_lower >= threshold {
+            "above the threshold"
+        } else {
+            ""
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{flag}</td></tr>",
+            html_escape(&l.model),
+            html_escape(&l.baseline),
+            html_escape(&l.canary),
+            fmt(l.share, 3),
+            d.total_pairs,
+            fmt(d.mean_cosine, 4),
+            fmt(d.cosine_lower, 4),
+            fmt(d.cosine_upper, 4),
+        );
+    }
+    h.push_str("</table>");
+    h
 }

@@ -5,13 +5,13 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use tokio::sync::oneshot;
 
-use super::{Mirror, ShadowJob, Wire, SHADOW_HEADER};
+use super::{Mirror, ShadowJob, Wire};
 use crate::metrics::Target;
 use crate::protocol::ModelOutput;
 use crate::shadow_log::TargetOutcome;
@@ -44,10 +44,7 @@ impl Mirror {
                 HeaderValue::from_static("application/json"),
             );
         }
-        h.insert(
-            HeaderName::from_static(SHADOW_HEADER),
-            HeaderValue::from_static("1"),
-        );
+        h.insert(self.shadow_header.clone(), HeaderValue::from_static("1"));
         if let Ok(mut v) = HeaderValue::from_str(&job.request_id) {
             // Never indexed by HPACK on HTTP/2: a new value on every call.
             v.set_sensitive(true);

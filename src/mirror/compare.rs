@@ -386,7 +386,7 @@ impl Mirror {
     ) {
         let (bo, co) = (b.output.as_ref(), c.output.as_ref());
         let predictions_of = |o: Option<&ModelOutput>| o.is_some_and(|o| !o.predictions.is_empty());
-        if predictions_of(bo) || predictions_of(co) {
+        if self.feeds_labels && (predictions_of(bo) || predictions_of(co)) {
             let preds = (0..items.len())
                 .map(|i| {
                     (

@@ -13,7 +13,7 @@ use http::header::{HeaderMap, HeaderName};
 use http::Method;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::Config;
+use crate::config::{CheckedRoute, Config};
 use crate::drift::DriftState;
 use crate::feedback::Feedback;
 use crate::grpc::{GrpcDecoder, GrpcProtocol};
@@ -26,12 +26,11 @@ use crate::upstream::Upstream;
 
 mod call;
 mod compare;
+pub mod router;
 pub mod sampler;
 
+pub use router::{Head, Router};
 pub use sampler::{Decision, Sampler};
-
-/// The header marking mirrored requests, so model servers can tell them apart.
-pub const SHADOW_HEADER: &str = "x-shadowgate-shadow";
 
 /// One sampled request, as the mirror needs it.
 pub struct ShadowJob {
@@ -134,6 +133,11 @@ pub struct Mirror {
     pub forward_credentials: bool,
     pub strip_headers: Vec<HeaderName>,
     pub request_id_header: HeaderName,
+    /// `shadow.header`: marks every shadow call.
+    pub shadow_header: HeaderName,
+    /// Whether this lane's predictions feed the online label join (the first lane: the
+    /// join's series carry `[shadow]`'s, or the first route's, versions).
+    pub feeds_labels: bool,
     pub metrics: Arc<Metrics>,
     pub drift: Arc<Mutex<DriftState>>,
     pub feedback: Arc<Feedback>,
@@ -146,7 +150,17 @@ pub struct Mirror {
     grpc: Option<GrpcTargets>,
 }
 
-/// What the mirror shares with the rest of the sidecar.
+/// Which route and candidate a mirror compares.
+pub struct Lane<'a> {
+    pub route: &'a CheckedRoute,
+    /// Index into `route.candidates`.
+    pub candidate: usize,
+    /// See [`Mirror::feeds_labels`].
+    pub feeds_labels: bool,
+}
+
+/// What the mirror shares with the rest of the sidecar: the lane's own metrics handles,
+/// drift and slice state, and the process's feedback, log and TLS.
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub drift: Arc<Mutex<DriftState>>,
@@ -160,11 +174,16 @@ pub struct Shared {
 }
 
 impl Mirror {
-    /// The mirror of `[shadow]` (with `[slices]`, `shadow_log.store_*` and the primary's
-    /// timeout as the cap on a batch's shadow timeout).
-    pub fn new(cfg: &Config, shared: Shared) -> Self {
+    /// The mirror of one lane: its route's baseline and candidate, with `[shadow]`'s
+    /// limits, `[slices]`, `shadow_log.store_*` and the primary's timeout as the cap on a
+    /// batch's shadow timeout.
+    pub fn new(cfg: &Config, lane: Lane<'_>, shared: Shared) -> Self {
         let shadow = &cfg.shadow;
         let checked = cfg.checked();
+        let route = lane.route;
+        let candidate = &route.candidates[lane.candidate];
+        let baseline_version = route.baseline.version.as_str();
+        let canary_version = candidate.target.version.as_str();
         // Every sample gets the self call until self_similarity_min_pairs self pairs
         // exist, so the noise-adjusted gate can decide as early as the plain one (drift.rs).
         let self_sampling = (shadow.self_similarity_rate > 0.0).then(|| {
@@ -179,9 +198,9 @@ impl Mirror {
         });
         let reuse = if !shadow.reuse_primary {
             None
-        } else if cfg.model.version == shadow.baseline.version {
+        } else if cfg.model.version == baseline_version {
             Some(Target::Baseline)
-        } else if cfg.model.version == shadow.canary.version {
+        } else if cfg.model.version == canary_version {
             Some(Target::Canary)
         } else {
             tracing::warn!(
@@ -191,28 +210,32 @@ impl Mirror {
             None
         };
         let upstream = |url| Upstream::new(url, shadow.max_in_flight, shared.tls.clone());
+        // gRPC calls are mirrored for the [shadow] pair only (config refuses them with
+        // [[routes]]).
         let grpc = match (&checked.baseline_http2_url, &checked.canary_http2_url) {
-            (Some(b), Some(c)) if !checked.grpc_methods.is_empty() => Some(GrpcTargets {
-                baseline: H2Upstream::new(b, &shared.tls),
-                canary: H2Upstream::new(c, &shared.tls),
-                again: H2Upstream::new(b, &shared.tls),
-                decoders: checked
-                    .grpc_methods
-                    .iter()
-                    .map(|&p| {
-                        let output =
-                            (!shadow.grpc_output.is_empty()).then_some(shadow.grpc_output.as_str());
-                        GrpcDecoder::new(p, output)
-                            .with_max_items(shadow.max_batch_items)
-                            .with_max_message_bytes(cfg.limits.max_shadow_response_bytes)
-                    })
-                    .collect(),
-            }),
+            (Some(b), Some(c)) if !checked.grpc_methods.is_empty() && cfg.routes.is_empty() => {
+                Some(GrpcTargets {
+                    baseline: H2Upstream::new(b, &shared.tls),
+                    canary: H2Upstream::new(c, &shared.tls),
+                    again: H2Upstream::new(b, &shared.tls),
+                    decoders: checked
+                        .grpc_methods
+                        .iter()
+                        .map(|&p| {
+                            let output = (!shadow.grpc_output.is_empty())
+                                .then_some(shadow.grpc_output.as_str());
+                            GrpcDecoder::new(p, output)
+                                .with_max_items(shadow.max_batch_items)
+                                .with_max_message_bytes(cfg.limits.max_shadow_response_bytes)
+                        })
+                        .collect(),
+                })
+            }
             _ => None,
         };
         Mirror {
             sampler: Sampler::new(
-                checked.sample_rate,
+                crate::ids::SampleRate::try_new(candidate.share).unwrap_or(checked.sample_rate),
                 shadow.max_per_second,
                 checked.methods.clone(),
                 &shadow.paths,
@@ -220,17 +243,17 @@ impl Mirror {
             ),
             permits: Arc::new(Semaphore::new(shadow.max_in_flight)),
             max_in_flight: shadow.max_in_flight,
-            self_upstream: upstream(&checked.baseline_url),
+            self_upstream: upstream(&route.baseline.url),
             baseline: ShadowTarget {
-                upstream: upstream(&checked.baseline_url),
-                version: shadow.baseline.version.as_str().into(),
+                upstream: upstream(&route.baseline.url),
+                version: baseline_version.into(),
             },
             canary: ShadowTarget {
-                upstream: upstream(&checked.canary_url),
-                version: shadow.canary.version.as_str().into(),
+                upstream: upstream(&candidate.target.url),
+                version: canary_version.into(),
             },
-            protocol: shadow.protocol,
-            extractor: checked.extractor.clone(),
+            protocol: route.protocol,
+            extractor: route.extractor.clone(),
             rewrite: shadow.rewrite.clone(),
             slicer: (!checked.slicer.is_empty()).then(|| checked.slicer.clone()),
             slice_stats: shared.slice_stats,
@@ -242,14 +265,16 @@ impl Mirror {
             forward_credentials: shadow.forward_credentials,
             strip_headers: checked.strip_headers.clone(),
             request_id_header: checked.request_id_header.clone(),
+            shadow_header: checked.shadow_header.clone(),
+            feeds_labels: lane.feeds_labels,
             metrics: shared.metrics,
             drift: shared.drift,
             feedback: shared.feedback,
             log: shared.log,
             labels: RecordLabels {
-                model: cfg.model.name.as_str().into(),
+                model: route.model.as_str().into(),
                 pod: shared.pod,
-                sample_rate: shadow.sample_rate as f32,
+                sample_rate: candidate.share as f32,
                 store_inputs: cfg.shadow_log.store_inputs,
                 store_embeddings: cfg.shadow_log.store_embeddings,
             },
@@ -269,6 +294,16 @@ impl Mirror {
                 .position(|q| q == p)
                 .map_or(0, |i| i + 1),
         }
+    }
+
+    /// Bring this lane's computed gauges (drift, slices) up to date, as a scrape does.
+    pub fn refresh_gauges(&self, now: Instant) -> Option<crate::drift::DriftSnapshot> {
+        if let Ok(s) = self.slice_stats.lock() {
+            self.metrics.slices.set(&s);
+        }
+        let snapshot = self.drift.lock().ok()?.snapshot(now);
+        self.metrics.drift.set(&snapshot);
+        Some(snapshot)
     }
 
     /// The gRPC protocols whose calls are mirrored (empty: none).
@@ -299,6 +334,12 @@ impl Mirror {
     ) -> Option<Admission> {
         let decision = self.sampler.decide(method, path, request_id, now);
         self.admit_decided(decision, Wire::Http1)
+    }
+
+    /// [`Mirror::admit`] for a request a [`Router`] drew for this lane: the rate cap and
+    /// the concurrency cap.
+    pub fn admit_drawn(&self, request_id: &str, now: Instant) -> Option<Admission> {
+        self.admit_decided(self.sampler.drawn(request_id, now), Wire::Http1)
     }
 
     /// [`Mirror::admit`] for a request its caller found eligible by its own rule (a gRPC

@@ -113,6 +113,12 @@ impl Sampler {
         if !self.rate.admits(id_hash(request_id.as_bytes(), 0)) {
             return Decision::NotSampled;
         }
+        self.drawn(request_id, now)
+    }
+
+    /// Decide for a request whose id hash a router already drew for this sampler's lane:
+    /// the rate cap and the self-similarity call.
+    pub fn drawn(&self, request_id: &str, now: Instant) -> Decision {
         if let Some(bucket) = &self.bucket {
             let admitted = match bucket.lock() {
                 Ok(mut b) => b.try_take(now),

@@ -15,6 +15,7 @@
 
 mod fast;
 mod items;
+mod lookup;
 mod rewrite;
 mod scan;
 #[cfg(test)]
@@ -25,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use base64::Engine as _;
 
 pub use items::{request_items, RequestItems};
+pub use lookup::StringPointer;
 pub use rewrite::{rewrite_request, Rewrite, RewriteError};
 use scan::{Scanner, StrSpan, MAX_DEPTH};
 

@@ -131,7 +131,10 @@ impl H2Proxy {
         let method = grpc
             .then(|| GrpcProtocol::from_method_path(path.path()))
             .flatten();
-        let protocol = method.filter(|p| self.mirrored.contains(p));
+        // A call carrying `shadow.header` is a shadow copy already: never mirrored again.
+        let protocol = method.filter(|p| {
+            self.mirrored.contains(p) && !parts.headers.contains_key(&self.mirror.shadow_header)
+        });
         // `[reference]`: this answer is copied as it streams to the client and scored
         // whole, off the client path.
         let scored = method.filter(|p| self.scored.contains(p)).and_then(|p| {

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::feedback::Feedback;
 use crate::metrics::Metrics;
-use crate::mirror::{Mirror, ShadowJob};
+use crate::mirror::{Head, Router, ShadowJob};
 use crate::reference_monitor::ReferenceMonitor;
 use crate::upstream::Upstream;
 
@@ -53,7 +53,7 @@ pub struct Proxy {
     count_4xx_as_errors: bool,
     request_id_header: HeaderName,
     max_body_bytes: usize,
-    mirror: Arc<Mirror>,
+    router: Arc<Router>,
     metrics: Arc<Metrics>,
     /// Remembers served ids for labels and conversions posted later.
     feedback: Arc<Feedback>,
@@ -65,10 +65,10 @@ pub struct Proxy {
 
 impl Proxy {
     /// The primary path of `[primary]` (with `limits.max_body_bytes` and
-    /// `metrics.tokens_field`), offering requests to `mirror`.
+    /// `metrics.tokens_field`), offering requests to the lanes of `router`.
     pub fn new(
         cfg: &Config,
-        mirror: Arc<Mirror>,
+        router: Arc<Router>,
         metrics: Arc<Metrics>,
         feedback: Arc<Feedback>,
         tls: Arc<rustls::ClientConfig>,
@@ -82,7 +82,7 @@ impl Proxy {
             count_4xx_as_errors: cfg.primary.count_4xx_as_errors,
             request_id_header: checked.request_id_header.clone(),
             max_body_bytes: cfg.limits.max_body_bytes,
-            mirror,
+            router,
             metrics,
             feedback,
             tokens_finder: memchr::memmem::Finder::new(cfg.metrics.tokens_field.as_bytes())
@@ -96,9 +96,9 @@ impl Proxy {
         &self.primary
     }
 
-    /// The mirror this proxy offers requests to.
-    pub fn mirror(&self) -> &Arc<Mirror> {
-        &self.mirror
+    /// The routes and lanes this proxy offers requests to.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -137,34 +137,43 @@ impl Proxy {
         // on both paths, streamed and buffered, and both answer 408.
         let body = Limited::new(body, self.max_body_bytes);
         let mut shadow = None;
-        let upstream_body =
-            match self
-                .mirror
-                .admit(&parts.method, parts.uri.path(), request_id, started)
-            {
-                None => Either::Left(body),
-                // The mirror needs the whole body; read it once, send the same bytes to all.
-                Some(admission) => match body.collect().await {
-                    Ok(collected) => {
-                        let bytes = collected.to_bytes();
-                        shadow = Some((admission, bytes.clone()));
-                        Either::Right(Full::new(bytes))
+        let head = self.router.admit_head(
+            &parts.method,
+            parts.uri.path(),
+            &parts.headers,
+            request_id,
+            started,
+        );
+        let upstream_body = match head {
+            Head::Pass => Either::Left(body),
+            // The mirror needs the whole body; read it once, send the same bytes to all.
+            Head::Lane(..) | Head::ReadBody => match body.collect().await {
+                Ok(collected) => {
+                    let bytes = collected.to_bytes();
+                    let lane = match head {
+                        Head::Lane(lane, admission) => Some((lane, admission)),
+                        _ => self.router.admit_body(&bytes, request_id, started),
+                    };
+                    shadow = lane.map(|(lane, admission)| (lane, admission, bytes.clone()));
+                    Either::Right(Full::new(bytes))
+                }
+                Err(e) => {
+                    // The admission is released before the answer goes out.
+                    if let Head::Lane(lane, admission) = head {
+                        lane.abandon(admission);
                     }
-                    Err(e) => {
-                        // The admission is released before the answer goes out.
-                        self.mirror.abandon(admission);
-                        return Ok(self.body_failed(&*e, request_id, &id_value).unwrap_or_else(
-                            || {
-                                self.local_response(
-                                    StatusCode::BAD_REQUEST,
-                                    "request body ended early",
-                                    &id_value,
-                                )
-                            },
-                        ));
-                    }
-                },
-            };
+                    return Ok(self
+                        .body_failed(&*e, request_id, &id_value)
+                        .unwrap_or_else(|| {
+                            self.local_response(
+                                StatusCode::BAD_REQUEST,
+                                "request body ended early",
+                                &id_value,
+                            )
+                        }));
+                }
+            },
+        };
 
         // Headers for the shadow copies are taken before the primary request consumes them.
         strip_hop_by_hop(&mut parts.headers);
@@ -182,11 +191,11 @@ impl Proxy {
         // Dropped when the primary's head is in or the request failed: the shadow calls
         // start then (`mirror::PRIMARY_HEAD_WAIT`).
         let mut head_tx = None;
-        if let Some((admission, bytes)) = shadow {
+        if let Some((lane, admission, bytes)) = shadow {
             let (tx, head_rx) = oneshot::channel::<()>();
             head_tx = Some(tx);
-            let primary_response = self.mirror.reuse.map(|_| {
-                let (t, rx) = Tee::new(self.mirror.max_response_bytes);
+            let primary_response = lane.reuse.map(|_| {
+                let (t, rx) = Tee::new(lane.max_response_bytes);
                 tee = Some(t);
                 rx
             });
@@ -201,7 +210,7 @@ impl Proxy {
                 primary_response,
                 primary_head: Some(head_rx),
             };
-            self.mirror.start(admission, job);
+            lane.start(admission, job);
         }
 
         // `[reference]`: the same copy of the answer (or its own), scored once whole.

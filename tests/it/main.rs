@@ -24,6 +24,7 @@ mod protocols;
 mod real_models;
 mod reference;
 mod resets;
+mod routes;
 mod shadow_log;
 mod shutdown;
 mod sidecar;

@@ -17,7 +17,11 @@ use crate::grpc::GrpcProtocol;
 use crate::ids::SampleRate;
 use crate::protocol::{Extractor, Protocol, Rewrite};
 use crate::slices::Slicer;
+
+pub mod routes;
+
 pub use crate::tls::TlsConfig;
+pub use routes::{CheckedRoute, RouteConfig, RouteMatch, OTHER_MODEL};
 
 /// Prefix of environment variables that override the file:
 /// `SHADOWGATE_<SECTION>__<KEY>`, nested with further `__` (`SHADOWGATE_SHADOW__BASELINE__URL`).
@@ -66,6 +70,11 @@ pub struct Checked {
     pub slicer: Arc<Slicer>,
     /// `[reference]`: the frozen reference, when `reference.path` is set.
     pub reference: Option<Arc<crate::reference::Reference>>,
+    /// `[[routes]]`, or the one route of the `[shadow]` pair (matching every request at
+    /// `shadow.sample_rate`) without them.
+    pub routes: Vec<CheckedRoute>,
+    /// `shadow.header`, lower-cased.
+    pub shadow_header: HeaderName,
     /// `reference.sample_rate`.
     pub reference_sample_rate: SampleRate,
 }
@@ -99,6 +108,10 @@ pub struct Settings {
     /// `[reference]`: input drift of the primary's embeddings against a frozen reference.
     #[serde(default)]
     pub reference: ReferenceSection,
+    /// `[[routes]]`: several models, several candidates (`config::routes`); empty: the
+    /// `[shadow]` pair is the one route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
 }
 
 /// `[reference]`: score a sample of the primary's own embeddings against a reference
@@ -256,6 +269,11 @@ pub struct ShadowConfig {
     /// The output tensor holding the embedding in gRPC answers (OIP v2: an output's
     /// `name`, `""` = the first; TF Serving: the `outputs` key, required).
     pub grpc_output: String,
+    /// The header added to every mirrored request, so model servers (and a sidecar in
+    /// front of the baseline's own pods) can tell shadow traffic apart. Requests arriving
+    /// with it are shadow copies already: passed through, never mirrored again.
+    pub header: String,
+    /// Required without `[[routes]]`; with them, each route names its own.
     pub baseline: TargetConfig,
     pub canary: TargetConfig,
 }
@@ -295,11 +313,15 @@ impl Default for ShadowConfig {
                 .map(|p| p.method_path().to_string())
                 .collect(),
             grpc_output: String::new(),
+            header: DEFAULT_SHADOW_HEADER.into(),
             baseline: TargetConfig::default(),
             canary: TargetConfig::default(),
         }
     }
 }
+
+/// `shadow.header` unless set.
+pub const DEFAULT_SHADOW_HEADER: &str = "x-shadowgate-shadow";
 
 /// `[shadow.baseline]` / `[shadow.canary]`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -628,8 +650,29 @@ impl Settings {
             });
         };
         let primary_url = check_url(&self.primary.url, "primary.url", &mut bad);
-        let baseline_url = check_url(&self.shadow.baseline.url, "shadow.baseline.url", &mut bad);
-        let canary_url = check_url(&self.shadow.canary.url, "shadow.canary.url", &mut bad);
+        let with_routes = !self.routes.is_empty();
+        if with_routes {
+            for (key, t) in [
+                ("shadow.baseline", &self.shadow.baseline),
+                ("shadow.canary", &self.shadow.canary),
+            ] {
+                if !t.url.is_empty() || !t.version.is_empty() {
+                    bad(key, "is set beside [[routes]]: each route names its own baseline and candidates; move this side into a route".into());
+                }
+            }
+            if self.shadow.reuse_primary {
+                bad("shadow.reuse_primary", "cannot be used with [[routes]] yet: the primary answers for several models; turn it off".into());
+            }
+        }
+        let shadow_pair = |url: &str, key: &str, bad: &mut dyn FnMut(&str, String)| {
+            if with_routes {
+                Some(http::Uri::from_static("http://unused.invalid"))
+            } else {
+                check_url(url, key, &mut |k: &str, m: String| bad(k, m))
+            }
+        };
+        let baseline_url = shadow_pair(&self.shadow.baseline.url, "shadow.baseline.url", &mut bad);
+        let canary_url = shadow_pair(&self.shadow.canary.url, "shadow.canary.url", &mut bad);
         let primary_http2_url =
             check_http2_url(&self.primary.http2_url, "primary.http2_url", &mut bad);
         let baseline_http2_url = check_http2_url(
@@ -659,7 +702,10 @@ impl Settings {
         let mirrors_grpc = !self.primary.http2_url.is_empty()
             && !self.shadow.grpc_methods.is_empty()
             && self.shadow.sample_rate > 0.0;
-        if mirrors_grpc {
+        if mirrors_grpc && with_routes {
+            bad("shadow.grpc_methods", "routes mirror HTTP/1.1 requests only: with [[routes]] and primary.http2_url, set shadow.grpc_methods = [] (gRPC calls are then passed through, not mirrored)".into());
+        }
+        if mirrors_grpc && !with_routes {
             for (key, url) in [
                 ("shadow.baseline.http2_url", &self.shadow.baseline.http2_url),
                 ("shadow.canary.http2_url", &self.shadow.canary.http2_url),
@@ -691,7 +737,7 @@ impl Settings {
             ("shadow.baseline.version", &self.shadow.baseline.version),
             ("shadow.canary.version", &self.shadow.canary.version),
         ] {
-            if v.is_empty() {
+            if v.is_empty() && !with_routes {
                 bad(
                     key,
                     "is required: the version label of this side, e.g. \"v1\"".into(),
@@ -957,10 +1003,57 @@ impl Settings {
             )
         });
         let reference = self.load_reference(&mut bad);
+        let shadow_header = HeaderName::from_bytes(
+            self.shadow.header.to_ascii_lowercase().as_bytes(),
+        )
+        .map_err(|_| {
+            bad(
+                "shadow.header",
+                format!(
+                    "{:?} is not a header name, e.g. \"x-shadowgate-shadow\"",
+                    self.shadow.header
+                ),
+            )
+        });
+        if let (Ok(h), Ok(id)) = (&shadow_header, &request_id_header) {
+            if h == id {
+                bad("shadow.header", "is also primary.request_id_header: the shadow marker needs a header of its own".into());
+            }
+        }
+        let routes = if with_routes {
+            routes::check(&self.routes, &self.shadow, &mut bad)
+        } else {
+            None
+        };
         if self.listen.proxy == self.listen.admin && self.listen.proxy.port() != 0 {
             bad("listen.admin", format!("{} is also listen.proxy: admin endpoints need their own port, e.g. \"0.0.0.0:9090\"", self.listen.admin));
         }
+        let extractor = Arc::new(extractor.ok()?);
+        let routes = match routes {
+            Some(r) => r,
+            None if with_routes => return None,
+            // Without [[routes]], the [shadow] pair is the one route.
+            None => vec![CheckedRoute {
+                model: self.model.name.clone(),
+                matcher: RouteMatch::All,
+                protocol: self.shadow.protocol,
+                extractor: extractor.clone(),
+                baseline: routes::CheckedTarget {
+                    url: baseline_url.clone()?,
+                    version: self.shadow.baseline.version.clone(),
+                },
+                candidates: vec![routes::CheckedCandidate {
+                    target: routes::CheckedTarget {
+                        url: canary_url.clone()?,
+                        version: self.shadow.canary.version.clone(),
+                    },
+                    share: self.shadow.sample_rate,
+                }],
+            }],
+        };
         Some(Checked {
+            routes,
+            shadow_header: shadow_header.ok()?,
             primary_url: primary_url?,
             baseline_url: baseline_url?,
             canary_url: canary_url?,
@@ -973,7 +1066,7 @@ impl Settings {
             canary_http2_url: canary_http2_url.ok()?,
             grpc_methods,
             request_id_header: request_id_header.ok()?,
-            extractor: Arc::new(extractor.ok()?),
+            extractor,
             slicer: Arc::new(slicer.ok()?),
             reference: reference.ok()?,
             reference_sample_rate: reference_sample_rate.ok()?,
@@ -1049,6 +1142,13 @@ impl Settings {
                     bad("tls.ca_file", format!("{key} {url:?} uses https but no root is trusted: set tls.ca_file to the PEM file of the CA that signed it, or tls.system_roots = true"));
                 }
             }
+            for (i, r) in self.routes.iter().enumerate() {
+                let urls =
+                    std::iter::once(&r.baseline.url).chain(r.candidates.iter().map(|c| &c.url));
+                if let Some(url) = urls.into_iter().find(|u| is_https(u)) {
+                    bad("tls.ca_file", format!("routes[{i}] {url:?} uses https but no root is trusted: set tls.ca_file to the PEM file of the CA that signed it, or tls.system_roots = true"));
+                }
+            }
         }
     }
 
@@ -1063,6 +1163,9 @@ impl Settings {
             &self.shadow.canary.http2_url,
         ]
         .into_iter()
+        .chain(self.routes.iter().flat_map(|r| {
+            std::iter::once(&r.baseline.url).chain(r.candidates.iter().map(|c| &c.url))
+        }))
         .any(|u| is_https(u))
     }
 }
@@ -1267,11 +1370,28 @@ fn collect_unknown_and_deserialize(
             "tls" => section!(tls),
             "slices" => section!(slices),
             "reference" => section!(reference),
+            "routes" => match value {
+                toml::Value::Array(items) => {
+                    for (i, item) in items.into_iter().enumerate() {
+                        match section_from(&format!("routes[{i}]"), item, problems) {
+                            Some(r) => config.routes.push(r),
+                            None => ok = false,
+                        }
+                    }
+                }
+                _ => {
+                    ok = false;
+                    problems.push(ConfigProblem {
+                        key: "routes".into(),
+                        message: "must be a list of tables ([[routes]])".into(),
+                    });
+                }
+            },
             other => {
                 ok = false;
                 problems.push(ConfigProblem {
                     key: other.to_string(),
-                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics, gates, tls, slices, reference".into(),
+                    message: "unknown section; known: model, listen, primary, shadow, drift, shadow_log, feedback, limits, metrics, gates, tls, slices, reference, routes".into(),
                 });
             }
         }
@@ -1540,6 +1660,113 @@ alpha = 0.9
         assert_eq!(keys, ["drift.alpha", "slices.length_edges"]);
         let err = load(&format!("{MINIMAL}\n[slices]\nbins = 3\n"), &[]).unwrap_err();
         assert_eq!(err.problems()[0].key, "slices.bins");
+    }
+
+    const ROUTES: &str = r#"
+[primary]
+url = "http://127.0.0.1:8000"
+[[routes]]
+model = "minilm"
+aliases = ["all-MiniLM-L6-v2"]
+baseline = { url = "http://127.0.0.1:8001", version = "v1" }
+candidates = [
+  { url = "http://127.0.0.1:8002", version = "v2", share = 0.01 },
+  { url = "http://127.0.0.1:8003", version = "v3", share = 0.03 },
+]
+[[routes]]
+model = "bge"
+match = "oip_path"
+protocol = "kserve_v2"
+baseline = { url = "http://127.0.0.1:8004", version = "v1" }
+candidates = [{ url = "http://127.0.0.1:8005", version = "v2", share = 0.5 }]
+"#;
+
+    #[test]
+    fn routes_give_lanes_and_the_shadow_pair_is_one_route_without_them() {
+        let c = load(ROUTES, &[]).unwrap();
+        let routes = &c.checked().routes;
+        assert_eq!(routes.len(), 2);
+        assert_eq!(
+            routes[0].matcher,
+            RouteMatch::Pointer {
+                pointer: "/model".into(),
+                names: vec!["minilm".into(), "all-MiniLM-L6-v2".into()]
+            }
+        );
+        assert_eq!(routes[0].candidates[1].share, 0.03);
+        assert_eq!(routes[1].protocol, Protocol::KServeV2);
+        assert_eq!(c.checked().shadow_header.as_str(), "x-shadowgate-shadow");
+        // The effective config prints the routes and reads back the same.
+        let again = load(&c.to_toml(), &[]).unwrap();
+        assert_eq!(again.checked().routes.len(), 2);
+
+        let single = load(MINIMAL, &[]).unwrap();
+        let one = &single.checked().routes;
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].matcher, RouteMatch::All);
+        assert_eq!(one[0].model, single.model.name);
+        assert_eq!(one[0].candidates[0].share, single.shadow.sample_rate);
+        assert_eq!(one[0].candidates[0].target.version, "v2");
+    }
+
+    #[test]
+    fn route_problems_name_the_key_and_the_fix() {
+        let keys = |text: &str| -> Vec<(String, String)> {
+            load(text, &[])
+                .unwrap_err()
+                .problems()
+                .iter()
+                .map(|p| (p.key.clone(), p.message.clone()))
+                .collect()
+        };
+        let over = ROUTES
+            .replace("share = 0.5", "share = 0.7")
+            .replace("share = 0.03", "share = 0.995");
+        let p = keys(&over);
+        assert!(
+            p.iter()
+                .any(|(k, m)| k == "routes[0].candidates" && m.contains("add up to")),
+            "{p:?}"
+        );
+        let p = keys(&ROUTES.replace(
+            "aliases = [\"all-MiniLM-L6-v2\"]",
+            "aliases = [\"bge\"]\nhedge = 1",
+        ));
+        assert!(p.iter().any(|(k, _)| k == "routes[0].hedge"), "{p:?}");
+        let p = keys(&ROUTES.replace("aliases = [\"all-MiniLM-L6-v2\"]", "aliases = [\"bge\"]"));
+        assert!(
+            p.iter()
+                .any(|(k, m)| k == "routes[1].aliases" && m.contains("routes[0]")),
+            "{p:?}"
+        );
+        let p = keys(&format!(
+            "{ROUTES}\n[shadow.canary]\nurl = \"http://127.0.0.1:9\"\n"
+        ));
+        assert!(
+            p.iter()
+                .any(|(k, m)| k == "shadow.canary" && m.contains("move")),
+            "{p:?}"
+        );
+        let p = keys(&ROUTES.replace("version = \"v3\"", "version = \"v1\""));
+        assert!(
+            p.iter()
+                .any(|(k, _)| k == "routes[0].candidates[1].version"),
+            "{p:?}"
+        );
+        let p = keys(&ROUTES.replace("model = \"bge\"", "model = \"other\""));
+        assert!(p.iter().any(|(k, _)| k == "routes[1].model"), "{p:?}");
+        let p = keys(&format!("{ROUTES}\n[shadow]\nheader = \"x request\"\n"));
+        assert!(p.iter().any(|(k, _)| k == "shadow.header"), "{p:?}");
+        let grpc = ROUTES.replace(
+            "[primary]\n",
+            "[primary]\nhttp2_url = \"h2c://127.0.0.1:9000\"\n",
+        );
+        let p = keys(&grpc);
+        assert!(
+            p.iter()
+                .any(|(k, m)| k == "shadow.grpc_methods" && m.contains("grpc_methods = []")),
+            "{p:?}"
+        );
     }
 
     #[test]
