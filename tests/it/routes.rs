@@ -420,6 +420,7 @@ async fn routes_by_oip_path_and_path_prefix_each_read_their_own_protocol() {
     let bge_v2 = kserve(CosineSpec::Constant(0.9)).await.unwrap();
     let e5_base = model(CosineSpec::Identical).await;
     let e5_v2 = model(CosineSpec::Constant(0.8)).await;
+    let logs = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
 [model]
@@ -434,7 +435,7 @@ url = "{primary}"
 max_per_second = 0
 self_similarity_rate = 0.0
 [shadow_log]
-dir = ""
+dir = "{logs}"
 [[routes]]
 model = "bge"
 aliases = ["bge-small"]
@@ -454,6 +455,7 @@ candidates = [{{ url = "{e2}", version = "v2", share = 1.0 }}]
         b2 = bge_v2.url(),
         eb = e5_base.url(),
         e2 = e5_v2.url(),
+        logs = logs.path().display(),
     );
     let sidecar = serve::start(Config::from_toml_with_env(&text, std::iter::empty()).unwrap())
         .await
@@ -542,5 +544,36 @@ candidates = [{{ url = "{e2}", version = "v2", share = 1.0 }}]
     );
     assert_eq!(bge_base.requests(), N as u64);
     assert!(text.contains(r#"protocol="kserve_v2""#));
-    sidecar.shutdown().await;
+    let summary = sidecar.shutdown().await;
+    // Each route's rows in its own partition: model=bge/ and model=e5/, N rows each.
+    assert_eq!(summary.shadow_log.map(|s| s.rows), Some(2 * N as u64));
+    for m in ["bge", "e5"] {
+        let part = logs.path().join(format!("model={m}"));
+        let files = walk(&part);
+        assert!(
+            !files.is_empty() && files.iter().all(|f| f.extension().is_some_and(|e| e == "parquet")),
+            "{m}: {files:?}"
+        );
+    }
+    let mut tops: Vec<_> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && !n.starts_with('_'))
+        .collect();
+    tops.sort();
+    assert_eq!(tops, ["model=bge", "model=e5"]);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
