@@ -462,45 +462,38 @@ candidates = [{{ url = "{e2}", version = "v2", share = 1.0 }}]
         .unwrap();
     let base = format!("http://{}", sidecar.proxy_addr);
     let client = Client::new();
+    let post = async |path: String, body: String| {
+        let r = client
+            .send(Method::POST, &format!("{base}{path}"), &[], body)
+            .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    };
+    let kserve_body = |text: String| {
+        format!(
+            r#"{{"inputs":[{{"name":"text","shape":[1],"datatype":"BYTES","data":["{text}"]}}]}}"#
+        )
+    };
     const N: usize = 40;
     for i in 0..N {
         let model = if i % 2 == 0 { "bge" } else { "bge-small" };
-        let body = format!(
-            r#"{{"inputs":[{{"name":"text","shape":[1],"datatype":"BYTES","data":["bge {i}"]}}]}}"#
-        );
-        let r = client
-            .send(
-                Method::POST,
-                &format!("{base}/v2/models/{model}/infer"),
-                &[],
-                body,
-            )
-            .await;
-        assert_eq!(r.status, 200);
-        let r = client
-            .send(
-                Method::POST,
-                &format!("{base}/e5/v1/embeddings"),
-                &[],
-                format!(r#"{{"input":"e5 {i}"}}"#),
-            )
-            .await;
-        assert_eq!(r.status, 200);
+        post(
+            format!("/v2/models/{model}/infer"),
+            kserve_body(format!("bge {i}")),
+        )
+        .await;
+        post(
+            "/e5/v1/embeddings".into(),
+            format!(r#"{{"input":"e5 {i}"}}"#),
+        )
+        .await;
     }
     // A model no route names, by path: not mirrored, counted under "other".
     for i in 0..5 {
-        let body = format!(
-            r#"{{"inputs":[{{"name":"text","shape":[1],"datatype":"BYTES","data":["x {i}"]}}]}}"#
-        );
-        let r = client
-            .send(
-                Method::POST,
-                &format!("{base}/v2/models/nobody/infer"),
-                &[],
-                body,
-            )
-            .await;
-        assert_eq!(r.status, 200);
+        post(
+            "/v2/models/nobody/infer".into(),
+            kserve_body(format!("x {i}")),
+        )
+        .await;
     }
     let admin = format!("http://{}/metrics", sidecar.admin_addr);
     let compared = |t: &str, m: &str| {
