@@ -7,32 +7,10 @@ use clap::Parser;
 use shadowgate::cli::{Cli, Command, ReferenceCommand, SlicesCommand};
 use shadowgate::config::{Config, ConfigError};
 
-/// mimalloc instead of glibc malloc: with 10 % of gRPC calls mirrored, glibc's malloc,
-/// free and consolidation were ~9 % of the sidecar's CPU samples (perf, one worker), and
-/// CPU per call fell from 0.82x to 0.76-0.78x nginx's (BENCHMARKS.md). Freed memory is
-/// returned to the OS after [`PURGE_DELAY_MS`] instead of mimalloc's default 1 s: with
-/// the default, the 10 %-sampled sidecar with its shadow log peaked at 65.6 MiB, over the
-/// 64 MiB budget; at 0 ms (purge at once) it peaked at 56.5 MiB but CPU per gRPC call
-/// went back to 0.98x nginx (madvise on every free); at 50 ms, 60.1 MiB peak, 45-49 MiB
-/// steady, and 0.76x.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc v3's `mi_option_e` (include/mimalloc.h of the
-/// vendored source; the Rust bindings do not name it; `MIMALLOC_VERBOSE=1` lists the
-/// options in this order).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// How long freed memory stays mapped before it is returned, in milliseconds.
-const PURGE_DELAY_MS: std::ffi::c_long = 50;
-
 /// sysexits' EX_CONFIG-adjacent EX_USAGE: the configuration is invalid.
 const EXIT_INVALID_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    // SAFETY: sets a process-wide allocator option; mimalloc allows it at any time and
-    // the value is valid for this option (a delay in milliseconds).
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
