@@ -556,7 +556,10 @@ candidates = [{{ url = "{e2}", version = "v2", share = 1.0 }}]
         let part = logs.path().join(format!("model={m}"));
         let files = walk(&part);
         assert!(
-            !files.is_empty() && files.iter().all(|f| f.extension().is_some_and(|e| e == "parquet")),
+            !files.is_empty()
+                && files
+                    .iter()
+                    .all(|f| f.extension().is_some_and(|e| e == "parquet")),
             "{m}: {files:?}"
         );
     }
