@@ -288,12 +288,10 @@ fn score_loop(
             }
             let step = det.observe(row);
             s.samples.inc();
-            if let Some(score) = step.score {
-                s.score.set(score);
-                s.alarm.set(i64::from(step.alarm));
-                if step.alarm {
-                    s.alarms.inc();
-                }
+            s.score.set(step.score);
+            s.alarm.set(i64::from(step.alarm));
+            if step.alarm {
+                s.alarms.inc();
             }
         }
         if !cells.is_empty() {

@@ -3,6 +3,7 @@
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
+use super::coords::{self, Counts};
 use super::{FeatureMap, NormScale, Reference, SplitMix64, FORMAT_VERSION};
 
 /// How a reference is built.
@@ -62,12 +63,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
             p.window
         ));
     }
-    let row = |i: usize| {
-        x.row(i)
-            .to_slice()
-            .map(<[f32]>::to_vec)
-            .unwrap_or_else(|| x.row(i).to_vec())
-    };
+    let row = |i: usize| row_slice(&x, i).into_owned();
     // The halves: A gives the reference mean, B the null windows (independent of A).
     let mut rng = SplitMix64(p.seed);
     let mut order: Vec<usize> = (0..n).collect();
@@ -160,36 +156,62 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     mean.iter_mut().for_each(|m| *m /= a.len() as f64);
     drop(phi_a);
     let phi_b = features_of(b);
+    let quantiles = coords::fit(a.iter().map(|&i| row_slice(&x, i)), dim);
+    let mut bins_b = vec![0u8; b.len() * dim];
+    for (out, &i) in bins_b.chunks_exact_mut(dim).zip(b) {
+        coords::bins(&quantiles, &row_slice(&x, i), out);
+    }
 
+    // Null windows from B: both statistics of each.
     let windows = ((20.0 * p.ert) as usize).clamp(20_000, 4_000_000);
     let chunks = windows.div_ceil(CHUNK);
     let w = p.window;
-    let mut stats: Vec<f64> = (0..chunks)
+    let null: Vec<(f64, f64)> = (0..chunks)
         .into_par_iter()
         .flat_map_iter(|c| {
             let mut rng = SplitMix64(p.seed ^ crate::ids::mix64(c as u64 + 1));
             let mut acc = vec![0.0f64; d];
+            let mut counts = Counts::new(dim);
             let nb = b.len();
-            let phi_b = &phi_b;
-            let mean = &mean;
+            let (phi_b, bins_b, mean) = (&phi_b, &bins_b, &mean);
             (0..CHUNK.min(windows - c * CHUNK)).map(move |_| {
                 acc.iter_mut().for_each(|s| *s = 0.0);
+                counts.clear();
                 for _ in 0..w {
-                    let r = &phi_b[rng.below(nb) * d..][..d];
-                    for (s, v) in acc.iter_mut().zip(r) {
+                    let r = rng.below(nb);
+                    for (s, v) in acc.iter_mut().zip(&phi_b[r * d..][..d]) {
                         *s += f64::from(*v);
                     }
+                    counts.add(&bins_b[r * dim..][..dim]);
                 }
-                acc.iter()
+                let kernel = acc
+                    .iter()
                     .zip(mean)
                     .map(|(s, m)| (s / w as f64 - m).powi(2))
-                    .sum::<f64>()
+                    .sum::<f64>();
+                (kernel, counts.distance(w, w))
             })
         })
         .collect();
-    stats.sort_by(f64::total_cmp);
-    let k = ((1.0 - 1.0 / p.ert) * stats.len() as f64).ceil() as usize;
-    let threshold = stats[k.clamp(1, stats.len()) - 1];
+    // Each part is scaled by its own null quantile at the target level, so that both
+    // weigh alike in the max; the max's own quantile at that level is then the line
+    // (a little over 1, as either part may cross).
+    let level = 1.0 - 1.0 / p.ert;
+    let quantile = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let k = (level * v.len() as f64).ceil() as usize;
+        v[k.clamp(1, v.len()) - 1]
+    };
+    let kernel_scale = quantile(null.iter().map(|s| s.0).collect());
+    let coordinate_scale = quantile(null.iter().map(|s| s.1).collect());
+    if !(kernel_scale > 0.0 && coordinate_scale > 0.0) {
+        return Err("the reference embeddings do not vary: the null statistics are 0".into());
+    }
+    let threshold = quantile(
+        null.iter()
+            .map(|(k, c)| (k / kernel_scale).max(c / coordinate_scale))
+            .collect(),
+    );
     if threshold.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return Err("the calibrated threshold is 0: the reference embeddings do not vary".into());
     }
@@ -203,10 +225,13 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         window: w,
         ert: p.ert,
         threshold,
+        kernel_scale,
+        coordinate_scale,
+        quantiles,
         mean_features: mean,
         norm,
         vectors: n as u64,
-        bootstrap_windows: stats.len() as u64,
+        bootstrap_windows: null.len() as u64,
         built_at,
         source: p.source.clone(),
         picture: super::Picture::build(x, p.seed),
@@ -214,4 +239,13 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     };
     r.id = r.compute_id();
     Ok(r)
+}
+
+/// Row `i` of `x`, borrowed when it is contiguous.
+fn row_slice<'a>(x: &'a ArrayView2<f32>, i: usize) -> std::borrow::Cow<'a, [f32]> {
+    let r = x.row(i);
+    match r.to_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(r.to_vec()),
+    }
 }

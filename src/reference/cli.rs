@@ -53,7 +53,9 @@ pub struct ReplayArgs {
     /// Embedding column of the Parquet files.
     #[arg(long, default_value = "baseline_embedding")]
     pub column: String,
-    /// Print one JSON line per sample (index, score, alarm) before the summary.
+    /// Print one JSON line per sample (index, score, alarm, the part of the statistic
+    /// that carries the score, the coordinate furthest from the reference) before the
+    /// summary.
     #[arg(long)]
     pub trace: bool,
 }
@@ -169,16 +171,21 @@ pub fn run_replay(
         let t = Instant::now();
         let step = det.observe(&v);
         spent += t.elapsed();
-        if let Some(s) = step.score {
-            max = max.max(s);
-            last = Some(s);
-        }
+        max = max.max(step.score);
+        last = Some(step.score);
         if step.alarm && first.is_none() {
             first = Some(i as u64);
         }
         if args.trace {
             trace(
-                serde_json::json!({"i": i, "score": step.score, "alarm": step.alarm}).to_string(),
+                serde_json::json!({
+                    "i": i,
+                    "score": step.score,
+                    "alarm": step.alarm,
+                    "part": step.part.as_str(),
+                    "worst_coordinate": det.worst_coordinate(),
+                })
+                .to_string(),
             );
         }
     }

@@ -1,26 +1,56 @@
-//! The streaming detector: a sliding window of feature vectors against the reference.
+//! The streaming detector: a sliding window of feature vectors and coordinate bins
+//! against the reference.
 
+use super::coords::{self, Counts};
 use super::{FeatureMap, NormScale, Reference};
 
 /// The detector's verdict after one sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
-    /// `S / h`: 1 is the alarm line. `None` until the window is full.
-    pub score: Option<f64>,
+    /// The combined statistic over the alarm line: 1 is the line. Before the window
+    /// fills, its empty places count as sitting exactly on the reference.
+    pub score: f64,
     /// `score ≥ 1`.
     pub alarm: bool,
+    /// Which part of the statistic is the larger one.
+    pub part: Part,
+}
+
+/// The part of the combined statistic that carries the score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The random-feature kernel statistic (with the norm coordinate).
+    Kernel,
+    /// The binned per-coordinate KS distance; [`Detector::worst_coordinate`] names the
+    /// coordinate.
+    Coordinates,
+}
+
+impl Part {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Kernel => "kernel",
+            Part::Coordinates => "coordinates",
+        }
+    }
 }
 
 /// Scores embeddings one at a time against a [`Reference`]. Bounded state: the feature
-/// map, the window of `w` feature vectors and their running sum.
+/// map and quantiles, the window of `w` feature vectors and bin rows, and their sums.
 pub struct Detector {
     map: FeatureMap,
     norm: NormScale,
     mean: Vec<f64>,
+    quantiles: Vec<f32>,
     threshold: f64,
+    kernel_scale: f64,
+    coordinate_scale: f64,
     window: Vec<f32>,
+    bins: Vec<u8>,
     sum: Vec<f64>,
+    counts: Counts,
     features: usize,
+    dim: usize,
     w: usize,
     /// Samples seen.
     seen: u64,
@@ -38,14 +68,21 @@ impl Detector {
     pub fn new(reference: &Reference) -> Self {
         let map = reference.feature_map();
         let features = map.features() + 1;
+        let dim = reference.dim;
         Detector {
             map,
             norm: reference.norm,
             mean: reference.mean_features.clone(),
+            quantiles: reference.quantiles.clone(),
             threshold: reference.threshold,
+            kernel_scale: reference.kernel_scale,
+            coordinate_scale: reference.coordinate_scale,
             window: vec![0.0; reference.window * features],
+            bins: vec![0; reference.window * dim],
             sum: vec![0.0; features],
+            counts: Counts::new(dim),
             features,
+            dim,
             w: reference.window,
             seen: 0,
             next: 0,
@@ -57,8 +94,8 @@ impl Detector {
     /// Scores one embedding (of the reference's dimension).
     pub fn observe(&mut self, x: &[f32]) -> Step {
         self.map.apply_with_norm(x, &self.norm, &mut self.scratch);
-        let slot = &mut self.window[self.next * self.features..(self.next + 1) * self.features];
         let full = self.seen >= self.w as u64;
+        let slot = &mut self.window[self.next * self.features..][..self.features];
         for ((s, old), new) in self.sum.iter_mut().zip(slot.iter_mut()).zip(&self.scratch) {
             if full {
                 *s -= f64::from(*old);
@@ -66,33 +103,49 @@ impl Detector {
             *s += f64::from(*new);
             *old = *new;
         }
+        let row = &mut self.bins[self.next * self.dim..][..self.dim];
+        if full {
+            self.counts.remove(row);
+        }
+        coords::bins(&self.quantiles, x, row);
+        self.counts.add(row);
         self.next = (self.next + 1) % self.w;
         self.seen += 1;
         if self.seen % RESUM_EVERY == 0 {
             self.resum();
         }
-        if self.seen < self.w as u64 {
-            return Step {
-                score: None,
-                alarm: false,
-            };
+        let (kernel, coordinates) = self.parts();
+        let (score, part) = if kernel >= coordinates {
+            (kernel, Part::Kernel)
+        } else {
+            (coordinates, Part::Coordinates)
+        };
+        let score = score / self.threshold;
+        let alarm = score >= 1.0;
+        if alarm {
+            self.alarms += 1;
         }
+        Step { score, alarm, part }
+    }
+
+    /// Samples in the window (fewer than `w` while it fills).
+    fn counted(&self) -> usize {
+        self.seen.min(self.w as u64) as usize
+    }
+
+    /// The two statistics, each over its own null quantile. The window's empty places (while
+    /// it fills) sit exactly on the reference: `mean − μ = (Σφ − t·μ) / w`.
+    fn parts(&mut self) -> (f64, f64) {
+        let t = self.counted();
         let inv = 1.0 / self.w as f64;
         let s: f64 = self
             .sum
             .iter()
             .zip(&self.mean)
-            .map(|(s, m)| (s * inv - m).powi(2))
+            .map(|(s, m)| ((s - t as f64 * m) * inv).powi(2))
             .sum();
-        let score = s / self.threshold;
-        let alarm = score >= 1.0;
-        if alarm {
-            self.alarms += 1;
-        }
-        Step {
-            score: Some(score),
-            alarm,
-        }
+        let k = self.counts.distance(t, self.w);
+        (s / self.kernel_scale, k / self.coordinate_scale)
     }
 
     fn resum(&mut self) {
@@ -102,6 +155,11 @@ impl Detector {
                 *s += f64::from(*v);
             }
         }
+    }
+
+    /// The coordinate whose window CDF is furthest from the reference's now.
+    pub fn worst_coordinate(&self) -> usize {
+        self.counts.worst_coordinate(self.counted())
     }
 
     /// Samples seen since the start.
@@ -114,10 +172,14 @@ impl Detector {
         self.alarms
     }
 
-    /// Bytes of state: the feature map, the window, the sums and the reference mean.
+    /// Bytes of state: the feature map, the quantiles, the windows, the sums and the
+    /// reference mean.
     pub fn state_bytes(&self) -> usize {
         self.map.state_bytes()
-            + (self.window.len() + self.scratch.len()) * std::mem::size_of::<f32>()
+            + (self.window.len() + self.scratch.len() + self.quantiles.len())
+                * std::mem::size_of::<f32>()
+            + self.bins.len()
+            + self.counts.state_bytes()
             + (self.sum.len() + self.mean.len()) * std::mem::size_of::<f64>()
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{FeatureMap, NormScale};
 
 /// Version of the file format; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A frozen reference: the sketch and its calibration (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,8 +27,16 @@ pub struct Reference {
     pub window: usize,
     /// Expected run length under no drift the threshold is set for, in samples.
     pub ert: f64,
-    /// Alarm line `h` of `S = ‖mean_window φ − μ‖²`.
+    /// Alarm line `h` of the combined statistic `max(S / kernel_scale, K / coordinate_scale)`.
     pub threshold: f64,
+    /// The kernel statistic `S = ‖mean_window φ − μ‖²`'s `1 − 1/ERT` quantile over the
+    /// null windows.
+    pub kernel_scale: f64,
+    /// The binned KS distance `K`'s `1 − 1/ERT` quantile over the null windows.
+    pub coordinate_scale: f64,
+    /// Each coordinate's `k/16` quantiles over `A`, bin-major (`15 · dim` values; see
+    /// `coords`).
+    pub quantiles: Vec<f32>,
     /// `μ`: the mean of the `D` kernel features and the norm coordinate over the
     /// reference half `A` (`D + 1` values).
     pub mean_features: Vec<f64>,
@@ -95,13 +103,19 @@ impl Reference {
             path: path.to_path_buf(),
             problem,
         };
-        let r: Reference = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if r.version != FORMAT_VERSION {
+        // The version first: an older file lacks fields, and "rebuild it" is the fix.
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let v: Version = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if v.version != FORMAT_VERSION {
             return Err(invalid(format!(
                 "format version {}, this build reads {FORMAT_VERSION}: rebuild it with this version's `shadowgate reference build`",
-                r.version
+                v.version
             )));
         }
+        let r: Reference = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if r.mean_features.len() != r.features + 1
             || r.features == 0
             || r.dim == 0
@@ -117,10 +131,21 @@ impl Reference {
                 r.norm
             )));
         }
-        if !(r.threshold.is_finite() && r.threshold > 0.0 && r.bandwidth > 0.0) {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if ![r.threshold, r.bandwidth, r.kernel_scale, r.coordinate_scale]
+            .into_iter()
+            .all(positive)
+        {
             return Err(invalid(format!(
-                "threshold {} and bandwidth {} must be positive",
-                r.threshold, r.bandwidth
+                "threshold {}, bandwidth {} and scales {} and {} must be positive",
+                r.threshold, r.bandwidth, r.kernel_scale, r.coordinate_scale
+            )));
+        }
+        if r.quantiles.len() != (super::coords::BINS - 1) * r.dim {
+            return Err(invalid(format!(
+                "{} coordinate quantiles for dimension {} (15 per coordinate)",
+                r.quantiles.len(),
+                r.dim
             )));
         }
         if r.picture.as_ref().is_some_and(|p| !p.fits(r.dim)) {

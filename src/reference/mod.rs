@@ -15,44 +15,68 @@
 //! `m`, `s` the reference norms' mean and deviation and `γ²` an eighth of the kernel
 //! features' total variance: a collapse of norms stands out within a window, and the
 //! norm's own tail (a single squared coordinate) does not raise the threshold much. The reference
-//! is the mean `μ` of these `D + 1` coordinates over its half `A` (below); no reference
-//! vector is kept.
+//! is the mean `μ` of these `D + 1` coordinates over its half `A` (below).
+//!
+//! A kernel over all coordinates at once hardly sees a change confined to a few of them
+//! (truncated inputs move one coordinate's spread and another's centre). So the sketch
+//! has a second, per-coordinate part ([`coords`]): each coordinate's `k/16` quantiles
+//! over `A`, `15 · d` floats. No reference vector is kept.
 //!
 //! # The detector and what is calibrated
 //!
-//! Over a sliding window of the last `w` sampled embeddings, the statistic is
-//! `S_t = ‖mean_window φ − μ‖²`, the (biased) squared maximum mean discrepancy between
-//! the window and the reference in the random-feature space; the shift score is
-//! `S_t / h`, so **1 is the alarm line**.
+//! Over a sliding window of the last `w` sampled embeddings there are two statistics:
 //!
-//! `h` is set at build time so that, under no drift, one step's `S_t` exceeds it with
-//! probability `1/ERT`. The build data is shuffled (seeded) and split in halves: `μ` is
-//! the mean over `A`; windows of `w` rows are drawn with replacement from `B`, which is
-//! independent of `A` as live traffic is, so the spread of `μ`'s own estimate is in the
-//! calibration. `h` is the `1 − 1/ERT` quantile of `S` over `max(20·ERT, 20 000)` such
-//! windows.
+//! - `S = ‖mean_window φ − μ‖²`, the (biased) squared maximum mean discrepancy between
+//!   the window and the reference in the random-feature space;
+//! - `K = max_{j,k} |F_j(q_jk) − k/16|`, the largest gap between coordinate `j`'s
+//!   empirical CDF over the window and the reference's at its quantile edges (a binned
+//!   Kolmogorov–Smirnov distance).
+//!
+//! They are combined as `T = max(S / s_S, K / s_K)`, and the shift score is `T / h`, so
+//! **1 is the alarm line**. `s_S`, `s_K` and `h` are set at build time. The build data is
+//! shuffled (seeded) and split in halves: `μ` and the quantiles come from `A`; windows of
+//! `w` rows are drawn with replacement from `B`, which is independent of `A` as live
+//! traffic is, so the error of the frozen sketch is in the calibration. Over
+//! `max(20·ERT, 20 000)` such windows, `s_S` and `s_K` are each statistic's own
+//! `1 − 1/ERT` quantile (so the two parts weigh alike: a χ²-like `S` has a far longer
+//! tail than the max-of-gaps `K`, and scaling by medians would leave `K` no say), and
+//! `h` is the `1 − 1/ERT` quantile of `T` itself (a little over 1). The part that
+//! carries the score is reported, and for `K` the coordinate furthest from the
+//! reference ([`Detector::worst_coordinate`]): what drifted.
 //!
 //! What that gives, and its assumption: if live embeddings are drawn like the reference
-//! (exchangeable with `B`), each step's false-alarm probability is `1/ERT` up to the
-//! bootstrap's error, so over any `L` steps the probability of a false alarm is at most
-//! `L/ERT` (a union bound, which holds whatever the windows' overlap). Choose
+//! (exchangeable with `B`), each full window's false-alarm probability is `1/ERT` up to
+//! the bootstrap's error, so over any `L` steps the probability of a false alarm is at
+//! most `L/ERT` (a union bound, which holds whatever the windows' overlap). Choose
 //! `ERT = L/α` for a false-alarm rate `α` over a horizon of `L` samples: the default
 //! `ERT = 10 000` at `w = 100` bounds it by 5 % over 500 samples. The expected run length
 //! under no drift is at least `ERT` up to that error (overlapping windows are positively
 //! correlated, which lengthens it). What it does not give: validity over unbounded looks
 //! (an e-process would); a reference whose traffic was itself drifting.
 //!
-//! Cost per sampled embedding: `D` dot products of length `d` (simsimd) and `D` cosines;
-//! state: `W` and `b` (`D·(d + 1)` floats) and the window (`w·D` floats).
+//! **Warm start.** Before the window has filled (the first `w − 1` samples after start),
+//! its empty places are taken to sit exactly on the reference: with `t` samples seen,
+//! `mean − μ = (Σφ − t·μ) / w` and the CDF gaps are `(count − t·k/16) / w`. A gross
+//! shift then alarms within a fraction of a window (norms halved: 9 samples at
+//! `w = 30`), as Alibi Detect's online detectors do by starting from reference samples.
+//! Under no drift those partial statistics are sums of `t < w` centred terms, smaller
+//! than a full window's, so they add little to the false-alarm rate; the null tests
+//! count alarms from the first sample on.
+//!
+//! Cost per sampled embedding: `D` dot products of length `d` (simsimd), `D` cosines,
+//! `15 · d` comparisons and a pass over `16 · d` counts; state: `W` and `b`
+//! (`D·(d + 1)` floats), the quantiles (`15·d` floats) and the window (`w·D` floats and
+//! `w·d` bytes).
 
 mod build;
 pub mod cli;
+pub mod coords;
 mod detector;
 mod file;
 pub mod picture;
 
 pub use build::{build, BuildParams};
-pub use detector::Detector;
+pub use detector::{Detector, Part, Step};
 pub use file::{Reference, ReferenceError, FORMAT_VERSION};
 pub use picture::Picture;
 

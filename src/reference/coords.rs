@@ -1,0 +1,176 @@
+//! The per-coordinate part of the sketch: each coordinate's reference quantiles, and a
+//! binned Kolmogorov–Smirnov distance of a window to them.
+//!
+//! A coordinate whose spread or centre moves (a client that truncates its inputs moved
+//! one coordinate's spread to half and another's centre by half a deviation on
+//! all-MiniLM-L6-v2) hardly moves a Gaussian kernel at the median bandwidth, which sees
+//! all coordinates at once. A per-coordinate test does. The file keeps, per coordinate,
+//! the reference's `k/16` quantiles (`k = 1..15`): `15 · d` floats and no vector. A
+//! sample falls in one of 16 bins per coordinate; the window keeps the count per bin.
+//! The statistic is the largest gap, over coordinates and edges, between the window's
+//! empirical CDF at an edge and the reference's, `k/16`: a Kolmogorov–Smirnov distance
+//! evaluated at 15 points.
+
+/// Bins per coordinate; the file keeps the `BINS − 1` inner edges.
+pub const BINS: usize = 16;
+const EDGES: usize = BINS - 1;
+
+/// Each coordinate's `k/16` quantiles over `rows` (all of dimension `dim`), bin-major:
+/// `edges[k·dim + j]` is coordinate `j`'s `(k + 1)/16` quantile.
+pub fn fit(rows: impl Iterator<Item = impl AsRef<[f32]>>, dim: usize) -> Vec<f32> {
+    let mut by_coord: Vec<Vec<f32>> = vec![Vec::new(); dim];
+    for r in rows {
+        for (c, v) in by_coord.iter_mut().zip(r.as_ref()) {
+            c.push(*v);
+        }
+    }
+    let mut edges = vec![0.0f32; EDGES * dim];
+    for (j, c) in by_coord.iter_mut().enumerate() {
+        c.sort_by(f32::total_cmp);
+        let n = c.len();
+        for k in 0..EDGES {
+            // The value at rank ⌈(k+1)·n/16⌉: at least that share of the rows is ≤ it.
+            let rank = ((k + 1) * n).div_ceil(BINS).clamp(1, n.max(1));
+            edges[k * dim + j] = c.get(rank - 1).copied().unwrap_or(0.0);
+        }
+    }
+    edges
+}
+
+/// Writes each coordinate's bin (the number of edges strictly below it, 0..16) of `x`.
+pub fn bins(edges: &[f32], x: &[f32], out: &mut [u8]) {
+    let dim = x.len();
+    out.iter_mut().for_each(|b| *b = 0);
+    for row in edges.chunks_exact(dim) {
+        for ((b, v), e) in out.iter_mut().zip(x).zip(row) {
+            *b += u8::from(*v > *e);
+        }
+    }
+}
+
+/// Counts per (bin, coordinate) over a window, and the distance to the reference.
+#[derive(Clone)]
+pub struct Counts {
+    /// `counts[k·dim + j]`: samples in the window whose coordinate `j` is in bin `k`.
+    counts: Vec<u32>,
+    cum: Vec<u32>,
+    dim: usize,
+}
+
+impl Counts {
+    pub fn new(dim: usize) -> Self {
+        Counts {
+            counts: vec![0; BINS * dim],
+            cum: vec![0; dim],
+            dim,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.counts.iter_mut().for_each(|c| *c = 0);
+    }
+
+    pub fn add(&mut self, bins: &[u8]) {
+        for (j, b) in bins.iter().enumerate() {
+            self.counts[usize::from(*b) * self.dim + j] += 1;
+        }
+    }
+
+    pub fn remove(&mut self, bins: &[u8]) {
+        for (j, b) in bins.iter().enumerate() {
+            self.counts[usize::from(*b) * self.dim + j] -= 1;
+        }
+    }
+
+    /// `max over j, k of |cum_j(k) − t·k/16| / w`, where `cum_j(k)` counts the window's
+    /// samples at or under coordinate `j`'s edge `k` and `t` is the samples counted. With
+    /// `t = w` it is the binned KS distance; with `t < w` the window's other `w − t`
+    /// places are taken to sit exactly on the reference (the detector's warm start).
+    pub fn distance(&mut self, t: usize, w: usize) -> f64 {
+        self.cum.iter_mut().for_each(|c| *c = 0);
+        let mut worst = 0.0f32;
+        for k in 0..EDGES {
+            let target = (t * (k + 1)) as f32 / BINS as f32;
+            let row = &self.counts[k * self.dim..(k + 1) * self.dim];
+            let mut m = 0.0f32;
+            for (c, n) in self.cum.iter_mut().zip(row) {
+                *c += n;
+                m = m.max((*c as f32 - target).abs());
+            }
+            worst = worst.max(m);
+        }
+        f64::from(worst) / w as f64
+    }
+
+    /// The coordinate with the largest gap (as in [`Counts::distance`]): what drifted.
+    pub fn worst_coordinate(&self, t: usize) -> usize {
+        let mut best = (0.0f32, 0);
+        for j in 0..self.dim {
+            let mut cum = 0u32;
+            for k in 0..EDGES {
+                cum += self.counts[k * self.dim + j];
+                let gap = (cum as f32 - (t * (k + 1)) as f32 / BINS as f32).abs();
+                if gap > best.0 {
+                    best = (gap, j);
+                }
+            }
+        }
+        best.1
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        (self.counts.len() + self.cum.len()) * std::mem::size_of::<u32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edges_split_a_coordinate_in_sixteenths_and_the_distance_is_ks() {
+        // Coordinate 0: 0..160; coordinate 1: constant.
+        let rows: Vec<[f32; 2]> = (0..160).map(|i| [i as f32, 1.0]).collect();
+        let edges = fit(rows.iter().map(|r| &r[..]), 2);
+        assert_eq!(edges.len(), 15 * 2);
+        assert_eq!(edges[0], 9.0, "10 of 160 are ≤ 9");
+        assert_eq!(edges[14 * 2], 149.0);
+        let mut b = [0u8; 2];
+        bins(&edges, &[9.0, 1.0], &mut b);
+        assert_eq!(b, [0, 0]);
+        bins(&edges, &[9.5, 2.0], &mut b);
+        assert_eq!(b, [1, 15]);
+        // A window like the reference: distance 0. All in the lowest bin: 15/16.
+        let mut c = Counts::new(2);
+        for r in &rows {
+            bins(&edges, r, &mut b);
+            c.add(&b);
+        }
+        let d = c.distance(160, 160);
+        // Coordinate 1 is constant: every sample sits at or under every edge.
+        assert!((d - 15.0 / 16.0).abs() < 1e-6, "{d}");
+        let mut only0 = Counts::new(1);
+        let e0: Vec<f32> = (0..15).map(|k| edges[k * 2]).collect();
+        let mut b0 = [0u8; 1];
+        for r in &rows {
+            bins(&e0, &r[..1], &mut b0);
+            only0.add(&b0);
+        }
+        assert!(only0.distance(160, 160) < 1e-6);
+        // Half the window empty (warm start): still 0 when what is there is balanced.
+        only0.clear();
+        for r in rows.iter().step_by(2) {
+            bins(&e0, &r[..1], &mut b0);
+            only0.add(&b0);
+        }
+        assert!(only0.distance(80, 160) < 0.5 / 160.0 + 1e-6);
+        // The low half only: the CDF at the median edge is off by 40 of 160 = 0.25.
+        only0.clear();
+        for r in &rows[..80] {
+            bins(&e0, &r[..1], &mut b0);
+            only0.add(&b0);
+        }
+        assert!((only0.distance(80, 160) - 0.25).abs() < 1e-6);
+        assert_eq!(c.worst_coordinate(160), 1);
+    }
+}
