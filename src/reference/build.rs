@@ -158,8 +158,9 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     let phi_b = features_of(b);
     let quantiles = coords::fit(a.iter().map(|&i| row_slice(&x, i)), dim);
     let mut bins_b = vec![0u8; b.len() * dim];
+    let mut scratch = Vec::new();
     for (out, &i) in bins_b.chunks_exact_mut(dim).zip(b) {
-        coords::bins(&quantiles, &row_slice(&x, i), out);
+        coords::bins(&quantiles, &row_slice(&x, i), &mut scratch, out);
     }
 
     // Null windows from B: both statistics of each.

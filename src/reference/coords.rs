@@ -37,14 +37,20 @@ pub fn fit(rows: impl Iterator<Item = impl AsRef<[f32]>>, dim: usize) -> Vec<f32
     edges
 }
 
-/// Writes each coordinate's bin (the number of edges strictly below it, 0..16) of `x`.
-pub fn bins(edges: &[f32], x: &[f32], out: &mut [u8]) {
+/// Writes each coordinate's bin (the number of edges strictly below it, 0..16) of `x`;
+/// `scratch` (any length) is reused between calls.
+pub fn bins(edges: &[f32], x: &[f32], scratch: &mut Vec<u32>, out: &mut [u8]) {
     let dim = x.len();
-    out.iter_mut().for_each(|b| *b = 0);
+    scratch.clear();
+    scratch.resize(dim, 0);
+    // Edge-major, 32-bit lanes: the compare-and-add loop vectorises.
     for row in edges.chunks_exact(dim) {
-        for ((b, v), e) in out.iter_mut().zip(x).zip(row) {
-            *b += u8::from(*v > *e);
+        for ((b, v), e) in scratch.iter_mut().zip(x).zip(row) {
+            *b += u32::from(*v > *e);
         }
+    }
+    for (o, b) in out.iter_mut().zip(scratch.iter()) {
+        *o = *b as u8;
     }
 }
 
@@ -87,19 +93,25 @@ impl Counts {
     /// `t = w` it is the binned KS distance; with `t < w` the window's other `w − t`
     /// places are taken to sit exactly on the reference (the detector's warm start).
     pub fn distance(&mut self, t: usize, w: usize) -> f64 {
+        // In sixteenths of a sample, as integers: `|16·cum − t·k|`, so the max over
+        // coordinates is an integer reduction that vectorises.
         self.cum.iter_mut().for_each(|c| *c = 0);
-        let mut worst = 0.0f32;
+        let mut worst = 0i64;
         for k in 0..EDGES {
-            let target = (t * (k + 1)) as f32 / BINS as f32;
+            let target = (t * (k + 1)) as i64;
             let row = &self.counts[k * self.dim..(k + 1) * self.dim];
-            let mut m = 0.0f32;
+            let (mut hi, mut lo) = (i32::MIN, i32::MAX);
             for (c, n) in self.cum.iter_mut().zip(row) {
                 *c += n;
-                m = m.max((*c as f32 - target).abs());
+                // A window holds fewer than 2^27 samples: 16·cum fits.
+                let v = (*c as i32) << 4;
+                hi = hi.max(v);
+                lo = lo.min(v);
             }
-            worst = worst.max(m);
+            let (hi, lo) = (i64::from(hi), i64::from(lo));
+            worst = worst.max(hi - target).max(target - lo);
         }
-        f64::from(worst) / w as f64
+        worst as f64 / (BINS * w) as f64
     }
 
     /// The coordinate with the largest gap (as in [`Counts::distance`]): what drifted.
@@ -136,14 +148,15 @@ mod tests {
         assert_eq!(edges[0], 9.0, "10 of 160 are ≤ 9");
         assert_eq!(edges[14 * 2], 149.0);
         let mut b = [0u8; 2];
-        bins(&edges, &[9.0, 1.0], &mut b);
+        let mut sc = Vec::new();
+        bins(&edges, &[9.0, 1.0], &mut sc, &mut b);
         assert_eq!(b, [0, 0]);
-        bins(&edges, &[9.5, 2.0], &mut b);
+        bins(&edges, &[9.5, 2.0], &mut sc, &mut b);
         assert_eq!(b, [1, 15]);
         // A window like the reference: distance 0. All in the lowest bin: 15/16.
         let mut c = Counts::new(2);
         for r in &rows {
-            bins(&edges, r, &mut b);
+            bins(&edges, r, &mut sc, &mut b);
             c.add(&b);
         }
         let d = c.distance(160, 160);
@@ -153,21 +166,21 @@ mod tests {
         let e0: Vec<f32> = (0..15).map(|k| edges[k * 2]).collect();
         let mut b0 = [0u8; 1];
         for r in &rows {
-            bins(&e0, &r[..1], &mut b0);
+            bins(&e0, &r[..1], &mut sc, &mut b0);
             only0.add(&b0);
         }
         assert!(only0.distance(160, 160) < 1e-6);
         // Half the window empty (warm start): still 0 when what is there is balanced.
         only0.clear();
         for r in rows.iter().step_by(2) {
-            bins(&e0, &r[..1], &mut b0);
+            bins(&e0, &r[..1], &mut sc, &mut b0);
             only0.add(&b0);
         }
         assert!(only0.distance(80, 160) < 0.5 / 160.0 + 1e-6);
         // The low half only: the CDF at the median edge is off by 40 of 160 = 0.25.
         only0.clear();
         for r in &rows[..80] {
-            bins(&e0, &r[..1], &mut b0);
+            bins(&e0, &r[..1], &mut sc, &mut b0);
             only0.add(&b0);
         }
         assert!((only0.distance(80, 160) - 0.25).abs() < 1e-6);

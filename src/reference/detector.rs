@@ -56,6 +56,7 @@ pub struct Detector {
     seen: u64,
     next: usize,
     scratch: Vec<f32>,
+    bin_scratch: Vec<u32>,
     /// Alarms raised (steps at or over the line).
     alarms: u64,
 }
@@ -87,6 +88,7 @@ impl Detector {
             seen: 0,
             next: 0,
             scratch: vec![0.0; features],
+            bin_scratch: Vec::with_capacity(dim),
             alarms: 0,
         }
     }
@@ -107,7 +109,7 @@ impl Detector {
         if full {
             self.counts.remove(row);
         }
-        coords::bins(&self.quantiles, x, row);
+        coords::bins(&self.quantiles, x, &mut self.bin_scratch, row);
         self.counts.add(row);
         self.next = (self.next + 1) % self.w;
         self.seen += 1;
@@ -179,6 +181,7 @@ impl Detector {
             + (self.window.len() + self.scratch.len() + self.quantiles.len())
                 * std::mem::size_of::<f32>()
             + self.bins.len()
+            + self.bin_scratch.capacity() * std::mem::size_of::<u32>()
             + self.counts.state_bytes()
             + (self.sum.len() + self.mean.len()) * std::mem::size_of::<f64>()
     }

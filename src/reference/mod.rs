@@ -121,13 +121,12 @@ impl FeatureMap {
     /// Writes `φ(x)` into `out` (length `D`); `x` has the map's dimension.
     pub fn apply(&self, x: &[f32], out: &mut [f32]) {
         debug_assert_eq!(x.len(), self.dim);
-        for ((o, row), b) in out
-            .iter_mut()
-            .zip(self.w.chunks_exact(self.dim))
-            .zip(&self.b)
-        {
-            let dot = <f32 as simsimd::SpatialSimilarity>::dot(row, x).unwrap_or(0.0) as f32;
-            *o = self.scale * (dot + b).cos();
+        for (o, row) in out.iter_mut().zip(self.w.chunks_exact(self.dim)) {
+            *o = <f32 as simsimd::SpatialSimilarity>::dot(row, x).unwrap_or(0.0) as f32;
+        }
+        // A separate pass, so that the cosines vectorise.
+        for (o, b) in out.iter_mut().zip(&self.b) {
+            *o = self.scale * cos(*o + b);
         }
     }
 
@@ -145,6 +144,29 @@ impl FeatureMap {
     pub fn state_bytes(&self) -> usize {
         (self.w.len() + self.b.len()) * std::mem::size_of::<f32>()
     }
+}
+
+/// `cos x` within 5e-6 for `|x|` up to 10⁴ (the features' arguments are a few units),
+/// in plain arithmetic so that a loop of it vectorises (libm's `cosf` is a call per
+/// value: a fifth of the detector's time at d = 384). Reduced to `[−π, π]` with the
+/// round-to-nearest of the 1.5·2²³ trick, then Taylor to the 14th power (the next term
+/// is `π¹⁶/16! ≈ 4·10⁻⁶` at the ends).
+#[inline]
+fn cos(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    let k = (x * std::f32::consts::FRAC_1_PI * 0.5 + MAGIC) - MAGIC;
+    // 2π in three parts (Cody–Waite): the first has 8 significant bits, so `k·C1` is
+    // exact for |k| < 2¹⁶ and the reduction loses nothing to rounding.
+    let r = ((x - k * 6.281_25) - k * 0.001_935_307_2) - k * 1.025_313_2e-11;
+    let r2 = r * r;
+    let mut p = -1.0 / 87_178_291_200.0; // −1/14!
+    p = p * r2 + 1.0 / 479_001_600.0;
+    p = p * r2 - 1.0 / 3_628_800.0;
+    p = p * r2 + 1.0 / 40_320.0;
+    p = p * r2 - 1.0 / 720.0;
+    p = p * r2 + 1.0 / 24.0;
+    p = p * r2 - 0.5;
+    p * r2 + 1.0
 }
 
 /// The norm coordinate: `weight · (‖x‖ − mean) / sd`.
