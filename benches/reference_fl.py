@@ -124,6 +124,9 @@ EV_SIZES, EV_NULL, EV_SHIFT = [100, 200, 500, 1000], 100, 15   # Evidently
 SEQ_W, SEQ_L = 50, 200                  # sequential streams (as reference_real.py)
 SEQ_ERT = SEQ_L / ALPHA
 SEQ_OURS, SEQ_ONLINE_NULL, SEQ_ONLINE_SHIFT = 200, 200, 200
+# MMDDriftOnline's null false-alarm rate within a stream, measured in the 2026-12-04 run
+# (42 of 200 streams; it is ~0.2 because its threshold is bootstrapped from 2 x ERT).
+ONLINE_MEASURED_FAR = 0.21
 ONLINE_BOOT = int(2 * SEQ_ERT)   # Alibi advises >= 10 x ERT; default 1000 fails at ERT 4000, 10 x ran out of 24 GiB, 3 x of 14 GB
 
 
@@ -247,10 +250,13 @@ def part_cheap(pools):
     ks = KS(ref)
     tmp = os.path.join(CACHE, "tmp_cheap.npy")
     ev = {"ev_model": model(bootstrap=True), "ev_mmd": mmd(), "ev_ratio": ratio(), "ev_distance": distance()}
-    # KS vectorisation check against Alibi KSDrift itself on a few windows
-    from alibi_detect.cd import KSDrift
-    kd = KSDrift(ref, p_val=ALPHA, correction="bonferroni")
-    for n in [20, 100, 1000]:
+    # KS vectorisation check against Alibi KSDrift itself on a few windows (when installed)
+    try:
+        from alibi_detect.cd import KSDrift
+        kd = KSDrift(ref, p_val=ALPHA, correction="bonferroni")
+    except ImportError:
+        log("alibi-detect is not installed: the KS check against KSDrift is skipped")
+    for n in [20, 100, 1000] if "kd" in locals() else []:
         for case in ["null", "truncation"]:
             if out.has("check", "ks_alibi", case, 1.0, n, 0):
                 continue
@@ -262,7 +268,7 @@ def part_cheap(pools):
             out.put(exp="check", det="ks_alibi", case=case, share=1.0, n=n, seed=0,
                     alibi_minp=float(pr["data"]["p_val"].min()), alibi_drift=int(pr["data"]["is_drift"]),
                     ours_minp=p, wall=wall)
-    for n in SIZES + [BIG]:
+    for n in [int(v) for v in os.environ.get("FL_SIZES", "").split()] or SIZES + [BIG]:
         w, ert = ours_params(n)
         refjson = build_ref(pools, w, ert)
         n_null, n_shift = (BIG_NULL, BIG_SHIFT) if n == BIG else (CHEAP_NULL, CHEAP_SHIFT)
@@ -334,25 +340,33 @@ def part_mmd(pools):
 # --- part 3: sequential streams: ours vs Alibi MMDDriftOnline at the same W and ERT ---------
 
 def part_online(pools):
-    import torch
-    torch.set_num_threads(1)
-    from alibi_detect.cd import MMDDriftOnline
     out = Out(os.path.join(CACHE, "res_online.jsonl"))
     ref = pools["ref"]
     n_stream = SEQ_W - 1 + SEQ_L
-    refjson = build_ref(pools, SEQ_W, SEQ_ERT)
     tmp = os.path.join(CACHE, "tmp_online.npy")
-    for case, share in cells():
-        for seed in range(SEQ_OURS):
-            if out.has("seq", "ours", case, share, n_stream, seed):
-                continue
-            x = window(pools, case, share, n_stream, seed, tag=1)
-            s, wall = replay(refjson, x, tmp)
-            out.put(exp="seq", det="ours", case=case, share=share, n=n_stream, seed=seed,
-                    alarm=int(s["first_alarm"] is not None),
-                    run=None if s["first_alarm"] is None else s["first_alarm"] + 1,
-                    wall=wall, us_per_sample=s.get("us_per_sample"), state_bytes=s.get("state_bytes"))
+    # ours at the nominal ERT, and at the ERT whose bound equals MMDDriftOnline's measured
+    # null false-alarm rate (its threshold, bootstrapped from 2 x ERT samples, is looser
+    # than its nominal ERT): samples to alarm at a matched false-alarm rate.
+    for det, ert in [("ours", SEQ_ERT), ("ours_matched", SEQ_L / ONLINE_MEASURED_FAR)]:
+        refjson = build_ref(pools, SEQ_W, ert)
+        for case, share in cells():
+            for seed in range(SEQ_OURS):
+                if out.has("seq", det, case, share, n_stream, seed):
+                    continue
+                x = window(pools, case, share, n_stream, seed, tag=1)
+                s, wall = replay(refjson, x, tmp)
+                out.put(exp="seq", det=det, case=case, share=share, n=n_stream, seed=seed,
+                        alarm=int(s["first_alarm"] is not None),
+                        run=None if s["first_alarm"] is None else s["first_alarm"] + 1,
+                        wall=wall, us_per_sample=s.get("us_per_sample"), state_bytes=s.get("state_bytes"))
     log("online: ours done")
+    try:
+        import torch
+        torch.set_num_threads(1)
+        from alibi_detect.cd import MMDDriftOnline
+    except ImportError:
+        log("alibi-detect (torch) is not installed: MMDDriftOnline is skipped")
+        return
     t = time.time()
     det = MMDDriftOnline(ref, ert=SEQ_ERT, window_size=SEQ_W, backend="pytorch", n_bootstraps=ONLINE_BOOT,
                          verbose=False)
@@ -455,7 +469,7 @@ def part_resplit(pools):
 DETS = [("ours", "ours"), ("ks", "KS+Bonf."), ("mmd", "MMDDrift"), ("ev_model", "Ev. model (metric default)"),
         ("ev_model055", "Ev. model AUC>0.55"), ("ev_mmd", "Ev. mmd"), ("ev_ratio", "Ev. ratio"),
         ("ev_distance", "Ev. distance")]
-MD = os.path.join(ROOT, "benches", "reference", "failing_loudly.md")
+MD = os.environ.get("FL_MD", os.path.join(ROOT, "benches", "reference", "failing_loudly.md"))
 KEEP = "<!-- hand-written notes below: kept by `reference_fl.py report` -->"
 
 
@@ -622,14 +636,16 @@ def report():
                  f"streams of {SEQ_W - 1 + SEQ_L} samples)")
         L.append("")
         L.append("Alarm rate within the stream, and median samples to the first alarm over the streams "
-                 "that alarmed (1-based; ours cannot alarm before its window is full, sample 50; "
-                 "MMDDriftOnline starts with a window of reference samples and can alarm from sample 1).")
+                 "that alarmed (1-based). Both can alarm from sample 1: ours counts its window's empty "
+                 "places as sitting on the reference (warm start), MMDDriftOnline starts with a window "
+                 f"of reference samples. `ours, matched`: ours built with ERT = {SEQ_L / ONLINE_MEASURED_FAR:.0f}, "
+                 f"whose bound over the stream is MMDDriftOnline's measured null false-alarm rate, {ONLINE_MEASURED_FAR}.")
         L.append("")
-        L.append("| shift | share | ours: alarm rate | ours: median samples to alarm | MMDDriftOnline: alarm rate | MMDDriftOnline: median samples to alarm |")
-        L.append("|---|---:|---:|---:|---:|---:|")
+        L.append("| shift | share | ours: alarm rate | ours: median samples to alarm | ours, matched: alarm rate | ours, matched: median | MMDDriftOnline: alarm rate | MMDDriftOnline: median samples to alarm |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for case, share in cells():
             row = []
-            for d in ["ours", "online"]:
+            for d in ["ours", "ours_matched", "online"]:
                 rs = sq.get((d, case, share), [])
                 runs = [r["run"] for r in rs if r["alarm"]]
                 row += [_fmt(_rate(rs), True), f"{np.median(runs):.0f}" if runs else "–"]

@@ -112,14 +112,13 @@ impl Mirror {
         &self,
         which: Target,
         job: &ShadowJob,
-        bytes: &[u8],
+        bytes: &Bytes,
     ) -> (TargetOutcome, Option<ModelOutput>) {
         let parsed = match job.wire {
             Wire::Http1 => self.extractor.parse(bytes).map_err(|e| e.to_string()),
             Wire::Grpc(protocol) => match self.grpc.as_ref().and_then(|g| g.decoder(protocol)) {
-                Some(decoder) => decoder
-                    .decode(&Bytes::copy_from_slice(bytes))
-                    .map_err(|e| e.to_string()),
+                // The answer's own buffer: no copy.
+                Some(decoder) => decoder.decode(bytes).map_err(|e| e.to_string()),
                 None => Err(format!("no decoder for {protocol}")),
             },
         };

@@ -40,6 +40,13 @@ impl BuildParams {
 /// Bootstrap windows per chunk (one seeded generator each, so the result does not
 /// depend on the thread count).
 const CHUNK: usize = 4096;
+/// Most windows the parts' scales are taken from.
+const SCALE_WINDOWS: usize = 400_000;
+/// Null streams the line is calibrated on.
+const STREAMS: usize = 2000;
+/// The false-alarm probability within one horizon: the horizon is `α · ERT` samples, so
+/// that a false alarm within `L` samples has probability about `L / ERT`.
+pub const HORIZON_ALPHA: f64 = 0.05;
 /// The kernel part's total variance over the norm coordinate's: the norm's own tail
 /// (one coordinate, squared) would raise the threshold, and the kernel part's power with
 /// it, if it weighed as much as all `D` kernel features together.
@@ -163,56 +170,39 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         coords::bins(&quantiles, &row_slice(&x, i), &mut scratch, out);
     }
 
-    // Null windows from B: both statistics of each.
-    let windows = ((20.0 * p.ert) as usize).clamp(20_000, 4_000_000);
-    let chunks = windows.div_ceil(CHUNK);
+    // Null windows from B: both statistics of each, for the parts' scales.
     let w = p.window;
-    let null: Vec<(f64, f64)> = (0..chunks)
-        .into_par_iter()
-        .flat_map_iter(|c| {
-            let mut rng = SplitMix64(p.seed ^ crate::ids::mix64(c as u64 + 1));
-            let mut acc = vec![0.0f64; d];
-            let mut counts = Counts::new(dim);
-            let nb = b.len();
-            let (phi_b, bins_b, mean) = (&phi_b, &bins_b, &mean);
-            (0..CHUNK.min(windows - c * CHUNK)).map(move |_| {
-                acc.iter_mut().for_each(|s| *s = 0.0);
-                counts.clear();
-                for _ in 0..w {
-                    let r = rng.below(nb);
-                    for (s, v) in acc.iter_mut().zip(&phi_b[r * d..][..d]) {
-                        *s += f64::from(*v);
-                    }
-                    counts.add(&bins_b[r * dim..][..dim]);
-                }
-                let kernel = acc
-                    .iter()
-                    .zip(mean)
-                    .map(|(s, m)| (s / w as f64 - m).powi(2))
-                    .sum::<f64>();
-                (kernel, counts.distance(w, w))
-            })
-        })
-        .collect();
-    // Each part is scaled by its own null quantile at the target level, so that both
-    // weigh alike in the max; the max's own quantile at that level is then the line
-    // (a little over 1, as either part may cross).
-    let level = 1.0 - 1.0 / p.ert;
-    let quantile = |mut v: Vec<f64>| {
+    let windows = ((20.0 * p.ert) as usize).clamp(20_000, SCALE_WINDOWS);
+    let null = null_windows(&phi_b, &bins_b, &mean, dim, w, windows, p.seed);
+    // Each part is scaled by its own null quantile at the target level (or as far out as
+    // the windows reach), so that both weigh alike in the max.
+    let quantile = |mut v: Vec<f64>, level: f64| {
         v.sort_by(f64::total_cmp);
         let k = (level * v.len() as f64).ceil() as usize;
         v[k.clamp(1, v.len()) - 1]
     };
-    let kernel_scale = quantile(null.iter().map(|s| s.0).collect());
-    let coordinate_scale = quantile(null.iter().map(|s| s.1).collect());
+    let level = 1.0 - 1.0 / p.ert.min(windows as f64 / 20.0);
+    let kernel_scale = quantile(null.iter().map(|s| s.0).collect(), level);
+    let coordinate_scale = quantile(null.iter().map(|s| s.1).collect(), level);
     if !(kernel_scale > 0.0 && coordinate_scale > 0.0) {
         return Err("the reference embeddings do not vary: the null statistics are 0".into());
     }
-    let threshold = quantile(
-        null.iter()
-            .map(|(k, c)| (k / kernel_scale).max(c / coordinate_scale))
-            .collect(),
-    );
+    // The line: over null streams of `horizon` steps (bootstrapped from B, each starting
+    // from a full window), the (1 − α) quantile of the largest combined statistic.
+    let horizon = ((HORIZON_ALPHA * p.ert).round() as usize).max(1);
+    let sim = Simulation {
+        phi_b: &phi_b,
+        bins_b: &bins_b,
+        mean: &mean,
+        dim,
+        w,
+        scales: (kernel_scale, coordinate_scale),
+    };
+    let maxima: Vec<f64> = (0..STREAMS)
+        .into_par_iter()
+        .map(|s| sim.stream_max(horizon, p.seed ^ crate::ids::mix64(0x5743_0000 + s as u64)))
+        .collect();
+    let threshold = quantile(maxima, 1.0 - HORIZON_ALPHA);
     if threshold.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
         return Err("the calibrated threshold is 0: the reference embeddings do not vary".into());
     }
@@ -232,7 +222,9 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         mean_features: mean,
         norm,
         vectors: n as u64,
-        bootstrap_windows: null.len() as u64,
+        bootstrap_windows: windows as u64,
+        horizon: horizon as u64,
+        bootstrap_streams: STREAMS as u64,
         built_at,
         source: p.source.clone(),
         picture: super::Picture::build(x, p.seed),
@@ -248,5 +240,95 @@ fn row_slice<'a>(x: &'a ArrayView2<f32>, i: usize) -> std::borrow::Cow<'a, [f32]
     match r.to_slice() {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(r.to_vec()),
+    }
+}
+
+/// `windows` null windows of `w` rows drawn with replacement from B: each one's kernel
+/// statistic and binned KS distance.
+fn null_windows(
+    phi_b: &[f32],
+    bins_b: &[u8],
+    mean: &[f64],
+    dim: usize,
+    w: usize,
+    windows: usize,
+    seed: u64,
+) -> Vec<(f64, f64)> {
+    let d = mean.len();
+    let nb = bins_b.len() / dim;
+    (0..windows.div_ceil(CHUNK))
+        .into_par_iter()
+        .flat_map_iter(|c| {
+            let mut rng = SplitMix64(seed ^ crate::ids::mix64(c as u64 + 1));
+            let mut acc = vec![0.0f64; d];
+            let mut counts = Counts::new(dim);
+            (0..CHUNK.min(windows - c * CHUNK)).map(move |_| {
+                acc.iter_mut().for_each(|s| *s = 0.0);
+                counts.clear();
+                for _ in 0..w {
+                    let r = rng.below(nb);
+                    for (s, v) in acc.iter_mut().zip(&phi_b[r * d..][..d]) {
+                        *s += f64::from(*v);
+                    }
+                    counts.add(&bins_b[r * dim..][..dim]);
+                }
+                (kernel_stat(&acc, mean, w), counts.distance(w, w))
+            })
+        })
+        .collect()
+}
+
+/// `‖sum / w − μ‖²`.
+fn kernel_stat(sum: &[f64], mean: &[f64], w: usize) -> f64 {
+    sum.iter()
+        .zip(mean)
+        .map(|(s, m)| (s / w as f64 - m).powi(2))
+        .sum()
+}
+
+/// Null streams through a sliding window, as the detector sees them.
+struct Simulation<'a> {
+    phi_b: &'a [f32],
+    bins_b: &'a [u8],
+    mean: &'a [f64],
+    dim: usize,
+    w: usize,
+    scales: (f64, f64),
+}
+
+impl Simulation<'_> {
+    /// The largest combined statistic over `horizon` steps of one stream drawn from B
+    /// with replacement, starting from a full window.
+    fn stream_max(&self, horizon: usize, seed: u64) -> f64 {
+        let (d, dim, w) = (self.mean.len(), self.dim, self.w);
+        let nb = self.bins_b.len() / dim;
+        let mut rng = SplitMix64(seed);
+        let mut ring: Vec<usize> = (0..w).map(|_| rng.below(nb)).collect();
+        let mut acc = vec![0.0f64; d];
+        let mut counts = Counts::new(dim);
+        let phi = |r: usize| &self.phi_b[r * d..][..d];
+        let bins = |r: usize| &self.bins_b[r * dim..][..dim];
+        for &r in &ring {
+            for (s, v) in acc.iter_mut().zip(phi(r)) {
+                *s += f64::from(*v);
+            }
+            counts.add(bins(r));
+        }
+        let mut worst = 0.0f64;
+        for step in 0..horizon {
+            if step > 0 {
+                let (slot, new) = (step % w, rng.below(nb));
+                let old = std::mem::replace(&mut ring[slot], new);
+                for ((s, o), n) in acc.iter_mut().zip(phi(old)).zip(phi(new)) {
+                    *s += f64::from(*n) - f64::from(*o);
+                }
+                counts.remove(bins(old));
+                counts.add(bins(new));
+            }
+            let t = (kernel_stat(&acc, self.mean, w) / self.scales.0)
+                .max(counts.distance(w, w) / self.scales.1);
+            worst = worst.max(t);
+        }
+        worst
     }
 }

@@ -27,7 +27,9 @@ pub struct Reference {
     pub window: usize,
     /// Expected run length under no drift the threshold is set for, in samples.
     pub ert: f64,
-    /// Alarm line `h` of the combined statistic `max(S / kernel_scale, K / coordinate_scale)`.
+    /// Alarm line `h` of the combined statistic `max(S / kernel_scale, K / coordinate_scale)`:
+    /// its largest value over a null stream of `horizon` samples exceeds `h` with
+    /// probability 5 %.
     pub threshold: f64,
     /// The kernel statistic `S = ‖mean_window φ − μ‖²`'s `1 − 1/ERT` quantile over the
     /// null windows.
@@ -44,8 +46,13 @@ pub struct Reference {
     pub norm: NormScale,
     /// Vectors the reference was built from (both halves).
     pub vectors: u64,
-    /// Bootstrap windows the threshold was estimated from.
+    /// Bootstrap windows the parts' scales were estimated from.
     pub bootstrap_windows: u64,
+    /// Samples per null stream of the calibration: `α · ERT` with `α` = 5 %.
+    pub horizon: u64,
+    /// Null streams the threshold was estimated from: the threshold is the 95 % quantile
+    /// of their largest combined statistic.
+    pub bootstrap_streams: u64,
     /// When it was built, seconds since the Unix epoch.
     pub built_at: u64,
     /// Where it came from, for people reading it.

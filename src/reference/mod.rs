@@ -34,25 +34,29 @@
 //!
 //! They are combined as `T = max(S / s_S, K / s_K)`, and the shift score is `T / h`, so
 //! **1 is the alarm line**. `s_S`, `s_K` and `h` are set at build time. The build data is
-//! shuffled (seeded) and split in halves: `μ` and the quantiles come from `A`; windows of
-//! `w` rows are drawn with replacement from `B`, which is independent of `A` as live
-//! traffic is, so the error of the frozen sketch is in the calibration. Over
-//! `max(20·ERT, 20 000)` such windows, `s_S` and `s_K` are each statistic's own
-//! `1 − 1/ERT` quantile (so the two parts weigh alike: a χ²-like `S` has a far longer
-//! tail than the max-of-gaps `K`, and scaling by medians would leave `K` no say), and
-//! `h` is the `1 − 1/ERT` quantile of `T` itself (a little over 1). The part that
-//! carries the score is reported, and for `K` the coordinate furthest from the
-//! reference ([`Detector::worst_coordinate`]): what drifted.
+//! shuffled (seeded) and split in halves: `μ` and the quantiles come from `A`; null
+//! samples are drawn with replacement from `B`, which is independent of `A` as live
+//! traffic is, so the error of the frozen sketch is in the calibration.
+//!
+//! - `s_S` and `s_K` are each statistic's own `1 − 1/ERT` quantile over independent null
+//!   windows of `w` rows (at most 400 000 windows; further out the quantile is taken as
+//!   far as they reach). They only weigh the two parts alike: a χ²-like `S` has a far
+//!   longer tail than the max-of-gaps `K`, and scaling by medians would leave `K` no say.
+//! - `h` is calibrated on what the detector does: 2000 null streams, each a full window
+//!   drawn from `B` and then `H = α · ERT` sliding steps (α = 5 %), each step one new row
+//!   in and the oldest out. `h` is the 95 % quantile of each stream's largest `T`.
 //!
 //! What that gives, and its assumption: if live embeddings are drawn like the reference
-//! (exchangeable with `B`), each full window's false-alarm probability is `1/ERT` up to
-//! the bootstrap's error, so over any `L` steps the probability of a false alarm is at
-//! most `L/ERT` (a union bound, which holds whatever the windows' overlap). Choose
-//! `ERT = L/α` for a false-alarm rate `α` over a horizon of `L` samples: the default
-//! `ERT = 10 000` at `w = 100` bounds it by 5 % over 500 samples. The expected run length
-//! under no drift is at least `ERT` up to that error (overlapping windows are positively
-//! correlated, which lengthens it). What it does not give: validity over unbounded looks
-//! (an e-process would); a reference whose traffic was itself drifting.
+//! (exchangeable with `B`), a false alarm within any `H` consecutive samples has
+//! probability α = 5 %, up to the bootstrap's error (2000 streams: about ±0.5 %), so
+//! within `L` samples at most `⌈L/H⌉ · α ≈ L/ERT`. Choose `ERT = L/α` for a false-alarm
+//! rate `α` over a horizon of `L` samples: the default `ERT = 10 000` at `w = 100` gives
+//! 5 % over 500 samples. This is tight where the earlier per-step calibration with a
+//! union bound over the steps was not: successive windows share all but one sample, so
+//! the union bound over-counted by a wide margin (0 of 200 null streams alarmed against
+//! a budget of 10) and the line sat higher than it had to, at the cost of power. What
+//! it does not give: validity over unbounded looks (an e-process would); a reference
+//! whose traffic was itself drifting.
 //!
 //! **Warm start.** Before the window has filled (the first `w − 1` samples after start),
 //! its empty places are taken to sit exactly on the reference: with `t` samples seen,
@@ -60,8 +64,9 @@
 //! shift then alarms within a fraction of a window (norms halved: 9 samples at
 //! `w = 30`), as Alibi Detect's online detectors do by starting from reference samples.
 //! Under no drift those partial statistics are sums of `t < w` centred terms, smaller
-//! than a full window's, so they add little to the false-alarm rate; the null tests
-//! count alarms from the first sample on.
+//! than a full window's, so they add little to the false-alarm rate (the calibration's
+//! streams start from a full window, the harder case); the null tests count alarms from
+//! the first sample on.
 //!
 //! Cost per sampled embedding: `D` dot products of length `d` (simsimd), `D` cosines,
 //! `15 · d` comparisons and a pass over `16 · d` counts; state: `W` and `b`

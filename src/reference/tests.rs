@@ -58,6 +58,15 @@ fn an_edited_or_mismatched_reference_is_refused_with_the_fix() {
     edited.threshold *= 2.0;
     let e = Reference::from_json(&edited.to_json(), Path::new("ref.json")).unwrap_err();
     assert!(e.to_string().contains("edited"), "{e}");
+    // A file of format 1 (no coordinate part) is refused with the fix, not a missing field.
+    let v1 = r#"{"version": 1, "model": "m", "dim": 8, "threshold": 1.0}"#;
+    let e = Reference::from_json(v1, Path::new("old.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("format version 1, this build reads 2") && e.contains("reference build"),
+        "{e}"
+    );
     let e = r
         .check(Path::new("ref.json"), "other", 8)
         .unwrap_err()
