@@ -60,6 +60,13 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     if p.features == 0 || p.window == 0 {
         return Err("--features and --window must be at least 1".into());
     }
+    if p.window > coords::MAX_WINDOW {
+        return Err(format!(
+            "--window {} is over {}, the most the window's counts hold",
+            p.window,
+            coords::MAX_WINDOW
+        ));
+    }
     if !(p.ert.is_finite() && p.ert >= 2.0) {
         return Err(format!("--ert {} must be at least 2 samples", p.ert));
     }

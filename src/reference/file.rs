@@ -127,6 +127,7 @@ impl Reference {
             || r.features == 0
             || r.dim == 0
             || r.window == 0
+            || r.window > super::coords::MAX_WINDOW
             || !(r.norm.sd > 0.0 && r.norm.weight > 0.0)
         {
             return Err(invalid(format!(
