@@ -89,7 +89,7 @@ fn main() -> ExitCode {
         } => match shadowgate::reference::cli::run_build(&args) {
             Ok(r) => {
                 println!(
-                    "wrote {}: reference {} for model {:?}, dimension {}, from {} embeddings; {} features, window {}, alarm line {:.6e} for ERT {} ({} bootstrap windows)",
+                    "wrote {}: reference {} for model {:?}, dimension {}, from {} embeddings; {} features, window {}, alarm line {:.6e} for ERT {} ({} bootstrapped null streams of {} samples)",
                     args.out.display(),
                     r.id,
                     r.model,
@@ -99,7 +99,8 @@ fn main() -> ExitCode {
                     r.window,
                     r.threshold,
                     r.ert,
-                    r.bootstrap_windows
+                    r.bootstrap_streams,
+                    r.horizon
                 );
                 ExitCode::SUCCESS
             }

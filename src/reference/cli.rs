@@ -121,6 +121,7 @@ pub fn run_build(args: &BuildArgs) -> Result<Reference, RefCommandError> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        ..BuildParams::new(args.model.clone())
     };
     let built_at = std::env::var("SOURCE_DATE_EPOCH")
         .ok()

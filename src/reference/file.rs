@@ -31,10 +31,10 @@ pub struct Reference {
     /// its largest value over a null stream of `horizon` samples exceeds `h` with
     /// probability 5 %.
     pub threshold: f64,
-    /// The kernel statistic `S = ‖mean_window φ − μ‖²`'s `1 − 1/ERT` quantile over the
-    /// null windows.
+    /// The 95 % quantile of the kernel statistic `S = ‖mean_window φ − μ‖²`'s largest
+    /// value over a null stream of `horizon` samples.
     pub kernel_scale: f64,
-    /// The binned KS distance `K`'s `1 − 1/ERT` quantile over the null windows.
+    /// The same for the binned KS distance `K`.
     pub coordinate_scale: f64,
     /// Each coordinate's `k/16` quantiles over `A`, bin-major (`15 · dim` values; see
     /// `coords`).
@@ -46,8 +46,6 @@ pub struct Reference {
     pub norm: NormScale,
     /// Vectors the reference was built from (both halves).
     pub vectors: u64,
-    /// Bootstrap windows the parts' scales were estimated from.
-    pub bootstrap_windows: u64,
     /// Samples per null stream of the calibration: `α · ERT` with `α` = 5 %.
     pub horizon: u64,
     /// Null streams the threshold was estimated from: the threshold is the 95 % quantile

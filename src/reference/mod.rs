@@ -38,13 +38,14 @@
 //! samples are drawn with replacement from `B`, which is independent of `A` as live
 //! traffic is, so the error of the frozen sketch is in the calibration.
 //!
-//! - `s_S` and `s_K` are each statistic's own `1 − 1/ERT` quantile over independent null
-//!   windows of `w` rows (at most 400 000 windows; further out the quantile is taken as
-//!   far as they reach). They only weigh the two parts alike: a χ²-like `S` has a far
-//!   longer tail than the max-of-gaps `K`, and scaling by medians would leave `K` no say.
-//! - `h` is calibrated on what the detector does: 2000 null streams, each a full window
+//! - All three come from one set of null streams: 2000 streams, each a full window
 //!   drawn from `B` and then `H = α · ERT` sliding steps (α = 5 %), each step one new row
-//!   in and the oldest out. `h` is the 95 % quantile of each stream's largest `T`.
+//!   in and the oldest out. `s_S` and `s_K` are the 95 % quantiles of each stream's
+//!   largest `S` and largest `K`: they only weigh the two parts alike (a χ²-like `S` has
+//!   a far longer tail than the max-of-gaps `K`; scaling by medians would leave `K` no
+//!   say). `h` is the 95 % quantile of each stream's largest `T` (the largest `T` of a
+//!   stream is the larger of its largest `S / s_S` and largest `K / s_K`, so one pass
+//!   keeps two maxima per stream).
 //!
 //! What that gives, and its assumption: if live embeddings are drawn like the reference
 //! (exchangeable with `B`), a false alarm within any `H` consecutive samples has

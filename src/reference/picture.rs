@@ -6,7 +6,7 @@
 //! data, by power iteration), their centre, the range shown and a `GRID × GRID` histogram
 //! of shares. No vector of the build data is kept.
 
-use ndarray::{Array1, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
 /// Cells per side of the density grid.
@@ -38,16 +38,19 @@ impl Picture {
         let center = x.mean_axis(Axis(0))?;
         let xc = &x - &center;
         let mut rng = super::SplitMix64(seed ^ 0x0070_6963_7475_7265);
-        let mut axes: Vec<Array1<f32>> = Vec::with_capacity(2);
+        // Column vectors throughout: a matrix product goes to matrixmultiply's kernel,
+        // where a matrix-vector one would be an indexed loop compiled with this crate
+        // (seconds in a debug build, which the demo and the tests run).
+        let mut axes: Vec<Array2<f32>> = Vec::with_capacity(2);
         for _ in 0..2 {
-            let mut v = Array1::from_shape_fn(dim, |_| rng.uniform() as f32 - 0.5);
+            let mut v = Array2::from_shape_fn((dim, 1), |_| rng.uniform() as f32 - 0.5);
             for _ in 0..ITERATIONS {
                 let mut w = xc.t().dot(&xc.dot(&v));
                 for a in &axes {
-                    let along = w.dot(a);
+                    let along = (&w * a).sum();
                     w.scaled_add(-along, a);
                 }
-                let norm = w.dot(&w).sqrt();
+                let norm = (&w * &w).sum().sqrt();
                 if !(norm > 0.0 && norm.is_finite()) {
                     break;
                 }
@@ -55,10 +58,20 @@ impl Picture {
             }
             axes.push(v);
         }
+        let axes = [axes[0].column(0).to_owned(), axes[1].column(0).to_owned()];
+        let both = ndarray::concatenate(
+            Axis(1),
+            &[
+                axes[0].view().insert_axis(Axis(1)),
+                axes[1].view().insert_axis(Axis(1)),
+            ],
+        )
+        .expect("two columns of the same length");
         let proj: Vec<[f32; 2]> = xc
+            .dot(&both)
             .rows()
             .into_iter()
-            .map(|r| [r.dot(&axes[0]), r.dot(&axes[1])])
+            .map(|r| [r[0], r[1]])
             .collect();
         let mut range = [[0f32; 2]; 2];
         for (k, rk) in range.iter_mut().enumerate() {
