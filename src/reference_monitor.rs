@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::config::Config;
 use crate::grpc::{GrpcDecoder, GrpcProtocol};
@@ -88,6 +88,10 @@ struct Series {
     samples: IntCounter,
     age: IntGauge,
     dropped: IntCounterVec,
+    /// Per region of the reference (`slice` = `region:i` or `cluster:i`).
+    slice_score: GaugeVec,
+    slice_share: GaugeVec,
+    slice_reference_share: GaugeVec,
 }
 
 impl ReferenceMonitor {
@@ -139,6 +143,27 @@ impl ReferenceMonitor {
                 )),
                 &["reason"],
             )?,
+            slice_score: GaugeVec::new(
+                labels(Opts::new(
+                    "shadowgate_reference_slice_shift_score",
+                    "Per region of the reference: its share of the window against its reference share, on the shift score's scale (1 is the alarm line); the largest names what drifted.",
+                )),
+                &["slice"],
+            )?,
+            slice_share: GaugeVec::new(
+                labels(Opts::new(
+                    "shadowgate_reference_slice_share",
+                    "Per region of the reference: its share of the last window of scored samples.",
+                )),
+                &["slice"],
+            )?,
+            slice_reference_share: GaugeVec::new(
+                labels(Opts::new(
+                    "shadowgate_reference_slice_reference_share",
+                    "Per region of the reference: its share of the reference's build data.",
+                )),
+                &["slice"],
+            )?,
         };
         registry.register(Box::new(series.learning.clone()))?;
         registry.register(Box::new(series.score.clone()))?;
@@ -147,12 +172,16 @@ impl ReferenceMonitor {
         registry.register(Box::new(series.samples.clone()))?;
         registry.register(Box::new(series.age.clone()))?;
         registry.register(Box::new(series.dropped.clone()))?;
+        registry.register(Box::new(series.slice_score.clone()))?;
+        registry.register(Box::new(series.slice_share.clone()))?;
+        registry.register(Box::new(series.slice_reference_share.clone()))?;
         let dropped_queue = series.dropped.with_label_values(&["queue_full"]);
         // Every reason present from the start, at 0 (rate() and alerts need the series).
         for reason in ["unparsable", "dimension"] {
             series.dropped.with_label_values(&[reason]);
         }
         let (tx, rx) = crossbeam_channel::bounded(cfg.reference.queue.max(1));
+        let codebook = slice_codebook(cfg);
         let readers = Readers {
             http: checked.extractor.clone(),
             grpc_output: Some(cfg.shadow.grpc_output.clone()).filter(|o| !o.is_empty()),
@@ -165,7 +194,7 @@ impl ReferenceMonitor {
         let shown = Arc::clone(&picture);
         std::thread::Builder::new()
             .name("reference".into())
-            .spawn(move || score_loop(source, &readers, &series, &rx, &path, &shown))
+            .spawn(move || score_loop(source, &readers, &series, &rx, &path, &shown, codebook))
             .map_err(|e| {
                 prometheus::Error::Msg(format!("cannot start the reference thread: {e}"))
             })?;
@@ -235,10 +264,11 @@ fn score_loop(
     rx: &crossbeam_channel::Receiver<Answer>,
     path: &std::path::Path,
     shown: &Mutex<PictureState>,
+    codebook: Option<(Vec<Vec<f32>>, String)>,
 ) {
     let reference = match source {
         Source::File(r) => r,
-        Source::FirstN(n) => match learn(n, readers, s, rx) {
+        Source::FirstN(n) => match learn(n, readers, s, rx, codebook) {
             Some(r) => Arc::new(r),
             None => return,
         },
@@ -255,6 +285,14 @@ fn score_loop(
     let picture = reference.picture.clone().filter(|p| p.fits(reference.dim));
     if let Ok(mut st) = shown.lock() {
         st.reference.clone_from(&picture);
+    }
+    let slices: Vec<String> = (0..reference.regions.centroids.len())
+        .map(|i| reference.regions.label(i))
+        .collect();
+    for (label, share) in slices.iter().zip(&reference.regions.shares) {
+        s.slice_reference_share
+            .with_label_values(&[label.as_str()])
+            .set(*share);
     }
     let mut cells = Vec::new();
     let mut det = Detector::new(&reference);
@@ -294,6 +332,14 @@ fn score_loop(
                 s.alarms.inc();
             }
         }
+        for (label, now) in slices.iter().zip(det.regions()) {
+            s.slice_score
+                .with_label_values(&[label.as_str()])
+                .set(now.score);
+            s.slice_share
+                .with_label_values(&[label.as_str()])
+                .set(now.share);
+        }
         if !cells.is_empty() {
             if let Ok(mut st) = shown.lock() {
                 for &c in &cells {
@@ -304,6 +350,26 @@ fn score_loop(
     }
 }
 
+/// The centroids of `[slices]` (`slices.codebook` or `slices.centroids`), unit length,
+/// for a reference built in the pod: its regions are then the mirror's `region:i`.
+fn slice_codebook(cfg: &Config) -> Option<(Vec<Vec<f32>>, String)> {
+    let sl = &cfg.slices;
+    let (rows, source) = if !sl.codebook.as_os_str().is_empty() {
+        let cb = crate::slices::Codebook::load(&sl.codebook).ok()?;
+        (
+            cb.centroids,
+            format!("slices.codebook {}", sl.codebook.display()),
+        )
+    } else if !sl.centroids.is_empty() {
+        (sl.centroids.clone(), "slices.centroids".to_string())
+    } else {
+        return None;
+    };
+    crate::slices::codebook::unit_centroids(&rows)
+        .ok()
+        .map(|c| (c, source))
+}
+
 /// `reference.from_first`: keeps the first `n` sampled embeddings (of the dimension of
 /// the first answer), builds the reference from them and drops them. `None` if the
 /// sidecar stops first or the build fails (logged).
@@ -312,6 +378,7 @@ fn learn(
     readers: &Readers,
     s: &Series,
     rx: &crossbeam_channel::Receiver<Answer>,
+    codebook: Option<(Vec<Vec<f32>>, String)>,
 ) -> Option<Reference> {
     s.learning.set(i64::try_from(n).unwrap_or(i64::MAX));
     let mut dim = 0usize;
@@ -345,6 +412,7 @@ fn learn(
     let x = ndarray::ArrayView2::from_shape((n, dim), &rows).ok()?;
     let mut params = BuildParams::new(s.model.clone());
     params.source = format!("first {n} sampled embeddings after start");
+    params.codebook = codebook.filter(|(c, _)| c.first().is_some_and(|c| c.len() == dim));
     match crate::reference::build(x, &params, now_secs()) {
         Ok(r) => {
             tracing::info!(

@@ -4,6 +4,7 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 
 use super::coords::{self, Counts};
+use super::regions::{RegionCounts, Regions, DEFAULT_REGIONS};
 use super::{FeatureMap, NormScale, Reference, SplitMix64, FORMAT_VERSION};
 
 /// How a reference is built.
@@ -23,6 +24,11 @@ pub struct BuildParams {
     /// Null streams the line is calibrated on (more: a tighter estimate of the 95 %
     /// quantile; the default 2000 puts the false-alarm rate within about ±0.5 %).
     pub streams: usize,
+    /// Regions fitted by k-means over `A` when `codebook` is `None`.
+    pub regions: usize,
+    /// Regions from the slices codebook instead (its centroids, and where it came from),
+    /// so that the reference's `region:i` is the mirror's.
+    pub codebook: Option<(Vec<Vec<f32>>, String)>,
 }
 
 impl BuildParams {
@@ -37,6 +43,8 @@ impl BuildParams {
             ert: 10_000.0,
             source: String::new(),
             streams: STREAMS,
+            regions: DEFAULT_REGIONS,
+            codebook: None,
         }
     }
 }
@@ -170,6 +178,12 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     drop(phi_a);
     let phi_b = features_of(b);
     let quantiles = coords::fit(a.iter().map(|&i| row_slice(&x, i)), dim);
+    let regions = fit_regions(&x, a, p)?;
+    let region_counts = RegionCounts::new(&regions, p.window);
+    let regions_b: Vec<u8> = b
+        .iter()
+        .map(|&i| region_counts.region(&row_slice(&x, i)))
+        .collect();
     let mut bins_b = vec![0u8; b.len() * dim];
     let mut scratch = Vec::new();
     for (out, &i) in bins_b.chunks_exact_mut(dim).zip(b) {
@@ -186,11 +200,13 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     let sim = Simulation {
         phi_b: &phi_b,
         bins_b: &bins_b,
+        regions_b: &regions_b,
+        regions: &region_counts,
         mean: &mean,
         dim,
         w,
     };
-    let maxima: Vec<(f64, f64)> = (0..p.streams.max(20))
+    let maxima: Vec<[f64; 3]> = (0..p.streams.max(20))
         .into_par_iter()
         .map(|s| sim.stream_max(horizon, p.seed ^ crate::ids::mix64(0x5743_0000 + s as u64)))
         .collect();
@@ -199,15 +215,23 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         let k = ((1.0 - HORIZON_ALPHA) * v.len() as f64).ceil() as usize;
         v[k.clamp(1, v.len()) - 1]
     };
-    let kernel_scale = quantile(maxima.iter().map(|m| m.0).collect());
-    let coordinate_scale = quantile(maxima.iter().map(|m| m.1).collect());
+    let scales: Vec<f64> = (0..3)
+        .map(|part| quantile(maxima.iter().map(|m| m[part]).collect()))
+        .collect();
+    let [kernel_scale, coordinate_scale, region_scale] = [scales[0], scales[1], scales[2]];
     if !(kernel_scale > 0.0 && coordinate_scale > 0.0) {
         return Err("the reference embeddings do not vary: the null statistics are 0".into());
     }
+    // One region holding all of the reference (a degenerate codebook) has no gap under
+    // any traffic: a region scale of 0 leaves the part out (`region_part`).
     let threshold = quantile(
         maxima
             .iter()
-            .map(|(k, c)| (k / kernel_scale).max(c / coordinate_scale))
+            .map(|m| {
+                (m[0] / kernel_scale)
+                    .max(m[1] / coordinate_scale)
+                    .max(region_part(m[2], region_scale))
+            })
             .collect(),
     );
     if threshold.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
@@ -225,7 +249,9 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         threshold,
         kernel_scale,
         coordinate_scale,
+        region_scale,
         quantiles,
+        regions,
         mean_features: mean,
         norm,
         vectors: n as u64,
@@ -238,6 +264,67 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     };
     r.id = r.compute_id();
     Ok(r)
+}
+
+/// The regions (the codebook's centroids, or spherical k-means over `a`) and their
+/// shares of `a`.
+fn fit_regions(x: &ArrayView2<f32>, a: &[usize], p: &BuildParams) -> Result<Regions, String> {
+    let dim = x.ncols();
+    let (centroids, source, prefix) = match &p.codebook {
+        Some((c, source)) => (c.clone(), source.clone(), "region"),
+        None => {
+            let k = p.regions.clamp(2, crate::slices::MAX_SLICES);
+            let mut unit = ndarray::Array2::<f32>::zeros((a.len(), dim));
+            for (mut out, &i) in unit.rows_mut().into_iter().zip(a) {
+                let r = row_slice(x, i);
+                let n = r.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+                if n > 0.0 && n.is_finite() {
+                    out.iter_mut()
+                        .zip(r.iter())
+                        .for_each(|(o, v)| *o = (f64::from(*v) / n) as f32);
+                }
+            }
+            let fit = crate::slices::codebook::spherical_kmeans(
+                unit.view(),
+                crate::slices::codebook::KMeansParams {
+                    k,
+                    seed: p.seed,
+                    max_iter: 50,
+                },
+            );
+            let centroids = fit
+                .centroids
+                .rows()
+                .into_iter()
+                .map(|r| r.to_vec())
+                .collect();
+            let source = format!("spherical k-means, k = {k}, over the reference half");
+            (centroids, source, "cluster")
+        }
+    };
+    let mut regions = Regions {
+        centroids,
+        shares: Vec::new(),
+        source,
+        prefix: prefix.into(),
+    };
+    regions.shares = vec![0.0; regions.centroids.len()];
+    let counts = RegionCounts::new(&regions, p.window);
+    for &i in a {
+        regions.shares[usize::from(counts.region(&row_slice(x, i)))] += 1.0 / a.len() as f64;
+    }
+    regions.check(dim)?;
+    Ok(regions)
+}
+
+/// The region part `Q / s_Q` of the combined statistic; 0 when `s_Q` is 0 (no region
+/// gap under the null: one region holds the whole reference).
+pub(crate) fn region_part(q: f64, scale: f64) -> f64 {
+    if scale > 0.0 {
+        q / scale
+    } else {
+        0.0
+    }
 }
 
 /// Row `i` of `x`, borrowed when it is contiguous.
@@ -261,21 +348,24 @@ fn kernel_stat(sum: &[f64], mean: &[f64], w: usize) -> f64 {
 struct Simulation<'a> {
     phi_b: &'a [f32],
     bins_b: &'a [u8],
+    regions_b: &'a [u8],
+    regions: &'a RegionCounts,
     mean: &'a [f64],
     dim: usize,
     w: usize,
 }
 
 impl Simulation<'_> {
-    /// The largest kernel statistic and the largest KS distance over `horizon` steps of
+    /// The largest kernel statistic, KS distance and region gap over `horizon` steps of
     /// one stream drawn from B with replacement, starting from a full window.
-    fn stream_max(&self, horizon: usize, seed: u64) -> (f64, f64) {
+    fn stream_max(&self, horizon: usize, seed: u64) -> [f64; 3] {
         let (d, dim, w) = (self.mean.len(), self.dim, self.w);
         let nb = self.bins_b.len() / dim;
         let mut rng = SplitMix64(seed);
         let mut ring: Vec<usize> = (0..w).map(|_| rng.below(nb)).collect();
         let mut acc = vec![0.0f64; d];
         let mut counts = Counts::new(dim);
+        let mut regions = self.regions.clone();
         let phi = |r: usize| &self.phi_b[r * d..][..d];
         let bins = |r: usize| &self.bins_b[r * dim..][..dim];
         for &r in &ring {
@@ -283,8 +373,9 @@ impl Simulation<'_> {
                 *s += f64::from(*v);
             }
             counts.add(bins(r));
+            regions.add(self.regions_b[r]);
         }
-        let mut worst = (0.0f64, 0.0f64);
+        let mut worst = [0.0f64; 3];
         for step in 0..horizon {
             if step > 0 {
                 let (slot, new) = (step % w, rng.below(nb));
@@ -294,9 +385,12 @@ impl Simulation<'_> {
                 }
                 counts.remove(bins(old));
                 counts.add(bins(new));
+                regions.remove(self.regions_b[old]);
+                regions.add(self.regions_b[new]);
             }
-            worst.0 = worst.0.max(kernel_stat(&acc, self.mean, w));
-            worst.1 = worst.1.max(counts.distance(w, w));
+            worst[0] = worst[0].max(kernel_stat(&acc, self.mean, w));
+            worst[1] = worst[1].max(counts.distance(w, w));
+            worst[2] = worst[2].max(regions.distance(w).0);
         }
         worst
     }

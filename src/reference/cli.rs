@@ -39,6 +39,13 @@ pub struct BuildArgs {
     /// probability is at most L/ERT.
     #[arg(long, default_value_t = 10_000.0)]
     pub ert: f64,
+    /// Regions of the per-region part (spherical k-means over the build data), 2 to 32.
+    #[arg(long, default_value_t = super::regions::DEFAULT_REGIONS)]
+    pub regions: usize,
+    /// Use the centroids of this slices codebook (`shadowgate slices fit`) as the
+    /// regions instead, so the reference's `region:i` is the mirror's slice `region:i`.
+    #[arg(long)]
+    pub codebook: Option<PathBuf>,
 }
 
 /// Arguments of `shadowgate reference replay`.
@@ -54,8 +61,8 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "baseline_embedding")]
     pub column: String,
     /// Print one JSON line per sample (index, score, alarm, the part of the statistic
-    /// that carries the score, the coordinate furthest from the reference) before the
-    /// summary.
+    /// that carries the score, the coordinate and the region furthest from the
+    /// reference) before the summary.
     #[arg(long)]
     pub trace: bool,
 }
@@ -104,8 +111,37 @@ pub fn run_build(args: &BuildArgs) -> Result<Reference, RefCommandError> {
         &input_args(args.logs.clone(), &args.column, args.sample, args.seed),
         1,
     )?;
+    let codebook = match &args.codebook {
+        None => None,
+        Some(path) => {
+            let cb = crate::slices::Codebook::load(path)
+                .map_err(|e| RefCommandError::Build(format!("--codebook: {e}")))?;
+            let centroids =
+                crate::slices::codebook::unit_centroids(&cb.centroids).map_err(|e| {
+                    RefCommandError::Build(format!("--codebook {}: {e}", path.display()))
+                })?;
+            if cb.dim != loaded.x.ncols() {
+                return Err(RefCommandError::Build(format!(
+                    "--codebook {} is for dimension {}, the embeddings are {}: fit one from the same model's embeddings",
+                    path.display(),
+                    cb.dim,
+                    loaded.x.ncols()
+                )));
+            }
+            Some((centroids, format!("slices codebook {}", path.display())))
+        }
+    };
+    if !(2..=crate::slices::MAX_SLICES).contains(&args.regions) {
+        return Err(RefCommandError::Build(format!(
+            "--regions {} must be 2 to {}",
+            args.regions,
+            crate::slices::MAX_SLICES
+        )));
+    }
     let params = BuildParams {
         model: args.model.clone(),
+        regions: args.regions,
+        codebook,
         seed: args.seed,
         features: args.features,
         window: args.window,
@@ -147,6 +183,8 @@ pub struct ReplaySummary {
     pub alarms: u64,
     pub max_score: f64,
     pub last_score: Option<f64>,
+    /// The region furthest from its reference share at the end (`region:i`/`cluster:i`).
+    pub worst_slice: String,
     /// Detector time per sample (feature map and window update), microseconds.
     pub us_per_sample: f64,
     pub state_bytes: usize,
@@ -185,6 +223,7 @@ pub fn run_replay(
                     "alarm": step.alarm,
                     "part": step.part.as_str(),
                     "worst_coordinate": det.worst_coordinate(),
+                    "worst_slice": r.regions.label(det.worst_region()),
                 })
                 .to_string(),
             );
@@ -198,6 +237,7 @@ pub fn run_replay(
         alarms: det.alarms(),
         max_score: if max.is_finite() { max } else { 0.0 },
         last_score: last,
+        worst_slice: r.regions.label(det.worst_region()),
         us_per_sample: spent.as_secs_f64() * 1e6 / n.max(1) as f64,
         state_bytes: det.state_bytes(),
     })

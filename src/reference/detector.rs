@@ -1,7 +1,9 @@
 //! The streaming detector: a sliding window of feature vectors and coordinate bins
 //! against the reference.
 
+use super::build::region_part;
 use super::coords::{self, Counts};
+use super::regions::RegionCounts;
 use super::{FeatureMap, NormScale, Reference};
 
 /// The detector's verdict after one sample.
@@ -16,6 +18,14 @@ pub struct Step {
     pub part: Part,
 }
 
+/// One region of the window against the reference (see [`Detector::regions`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegionNow {
+    pub score: f64,
+    pub share: f64,
+    pub reference_share: f64,
+}
+
 /// The part of the combined statistic that carries the score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -24,6 +34,8 @@ pub enum Part {
     /// The binned per-coordinate KS distance; [`Detector::worst_coordinate`] names the
     /// coordinate.
     Coordinates,
+    /// The region gap; [`Detector::worst_region`] names the region.
+    Regions,
 }
 
 impl Part {
@@ -31,6 +43,7 @@ impl Part {
         match self {
             Part::Kernel => "kernel",
             Part::Coordinates => "coordinates",
+            Part::Regions => "regions",
         }
     }
 }
@@ -45,6 +58,10 @@ pub struct Detector {
     threshold: f64,
     kernel_scale: f64,
     coordinate_scale: f64,
+    region_scale: f64,
+    regions: RegionCounts,
+    /// The region of each slot of the window.
+    region_ring: Vec<u8>,
     window: Vec<f32>,
     bins: Vec<u8>,
     sum: Vec<f64>,
@@ -78,6 +95,9 @@ impl Detector {
             threshold: reference.threshold,
             kernel_scale: reference.kernel_scale,
             coordinate_scale: reference.coordinate_scale,
+            region_scale: reference.region_scale,
+            regions: RegionCounts::new(&reference.regions, reference.window),
+            region_ring: vec![0; reference.window],
             window: vec![0.0; reference.window * features],
             bins: vec![0; reference.window * dim],
             sum: vec![0.0; features],
@@ -111,17 +131,25 @@ impl Detector {
         }
         coords::bins(&self.quantiles, x, &mut self.bin_scratch, row);
         self.counts.add(row);
+        if full {
+            self.regions.remove(self.region_ring[self.next]);
+        }
+        let region = self.regions.region(x);
+        self.region_ring[self.next] = region;
+        self.regions.add(region);
         self.next = (self.next + 1) % self.w;
         self.seen += 1;
         if self.seen % RESUM_EVERY == 0 {
             self.resum();
         }
-        let (kernel, coordinates) = self.parts();
-        let (score, part) = if kernel >= coordinates {
-            (kernel, Part::Kernel)
-        } else {
-            (coordinates, Part::Coordinates)
-        };
+        let (kernel, coordinates, regions) = self.parts();
+        let (score, part) = [
+            (kernel, Part::Kernel),
+            (coordinates, Part::Coordinates),
+            (regions, Part::Regions),
+        ]
+        .into_iter()
+        .fold((0.0, Part::Kernel), |a, b| if b.0 > a.0 { b } else { a });
         let score = score / self.threshold;
         let alarm = score >= 1.0;
         if alarm {
@@ -135,9 +163,9 @@ impl Detector {
         self.seen.min(self.w as u64) as usize
     }
 
-    /// The two statistics, each over its own null quantile. The window's empty places (while
-    /// it fills) sit exactly on the reference: `mean − μ = (Σφ − t·μ) / w`.
-    fn parts(&mut self) -> (f64, f64) {
+    /// The three statistics, each over its own null scale. The window's empty places
+    /// (while it fills) sit exactly on the reference: `mean − μ = (Σφ − t·μ) / w`.
+    fn parts(&mut self) -> (f64, f64, f64) {
         let t = self.counted();
         let inv = 1.0 / self.w as f64;
         let s: f64 = self
@@ -147,7 +175,12 @@ impl Detector {
             .map(|(s, m)| ((s - t as f64 * m) * inv).powi(2))
             .sum();
         let k = self.counts.distance(t, self.w);
-        (s / self.kernel_scale, k / self.coordinate_scale)
+        let q = self.regions.distance(t).0;
+        (
+            s / self.kernel_scale,
+            k / self.coordinate_scale,
+            region_part(q, self.region_scale),
+        )
     }
 
     fn resum(&mut self) {
@@ -162,6 +195,24 @@ impl Detector {
     /// The coordinate whose window CDF is furthest from the reference's now.
     pub fn worst_coordinate(&self) -> usize {
         self.counts.worst_coordinate(self.counted())
+    }
+
+    /// The region whose count in the window is furthest from its reference share now.
+    pub fn worst_region(&self) -> usize {
+        self.regions.distance(self.counted()).1
+    }
+
+    /// Per region: its score on the alarm line's scale (its gap alone, as if it were the
+    /// whole statistic: 1 is the line), its share of the window and its reference share.
+    pub fn regions(&self) -> Vec<RegionNow> {
+        let t = self.counted();
+        (0..self.regions.len())
+            .map(|j| RegionNow {
+                score: region_part(self.regions.gap(j, t), self.region_scale) / self.threshold,
+                share: f64::from(self.regions.counts()[j]) / t.max(1) as f64,
+                reference_share: self.regions.shares()[j],
+            })
+            .collect()
     }
 
     /// Samples seen since the start.
@@ -183,6 +234,8 @@ impl Detector {
             + self.bins.len()
             + self.bin_scratch.capacity() * std::mem::size_of::<u32>()
             + self.counts.state_bytes()
+            + self.regions.state_bytes()
+            + self.region_ring.len()
             + (self.sum.len() + self.mean.len()) * std::mem::size_of::<f64>()
     }
 }

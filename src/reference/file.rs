@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{FeatureMap, NormScale};
 
 /// Version of the file format; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A frozen reference: the sketch and its calibration (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +27,8 @@ pub struct Reference {
     pub window: usize,
     /// Expected run length under no drift the threshold is set for, in samples.
     pub ert: f64,
-    /// Alarm line `h` of the combined statistic `max(S / kernel_scale, K / coordinate_scale)`:
+    /// Alarm line `h` of the combined statistic
+    /// `max(S / kernel_scale, K / coordinate_scale, Q / region_scale)`:
     /// its largest value over a null stream of `horizon` samples exceeds `h` with
     /// probability 5 %.
     pub threshold: f64,
@@ -36,12 +37,16 @@ pub struct Reference {
     pub kernel_scale: f64,
     /// The same for the binned KS distance `K`.
     pub coordinate_scale: f64,
+    /// The same for the region gap `Q` (0: the part is left out, one region holds all).
+    pub region_scale: f64,
     /// Each coordinate's `k/16` quantiles over `A`, bin-major (`15 · dim` values; see
     /// `coords`).
     pub quantiles: Vec<f32>,
     /// `μ`: the mean of the `D` kernel features and the norm coordinate over the
     /// reference half `A` (`D + 1` values).
     pub mean_features: Vec<f64>,
+    /// The regions and their shares of `A` (see `regions`).
+    pub regions: super::regions::Regions,
     /// The norm coordinate's scale (from `A`).
     pub norm: NormScale,
     /// Vectors the reference was built from (both halves).
@@ -147,6 +152,15 @@ impl Reference {
                 r.threshold, r.bandwidth, r.kernel_scale, r.coordinate_scale
             )));
         }
+        if !(r.region_scale.is_finite() && r.region_scale >= 0.0) {
+            return Err(invalid(format!(
+                "region scale {} must be 0 or positive",
+                r.region_scale
+            )));
+        }
+        r.regions
+            .check(r.dim)
+            .map_err(|p| invalid(format!("its regions: {p}")))?;
         if r.quantiles.len() != (super::coords::BINS - 1) * r.dim {
             return Err(invalid(format!(
                 "{} coordinate quantiles for dimension {} (15 per coordinate)",

@@ -5,7 +5,7 @@ use ndarray::Array2;
 use super::*;
 
 /// `n` rows of `dim` i.i.d. N(0, 1) coordinates, then `f` applied to each row.
-fn gaussian(seed: u64, n: usize, dim: usize, f: impl Fn(&mut [f32])) -> Array2<f32> {
+fn gaussian(seed: u64, n: usize, dim: usize, mut f: impl FnMut(&mut [f32])) -> Array2<f32> {
     let mut rng = SplitMix64(seed);
     let mut x = Array2::from_shape_fn((n, dim), |_| rng.normal() as f32);
     for mut r in x.outer_iter_mut() {
@@ -64,7 +64,7 @@ fn an_edited_or_mismatched_reference_is_refused_with_the_fix() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("format version 1, this build reads 2") && e.contains("reference build"),
+        e.contains("format version 1, this build reads 3") && e.contains("reference build"),
         "{e}"
     );
     let e = r
@@ -262,4 +262,66 @@ fn the_vectorisable_cosine_is_within_5e_6_of_libm() {
     }
     eprintln!("largest error over [-2000, 2000]: {worst:e}");
     assert!(worst < 5e-6, "{worst}");
+}
+
+#[test]
+fn traffic_moving_between_regions_is_caught_and_the_region_named() {
+    // Six topics (centres 3 deviations out, on random directions); under the null each
+    // is 1/6 of traffic, after the shift topic 0 is half of it: a new topic's surge.
+    let (w, dim) = (50, 32);
+    let centres = gaussian(11, 6, dim, |v| {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|x| *x *= 3.0 / n);
+    });
+    let mixture = |seed: u64, n: usize, hot: f64| {
+        let mut rng = SplitMix64(seed ^ 0x7070_6963);
+        gaussian(seed, n, dim, |v| {
+            let topic = if rng.uniform() < hot { 0 } else { rng.below(6) };
+            v.iter_mut()
+                .zip(centres.row(topic))
+                .for_each(|(x, c)| *x = 0.5 * *x + c);
+        })
+    };
+    let r = build(mixture(12, 4000, 0.0).view(), &params(w, 5000.0), 0).unwrap();
+    assert_eq!(r.regions.centroids.len(), regions::DEFAULT_REGIONS);
+    // The topic each region covers: the topic centre nearest its centroid (with 8
+    // regions for 6 topics, a topic may span two).
+    let topic_of = |region: usize| {
+        let c = &r.regions.centroids[region];
+        (0..6)
+            .max_by(|&i, &j| {
+                let dot =
+                    |t: usize| -> f32 { centres.row(t).iter().zip(c).map(|(a, b)| a * b).sum() };
+                dot(i).total_cmp(&dot(j))
+            })
+            .unwrap()
+    };
+    let (mut caught, mut by_regions, mut named_right) = (0, 0, 0);
+    for s in 0..20 {
+        // (1 − 0.4)/6 + 0.4 = 1/2 of the traffic from topic 0.
+        let x = mixture(4000 + s, 4 * w, 0.4);
+        let mut det = Detector::new(&r);
+        let mut first = None;
+        for row in x.outer_iter() {
+            let step = det.observe(row.as_slice().unwrap());
+            if step.alarm && first.is_none() {
+                first = Some(step.part);
+            }
+        }
+        if let Some(part) = first {
+            caught += 1;
+            by_regions += usize::from(part == Part::Regions);
+        }
+        let now = det.regions();
+        let worst = det.worst_region();
+        named_right += usize::from(
+            topic_of(worst) == 0 && now[worst].share > now[worst].reference_share + 0.1,
+        );
+    }
+    eprintln!(
+        "one topic from 1/6 to 1/2 of traffic: caught in {caught} of 20 streams of {} samples, {by_regions} first by the regions part; the surging region named in {named_right}",
+        4 * w
+    );
+    assert!(caught >= 18, "{caught}");
+    assert!(named_right >= 18, "{named_right}");
 }

@@ -155,6 +155,12 @@ pub(crate) fn unit_rows(rows: &[Vec<f32>]) -> Result<(usize, Vec<f32>), String> 
     Ok((dim, flat))
 }
 
+/// [`unit_rows`] as one row per centroid.
+pub fn unit_centroids(rows: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, String> {
+    let (dim, flat) = unit_rows(rows)?;
+    Ok(flat.chunks_exact(dim).map(<[f32]>::to_vec).collect())
+}
+
 /// Settings of [`spherical_kmeans`].
 #[derive(Debug, Clone, Copy)]
 pub struct KMeansParams {

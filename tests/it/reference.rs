@@ -138,6 +138,151 @@ fn build_then_replay_a_null_stream_and_planted_shifts() {
     assert!(!d.join("small.json").exists());
 }
 
+/// Four topics; the slices codebook fitted on them (`slices fit`) gives the reference its
+/// regions (`--codebook`), so `region:i` is the mirror's slice. A stream all from one
+/// topic alarms, and the replay names that topic's region as the worst slice.
+#[test]
+fn a_reference_with_the_slices_codebook_names_the_region_traffic_moved_to() {
+    if !support::require(&[Component::Python(&["numpy"])]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Topic centres 4 deviations out; `hot` is topic 2 only, `mixed` all four alike.
+    let script = format!(
+        "import numpy as np\nrng = np.random.default_rng(8)\n\
+         c = rng.standard_normal((4, 32)); c = 4 * c / np.linalg.norm(c, axis=1, keepdims=True)\n\
+         def draw(n, topics):\n    t = rng.choice(topics, n)\n    return (c[t] + rng.standard_normal((n, 32))).astype(np.float32)\n\
+         np.save({ref:?}, draw(6000, [0, 1, 2, 3]))\nnp.save({mixed:?}, draw(400, [0, 1, 2, 3]))\n\
+         np.save({hot:?}, draw(400, [2]))\nnp.save({centre:?}, c[2:3].astype(np.float32))",
+        ref = d.join("ref.npy").display().to_string(),
+        mixed = d.join("mixed.npy").display().to_string(),
+        hot = d.join("hot.npy").display().to_string(),
+        centre = d.join("centre.npy").display().to_string(),
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = |n: &str| d.join(n).display().to_string();
+    let (code, _, err) = shadowgate(&[
+        "slices",
+        "fit",
+        "--logs",
+        &path("ref.npy"),
+        "--k",
+        "4",
+        "--out",
+        &path("cb.json"),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = shadowgate(&[
+        "reference",
+        "build",
+        "--logs",
+        &path("ref.npy"),
+        "--model",
+        "m",
+        "--out",
+        &path("ref.json"),
+        "--window",
+        "50",
+        "--ert",
+        "11000",
+        "--codebook",
+        &path("cb.json"),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("ref.json")).unwrap()).unwrap();
+    let cb: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("cb.json")).unwrap()).unwrap();
+    assert_eq!(r["regions"]["prefix"], "region");
+    // The codebook's centroids, in its order (so `region:i` means the same on both).
+    let centroids = |v: &Value| -> Vec<Vec<f64>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let (ours, theirs) = (
+        centroids(&r["regions"]["centroids"]),
+        centroids(&cb["centroids"]),
+    );
+    assert_eq!(ours.len(), 4);
+    for (a, b) in ours.iter().zip(&theirs) {
+        let (dot, nb): (f64, f64) = (
+            a.iter().zip(b).map(|(x, y)| x * y).sum(),
+            b.iter().map(|y| y * y).sum(),
+        );
+        assert!(
+            (dot / nb.sqrt() - 1.0).abs() < 1e-5,
+            "codebook centroid changed"
+        );
+    }
+    let shares: f64 = r["regions"]["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-9, "{shares}");
+    // Topic 2's region: the centroid nearest its centre.
+    let centre = {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import numpy as np; print(' '.join(map(str, np.load({:?})[0])))",
+                    path("centre.npy")
+                ),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|v| v.parse::<f64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let hot_region = (0..4)
+        .max_by(|&i, &j| {
+            let dot = |k: usize| -> f64 { ours[k].iter().zip(&centre).map(|(a, b)| a * b).sum() };
+            dot(i).total_cmp(&dot(j))
+        })
+        .unwrap();
+    let replay = |name: &str| -> Value {
+        let (code, out, err) = shadowgate(&[
+            "reference",
+            "replay",
+            "--reference",
+            &path("ref.json"),
+            "--input",
+            &path(name),
+        ]);
+        assert_eq!(code, Some(0), "{err}");
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    let mixed = replay("mixed.npy");
+    eprintln!("mixed: {mixed}");
+    assert_eq!(mixed["first_alarm"], Value::Null, "{mixed}");
+    let hot = replay("hot.npy");
+    eprintln!("one topic: {hot}");
+    assert!(hot["first_alarm"].as_u64().unwrap() < 50, "{hot}");
+    assert_eq!(hot["worst_slice"], format!("region:{hot_region}"), "{hot}");
+}
+
 /// A reference of the demo model's baseline embeddings (dimension 32) for model "m",
 /// written to `dir/ref.json`: window 50, ERT 11 000 (a false alarm within 550 samples
 /// after the window fills has probability at most 5 %).
@@ -221,6 +366,24 @@ async fn the_sidecar_scores_the_primarys_answers_against_the_reference() {
         ));
         eprintln!("{what}: {requests} scored, {alarms} alarmed, last score {score:.3}");
         assert_eq!(info, Some(1.0), "{what}");
+        // The reference's 8 regions (its own k-means: `cluster:i`), each with its share of
+        // the reference and of the window; the shares sum to 1 on both sides.
+        let regions = prom.value("count(shadowgate_reference_slice_reference_share{model=\"m\",slice=~\"cluster:[0-7]\"})");
+        assert_eq!(regions, Some(8.0), "{what}");
+        for series in ["slice_reference_share", "slice_share"] {
+            let sum = prom
+                .value(&format!(
+                    "sum(shadowgate_reference_{series}{{model=\"m\"}})"
+                ))
+                .unwrap();
+            assert!((sum - 1.0).abs() < 1e-9, "{what}: {series} sums to {sum}");
+        }
+        let slice_max = prom
+            .value("max(shadowgate_reference_slice_shift_score{model=\"m\"})")
+            .unwrap();
+        // Each region's score is its part alone: under the line while traffic is like
+        // the reference (norms halved keep every direction, so its regions stay too).
+        assert!(slice_max < 1.0, "{what}: a region scored {slice_max}");
         // Scoring needs no shadow call.
         assert_eq!(stack.baseline.requests() + stack.canary.requests(), 0);
         if norm_scale == 1.0 {
