@@ -23,6 +23,18 @@ fn params(window: usize, ert: f64) -> BuildParams {
     }
 }
 
+/// Runs all of `x` through `det`: the part that carried the first alarm, if any.
+fn first_alarm_part(det: &mut Detector, x: &Array2<f32>) -> Option<Part> {
+    let mut first = None;
+    for row in x.outer_iter() {
+        let step = det.observe(row.as_slice().unwrap());
+        if step.alarm && first.is_none() {
+            first = Some(step.part);
+        }
+    }
+    first
+}
+
 /// Samples until the first alarm (after the window fills), within `limit` samples.
 fn run_length(det: &mut Detector, x: &Array2<f32>, limit: usize) -> Option<usize> {
     x.outer_iter()
@@ -168,14 +180,7 @@ fn a_change_in_two_coordinates_is_caught_and_named() {
     for s in 0..20 {
         let x = gaussian(3000 + s, 4 * w, dim, shift);
         let mut det = Detector::new(&r);
-        let mut first = None;
-        for row in x.outer_iter() {
-            let step = det.observe(row.as_slice().unwrap());
-            if step.alarm && first.is_none() {
-                first = Some(step.part);
-            }
-        }
-        if let Some(part) = first {
+        if let Some(part) = first_alarm_part(&mut det, &x) {
             caught += 1;
             by_coordinates += usize::from(part == Part::Coordinates);
         }
@@ -301,14 +306,7 @@ fn traffic_moving_between_regions_is_caught_and_the_region_named() {
         // (1 − 0.4)/6 + 0.4 = 1/2 of the traffic from topic 0.
         let x = mixture(4000 + s, 4 * w, 0.4);
         let mut det = Detector::new(&r);
-        let mut first = None;
-        for row in x.outer_iter() {
-            let step = det.observe(row.as_slice().unwrap());
-            if step.alarm && first.is_none() {
-                first = Some(step.part);
-            }
-        }
-        if let Some(part) = first {
+        if let Some(part) = first_alarm_part(&mut det, &x) {
             caught += 1;
             by_regions += usize::from(part == Part::Regions);
         }

@@ -19,8 +19,13 @@ fn npy(dir: &Path, name: &str, seed: u64, rows: usize, dim: usize, transform: &s
          x = ({transform}).astype(np.float32)\nnp.save({:?}, x)",
         dir.join(format!("{name}.npy")).display().to_string()
     );
+    python(&script);
+}
+
+/// Runs a Python script; its stdout.
+fn python(script: &str) -> String {
     let out = Command::new("python3")
-        .args(["-c", &script])
+        .args(["-c", script])
         .output()
         .unwrap();
     assert!(
@@ -28,6 +33,7 @@ fn npy(dir: &Path, name: &str, seed: u64, rows: usize, dim: usize, transform: &s
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn shadowgate(args: &[&str]) -> (Option<i32>, String, String) {
@@ -160,15 +166,7 @@ fn a_reference_with_the_slices_codebook_names_the_region_traffic_moved_to() {
         hot = d.join("hot.npy").display().to_string(),
         centre = d.join("centre.npy").display().to_string(),
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python(&script);
     let path = |n: &str| d.join(n).display().to_string();
     let (code, _, err) = shadowgate(&[
         "slices",
@@ -240,22 +238,13 @@ fn a_reference_with_the_slices_codebook_names_the_region_traffic_moved_to() {
         .sum();
     assert!((shares - 1.0).abs() < 1e-9, "{shares}");
     // Topic 2's region: the centroid nearest its centre.
-    let centre = {
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                &format!(
-                    "import numpy as np; print(' '.join(map(str, np.load({:?})[0])))",
-                    path("centre.npy")
-                ),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(|v| v.parse::<f64>().unwrap())
-            .collect::<Vec<_>>()
-    };
+    let centre: Vec<f64> = python(&format!(
+        "import numpy as np; print(' '.join(map(str, np.load({:?})[0])))",
+        path("centre.npy")
+    ))
+    .split_whitespace()
+    .map(|v| v.parse().unwrap())
+    .collect();
     let hot_region = (0..4)
         .max_by(|&i, &j| {
             let dot = |k: usize| -> f64 { ours[k].iter().zip(&centre).map(|(a, b)| a * b).sum() };
