@@ -8,14 +8,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::oneshot;
 
 use super::{Mirror, ShadowJob, Wire};
 use crate::metrics::Target;
 use crate::protocol::ModelOutput;
 use crate::shadow_log::TargetOutcome;
-use crate::upstream::h2::{H2Body, H2Upstream};
+use crate::upstream::h2::{UnaryAnswer, UnaryUpstream};
 use crate::upstream::{error_chain, Upstream};
 
 /// What one shadow call produced.
@@ -171,15 +171,15 @@ impl Mirror {
                     let upstream = self
                         .grpc_upstream(route, which)
                         .ok_or_else(|| CallError::Transport("no HTTP/2 target".into()))?;
-                    let mut req = Request::new(Either::Right(Full::new(body)));
-                    *req.method_mut() = method;
-                    *req.uri_mut() = upstream.uri_for(
-                        uri.path_and_query()
-                            .cloned()
-                            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-                    );
-                    *req.headers_mut() = headers.clone();
-                    grpc_exchange(upstream, req, max).await
+                    let path = uri
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                    let answer = upstream
+                        .call(method, path, headers.clone(), body, max)
+                        .await
+                        .map_err(|e| CallError::Transport(error_chain(&e)))?;
+                    grpc_answer(answer)
                 }
             }
         };
@@ -223,7 +223,7 @@ impl Mirror {
         }
     }
 
-    fn grpc_upstream(&self, route: Route, which: Target) -> Option<&H2Upstream> {
+    fn grpc_upstream(&self, route: Route, which: Target) -> Option<&UnaryUpstream> {
         let g = self.grpc.as_ref()?;
         Some(match (route, which) {
             (Route::Again, _) => &g.again,
@@ -256,33 +256,14 @@ async fn http1_exchange(
     Ok(bytes)
 }
 
-/// Send a unary gRPC call over HTTP/2 and read the whole answer (at most `max` bytes):
-/// a failed call unless HTTP says 200 and `grpc-status` (in the trailers, or in the head
-/// of a trailers-only answer) says 0.
-async fn grpc_exchange(
-    upstream: &H2Upstream,
-    req: Request<H2Body>,
-    max: usize,
-) -> Result<Bytes, CallError> {
-    let resp = upstream
-        .send(req)
-        .await
-        .map_err(|e| CallError::Transport(error_chain(&e)))?;
-    let status = resp.status();
-    if status != http::StatusCode::OK {
-        return Err(CallError::Status(status.as_u16()));
+/// A unary gRPC call's answer: a failed call unless HTTP says 200 and `grpc-status` (in
+/// the trailers, or in the head of a trailers-only answer) says 0.
+fn grpc_answer(answer: UnaryAnswer) -> Result<Bytes, CallError> {
+    if answer.status != http::StatusCode::OK {
+        return Err(CallError::Status(answer.status.as_u16()));
     }
-    if let Some(code) = grpc_status(resp.headers()) {
-        if code != 0 {
-            return Err(CallError::Grpc(code));
-        }
-    }
-    let collected = Limited::new(resp.into_body(), max)
-        .collect()
-        .await
-        .map_err(|e| CallError::Transport(e.to_string()))?;
-    match collected.trailers().and_then(grpc_status) {
-        Some(0) => Ok(collected.to_bytes()),
+    match grpc_status(&answer.headers).or_else(|| answer.trailers.as_ref().and_then(grpc_status)) {
+        Some(0) => Ok(answer.body),
         Some(code) => Err(CallError::Grpc(code)),
         None => Err(CallError::Transport(
             "gRPC answer without grpc-status".into(),

@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, MirrorDecision, Target};
 use crate::protocol::{Extractor, Protocol, Rewrite};
 use crate::shadow_log::ShadowLogSender;
 use crate::slices::{SliceStats, Slicer};
-use crate::upstream::h2::H2Upstream;
+use crate::upstream::h2::UnaryUpstream;
 use crate::upstream::Upstream;
 
 mod call;
@@ -64,10 +64,10 @@ pub enum Wire {
 
 /// The HTTP/2 side of the mirror, for gRPC calls.
 struct GrpcTargets {
-    baseline: H2Upstream,
-    canary: H2Upstream,
+    baseline: UnaryUpstream,
+    canary: UnaryUpstream,
     /// The self-similarity repeat goes over a connection of its own, as for HTTP/1.1.
-    again: H2Upstream,
+    again: UnaryUpstream,
     decoders: Vec<GrpcDecoder>,
 }
 
@@ -225,9 +225,9 @@ impl Mirror {
         let grpc = match (&checked.baseline_http2_url, &checked.canary_http2_url) {
             (Some(b), Some(c)) if !checked.grpc_methods.is_empty() && cfg.routes.is_empty() => {
                 Some(GrpcTargets {
-                    baseline: H2Upstream::new(b, &shared.tls),
-                    canary: H2Upstream::new(c, &shared.tls),
-                    again: H2Upstream::new(b, &shared.tls),
+                    baseline: UnaryUpstream::new(b, &shared.tls),
+                    canary: UnaryUpstream::new(c, &shared.tls),
+                    again: UnaryUpstream::new(b, &shared.tls),
                     decoders: checked
                         .grpc_methods
                         .iter()

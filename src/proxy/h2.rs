@@ -230,7 +230,7 @@ impl H2Proxy {
             Ok(Err(e)) => {
                 m.errors.inc();
                 tracing::warn!(error = %error_chain(&e), "HTTP/2 primary request failed");
-                let why = format!("primary {} unavailable: {e}", self.primary.authority);
+                let why = format!("primary {} unavailable: {e}", self.primary.authority());
                 self.local(
                     grpc,
                     StatusCode::BAD_GATEWAY,
@@ -243,7 +243,7 @@ impl H2Proxy {
                 m.errors.inc();
                 let why = format!(
                     "primary {} did not answer within {limit:?} (primary.timeout or the call's grpc-timeout)",
-                    self.primary.authority
+                    self.primary.authority()
                 );
                 self.local(
                     grpc,
