@@ -34,8 +34,6 @@ pub enum Part {
     /// The binned per-coordinate KS distance; [`Detector::worst_coordinate`] names the
     /// coordinate.
     Coordinates,
-    /// The region gap; [`Detector::worst_region`] names the region.
-    Regions,
 }
 
 impl Part {
@@ -43,7 +41,6 @@ impl Part {
         match self {
             Part::Kernel => "kernel",
             Part::Coordinates => "coordinates",
-            Part::Regions => "regions",
         }
     }
 }
@@ -142,14 +139,12 @@ impl Detector {
         if self.seen % RESUM_EVERY == 0 {
             self.resum();
         }
-        let (kernel, coordinates, regions) = self.parts();
-        let (score, part) = [
-            (kernel, Part::Kernel),
-            (coordinates, Part::Coordinates),
-            (regions, Part::Regions),
-        ]
-        .into_iter()
-        .fold((0.0, Part::Kernel), |a, b| if b.0 > a.0 { b } else { a });
+        let (kernel, coordinates) = self.parts();
+        let (score, part) = if kernel >= coordinates {
+            (kernel, Part::Kernel)
+        } else {
+            (coordinates, Part::Coordinates)
+        };
         let score = score / self.threshold;
         let alarm = score >= 1.0;
         if alarm {
@@ -163,9 +158,9 @@ impl Detector {
         self.seen.min(self.w as u64) as usize
     }
 
-    /// The three statistics, each over its own null scale. The window's empty places
-    /// (while it fills) sit exactly on the reference: `mean − μ = (Σφ − t·μ) / w`.
-    fn parts(&mut self) -> (f64, f64, f64) {
+    /// The two statistics of the alarm, each over its own null scale. The window's empty
+    /// places (while it fills) sit exactly on the reference: `mean − μ = (Σφ − t·μ) / w`.
+    fn parts(&mut self) -> (f64, f64) {
         let t = self.counted();
         let inv = 1.0 / self.w as f64;
         let s: f64 = self
@@ -175,12 +170,7 @@ impl Detector {
             .map(|(s, m)| ((s - t as f64 * m) * inv).powi(2))
             .sum();
         let k = self.counts.distance(t, self.w);
-        let q = self.regions.distance(t).0;
-        (
-            s / self.kernel_scale,
-            k / self.coordinate_scale,
-            region_part(q, self.region_scale),
-        )
+        (s / self.kernel_scale, k / self.coordinate_scale)
     }
 
     fn resum(&mut self) {
@@ -202,13 +192,15 @@ impl Detector {
         self.regions.distance(self.counted()).1
     }
 
-    /// Per region: its score on the alarm line's scale (its gap alone, as if it were the
-    /// whole statistic: 1 is the line), its share of the window and its reference share.
+    /// Per region: its score (its gap over the regions' null scale: 1 is what the largest
+    /// gap of a null stream of `horizon` samples stays under with probability 95 %), its
+    /// share of the window and its reference share. Not part of the alarm: it names
+    /// where traffic moved.
     pub fn regions(&self) -> Vec<RegionNow> {
         let t = self.counted();
         (0..self.regions.len())
             .map(|j| RegionNow {
-                score: region_part(self.regions.gap(j, t), self.region_scale) / self.threshold,
+                score: region_part(self.regions.gap(j, t), self.region_scale),
                 share: f64::from(self.regions.counts()[j]) / t.max(1) as f64,
                 reference_share: self.regions.shares()[j],
             })

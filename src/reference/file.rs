@@ -27,8 +27,7 @@ pub struct Reference {
     pub window: usize,
     /// Expected run length under no drift the threshold is set for, in samples.
     pub ert: f64,
-    /// Alarm line `h` of the combined statistic
-    /// `max(S / kernel_scale, K / coordinate_scale, Q / region_scale)`:
+    /// Alarm line `h` of the combined statistic `max(S / kernel_scale, K / coordinate_scale)`:
     /// its largest value over a null stream of `horizon` samples exceeds `h` with
     /// probability 5 %.
     pub threshold: f64,
@@ -37,7 +36,8 @@ pub struct Reference {
     pub kernel_scale: f64,
     /// The same for the binned KS distance `K`.
     pub coordinate_scale: f64,
-    /// The same for the region gap `Q` (0: the part is left out, one region holds all).
+    /// The same for the largest region gap `Q`: the regions' scores are gaps over it (0:
+    /// one region holds all, no gap). Not part of the alarm.
     pub region_scale: f64,
     /// Each coordinate's `k/16` quantiles over `A`, bin-major (`15 · dim` values; see
     /// `coords`).

@@ -301,25 +301,26 @@ fn traffic_moving_between_regions_is_caught_and_the_region_named() {
             })
             .unwrap()
     };
-    let (mut caught, mut by_regions, mut named_right) = (0, 0, 0);
+    let (mut caught, mut region_over_1, mut named_right) = (0, 0, 0);
     for s in 0..20 {
         // (1 − 0.4)/6 + 0.4 = 1/2 of the traffic from topic 0.
         let x = mixture(4000 + s, 4 * w, 0.4);
         let mut det = Detector::new(&r);
-        if let Some(part) = first_alarm_part(&mut det, &x) {
-            caught += 1;
-            by_regions += usize::from(part == Part::Regions);
-        }
+        caught += usize::from(first_alarm_part(&mut det, &x).is_some());
         let now = det.regions();
         let worst = det.worst_region();
+        region_over_1 += usize::from(now[worst].score >= 1.0);
         named_right += usize::from(
             topic_of(worst) == 0 && now[worst].share > now[worst].reference_share + 0.1,
         );
     }
     eprintln!(
-        "one topic from 1/6 to 1/2 of traffic: caught in {caught} of 20 streams of {} samples, {by_regions} first by the regions part; the surging region named in {named_right}",
+        "one topic from 1/6 to 1/2 of traffic: caught in {caught} of 20 streams of {} samples; the surging region named in {named_right}, its score over 1 in {region_over_1}",
         4 * w
     );
     assert!(caught >= 18, "{caught}");
     assert!(named_right >= 18, "{named_right}");
+    // Measured 16 of 20: with 8 regions for 6 topics, the surging topic may be split over
+    // two regions, each with half its surge.
+    assert!(region_over_1 >= 14, "{region_over_1}");
 }
