@@ -381,6 +381,31 @@ sample_rate = 0.25
             &[]
         ))
     );
+    let metric = |name: &str| crate::admin::status::metric(&families, name, &[]);
+    let furthest = families
+        .iter()
+        .find(|f| f.name() == "shadowgate_reference_slice_shift_score")
+        .and_then(|f| {
+            f.get_metric().iter().max_by(|a, b| {
+                a.get_gauge()
+                    .get_value()
+                    .total_cmp(&b.get_gauge().get_value())
+            })
+        })
+        .map(|m| {
+            let slice = m.get_label().iter().find(|l| l.name() == "slice");
+            format!(
+                "; furthest region {} ({:.2} of its null level)",
+                slice.map_or("?", |l| l.value()),
+                m.get_gauge().get_value()
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "  input drift         score {} of the alarm line over {} answers scored against the reference{furthest}",
+        fmt_nan(metric("shadowgate_reference_shift_score")),
+        metric("shadowgate_reference_samples_total")
+    );
     println!(
         "  model servers       primary {} requests, baseline {}, canary {}",
         primary.requests(),
