@@ -17,11 +17,13 @@ two-sample test's null rejection rate grows with n). n in 10 20 50 100 200 500 1
 10 000 for ours and KS only. alpha = 0.05.
 
 Detectors, on identical windows (seeded by case, share, n, seed):
-  ours        `shadowgate reference build --window W --ert ERT` once per n from the 750
-              reference vectors, then `reference replay` of the window; detected = any
-              alarm in the replay. W = min(n, 100) (a build needs >= 4 W vectors, so W = n
-              is impossible above 187), ERT = (n - W + 1) / alpha: the calibrated bound on
-              a false alarm within the window is alpha.
+  ours        `shadowgate reference build --window W --long-window L --ert ERT` once per n
+              from the 750 reference vectors, then `reference replay` of the window;
+              detected = any alarm in the replay. W = min(n, 100) (a build needs >= 4 W
+              vectors, so W = n is impossible above 187), L = n when n > W (the long
+              window is the whole window; else none), ERT = (n - W + 1) / alpha: the
+              calibrated bound on a false alarm within the window is alpha. Sequential:
+              the defaults (L = 10 W).
   KS          per-dimension two-sample KS with Bonferroni over 384 dimensions = Alibi
               KSDrift(correction='bonferroni'), computed vectorised (checked against KSDrift).
   MMDDrift    Alibi Detect MMDDrift(x_ref, backend='pytorch', p_val=0.05), defaults
@@ -187,15 +189,24 @@ def ours_params(n):
     return w, (n - w + 1) / ALPHA
 
 
-def build_ref(pools, w, ert):
+def ours_long(n, w):
+    """The long window for a window of n samples: all of it (none when it is one window)."""
+    return n if n > w else 0
+
+
+def long_args(long):
+    return [] if long is None else ["--long-window", str(long)]
+
+
+def build_ref(pools, w, ert, long=None):
     d = os.path.join(CACHE, "refs")
     os.makedirs(d, exist_ok=True)
-    out = os.path.join(d, f"ref_w{w}_ert{ert:.0f}.json")
+    out = os.path.join(d, f"ref_w{w}_ert{ert:.0f}" + ("" if long is None else f"_L{long}") + ".json")
     if not os.path.exists(out):
         src = os.path.join(CACHE, "emb_ref.npy")
         t = time.time()
         subprocess.run([SG, "reference", "build", "--logs", src, "--model", "minilm", "--out", out,
-                        "--window", str(w), "--ert", str(ert)], check=True, capture_output=True)
+                        "--window", str(w), "--ert", str(ert)] + long_args(long), check=True, capture_output=True)
         json.dump({"build_s": time.time() - t}, open(out + ".meta", "w"))
     return out
 
@@ -270,7 +281,7 @@ def part_cheap(pools):
                     ours_minp=p, wall=wall)
     for n in [int(v) for v in os.environ.get("FL_SIZES", "").split()] or SIZES + [BIG]:
         w, ert = ours_params(n)
-        refjson = build_ref(pools, w, ert)
+        refjson = build_ref(pools, w, ert, ours_long(n, w))
         n_null, n_shift = (BIG_NULL, BIG_SHIFT) if n == BIG else (CHEAP_NULL, CHEAP_SHIFT)
         for case, share in cells():
             t_cell = time.time()
@@ -414,18 +425,27 @@ def part_resplit(pools):
     and tests n held-out vectors drawn WITHOUT replacement: reference and window are then
     exchangeable, and an exact test's false-alarm rate is alpha. Every detector is rebuilt
     per seed (ours: `reference build`; peers: new x_ref)."""
-    import pandas as pd
-    import torch
-    torch.set_num_threads(1)
-    from alibi_detect.cd import MMDDrift
-    from evidently.legacy.metrics.data_drift.embedding_drift_methods import distance, mmd, model, ratio
+    try:
+        import torch
+        torch.set_num_threads(1)
+        from alibi_detect.cd import MMDDrift
+    except ImportError:
+        log("alibi-detect (torch) is not installed: MMDDrift is skipped in the re-split null")
+        MMDDrift = None
+    try:
+        import pandas as pd
+        from evidently.legacy.metrics.data_drift.embedding_drift_methods import distance, mmd, model, ratio
+        ev = {"ev_model": model(bootstrap=True), "ev_mmd": mmd(), "ev_ratio": ratio(), "ev_distance": distance()}
+    except ImportError:
+        log("evidently is not installed: its methods are skipped in the re-split null")
+        ev = None
+    seeds = int(os.environ.get("FL_RESPLIT_SEEDS", RESPLIT_CHEAP))
     out = Out(os.path.join(CACHE, "res_resplit.jsonl"))
     alldocs = np.concatenate([pools["ref"], pools["null"]])
     d = os.path.join(CACHE, "resplit")
     os.makedirs(d, exist_ok=True)
     tmp = os.path.join(d, "s.npy")
-    ev = {"ev_model": model(bootstrap=True), "ev_mmd": mmd(), "ev_ratio": ratio(), "ev_distance": distance()}
-    for seed in range(RESPLIT_CHEAP):
+    for seed in range(seeds):
         t_seed = time.time()
         perm = np.random.default_rng([7, seed]).permutation(len(alldocs))
         ref, held = alldocs[perm[:750]], alldocs[perm[750:]]
@@ -439,7 +459,8 @@ def part_resplit(pools):
                 w, ert = ours_params(n)
                 refjson = os.path.join(d, f"ref_{n}.json")
                 subprocess.run([SG, "reference", "build", "--logs", refnpy, "--model", "minilm", "--out", refjson,
-                                "--window", str(w), "--ert", str(ert)], check=True, capture_output=True)
+                                "--window", str(w), "--ert", str(ert)] + long_args(ours_long(n, w)),
+                               check=True, capture_output=True)
                 sm, wall = replay(refjson, x, tmp)
                 out.put(exp="resplit", det="ours", case="null", share=0.0, n=n, seed=seed,
                         alarm=int(sm["first_alarm"] is not None), stat=sm["max_score"], wall=wall)
@@ -447,13 +468,13 @@ def part_resplit(pools):
                 p, _ = ks.test(x)
                 out.put(exp="resplit", det="ks", case="null", share=0.0, n=n, seed=seed,
                         alarm=int(p < ALPHA / ref.shape[1]), stat=-np.log10(max(p, 1e-300)))
-            if seed < RESPLIT_SLOW and not out.has("resplit", "mmd", "null", 0.0, n, seed):
+            if MMDDrift and seed < RESPLIT_SLOW and not out.has("resplit", "mmd", "null", 0.0, n, seed):
                 if mmd_det is None:
                     mmd_det = MMDDrift(ref, backend="pytorch", p_val=ALPHA)
                 pr = mmd_det.predict(x)["data"]
                 out.put(exp="resplit", det="mmd", case="null", share=0.0, n=n, seed=seed,
                         alarm=int(pr["is_drift"]), stat=float(pr["distance"]), p_val=float(pr["p_val"]))
-            if seed < RESPLIT_SLOW and not out.has("resplit", "ev_distance", "null", 0.0, n, seed):
+            if ev and seed < RESPLIT_SLOW and not out.has("resplit", "ev_distance", "null", 0.0, n, seed):
                 for name, f in ev.items():
                     score, det, _ = f(pd.DataFrame(x), pd.DataFrame(ref))
                     out.put(exp="resplit", det=name, case="null", share=0.0, n=n, seed=seed,
@@ -536,12 +557,12 @@ def report():
     L.append("Two-sample windows of n samples drawn with replacement from the held-out `doc` pool "
              "(750 lines), tested against the 750-line reference pool. rate (alarms/streams).")
     L.append("")
-    L.append("| n | ours: W, ERT | " + " | ".join(h for _, h in DETS) + " |")
+    L.append("| n | ours: W, L, ERT | " + " | ".join(h for _, h in DETS) + " |")
     L.append("|---:|---|" + "---:|" * len(DETS))
     for n in sizes:
         w, ert = ours_params(n)
         cells_ = [_fmt(_rate(by.get((d, n, "null", 0.0), [])), True) for d, _ in DETS]
-        L.append(f"| {n} | {w}, {ert:.0f} | " + " | ".join(cells_) + " |")
+        L.append(f"| {n} | {w}, {ours_long(n, w)}, {ert:.0f} | " + " | ".join(cells_) + " |")
     L.append("")
     rsp = {}
     for r in _load("res_resplit.jsonl"):
@@ -587,6 +608,8 @@ def report():
     L.append("")
     for n in [x for x in sizes if x >= 100]:
         far_ours = _rate(by.get(("ours", n, "null", 0.0), []))
+        if not far_ours:
+            continue  # ours was not run at this n
         dets = [(d, h) for d, h in DETS if by.get((d, n, "null", 0.0))]
         thr = {}
         for d, _ in dets:
@@ -599,7 +622,7 @@ def report():
             mf = sum(r["stat"] > thr[d] for r in nul) / len(nul) if d != "ours" else far_ours[0]
             heads.append(f"{h} [{ns}/cell; null FAR {_rate(nul)[0]:.3f} -> {mf:.3f}]")
         w, ert = ours_params(n)
-        L.append(f"### n = {n} (ours: W = {w}, ERT = {ert:.0f}; ours' null FAR {far_ours[0]:.3f})")
+        L.append(f"### n = {n} (ours: W = {w}, long window L = {ours_long(n, w)}, ERT = {ert:.0f}; ours' null FAR {far_ours[0]:.3f})")
         L.append("")
         L.append("| shift | share | " + " | ".join(heads) + " |")
         L.append("|---|---:|" + "---:|" * len(dets))
@@ -664,9 +687,10 @@ def report():
     refs = {}
     for n in sizes:
         w, ert = ours_params(n)
-        pth = os.path.join(CACHE, "refs", f"ref_w{w}_ert{ert:.0f}.json")
+        name = f"ref_w{w}_ert{ert:.0f}_L{ours_long(n, w)}.json"
+        pth = os.path.join(CACHE, "refs", name)
         if os.path.exists(pth):
-            refs[n] = (os.path.getsize(pth), _meta(os.path.join("refs", f"ref_w{w}_ert{ert:.0f}.json.meta")).get("build_s"))
+            refs[n] = (os.path.getsize(pth), _meta(os.path.join("refs", name + ".meta")).get("build_s"))
     sb = sorted({r.get("state_bytes") for r in batch if r["det"] == "ours" and r.get("state_bytes")})
     mm = _meta("mmd_meta.json")
     om = _meta("online_meta.json")

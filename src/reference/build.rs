@@ -17,6 +17,9 @@ pub struct BuildParams {
     pub features: usize,
     /// Window `w` of the statistic.
     pub window: usize,
+    /// The per-coordinate part's long window; `None`: [`LONG_WINDOWS`] windows (up to
+    /// the counts' limit); at most `window`: none.
+    pub long_window: Option<usize>,
     /// Expected run length under no drift, in samples (per-step false-alarm rate 1/ERT).
     pub ert: f64,
     /// Where the vectors came from (kept in the file for readers).
@@ -24,7 +27,7 @@ pub struct BuildParams {
     /// Null streams the line is calibrated on (more: a tighter estimate of the 95 %
     /// quantile; the default 2000 puts the false-alarm rate within about ±0.5 %).
     pub streams: usize,
-    /// Regions fitted by k-means over `A` when `codebook` is `None`.
+    /// Regions fitted by k-means over the build data when `codebook` is `None`.
     pub regions: usize,
     /// Regions from the slices codebook instead (its centroids, and where it came from),
     /// so that the reference's `region:i` is the mirror's.
@@ -40,12 +43,32 @@ impl BuildParams {
             seed: 0x5eed,
             features: 128,
             window: 100,
+            long_window: None,
             ert: 10_000.0,
             source: String::new(),
             streams: STREAMS,
             regions: DEFAULT_REGIONS,
             codebook: None,
         }
+    }
+}
+
+/// The long window is this many windows by default.
+pub const LONG_WINDOWS: usize = 10;
+/// Pseudo-references the null streams are scored against (stream `s` against
+/// pseudo-reference `s mod 100`): each costs a pass over the build data.
+const PSEUDO_REFERENCES: usize = 100;
+
+/// The long window of `p` (0: none).
+pub fn long_window(p: &BuildParams) -> usize {
+    let l = p
+        .long_window
+        .unwrap_or(LONG_WINDOWS * p.window)
+        .min(coords::MAX_WINDOW);
+    if l > p.window {
+        l
+    } else {
+        0
     }
 }
 
@@ -80,22 +103,17 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     let need = (4 * p.window).max(100);
     if n < need {
         return Err(format!(
-            "{n} embeddings; need at least {need} (4 windows of {}, two halves of two windows) for a calibrated reference",
+            "{n} embeddings; need at least {need} (4 windows of {}) for a calibrated reference",
             p.window
         ));
     }
     let row = |i: usize| row_slice(&x, i).into_owned();
-    // The halves: A gives the reference mean, B the null windows (independent of A).
+    // Every vector goes into the sketch; the sketch's own sampling error is in the
+    // calibration (the pseudo-references below), not paid for by halving the data.
     let mut rng = SplitMix64(p.seed);
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
-    let (a, b) = order.split_at(n / 2);
-
     let mut dists: Vec<f64> = (0..BANDWIDTH_PAIRS)
         .filter_map(|_| {
-            let (i, j) = (a[rng.below(a.len())], a[rng.below(a.len())]);
+            let (i, j) = (rng.below(n), rng.below(n));
             (i != j).then(|| {
                 let (u, v) = (row(i), row(j));
                 u.iter()
@@ -114,112 +132,145 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         ));
     }
     let map = FeatureMap::new(p.seed, dim, p.features, sigma);
-    let norm_of = |i: usize| {
-        row(i)
-            .iter()
-            .map(|v| f64::from(*v).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    };
-    let norms_a: Vec<f64> = a.iter().map(|&i| norm_of(i)).collect();
-    let norm_mean = norms_a.iter().sum::<f64>() / a.len() as f64;
-    let norm_sd = (norms_a.iter().map(|v| (v - norm_mean).powi(2)).sum::<f64>()
-        / (a.len() - 1) as f64)
+    let norms: Vec<f64> = (0..n)
+        .map(|i| {
+            row(i)
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let norm_mean = norms.iter().sum::<f64>() / n as f64;
+    let norm_sd = (norms.iter().map(|v| (v - norm_mean).powi(2)).sum::<f64>() / (n - 1) as f64)
         .sqrt()
         // Unit-normalised embeddings have no spread of norms: a floor of 0.1 % of the mean
         // makes a 0.1 % change of norm one deviation, and keeps the score readable.
         .max(1e-3 * norm_mean.max(1e-12));
     let d = p.features;
-    let kernel_of = |idx: &[usize]| -> Vec<f32> {
-        let mut out = vec![0.0f32; idx.len() * d];
-        out.par_chunks_mut(d)
-            .zip(idx.par_iter())
-            .for_each(|(o, &i)| map.apply(&row(i), o));
-        out
-    };
-    // γ² = an eighth of the kernel features' total variance over A (module doc).
-    let phi_a = kernel_of(a);
+    // γ² = an eighth of the kernel features' total variance (module doc).
+    let mut phi = vec![0.0f32; n * d];
+    phi.par_chunks_mut(d)
+        .enumerate()
+        .for_each(|(i, o)| map.apply(&row(i), o));
     let mut kmean = vec![0.0f64; d];
     let mut ksq = vec![0.0f64; d];
-    for r in phi_a.chunks_exact(d) {
+    for r in phi.chunks_exact(d) {
         for ((m, q), v) in kmean.iter_mut().zip(ksq.iter_mut()).zip(r) {
             *m += f64::from(*v);
             *q += f64::from(*v).powi(2);
         }
     }
-    let na = a.len() as f64;
+    let nf = n as f64;
     let total_var: f64 = kmean
         .iter()
         .zip(&ksq)
-        .map(|(m, q)| (q / na - (m / na).powi(2)).max(0.0))
+        .map(|(m, q)| (q / nf - (m / nf).powi(2)).max(0.0))
         .sum();
     let norm = NormScale {
         mean: norm_mean,
         sd: norm_sd,
         weight: (total_var / NORM_SHARE).sqrt().max(1e-12),
     };
-    drop(phi_a);
+    drop(phi);
     let d = p.features + 1;
-    let features_of = |idx: &[usize]| -> Vec<f32> {
-        let mut out = vec![0.0f32; idx.len() * d];
-        out.par_chunks_mut(d)
-            .zip(idx.par_iter())
-            .for_each(|(o, &i)| map.apply_with_norm(&row(i), &norm, o));
-        out
-    };
-    let phi_a = features_of(a);
+    let mut phi = vec![0.0f32; n * d];
+    phi.par_chunks_mut(d)
+        .enumerate()
+        .for_each(|(i, o)| map.apply_with_norm(&row(i), &norm, o));
     let mut mean = vec![0.0f64; d];
-    for r in phi_a.chunks_exact(d) {
+    for r in phi.chunks_exact(d) {
         for (m, v) in mean.iter_mut().zip(r) {
             *m += f64::from(*v);
         }
     }
-    mean.iter_mut().for_each(|m| *m /= a.len() as f64);
-    drop(phi_a);
-    let phi_b = features_of(b);
-    let quantiles = coords::fit(a.iter().map(|&i| row_slice(&x, i)), dim);
-    let regions = fit_regions(&x, a, p)?;
+    mean.iter_mut().for_each(|m| *m /= nf);
+    let quantiles = coords::fit((0..n).map(|i| row_slice(&x, i)), dim);
+    let regions = fit_regions(&x, p)?;
     let region_counts = RegionCounts::new(&regions, p.window);
-    let regions_b: Vec<u8> = b
-        .iter()
-        .map(|&i| region_counts.region(&row_slice(&x, i)))
+    let regions_of: Vec<u8> = (0..n)
+        .map(|i| region_counts.region(&row_slice(&x, i)))
         .collect();
-    let mut bins_b = vec![0u8; b.len() * dim];
+    let mut bins = vec![0u8; n * dim];
     let mut scratch = Vec::new();
-    for (out, &i) in bins_b.chunks_exact_mut(dim).zip(b) {
+    for (i, out) in bins.chunks_exact_mut(dim).enumerate() {
         coords::bins(&quantiles, &row_slice(&x, i), &mut scratch, out);
     }
-
-    // Null streams from B, as the detector sees them: a full window, then `horizon`
-    // sliding steps. Each stream gives the largest value of each part; as the max over
-    // steps of max(S/a, K/b) is max(max S / a, max K / b), one pass gives both the parts'
-    // scales (each part's own 95 % quantile of its stream maxima, so they weigh alike)
-    // and the line (the 95 % quantile of the combined stream maxima).
     let w = p.window;
+    let long = long_window(p);
+
+    // Pseudo-references: resamples of the build data of its own size, each with the
+    // sketch's statistics (the kernel mean, the share at or under every edge, the region
+    // shares). A null stream is drawn from the build data and scored against one of
+    // them: the bootstrap's picture of live traffic (a sample of the population) scored
+    // against the frozen sketch (another sample of it).
+    let pseudo: Vec<Pseudo> = (0..p.streams.clamp(20, PSEUDO_REFERENCES))
+        .into_par_iter()
+        .map(|k| {
+            let mut rng = SplitMix64(p.seed ^ crate::ids::mix64(0x5053_0000 + k as u64));
+            let draws: Vec<usize> = (0..n).map(|_| rng.below(n)).collect();
+            let mut mean = vec![0.0f64; d];
+            let mut shares = vec![0.0f64; regions.shares.len()];
+            for &i in &draws {
+                for (m, v) in mean.iter_mut().zip(&phi[i * d..][..d]) {
+                    *m += f64::from(*v);
+                }
+                shares[usize::from(regions_of[i])] += 1.0 / nf;
+            }
+            mean.iter_mut().for_each(|m| *m /= nf);
+            let mut targets = coords::cdf_targets(
+                draws.iter().map(|&i| &bins[i * dim..][..dim]),
+                dim,
+                &[w, long.max(1)],
+            );
+            let target_long = targets.pop().unwrap_or_default();
+            let target_w = targets.pop().unwrap_or_default();
+            Pseudo {
+                mean,
+                target_w,
+                target_long,
+                shares,
+            }
+        })
+        .collect();
+
+    // Null streams, as the detector sees them: full windows, then `horizon` sliding
+    // steps. Each stream gives the largest value of each part; as the max over steps of
+    // max(S/a, K/b, K_L/c) is max(max S / a, max K / b, max K_L / c), one pass gives both
+    // the parts' scales (each part's own 95 % quantile of its stream maxima, so they weigh
+    // alike) and the line (the 95 % quantile of the combined stream maxima).
     let horizon = ((HORIZON_ALPHA * p.ert).round() as usize).max(1);
     let sim = Simulation {
-        phi_b: &phi_b,
-        bins_b: &bins_b,
-        regions_b: &regions_b,
+        phi: &phi,
+        bins: &bins,
+        regions_of: &regions_of,
         regions: &region_counts,
-        mean: &mean,
         dim,
         w,
+        long,
     };
-    let maxima: Vec<[f64; 3]> = (0..p.streams.max(20))
+    let streams = p.streams.max(20);
+    let maxima: Vec<[f64; 4]> = (0..streams)
         .into_par_iter()
-        .map(|s| sim.stream_max(horizon, p.seed ^ crate::ids::mix64(0x5743_0000 + s as u64)))
+        .map(|s| {
+            sim.stream_max(
+                &pseudo[s % pseudo.len()],
+                horizon,
+                p.seed ^ crate::ids::mix64(0x5743_0000 + s as u64),
+            )
+        })
         .collect();
     let quantile = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         let k = ((1.0 - HORIZON_ALPHA) * v.len() as f64).ceil() as usize;
         v[k.clamp(1, v.len()) - 1]
     };
-    let scales: Vec<f64> = (0..3)
+    let scales: Vec<f64> = (0..4)
         .map(|part| quantile(maxima.iter().map(|m| m[part]).collect()))
         .collect();
-    let [kernel_scale, coordinate_scale, region_scale] = [scales[0], scales[1], scales[2]];
-    if !(kernel_scale > 0.0 && coordinate_scale > 0.0) {
+    let [kernel_scale, coordinate_scale, long_scale, region_scale] =
+        [scales[0], scales[1], scales[2], scales[3]];
+    if !(kernel_scale > 0.0 && coordinate_scale > 0.0 && (long == 0 || long_scale > 0.0)) {
         return Err("the reference embeddings do not vary: the null statistics are 0".into());
     }
     // The regions name where traffic moved; they stay out of the alarm's statistic: in
@@ -229,7 +280,14 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     let threshold = quantile(
         maxima
             .iter()
-            .map(|m| (m[0] / kernel_scale).max(m[1] / coordinate_scale))
+            .map(|m| {
+                let t = (m[0] / kernel_scale).max(m[1] / coordinate_scale);
+                if long > 0 {
+                    t.max(m[2] / long_scale)
+                } else {
+                    t
+                }
+            })
             .collect(),
     );
     if threshold.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
@@ -247,6 +305,8 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         threshold,
         kernel_scale,
         coordinate_scale,
+        long_window: long,
+        long_scale: if long > 0 { long_scale } else { 0.0 },
         region_scale,
         quantiles,
         regions,
@@ -266,14 +326,14 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
 
 /// The regions (the codebook's centroids, or spherical k-means over `a`) and their
 /// shares of `a`.
-fn fit_regions(x: &ArrayView2<f32>, a: &[usize], p: &BuildParams) -> Result<Regions, String> {
+fn fit_regions(x: &ArrayView2<f32>, p: &BuildParams) -> Result<Regions, String> {
     let dim = x.ncols();
     let (centroids, source, prefix) = match &p.codebook {
         Some((c, source)) => (c.clone(), source.clone(), "region"),
         None => {
             let k = p.regions.clamp(2, crate::slices::MAX_SLICES);
-            let mut unit = ndarray::Array2::<f32>::zeros((a.len(), dim));
-            for (mut out, &i) in unit.rows_mut().into_iter().zip(a) {
+            let mut unit = ndarray::Array2::<f32>::zeros((x.nrows(), dim));
+            for (i, mut out) in unit.rows_mut().into_iter().enumerate() {
                 let r = row_slice(x, i);
                 let n = r.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
                 if n > 0.0 && n.is_finite() {
@@ -296,7 +356,7 @@ fn fit_regions(x: &ArrayView2<f32>, a: &[usize], p: &BuildParams) -> Result<Regi
                 .into_iter()
                 .map(|r| r.to_vec())
                 .collect();
-            let source = format!("spherical k-means, k = {k}, over the reference half");
+            let source = format!("spherical k-means, k = {k}, over the build data");
             (centroids, source, "cluster")
         }
     };
@@ -308,8 +368,8 @@ fn fit_regions(x: &ArrayView2<f32>, a: &[usize], p: &BuildParams) -> Result<Regi
     };
     regions.shares = vec![0.0; regions.centroids.len()];
     let counts = RegionCounts::new(&regions, p.window);
-    for &i in a {
-        regions.shares[usize::from(counts.region(&row_slice(x, i)))] += 1.0 / a.len() as f64;
+    for i in 0..x.nrows() {
+        regions.shares[usize::from(counts.region(&row_slice(x, i)))] += 1.0 / x.nrows() as f64;
     }
     regions.check(dim)?;
     Ok(regions)
@@ -342,53 +402,87 @@ fn kernel_stat(sum: &[f64], mean: &[f64], w: usize) -> f64 {
         .sum()
 }
 
-/// Null streams through a sliding window, as the detector sees them.
+/// A resample of the build data and the sketch's statistics over it (see [`build`]).
+struct Pseudo {
+    /// The kernel features' mean.
+    mean: Vec<f64>,
+    /// `coords::cdf_targets` for the window and the long window.
+    target_w: Vec<i32>,
+    target_long: Vec<i32>,
+    /// Share per region.
+    shares: Vec<f64>,
+}
+
+/// Null streams through the sliding windows, as the detector sees them.
 struct Simulation<'a> {
-    phi_b: &'a [f32],
-    bins_b: &'a [u8],
-    regions_b: &'a [u8],
+    phi: &'a [f32],
+    bins: &'a [u8],
+    regions_of: &'a [u8],
     regions: &'a RegionCounts,
-    mean: &'a [f64],
     dim: usize,
     w: usize,
+    /// The long window (0: none).
+    long: usize,
 }
 
 impl Simulation<'_> {
-    /// The largest kernel statistic, KS distance and region gap over `horizon` steps of
-    /// one stream drawn from B with replacement, starting from a full window.
-    fn stream_max(&self, horizon: usize, seed: u64) -> [f64; 3] {
-        let (d, dim, w) = (self.mean.len(), self.dim, self.w);
-        let nb = self.bins_b.len() / dim;
+    /// The largest kernel statistic, KS distance, long-window KS distance and region gap
+    /// against `pseudo` over `horizon` steps of one stream drawn from the build data with
+    /// replacement, starting from full windows.
+    fn stream_max(&self, pseudo: &Pseudo, horizon: usize, seed: u64) -> [f64; 4] {
+        let (d, dim, w, long) = (pseudo.mean.len(), self.dim, self.w, self.long);
+        let n = self.regions_of.len();
+        let ring_len = long.max(w);
         let mut rng = SplitMix64(seed);
-        let mut ring: Vec<usize> = (0..w).map(|_| rng.below(nb)).collect();
+        // Row `i` of the stream sits in slot `i % ring_len`; the window holds the last
+        // `w` rows, the long window all of them.
+        let mut ring: Vec<usize> = (0..ring_len).map(|_| rng.below(n)).collect();
         let mut acc = vec![0.0f64; d];
         let mut counts = Counts::new(dim);
+        let mut long_counts = Counts::new(if long > 0 { dim } else { 0 });
         let mut regions = self.regions.clone();
-        let phi = |r: usize| &self.phi_b[r * d..][..d];
-        let bins = |r: usize| &self.bins_b[r * dim..][..dim];
-        for &r in &ring {
+        regions.recentre(&pseudo.shares);
+        let phi = |r: usize| &self.phi[r * d..][..d];
+        let bins = |r: usize| &self.bins[r * dim..][..dim];
+        for &r in &ring[ring_len - w..] {
             for (s, v) in acc.iter_mut().zip(phi(r)) {
                 *s += f64::from(*v);
             }
             counts.add(bins(r));
-            regions.add(self.regions_b[r]);
+            regions.add(self.regions_of[r]);
         }
-        let mut worst = [0.0f64; 3];
+        if long > 0 {
+            ring.iter().for_each(|&r| long_counts.add(bins(r)));
+        }
+        let mut rows = ring_len;
+        let mut cum = Vec::with_capacity(dim);
+        let mut worst = [0.0f64; 4];
         for step in 0..horizon {
             if step > 0 {
-                let (slot, new) = (step % w, rng.below(nb));
-                let old = std::mem::replace(&mut ring[slot], new);
-                for ((s, o), n) in acc.iter_mut().zip(phi(old)).zip(phi(new)) {
-                    *s += f64::from(*n) - f64::from(*o);
+                let new = rng.below(n);
+                let old = ring[(rows - w) % ring_len];
+                let slot = rows % ring_len;
+                for ((s, o), v) in acc.iter_mut().zip(phi(old)).zip(phi(new)) {
+                    *s += f64::from(*v) - f64::from(*o);
                 }
                 counts.remove(bins(old));
                 counts.add(bins(new));
-                regions.remove(self.regions_b[old]);
-                regions.add(self.regions_b[new]);
+                regions.remove(self.regions_of[old]);
+                regions.add(self.regions_of[new]);
+                if long > 0 {
+                    long_counts.remove(bins(ring[slot]));
+                    long_counts.add(bins(new));
+                }
+                ring[slot] = new;
+                rows += 1;
             }
-            worst[0] = worst[0].max(kernel_stat(&acc, self.mean, w));
-            worst[1] = worst[1].max(counts.distance(w, w));
-            worst[2] = worst[2].max(regions.distance(w).0);
+            worst[0] = worst[0].max(kernel_stat(&acc, &pseudo.mean, w));
+            worst[1] = worst[1].max(counts.distance_to(&pseudo.target_w, w, &mut cum));
+            if long > 0 {
+                worst[2] =
+                    worst[2].max(long_counts.distance_to(&pseudo.target_long, long, &mut cum));
+            }
+            worst[3] = worst[3].max(regions.distance(w).0);
         }
         worst
     }

@@ -35,6 +35,11 @@ pub struct BuildArgs {
     /// Window of the statistic, in sampled embeddings.
     #[arg(long, default_value_t = 100)]
     pub window: usize,
+    /// The per-coordinate part's long window, in sampled embeddings: a shift of part of
+    /// the traffic too small to see in one window adds up over it. Default 10 windows
+    /// (up to 32767); at most `--window` (e.g. 0): none.
+    #[arg(long)]
+    pub long_window: Option<usize>,
     /// Expected run length under no drift, in samples: over L samples the false-alarm
     /// probability is at most L/ERT.
     #[arg(long, default_value_t = 10_000.0)]
@@ -145,6 +150,7 @@ pub fn run_build(args: &BuildArgs) -> Result<Reference, RefCommandError> {
         seed: args.seed,
         features: args.features,
         window: args.window,
+        long_window: args.long_window,
         ert: args.ert,
         source: format!(
             "{} of {} embeddings in {} files under {}",

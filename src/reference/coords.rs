@@ -57,6 +57,35 @@ pub fn bins(edges: &[f32], x: &[f32], scratch: &mut Vec<u32>, out: &mut [u8]) {
     }
 }
 
+/// `16 · w` times the share of `rows` (bin rows of `dim` coordinates) at or under each
+/// edge, bin-major and rounded: the target of [`Counts::distance_to`] for a window of
+/// `w`, one per entry of `ws`.
+pub fn cdf_targets<'a>(
+    rows: impl Iterator<Item = &'a [u8]>,
+    dim: usize,
+    ws: &[usize],
+) -> Vec<Vec<i32>> {
+    let mut counts = vec![0u32; BINS * dim];
+    let mut n = 0u64;
+    for r in rows {
+        for (j, b) in r.iter().enumerate() {
+            counts[usize::from(*b) * dim + j] += 1;
+        }
+        n += 1;
+    }
+    let mut cum = vec![0u64; dim];
+    let mut out: Vec<Vec<i32>> = ws.iter().map(|_| vec![0; EDGES * dim]).collect();
+    for k in 0..EDGES {
+        for (j, c) in cum.iter_mut().enumerate() {
+            *c += u64::from(counts[k * dim + j]);
+            for (o, w) in out.iter_mut().zip(ws) {
+                o[k * dim + j] = ((BINS * w) as f64 * *c as f64 / n.max(1) as f64).round() as i32;
+            }
+        }
+    }
+    out
+}
+
 /// Counts per (bin, coordinate) over a window, and the distance to the reference.
 #[derive(Clone)]
 pub struct Counts {
@@ -118,6 +147,29 @@ impl Counts {
             worst = worst.max(hi - target).max(target - lo);
         }
         worst as f64 / (BINS * w) as f64
+    }
+
+    /// `max over j, k of |16·cum_j(k) − target[k·dim + j]| / (16·w)`: the distance of a
+    /// full window to another sample's CDF rather than to the quantiles' `k/16` (the
+    /// calibration's pseudo-references; `target` is `16 · w` times that sample's share at
+    /// or under each edge, rounded). `cum` is scratch of any length.
+    pub fn distance_to(&self, target: &[i32], w: usize, cum: &mut Vec<i32>) -> f64 {
+        debug_assert_eq!(target.len(), EDGES * self.dim);
+        cum.clear();
+        cum.resize(self.dim, 0);
+        let mut worst = 0i32;
+        for (row, tgt) in self
+            .counts
+            .chunks_exact(self.dim)
+            .zip(target.chunks_exact(self.dim))
+        {
+            for ((c, n), t) in cum.iter_mut().zip(row).zip(tgt) {
+                *c += i32::from(*n);
+                let g = (*c * BINS as i32 - t).abs();
+                worst = if g > worst { g } else { worst };
+            }
+        }
+        f64::from(worst) / (BINS * w) as f64
     }
 
     /// The coordinate with the largest gap (as in [`Counts::distance`]): what drifted.

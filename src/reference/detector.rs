@@ -34,6 +34,9 @@ pub enum Part {
     /// The binned per-coordinate KS distance; [`Detector::worst_coordinate`] names the
     /// coordinate.
     Coordinates,
+    /// The same over the long window: a shift of part of the traffic, too small for
+    /// one window.
+    LongCoordinates,
 }
 
 impl Part {
@@ -41,12 +44,14 @@ impl Part {
         match self {
             Part::Kernel => "kernel",
             Part::Coordinates => "coordinates",
+            Part::LongCoordinates => "coordinates_long",
         }
     }
 }
 
 /// Scores embeddings one at a time against a [`Reference`]. Bounded state: the feature
-/// map and quantiles, the window of `w` feature vectors and bin rows, and their sums.
+/// map and quantiles, the window of `w` feature vectors, the bin rows of the long window
+/// (of the window when there is none), and their sums and counts.
 pub struct Detector {
     map: FeatureMap,
     norm: NormScale,
@@ -55,14 +60,22 @@ pub struct Detector {
     threshold: f64,
     kernel_scale: f64,
     coordinate_scale: f64,
+    long_scale: f64,
     region_scale: f64,
     regions: RegionCounts,
     /// The region of each slot of the window.
     region_ring: Vec<u8>,
     window: Vec<f32>,
+    /// Bin rows of the last `ring` samples: sample `i` in row `i % ring`.
     bins: Vec<u8>,
+    ring: usize,
     sum: Vec<f64>,
     counts: Counts,
+    /// Counts over the long window (0 long: unused).
+    long_counts: Counts,
+    long: usize,
+    /// The parts' values at the last sample, each over its scale.
+    last: [f64; 3],
     features: usize,
     dim: usize,
     w: usize,
@@ -84,6 +97,8 @@ impl Detector {
         let map = reference.feature_map();
         let features = map.features() + 1;
         let dim = reference.dim;
+        let long = reference.long_window;
+        let ring = long.max(reference.window);
         Detector {
             map,
             norm: reference.norm,
@@ -92,13 +107,18 @@ impl Detector {
             threshold: reference.threshold,
             kernel_scale: reference.kernel_scale,
             coordinate_scale: reference.coordinate_scale,
+            long_scale: reference.long_scale,
             region_scale: reference.region_scale,
             regions: RegionCounts::new(&reference.regions, reference.window),
             region_ring: vec![0; reference.window],
             window: vec![0.0; reference.window * features],
-            bins: vec![0; reference.window * dim],
+            bins: vec![0; ring * dim],
+            ring,
             sum: vec![0.0; features],
             counts: Counts::new(dim),
+            long_counts: Counts::new(if long > 0 { dim } else { 0 }),
+            long,
+            last: [0.0; 3],
             features,
             dim,
             w: reference.window,
@@ -122,12 +142,23 @@ impl Detector {
             *s += f64::from(*new);
             *old = *new;
         }
-        let row = &mut self.bins[self.next * self.dim..][..self.dim];
+        let seen = self.seen as usize;
+        let dim = self.dim;
         if full {
-            self.counts.remove(row);
+            // The sample leaving the window (its row is still in the ring).
+            let old = (seen - self.w) % self.ring;
+            self.counts.remove(&self.bins[old * dim..][..dim]);
+        }
+        let slot = seen % self.ring;
+        let row = &mut self.bins[slot * dim..][..dim];
+        if self.long > 0 && seen >= self.long {
+            self.long_counts.remove(row);
         }
         coords::bins(&self.quantiles, x, &mut self.bin_scratch, row);
         self.counts.add(row);
+        if self.long > 0 {
+            self.long_counts.add(row);
+        }
         if full {
             self.regions.remove(self.region_ring[self.next]);
         }
@@ -139,11 +170,14 @@ impl Detector {
         if self.seen % RESUM_EVERY == 0 {
             self.resum();
         }
-        let (kernel, coordinates) = self.parts();
-        let (score, part) = if kernel >= coordinates {
+        self.last = self.parts();
+        let [kernel, coordinates, long] = self.last;
+        let (score, part) = if kernel >= coordinates.max(long) {
             (kernel, Part::Kernel)
-        } else {
+        } else if coordinates >= long {
             (coordinates, Part::Coordinates)
+        } else {
+            (long, Part::LongCoordinates)
         };
         let score = score / self.threshold;
         let alarm = score >= 1.0;
@@ -158,9 +192,10 @@ impl Detector {
         self.seen.min(self.w as u64) as usize
     }
 
-    /// The two statistics of the alarm, each over its own null scale. The window's empty
-    /// places (while it fills) sit exactly on the reference: `mean − μ = (Σφ − t·μ) / w`.
-    fn parts(&mut self) -> (f64, f64) {
+    /// The three statistics of the alarm, each over its own null scale (the long one 0
+    /// without a long window). The windows' empty places (while they fill) sit exactly
+    /// on the reference: `mean − μ = (Σφ − t·μ) / w`.
+    fn parts(&mut self) -> [f64; 3] {
         let t = self.counted();
         let inv = 1.0 / self.w as f64;
         let s: f64 = self
@@ -170,7 +205,13 @@ impl Detector {
             .map(|(s, m)| ((s - t as f64 * m) * inv).powi(2))
             .sum();
         let k = self.counts.distance(t, self.w);
-        (s / self.kernel_scale, k / self.coordinate_scale)
+        let long = if self.long > 0 {
+            let t = self.seen.min(self.long as u64) as usize;
+            self.long_counts.distance(t, self.long) / self.long_scale
+        } else {
+            0.0
+        };
+        [s / self.kernel_scale, k / self.coordinate_scale, long]
     }
 
     fn resum(&mut self) {
@@ -182,9 +223,15 @@ impl Detector {
         }
     }
 
-    /// The coordinate whose window CDF is furthest from the reference's now.
+    /// The coordinate whose CDF is furthest from the reference's now, over the window
+    /// or the long window, whichever part is the larger.
     pub fn worst_coordinate(&self) -> usize {
-        self.counts.worst_coordinate(self.counted())
+        if self.long > 0 && self.last[2] > self.last[1] {
+            let t = self.seen.min(self.long as u64) as usize;
+            self.long_counts.worst_coordinate(t)
+        } else {
+            self.counts.worst_coordinate(self.counted())
+        }
     }
 
     /// The region whose count in the window is furthest from its reference share now.
@@ -226,6 +273,7 @@ impl Detector {
             + self.bins.len()
             + self.bin_scratch.capacity() * std::mem::size_of::<u32>()
             + self.counts.state_bytes()
+            + self.long_counts.state_bytes()
             + self.regions.state_bytes()
             + self.region_ring.len()
             + (self.sum.len() + self.mean.len()) * std::mem::size_of::<f64>()

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{FeatureMap, NormScale};
 
 /// Version of the file format; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// A frozen reference: the sketch and its calibration (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +27,8 @@ pub struct Reference {
     pub window: usize,
     /// Expected run length under no drift the threshold is set for, in samples.
     pub ert: f64,
-    /// Alarm line `h` of the combined statistic `max(S / kernel_scale, K / coordinate_scale)`:
+    /// Alarm line `h` of the combined statistic
+    /// `max(S / kernel_scale, K / coordinate_scale, K_L / long_scale)`:
     /// its largest value over a null stream of `horizon` samples exceeds `h` with
     /// probability 5 %.
     pub threshold: f64,
@@ -36,18 +37,22 @@ pub struct Reference {
     pub kernel_scale: f64,
     /// The same for the binned KS distance `K`.
     pub coordinate_scale: f64,
+    /// The per-coordinate part's long window, in sampled embeddings (0: none).
+    pub long_window: usize,
+    /// The same scale for the binned KS distance `K_L` over the long window (0: none).
+    pub long_scale: f64,
     /// The same for the largest region gap `Q`: the regions' scores are gaps over it (0:
     /// one region holds all, no gap). Not part of the alarm.
     pub region_scale: f64,
-    /// Each coordinate's `k/16` quantiles over `A`, bin-major (`15 · dim` values; see
+    /// Each coordinate's `k/16` quantiles over the build data, bin-major (`15 · dim` values; see
     /// `coords`).
     pub quantiles: Vec<f32>,
     /// `μ`: the mean of the `D` kernel features and the norm coordinate over the
-    /// reference half `A` (`D + 1` values).
+    /// build data (`D + 1` values).
     pub mean_features: Vec<f64>,
-    /// The regions and their shares of `A` (see `regions`).
+    /// The regions and their shares of the build data (see `regions`).
     pub regions: super::regions::Regions,
-    /// The norm coordinate's scale (from `A`).
+    /// The norm coordinate's scale (from the build data).
     pub norm: NormScale,
     /// Vectors the reference was built from (both halves).
     pub vectors: u64,
@@ -150,6 +155,22 @@ impl Reference {
             return Err(invalid(format!(
                 "threshold {}, bandwidth {} and scales {} and {} must be positive",
                 r.threshold, r.bandwidth, r.kernel_scale, r.coordinate_scale
+            )));
+        }
+        let long_ok = if r.long_window == 0 {
+            r.long_scale == 0.0
+        } else {
+            r.long_window > r.window
+                && r.long_window <= super::coords::MAX_WINDOW
+                && positive(r.long_scale)
+        };
+        if !long_ok {
+            return Err(invalid(format!(
+                "long window {} (0, or over the window {} and at most {}) with scale {}",
+                r.long_window,
+                r.window,
+                super::coords::MAX_WINDOW,
+                r.long_scale
             )));
         }
         if !(r.region_scale.is_finite() && r.region_scale >= 0.0) {

@@ -119,6 +119,12 @@ impl RegionCounts {
         self.counts[usize::from(region)] -= 1;
     }
 
+    /// Centres the gaps on `shares` (another sample's, in the calibration) while
+    /// keeping the reference's scale.
+    pub fn recentre(&mut self, shares: &[f64]) {
+        self.shares.copy_from_slice(shares);
+    }
+
     /// Region `j`'s gap `g_j` with `t` samples counted.
     pub fn gap(&self, j: usize, t: usize) -> f64 {
         (f64::from(self.counts[j]) - t as f64 * self.shares[j]).abs() * self.inv_sd[j]

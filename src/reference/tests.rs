@@ -70,13 +70,14 @@ fn an_edited_or_mismatched_reference_is_refused_with_the_fix() {
     edited.threshold *= 2.0;
     let e = Reference::from_json(&edited.to_json(), Path::new("ref.json")).unwrap_err();
     assert!(e.to_string().contains("edited"), "{e}");
-    // A file of format 1 (no coordinate part) is refused with the fix, not a missing field.
-    let v1 = r#"{"version": 1, "model": "m", "dim": 8, "threshold": 1.0}"#;
-    let e = Reference::from_json(v1, Path::new("old.json"))
+    // A file of an older format (format 3: no long window) is refused with the fix, not
+    // a missing field.
+    let v3 = r#"{"version": 3, "model": "m", "dim": 8, "threshold": 1.0}"#;
+    let e = Reference::from_json(v3, Path::new("old.json"))
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("format version 1, this build reads 3") && e.contains("reference build"),
+        e.contains("format version 3, this build reads 4") && e.contains("reference build"),
         "{e}"
     );
     let e = r
@@ -323,4 +324,76 @@ fn traffic_moving_between_regions_is_caught_and_the_region_named() {
     // Measured 16 of 20: with 8 regions for 6 topics, the surging topic may be split over
     // two regions, each with half its surge.
     assert!(region_over_1 >= 14, "{region_over_1}");
+}
+
+/// The long window: a shift in 40 % of the traffic (one coordinate's centre moved by 0.6
+/// deviation in those samples) is too small for a window of 20 and adds up over a long
+/// window of 600 (streams as long as the null's: the long window and the horizon); with
+/// the long window, null streams still alarm at most at the calibrated rate (as above,
+/// counted over the horizon once the long window is full, as the calibration's streams
+/// start).
+#[test]
+fn a_shift_in_part_of_the_traffic_is_caught_over_the_long_window() {
+    let (w, long, horizon, alpha) = (20, 600, 150, 0.05);
+    let x = gaussian(11, 4000, 16, |_| {});
+    let with_long = BuildParams {
+        long_window: Some(long),
+        ..params(w, horizon as f64 / alpha)
+    };
+    let without = BuildParams {
+        long_window: Some(0),
+        ..with_long.clone()
+    };
+    let (r, r0) = (
+        build(x.view(), &with_long, 0).unwrap(),
+        build(x.view(), &without, 0).unwrap(),
+    );
+    assert_eq!((r.long_window, r0.long_window), (long, 0));
+    let streams = 200;
+    let mut alarms = 0;
+    for s in 0..streams {
+        let x = gaussian(3000 + s, long - 1 + horizon, 16, |_| {});
+        let mut det = Detector::new(&r);
+        let (fill, watch) = x.view().split_at(ndarray::Axis(0), long - 1);
+        for v in fill.outer_iter() {
+            det.observe(v.as_slice().unwrap());
+        }
+        if watch
+            .outer_iter()
+            .any(|v| det.observe(v.as_slice().unwrap()).alarm)
+        {
+            alarms += 1;
+        }
+    }
+    let rate = alarms as f64 / streams as f64;
+    let bound = alpha + 2.5 * (alpha * (1.0 - alpha) / streams as f64).sqrt();
+    eprintln!("null with the long window: {alarms} of {streams} streams alarmed within {horizon} samples of a full long window: {rate:.3} (bound {bound:.3})");
+    assert!(rate <= bound, "false-alarm rate {rate} over {bound}");
+
+    let (mut caught, mut caught0, mut by_long) = (0, 0, 0);
+    for s in 0..20 {
+        let mut i = 0u64;
+        let x = gaussian(4000 + s, long - 1 + horizon, 16, |v| {
+            i += 1;
+            if mix_share(i, s) < 0.4 {
+                v[0] += 0.6;
+            }
+        });
+        let part = first_alarm_part(&mut Detector::new(&r), &x);
+        caught += usize::from(part.is_some());
+        by_long += usize::from(part == Some(Part::LongCoordinates));
+        caught0 += usize::from(first_alarm_part(&mut Detector::new(&r0), &x).is_some());
+    }
+    eprintln!("40 % of the traffic moved: caught {caught}/20 ({by_long} first by the long window), {caught0}/20 without it");
+    // Measured: 19/20 (14 first by the long window), 9/20 without it.
+    assert!(caught >= 17 && by_long >= 10, "{caught}, {by_long}");
+    assert!(
+        caught >= caught0 + 6,
+        "{caught} with the long window, {caught0} without"
+    );
+}
+
+/// A deterministic uniform share in [0, 1) per (sample, stream).
+fn mix_share(i: u64, s: u64) -> f64 {
+    (crate::ids::mix64(i ^ (s << 32)) >> 11) as f64 / (1u64 << 53) as f64
 }
