@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::config::Config;
 use crate::grpc::{GrpcDecoder, GrpcProtocol};
@@ -294,10 +294,52 @@ fn score_loop(
             .with_label_values(&[label.as_str()])
             .set(*share);
     }
+    // The per-slice gauges, looked up once (a lookup hashes the label values).
+    let slice_gauges: Vec<(Gauge, Gauge)> = slices
+        .iter()
+        .map(|l| {
+            (
+                s.slice_score.with_label_values(&[l.as_str()]),
+                s.slice_share.with_label_values(&[l.as_str()]),
+            )
+        })
+        .collect();
     let mut cells = Vec::new();
     let mut det = Detector::new(&reference);
     let mut warned = false;
-    for answer in rx {
+    let mut idle = 0u32;
+    let mut unpublished = 0u32;
+    loop {
+        // Polled, not parked on: a parked receiver costs every `offer` a futex wake (a
+        // syscall on a proxy thread) and this thread a context switch per answer. A
+        // poll every POLL costs one wake-up per POLL whatever the rate; after IDLE_POLLS
+        // empty polls the thread parks until the next answer.
+        let answer = match rx.try_recv() {
+            Ok(a) => {
+                idle = 0;
+                a
+            }
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                // The queue is drained: publish what the answers since then moved.
+                if idle == 0 {
+                    publish(&mut cells, shown, &det, &slice_gauges);
+                    unpublished = 0;
+                }
+                idle = idle.saturating_add(1);
+                if idle < IDLE_POLLS {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                match rx.recv() {
+                    Ok(a) => {
+                        idle = 0;
+                        a
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
         s.age
             .set(i64::try_from(now_secs().saturating_sub(reference.built_at)).unwrap_or(i64::MAX));
         let out = match readers.parse(&answer) {
@@ -319,7 +361,6 @@ fn score_loop(
             }
             continue;
         }
-        cells.clear();
         for row in out.data.chunks_exact(out.dim) {
             if let Some(p) = &picture {
                 cells.push(p.cell(p.project(row)));
@@ -332,23 +373,44 @@ fn score_loop(
                 s.alarms.inc();
             }
         }
-        for (label, now) in slices.iter().zip(det.regions()) {
-            s.slice_score
-                .with_label_values(&[label.as_str()])
-                .set(now.score);
-            s.slice_share
-                .with_label_values(&[label.as_str()])
-                .set(now.share);
-        }
-        if !cells.is_empty() {
-            if let Ok(mut st) = shown.lock() {
-                for &c in &cells {
-                    st.recent.push(c);
-                }
-            }
+        unpublished += 1;
+        if unpublished >= PUBLISH_EVERY {
+            // A queue that never drains still shows on the page and the slice series.
+            publish(&mut cells, shown, &det, &slice_gauges);
+            unpublished = 0;
         }
     }
 }
+
+/// The recent picture cells and the per-slice series, from the answers scored since the
+/// last time.
+fn publish(
+    cells: &mut Vec<usize>,
+    shown: &Mutex<PictureState>,
+    det: &Detector,
+    slice_gauges: &[(Gauge, Gauge)],
+) {
+    if !cells.is_empty() {
+        if let Ok(mut st) = shown.lock() {
+            for &c in cells.iter() {
+                st.recent.push(c);
+            }
+        }
+        cells.clear();
+    }
+    for ((score, share), now) in slice_gauges.iter().zip(det.regions()) {
+        score.set(now.score);
+        share.set(now.share);
+    }
+}
+
+/// Answers scored between publications while the queue does not drain.
+const PUBLISH_EVERY: u32 = 256;
+
+/// How often the scoring thread looks for answers while traffic flows.
+const POLL: std::time::Duration = std::time::Duration::from_millis(5);
+/// Empty polls (a second's worth) before the scoring thread parks until the next answer.
+const IDLE_POLLS: u32 = 200;
 
 /// The centroids of `[slices]` (`slices.codebook` or `slices.centroids`), unit length,
 /// for a reference built in the pod: its regions are then the mirror's `region:i`.
