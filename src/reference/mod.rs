@@ -94,7 +94,7 @@
 //! streams start from a full window, the harder case); the null tests count alarms from
 //! the first sample on.
 //!
-//! Cost per sampled embedding: `D` dot products of length `d` (simsimd), `D` cosines,
+//! Cost per sampled embedding: `D` dot products of length `d` ([`matvec`]), `D` cosines,
 //! `15 · d` comparisons and two passes over `16 · d` counts; state: `W` and `b`
 //! (`D·(d + 1)` floats), the quantiles (`15·d` floats), the window (`w·D` floats) and
 //! the long window's bin rows (`L·d` bytes).
@@ -104,6 +104,7 @@ pub mod cli;
 pub mod coords;
 mod detector;
 mod file;
+mod matvec;
 pub mod picture;
 pub mod regions;
 
@@ -153,9 +154,7 @@ impl FeatureMap {
     /// Writes `φ(x)` into `out` (length `D`); `x` has the map's dimension.
     pub fn apply(&self, x: &[f32], out: &mut [f32]) {
         debug_assert_eq!(x.len(), self.dim);
-        for (o, row) in out.iter_mut().zip(self.w.chunks_exact(self.dim)) {
-            *o = <f32 as simsimd::SpatialSimilarity>::dot(row, x).unwrap_or(0.0) as f32;
-        }
+        matvec::matvec(&self.w, x, out);
         // A separate pass, so that the cosines vectorise.
         for (o, b) in out.iter_mut().zip(&self.b) {
             *o = self.scale * cos(*o + b);

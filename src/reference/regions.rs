@@ -3,16 +3,16 @@
 //! fills one region and empties others, a truncating client moves traffic between them.
 //!
 //! A region is the set of embeddings whose nearest centroid by cosine is that region's
-//! (spherical k-means over the reference half `A`, or the slices codebook given at build).
-//! The file keeps the `k` unit centroids and each region's share `p_j` of `A`; the window
+//! (spherical k-means over the build data, or the slices codebook given at build). The
+//! file keeps the `k` unit centroids and each region's share `p_j` of the build data; the window
 //! keeps a region per slot and the count `c_j` per region. Region `j`'s gap is
 //! `g_j = |c_j − t·p_j| / √(w·p_j·(1 − p_j))` with `t` samples counted: a binomial z-score
 //! of its count (with the window's empty places on the reference, as for the other parts).
 //! The part's statistic is `Q = max_j g_j`; its scale, like the other parts', is the 95 %
-//! quantile of the null streams' largest `Q`.
+//! quantile of the null streams' largest `Q` (centred, in the calibration, on each
+//! pseudo-reference's own shares).
 
 use serde::{Deserialize, Serialize};
-use simsimd::SpatialSimilarity;
 
 /// Regions of a reference when the build is given no codebook.
 pub const DEFAULT_REGIONS: usize = 8;
@@ -101,11 +101,16 @@ impl RegionCounts {
     /// The region of `x` (nearest centroid by cosine: the largest dot product, as the
     /// centroids are unit).
     pub fn region(&self, x: &[f32]) -> u8 {
-        let mut best = (f64::NEG_INFINITY, 0u8);
-        for (i, c) in self.centroids.chunks_exact(self.dim).enumerate() {
-            let d = f32::dot(c, x).unwrap_or(f64::NEG_INFINITY);
-            if d > best.0 {
-                best = (d, i as u8);
+        if x.len() != self.dim {
+            return 0;
+        }
+        let mut dots = [0.0f32; crate::slices::MAX_SLICES];
+        let dots = &mut dots[..self.counts.len()];
+        super::matvec::matvec(&self.centroids, x, dots);
+        let mut best = (f32::NEG_INFINITY, 0u8);
+        for (i, d) in dots.iter().enumerate() {
+            if *d > best.0 {
+                best = (*d, i as u8);
             }
         }
         best.1
