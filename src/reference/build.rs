@@ -234,8 +234,8 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         })
         .collect();
 
-    // Null streams, as the detector sees them: full windows, then `horizon` sliding
-    // steps. Each stream gives the largest value of each part; as the max over steps of
+    // Null streams, as a detector started on them sees them (`Simulation::stream_max`).
+    // Each stream gives the largest value of each part; as the max over steps of
     // max(S/a, K/b, K_L/c) is max(max S / a, max K / b, max K_L / c), one pass gives both
     // the parts' scales (each part's own 95 % quantile of its stream maxima, so they weigh
     // alike) and the line (the 95 % quantile of the combined stream maxima).
@@ -394,12 +394,20 @@ fn row_slice<'a>(x: &'a ArrayView2<f32>, i: usize) -> std::borrow::Cow<'a, [f32]
     }
 }
 
-/// `‖sum / w − μ‖²`.
-fn kernel_stat(sum: &[f64], mean: &[f64], w: usize) -> f64 {
+/// `‖(sum − t·μ) / w‖²`: the kernel statistic with `t` of the window's `w` places counted
+/// (the others on the reference).
+fn kernel_stat(sum: &[f64], mean: &[f64], t: usize, w: usize) -> f64 {
     sum.iter()
         .zip(mean)
-        .map(|(s, m)| (s / w as f64 - m).powi(2))
+        .map(|(s, m)| ((s - t as f64 * m) / w as f64).powi(2))
         .sum()
+}
+
+/// While `t` of a window's `w` places are counted (the rest sit on the reference), the
+/// kernel statistic is multiplied by `w / t` and the gaps by its square root: under no
+/// drift their size is then a full window's, so one line serves from the first sample.
+pub(crate) fn warm_start_scale(t: usize, w: usize) -> f64 {
+    w as f64 / t.max(1) as f64
 }
 
 /// A resample of the build data and the sketch's statistics over it (see [`build`]).
@@ -426,17 +434,25 @@ struct Simulation<'a> {
 }
 
 impl Simulation<'_> {
-    /// The largest kernel statistic, KS distance, long-window KS distance and region gap
-    /// against `pseudo` over `horizon` steps of one stream drawn from the build data with
-    /// replacement, starting from full windows.
+    /// The largest kernel statistic, KS gap, long-window KS gap and region gap against
+    /// `pseudo` over one stream drawn from the build data with replacement, as a detector
+    /// started on it sees them: the window's parts from the first sample (the warm
+    /// start's scaled statistics) for `w − 1 + horizon` samples, the long window's once
+    /// it is full, for `horizon` samples.
     fn stream_max(&self, pseudo: &Pseudo, horizon: usize, seed: u64) -> [f64; 4] {
         let (d, dim, w, long) = (pseudo.mean.len(), self.dim, self.w, self.long);
         let n = self.regions_of.len();
         let ring_len = long.max(w);
+        let short_rows = w - 1 + horizon;
+        let rows = if long > 0 {
+            short_rows.max(long - 1 + horizon)
+        } else {
+            short_rows
+        };
         let mut rng = SplitMix64(seed);
         // Row `i` of the stream sits in slot `i % ring_len`; the window holds the last
-        // `w` rows, the long window all of them.
-        let mut ring: Vec<usize> = (0..ring_len).map(|_| rng.below(n)).collect();
+        // `w` rows, the long window the last `long`.
+        let mut ring = vec![0usize; ring_len];
         let mut acc = vec![0.0f64; d];
         let mut counts = Counts::new(dim);
         let mut long_counts = Counts::new(if long > 0 { dim } else { 0 });
@@ -444,45 +460,44 @@ impl Simulation<'_> {
         regions.recentre(&pseudo.shares);
         let phi = |r: usize| &self.phi[r * d..][..d];
         let bins = |r: usize| &self.bins[r * dim..][..dim];
-        for &r in &ring[ring_len - w..] {
-            for (s, v) in acc.iter_mut().zip(phi(r)) {
-                *s += f64::from(*v);
-            }
-            counts.add(bins(r));
-            regions.add(self.regions_of[r]);
-        }
-        if long > 0 {
-            ring.iter().for_each(|&r| long_counts.add(bins(r)));
-        }
-        let mut rows = ring_len;
         let mut cum = Vec::with_capacity(dim);
         let mut worst = [0.0f64; 4];
-        for step in 0..horizon {
-            if step > 0 {
-                let new = rng.below(n);
-                let old = ring[(rows - w) % ring_len];
-                let slot = rows % ring_len;
-                for ((s, o), v) in acc.iter_mut().zip(phi(old)).zip(phi(new)) {
-                    *s += f64::from(*v) - f64::from(*o);
-                }
-                counts.remove(bins(old));
-                counts.add(bins(new));
-                regions.remove(self.regions_of[old]);
-                regions.add(self.regions_of[new]);
-                if long > 0 {
-                    long_counts.remove(bins(ring[slot]));
-                    long_counts.add(bins(new));
-                }
-                ring[slot] = new;
-                rows += 1;
-            }
-            worst[0] = worst[0].max(kernel_stat(&acc, &pseudo.mean, w));
-            worst[1] = worst[1].max(counts.distance_to(&pseudo.target_w, w, &mut cum));
+        for row in 0..rows {
+            let new = rng.below(n);
+            let slot = row % ring_len;
             if long > 0 {
-                worst[2] =
-                    worst[2].max(long_counts.distance_to(&pseudo.target_long, long, &mut cum));
+                if row >= long {
+                    long_counts.remove(bins(ring[slot]));
+                }
+                long_counts.add(bins(new));
+                if row + 1 >= long {
+                    worst[2] = worst[2]
+                        .max(long_counts.gap_to(&pseudo.target_long, 1.0, &mut cum) / long as f64);
+                }
             }
-            worst[3] = worst[3].max(regions.distance(w).0);
+            if row < short_rows {
+                if row >= w {
+                    let old = ring[(row - w) % ring_len];
+                    for (s, o) in acc.iter_mut().zip(phi(old)) {
+                        *s -= f64::from(*o);
+                    }
+                    counts.remove(bins(old));
+                    regions.remove(self.regions_of[old]);
+                }
+                for (s, v) in acc.iter_mut().zip(phi(new)) {
+                    *s += f64::from(*v);
+                }
+                counts.add(bins(new));
+                regions.add(self.regions_of[new]);
+                let t = (row + 1).min(w);
+                let grow = warm_start_scale(t, w);
+                let scale = t as f32 / w as f32;
+                worst[0] = worst[0].max(kernel_stat(&acc, &pseudo.mean, t, w) * grow);
+                worst[1] = worst[1]
+                    .max(counts.gap_to(&pseudo.target_w, scale, &mut cum) / w as f64 * grow.sqrt());
+                worst[3] = worst[3].max(regions.distance(t).0 * grow.sqrt());
+            }
+            ring[slot] = new;
         }
         worst
     }

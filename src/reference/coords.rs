@@ -149,15 +149,16 @@ impl Counts {
         worst as f64 / (BINS * w) as f64
     }
 
-    /// `max over j, k of |16·cum_j(k) − target[k·dim + j]| / (16·w)`: the distance of a
-    /// full window to another sample's CDF rather than to the quantiles' `k/16` (the
-    /// calibration's pseudo-references; `target` is `16 · w` times that sample's share at
-    /// or under each edge, rounded). `cum` is scratch of any length.
-    pub fn distance_to(&self, target: &[i32], w: usize, cum: &mut Vec<i32>) -> f64 {
+    /// `max over j, k of |cum_j(k) − scale · target[k·dim + j] / 16|`, in samples: the
+    /// gap of the window's CDF to another sample's rather than to the quantiles' `k/16`
+    /// (the calibration's pseudo-references; `target` is `16 · w` times that sample's
+    /// share at or under each edge, rounded, and `scale = t / w` for `t` samples
+    /// counted). `cum` is scratch of any length.
+    pub fn gap_to(&self, target: &[i32], scale: f32, cum: &mut Vec<i32>) -> f64 {
         debug_assert_eq!(target.len(), EDGES * self.dim);
         cum.clear();
         cum.resize(self.dim, 0);
-        let mut worst = 0i32;
+        let mut worst = 0.0f32;
         for (row, tgt) in self
             .counts
             .chunks_exact(self.dim)
@@ -165,11 +166,11 @@ impl Counts {
         {
             for ((c, n), t) in cum.iter_mut().zip(row).zip(tgt) {
                 *c += i32::from(*n);
-                let g = (*c * BINS as i32 - t).abs();
+                let g = ((*c * BINS as i32) as f32 - *t as f32 * scale).abs();
                 worst = if g > worst { g } else { worst };
             }
         }
-        f64::from(worst) / (BINS * w) as f64
+        f64::from(worst) / BINS as f64
     }
 
     /// The coordinate with the largest gap (as in [`Counts::distance`]): what drifted.

@@ -1,7 +1,7 @@
 //! The streaming detector: a sliding window of feature vectors and coordinate bins
 //! against the reference.
 
-use super::build::region_part;
+use super::build::{region_part, warm_start_scale};
 use super::coords::{self, Counts};
 use super::regions::RegionCounts;
 use super::{FeatureMap, NormScale, Reference};
@@ -205,13 +205,20 @@ impl Detector {
             .map(|(s, m)| ((s - t as f64 * m) * inv).powi(2))
             .sum();
         let k = self.counts.distance(t, self.w);
-        let long = if self.long > 0 {
-            let t = self.seen.min(self.long as u64) as usize;
-            self.long_counts.distance(t, self.long) / self.long_scale
+        // While the window fills, each statistic is scaled to a full window's size under
+        // no drift: `S` by `w/t`, the gaps by `√(w/t)` (module doc, warm start).
+        let grow = warm_start_scale(t, self.w);
+        // The long window counts once it is full.
+        let long = if self.long > 0 && self.seen >= self.long as u64 {
+            self.long_counts.distance(self.long, self.long) / self.long_scale
         } else {
             0.0
         };
-        [s / self.kernel_scale, k / self.coordinate_scale, long]
+        [
+            s * grow / self.kernel_scale,
+            k * grow.sqrt() / self.coordinate_scale,
+            long,
+        ]
     }
 
     fn resum(&mut self) {
@@ -247,7 +254,10 @@ impl Detector {
         let t = self.counted();
         (0..self.regions.len())
             .map(|j| RegionNow {
-                score: region_part(self.regions.gap(j, t), self.region_scale),
+                score: region_part(
+                    self.regions.gap(j, t) * warm_start_scale(t, self.w).sqrt(),
+                    self.region_scale,
+                ),
                 share: f64::from(self.regions.counts()[j]) / t.max(1) as f64,
                 reference_share: self.regions.shares()[j],
             })

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{FeatureMap, NormScale};
 
 /// Version of the file format; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// A frozen reference: the sketch and its calibration (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -62,19 +62,21 @@
 //! window: on all-MiniLM-L6-v2 the quantiles of 375 vectors sit off the population's
 //! by about as much as half the traffic truncated moves them.)
 //!
-//! - All of them come from one set of null streams: 2000 streams, each full windows
-//!   drawn from the build rows and then `H = α · ERT` sliding steps (α = 5 %), each step
-//!   one new row in and the oldest out. `s_S`, `s_K`, `s_L` and `s_Q` are the 95 %
-//!   quantiles of each stream's largest `S`, `K`, `K_L` and `max_j g_j`: they weigh the
-//!   parts alike (a χ²-like `S` has a far longer tail than the max-of-gaps `K`; scaling
-//!   by medians would leave `K` no say). `h` is the 95 % quantile of each stream's
-//!   largest `T` (the largest `T` of a stream is the largest of its parts' largest
-//!   values over their scales, so one pass keeps a maximum per part and stream).
+//! - All of them come from one set of null streams: 2000 streams drawn from the build
+//!   rows as a detector started on them sees them: the window's parts (`S`, `K`, the
+//!   region gaps) from the first sample for `w − 1 + H` samples, `H = α · ERT` (α = 5 %),
+//!   and the long window's `K_L` for `H` samples once it is full. `s_S`, `s_K`, `s_L`
+//!   and `s_Q` are the 95 % quantiles of each stream's largest `S`, `K`, `K_L` and
+//!   `max_j g_j`: they weigh the parts alike (a χ²-like `S` has a far longer tail than
+//!   the max-of-gaps `K`; scaling by medians would leave `K` no say). `h` is the 95 %
+//!   quantile of each stream's largest `T` (the largest `T` of a stream is the largest
+//!   of its parts' largest values over their scales, so one pass keeps a maximum per
+//!   part and stream).
 //!
 //! What that gives, and its assumption: if live embeddings are drawn like the reference
-//! (from the population the build data was sampled from), a false alarm within any `H`
-//! consecutive samples has probability α = 5 %, up to the bootstrap's error (2000
-//! streams: about ±0.5 %), so
+//! (from the population the build data was sampled from), a false alarm within the first
+//! `w − 1 + H` samples after start, or within any `H` consecutive samples after that, has
+//! probability α = 5 %, up to the bootstrap's error (2000 streams: about ±0.5 %), so
 //! within `L` samples at most `⌈L/H⌉ · α ≈ L/ERT`. Choose `ERT = L/α` for a false-alarm
 //! rate `α` over a horizon of `L` samples: the default `ERT = 10 000` at `w = 100` gives
 //! 5 % over 500 samples. This is tight where the earlier per-step calibration with a
@@ -86,13 +88,14 @@
 //!
 //! **Warm start.** Before the window has filled (the first `w − 1` samples after start),
 //! its empty places are taken to sit exactly on the reference: with `t` samples seen,
-//! `mean − μ = (Σφ − t·μ) / w` and the CDF gaps are `(count − t·k/16) / w`. A gross
-//! shift then alarms within a fraction of a window (norms halved: 9 samples at
-//! `w = 30`), as Alibi Detect's online detectors do by starting from reference samples.
-//! Under no drift those partial statistics are sums of `t < w` centred terms, smaller
-//! than a full window's, so they add little to the false-alarm rate (the calibration's
-//! streams start from a full window, the harder case); the null tests count alarms from
-//! the first sample on.
+//! `mean − μ = (Σφ − t·μ) / w` and the CDF gaps are `(count − t·k/16) / w`. Under no
+//! drift these are sums of `t` centred terms, so `S` is scaled by `w/t` and the gaps by
+//! `√(w/t)` to a full window's size, and the calibration's streams start empty: the line
+//! holds from the first sample, and a shift present from the start is judged with the
+//! power of the `t` samples seen, as Alibi Detect's `MMDDriftOnline` does with its
+//! per-step thresholds. (Unscaled, the partial statistics met a full window's line only
+//! late: a new topic took 37 samples at `w = 50`, scaled 20 — `BENCHMARKS.md`.) The long
+//! window counts once it is full.
 //!
 //! Cost per sampled embedding: `D` dot products of length `d` ([`matvec`]), `D` cosines,
 //! `15 · d` comparisons and two passes over `16 · d` counts; state: `W` and `b`

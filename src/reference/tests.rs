@@ -70,14 +70,14 @@ fn an_edited_or_mismatched_reference_is_refused_with_the_fix() {
     edited.threshold *= 2.0;
     let e = Reference::from_json(&edited.to_json(), Path::new("ref.json")).unwrap_err();
     assert!(e.to_string().contains("edited"), "{e}");
-    // A file of an older format (format 3: no long window) is refused with the fix, not
-    // a missing field.
-    let v3 = r#"{"version": 3, "model": "m", "dim": 8, "threshold": 1.0}"#;
-    let e = Reference::from_json(v3, Path::new("old.json"))
+    // A file of an older format (format 4: its line calibrated without the warm start's
+    // scaling) is refused with the fix, not a missing field or a wrong line.
+    let v4 = r#"{"version": 4, "model": "m", "dim": 8, "threshold": 1.0}"#;
+    let e = Reference::from_json(v4, Path::new("old.json"))
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("format version 3, this build reads 4") && e.contains("reference build"),
+        e.contains("format version 4, this build reads 5") && e.contains("reference build"),
         "{e}"
     );
     let e = r
