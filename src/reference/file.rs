@@ -29,8 +29,8 @@ pub struct Reference {
     pub ert: f64,
     /// Alarm line `h` of the combined statistic
     /// `max(S / kernel_scale, K / coordinate_scale, K_L / long_scale)`:
-    /// its largest value over a null stream of `horizon` samples exceeds `h` with
-    /// probability 5 %.
+    /// its largest value over a null calibration stream (see `horizon`) exceeds `h`
+    /// with probability 5 %.
     pub threshold: f64,
     /// The 95 % quantile of the kernel statistic `S = ‖mean_window φ − μ‖²`'s largest
     /// value over a null stream of `horizon` samples.
@@ -56,7 +56,8 @@ pub struct Reference {
     pub norm: NormScale,
     /// Vectors the reference was built from (both halves).
     pub vectors: u64,
-    /// Samples per null stream of the calibration: `α · ERT` with `α` = 5 %.
+    /// `H = α · ERT` with `α` = 5 %: a calibration stream looks at the window's parts
+    /// over its first `window − 1 + H` samples and at the long window's over `H` once full.
     pub horizon: u64,
     /// Null streams the threshold was estimated from: the threshold is the 95 % quantile
     /// of their largest combined statistic.
