@@ -58,7 +58,7 @@ pub fn bins(edges: &[f32], x: &[f32], scratch: &mut Vec<u32>, out: &mut [u8]) {
 }
 
 /// `16 · w` times the share of `rows` (bin rows of `dim` coordinates) at or under each
-/// edge, bin-major and rounded: the target of [`Counts::distance_to`] for a window of
+/// edge, bin-major and rounded: the target of [`Counts::gap_to`] for a window of
 /// `w`, one per entry of `ws`.
 pub fn cdf_targets<'a>(
     rows: impl Iterator<Item = &'a [u8]>,
