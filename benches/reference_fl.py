@@ -415,6 +415,10 @@ def part_online(pools):
 # --- part 4: exchangeable null (re-split reference / held-out per seed, no replacement) -----
 
 RESPLIT_SIZES, RESPLIT_CHEAP, RESPLIT_SLOW = [100, 200, 500], 200, 50
+# Shifted re-split windows (the matched detection table on exchangeable windows): seeds
+# for ours and KS, and for Evidently (its classifier is the slow one).
+RESPLIT_SHIFT, RESPLIT_SHIFT_EV = 100, 15
+RESPLIT_SHARES = [0.1, 0.5]
 
 
 def part_resplit(pools):
@@ -440,6 +444,8 @@ def part_resplit(pools):
         log("evidently is not installed: its methods are skipped in the re-split null")
         ev = None
     seeds = int(os.environ.get("FL_RESPLIT_SEEDS", RESPLIT_CHEAP))
+    shift_seeds = int(os.environ.get("FL_RESPLIT_SHIFT_SEEDS", RESPLIT_SHIFT))
+    shift_ev = int(os.environ.get("FL_RESPLIT_SHIFT_EV_SEEDS", RESPLIT_SHIFT_EV))
     out = Out(os.path.join(CACHE, "res_resplit.jsonl"))
     alldocs = np.concatenate([pools["ref"], pools["null"]])
     d = os.path.join(CACHE, "resplit")
@@ -455,13 +461,20 @@ def part_resplit(pools):
         mmd_det = None
         for n in RESPLIT_SIZES:
             x = np.ascontiguousarray(held[:n])
+            refjson = os.path.join(d, f"ref_{n}.json")
+            built = []
+
+            def ours_ref():
+                # This seed's reference at this n, built once when a window needs it.
+                if not built:
+                    w, ert = ours_params(n)
+                    subprocess.run([SG, "reference", "build", "--logs", refnpy, "--model", "minilm", "--out",
+                                    refjson, "--window", str(w), "--ert", str(ert)] + long_args(ours_long(n, w)),
+                                   check=True, capture_output=True)
+                    built.append(1)
+                return refjson
             if not out.has("resplit", "ours", "null", 0.0, n, seed):
-                w, ert = ours_params(n)
-                refjson = os.path.join(d, f"ref_{n}.json")
-                subprocess.run([SG, "reference", "build", "--logs", refnpy, "--model", "minilm", "--out", refjson,
-                                "--window", str(w), "--ert", str(ert)] + long_args(ours_long(n, w)),
-                               check=True, capture_output=True)
-                sm, wall = replay(refjson, x, tmp)
+                sm, wall = replay(ours_ref(), x, tmp)
                 out.put(exp="resplit", det="ours", case="null", share=0.0, n=n, seed=seed,
                         alarm=int(sm["first_alarm"] is not None), stat=sm["max_score"], wall=wall)
             if not out.has("resplit", "ks", "null", 0.0, n, seed):
@@ -482,6 +495,30 @@ def part_resplit(pools):
                     if name == "ev_model":
                         out.put(exp="resplit", det="ev_model055", case="null", share=0.0, n=n, seed=seed,
                                 alarm=int(score > 0.55), stat=float(score))
+            # Shifted windows on the same split: the held-out window with each sample
+            # replaced, with probability `share`, by one of the shift pool.
+            for case in CASES:
+                for share in RESPLIT_SHARES if seed < shift_seeds else []:
+                    r = np.random.default_rng([8, seed, CASE_ID[case], int(round(share * 100)), n])
+                    xs = x.copy()
+                    take = r.random(n) < share
+                    xs[take] = pools[case][r.integers(0, len(pools[case]), int(take.sum()))]
+                    if not out.has("resplit", "ours", case, share, n, seed):
+                        sm, wall = replay(ours_ref(), xs, tmp)
+                        out.put(exp="resplit", det="ours", case=case, share=share, n=n, seed=seed,
+                                alarm=int(sm["first_alarm"] is not None), stat=sm["max_score"], wall=wall)
+                    if not out.has("resplit", "ks", case, share, n, seed):
+                        p, _ = ks.test(xs)
+                        out.put(exp="resplit", det="ks", case=case, share=share, n=n, seed=seed,
+                                alarm=int(p < ALPHA / ref.shape[1]), stat=-np.log10(max(p, 1e-300)))
+                    if ev and seed < shift_ev and not out.has("resplit", "ev_distance", case, share, n, seed):
+                        for name, f in ev.items():
+                            score, det, _ = f(pd.DataFrame(xs), pd.DataFrame(ref))
+                            out.put(exp="resplit", det=name, case=case, share=share, n=n, seed=seed,
+                                    alarm=int(bool(det)), stat=float(score))
+                            if name == "ev_model":
+                                out.put(exp="resplit", det="ev_model055", case=case, share=share, n=n,
+                                        seed=seed, alarm=int(score > 0.55), stat=float(score))
         log("resplit seed", seed, f"{time.time() - t_seed:.1f}s")
 
 
@@ -564,9 +601,11 @@ def report():
         cells_ = [_fmt(_rate(by.get((d, n, "null", 0.0), [])), True) for d, _ in DETS]
         L.append(f"| {n} | {w}, {ours_long(n, w)}, {ert:.0f} | " + " | ".join(cells_) + " |")
     L.append("")
-    rsp = {}
+    rsp, rsp_by = {}, {}
     for r in _load("res_resplit.jsonl"):
-        rsp.setdefault((r["det"], r["n"]), []).append(r)
+        rsp_by.setdefault((r["det"], r["n"], r["case"], r["share"]), []).append(r)
+        if r["case"] == "null":
+            rsp.setdefault((r["det"], r["n"]), []).append(r)
     if rsp:
         L.append("Exchangeable null (part `resplit`): per seed, the 1500 `doc` vectors are re-split at random "
                  "into a 750 reference and a 750 held-out half; the window is n held-out vectors drawn "
@@ -638,6 +677,49 @@ def report():
                 row.append(f"{nom:.2f}" if d == "ours" else f"{nom:.2f} -> {mat:.2f}")
             L.append(f"| {case} | {share:.0%} | " + " | ".join(row) + " |")
         L.append("")
+    # (2c) detection on the exchangeable re-splits, matched
+    rs_sizes = sorted({k[1] for k in rsp_by if k[2] != "null"})
+    if rs_sizes:
+        L.append("## 2c. Detection on exchangeable re-splits, at matched false-alarm rate")
+        L.append("")
+        L.append("Windows as in the re-split null above (n held-out vectors drawn without replacement, every "
+                 "detector rebuilt on the seed's 750-vector reference), with each sample replaced, with "
+                 "probability `share`, by one of the shift pool. Here no detector can gain from the fixed "
+                 "pool's own error. Matched as in table 2: each peer's cut on its own re-split null "
+                 "statistics so that its null FAR is at most ours; cells `nominal -> matched`.")
+        L.append("")
+        for n in rs_sizes:
+            far_ours = _rate(rsp_by.get(("ours", n, "null", 0.0), []))
+            if not far_ours:
+                continue
+            dets = [(d, h) for d, h in DETS if rsp_by.get((d, n, "null", 0.0)) and
+                    any(k[0] == d and k[1] == n and k[2] != "null" for k in rsp_by)]
+            thr = {d: _threshold([r["stat"] for r in rsp_by[(d, n, "null", 0.0)]], far_ours[0]) for d, _ in dets}
+            heads = []
+            for d, h in dets:
+                nul = rsp_by[(d, n, "null", 0.0)]
+                ns = len(rsp_by.get((d, n, "topic", RESPLIT_SHARES[0]), []))
+                mf = sum(r["stat"] > thr[d] for r in nul) / len(nul) if d != "ours" else far_ours[0]
+                heads.append(f"{h} [{ns}/cell; null FAR {_rate(nul)[0]:.3f} -> {mf:.3f}]")
+            w, ert = ours_params(n)
+            L.append(f"### n = {n} (ours: W = {w}, L = {ours_long(n, w)}, ERT = {ert:.0f}; "
+                     f"ours' re-split null FAR {far_ours[0]:.3f} over {far_ours[2]} seeds)")
+            L.append("")
+            L.append("| shift | share | " + " | ".join(heads) + " |")
+            L.append("|---|---:|" + "---:|" * len(dets))
+            for case in CASES:
+                for share in RESPLIT_SHARES:
+                    row = []
+                    for d, _ in dets:
+                        rs = rsp_by.get((d, n, case, share), [])
+                        if not rs:
+                            row.append("–")
+                            continue
+                        nom = sum(r["alarm"] for r in rs) / len(rs)
+                        mat = nom if d == "ours" else sum(r["stat"] > thr[d] for r in rs) / len(rs)
+                        row.append(f"{nom:.2f}" if d == "ours" else f"{nom:.2f} -> {mat:.2f}")
+                    L.append(f"| {case} | {share:.0%} | " + " | ".join(row) + " |")
+            L.append("")
     # sample-size curves
     L.append("## 2b. Sample-size curves (nominal decisions), all n")
     L.append("")

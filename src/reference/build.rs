@@ -196,6 +196,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     for (i, out) in bins.chunks_exact_mut(dim).enumerate() {
         coords::bins(&quantiles, &row_slice(&x, i), &mut scratch, out);
     }
+    let score_means = coords::score_means(bins.chunks_exact(dim), dim);
     let w = p.window;
     let long = long_window(p);
 
@@ -225,10 +226,13 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
             );
             let target_long = targets.pop().unwrap_or_default();
             let target_w = targets.pop().unwrap_or_default();
+            let score_means =
+                coords::score_means(draws.iter().map(|&i| &bins[i * dim..][..dim]), dim);
             Pseudo {
                 mean,
                 target_w,
                 target_long,
+                score_means,
                 shares,
             }
         })
@@ -236,7 +240,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
 
     // Null streams, as a detector started on them sees them (`Simulation::stream_max`).
     // Each stream gives the largest value of each part; as the max over steps of
-    // max(S/a, K/b, K_L/c) is max(max S / a, max K / b, max K_L / c), one pass gives both
+    // max(S/a, K/b, K_L/c, M_L/e) is max(max S / a, max K / b, ...), one pass gives both
     // the parts' scales (each part's own 95 % quantile of its stream maxima, so they weigh
     // alike) and the line (the 95 % quantile of the combined stream maxima).
     let horizon = ((HORIZON_ALPHA * p.ert).round() as usize).max(1);
@@ -250,7 +254,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         long,
     };
     let streams = p.streams.max(20);
-    let maxima: Vec<[f64; 4]> = (0..streams)
+    let maxima: Vec<[f64; PARTS]> = (0..streams)
         .into_par_iter()
         .map(|s| {
             sim.stream_max(
@@ -265,12 +269,15 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         let k = ((1.0 - HORIZON_ALPHA) * v.len() as f64).ceil() as usize;
         v[k.clamp(1, v.len()) - 1]
     };
-    let scales: Vec<f64> = (0..4)
+    let scales: Vec<f64> = (0..PARTS)
         .map(|part| quantile(maxima.iter().map(|m| m[part]).collect()))
         .collect();
-    let [kernel_scale, coordinate_scale, long_scale, region_scale] =
-        [scales[0], scales[1], scales[2], scales[3]];
-    if !(kernel_scale > 0.0 && coordinate_scale > 0.0 && (long == 0 || long_scale > 0.0)) {
+    let [kernel_scale, coordinate_scale, long_scale, region_scale, mean_scale] =
+        [scales[0], scales[1], scales[2], scales[3], scales[4]];
+    if !(kernel_scale > 0.0
+        && coordinate_scale > 0.0
+        && (long == 0 || (long_scale > 0.0 && mean_scale > 0.0)))
+    {
         return Err("the reference embeddings do not vary: the null statistics are 0".into());
     }
     // The regions name where traffic moved; they stay out of the alarm's statistic: in
@@ -283,7 +290,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
             .map(|m| {
                 let t = (m[0] / kernel_scale).max(m[1] / coordinate_scale);
                 if long > 0 {
-                    t.max(m[2] / long_scale)
+                    t.max(m[2] / long_scale).max(m[4] / mean_scale)
                 } else {
                     t
                 }
@@ -307,8 +314,10 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         coordinate_scale,
         long_window: long,
         long_scale: if long > 0 { long_scale } else { 0.0 },
+        mean_scale: if long > 0 { mean_scale } else { 0.0 },
         region_scale,
         quantiles,
+        score_means,
         regions,
         mean_features: mean,
         norm,
@@ -417,9 +426,16 @@ struct Pseudo {
     /// `coords::cdf_targets` for the window and the long window.
     target_w: Vec<i32>,
     target_long: Vec<i32>,
+    /// Each coordinate's mean bin score (`coords::score_means`).
+    score_means: Vec<f32>,
     /// Share per region.
     shares: Vec<f64>,
 }
+
+/// The calibrated statistics, in [`Simulation::stream_max`]'s order: the kernel
+/// statistic, the KS gap, the long window's KS gap, the region gap, the long window's
+/// mean test.
+const PARTS: usize = 5;
 
 /// Null streams through the sliding windows, as the detector sees them.
 struct Simulation<'a> {
@@ -434,12 +450,12 @@ struct Simulation<'a> {
 }
 
 impl Simulation<'_> {
-    /// The largest kernel statistic, KS gap, long-window KS gap and region gap against
-    /// `pseudo` over one stream drawn from the build data with replacement, as a detector
+    /// The largest kernel statistic, KS gap, long-window KS gap, region gap and
+    /// long-window mean test against `pseudo` over one stream drawn from the build data with replacement, as a detector
     /// started on it sees them: the window's parts from the first sample (the warm
     /// start's scaled statistics) for `w − 1 + horizon` samples, the long window's once
     /// it is full, for `horizon` samples.
-    fn stream_max(&self, pseudo: &Pseudo, horizon: usize, seed: u64) -> [f64; 4] {
+    fn stream_max(&self, pseudo: &Pseudo, horizon: usize, seed: u64) -> [f64; PARTS] {
         let (d, dim, w, long) = (pseudo.mean.len(), self.dim, self.w, self.long);
         let n = self.regions_of.len();
         let ring_len = long.max(w);
@@ -456,23 +472,31 @@ impl Simulation<'_> {
         let mut acc = vec![0.0f64; d];
         let mut counts = Counts::new(dim);
         let mut long_counts = Counts::new(if long > 0 { dim } else { 0 });
+        let mut score_sums = vec![0i32; if long > 0 { dim } else { 0 }];
         let mut regions = self.regions.clone();
         regions.recentre(&pseudo.shares);
         let phi = |r: usize| &self.phi[r * d..][..d];
         let bins = |r: usize| &self.bins[r * dim..][..dim];
         let mut cum = Vec::with_capacity(dim);
-        let mut worst = [0.0f64; 4];
+        let mut worst = [0.0f64; PARTS];
         for row in 0..rows {
             let new = rng.below(n);
             let slot = row % ring_len;
             if long > 0 {
                 if row >= long {
                     long_counts.remove(bins(ring[slot]));
+                    coords::add_scores(&mut score_sums, bins(ring[slot]), -1);
                 }
                 long_counts.add(bins(new));
+                coords::add_scores(&mut score_sums, bins(new), 1);
                 if row + 1 >= long {
                     worst[2] = worst[2]
                         .max(long_counts.gap_to(&pseudo.target_long, 1.0, &mut cum) / long as f64);
+                    worst[4] = worst[4].max(coords::mean_statistic(
+                        &score_sums,
+                        &pseudo.score_means,
+                        long,
+                    ));
                 }
             }
             if row < short_rows {

@@ -10,6 +10,12 @@
 //! The statistic is the largest gap, over coordinates and edges, between the window's
 //! empirical CDF at an edge and the reference's, `k/16`: a Kolmogorov–Smirnov distance
 //! evaluated at 15 points.
+//!
+//! The same bins give a mean test ([`SCORES`]): a shift of a tenth of the traffic to a
+//! new topic or language moves many coordinates' centres a little, too little for any
+//! one coordinate's KS gap, but the sum over coordinates of the squared mean of each
+//! bin's normal score sees it (van der Waerden's scores: the rank test of a shift in
+//! location; on all-MiniLM-L6-v2 as strong as the raw values' standardised means).
 
 /// The largest window the 16-bit counts hold.
 pub const MAX_WINDOW: usize = i16::MAX as usize;
@@ -17,6 +23,50 @@ pub const MAX_WINDOW: usize = i16::MAX as usize;
 /// Bins per coordinate; the file keeps the `BINS − 1` inner edges.
 pub const BINS: usize = 16;
 const EDGES: usize = BINS - 1;
+
+/// Bin `k`'s normal score `Φ⁻¹((k + ½)/16)`, standardised to variance 1 over the 16
+/// bins and times 1024, rounded: integers, so that a long window's running sums are
+/// exact, and symmetric, so that a sample spread evenly over the bins sums to 0.
+pub const SCORES: [i32; BINS] = [
+    -1985, -1404, -1076, -827, -617, -429, -253, -84, 84, 253, 429, 617, 827, 1076, 1404, 1985,
+];
+/// The scores' unit: `SCORES[k] / SCORE_UNIT` is the standardised score.
+pub const SCORE_UNIT: f64 = 1024.0;
+
+/// Adds (`sign` 1) or removes (`sign` −1) a bin row's scores to per-coordinate sums.
+pub fn add_scores(sums: &mut [i32], bins: &[u8], sign: i32) {
+    for (s, b) in sums.iter_mut().zip(bins) {
+        *s += sign * SCORES[usize::from(*b & 15)];
+    }
+}
+
+/// The mean test's statistic `Σ_j (s_j / 1024 − n·m_j)² / n` for score sums `s_j` over
+/// `n` samples and expected scores `m_j` (the build data's mean score per coordinate):
+/// about the dimension under no drift when coordinates are independent, far more when
+/// many centres moved the same way.
+pub fn mean_statistic(sums: &[i32], means: &[f32], n: usize) -> f64 {
+    let n = n.max(1) as f64;
+    sums.iter()
+        .zip(means)
+        .map(|(s, m)| (f64::from(*s) / SCORE_UNIT - n * f64::from(*m)).powi(2))
+        .sum::<f64>()
+        / n
+}
+
+/// Each coordinate's mean score over `rows` (bin rows of `dim` coordinates).
+pub fn score_means<'a>(rows: impl Iterator<Item = &'a [u8]>, dim: usize) -> Vec<f32> {
+    let mut sums = vec![0i64; dim];
+    let mut n = 0u64;
+    for r in rows {
+        for (s, b) in sums.iter_mut().zip(r) {
+            *s += i64::from(SCORES[usize::from(*b & 15)]);
+        }
+        n += 1;
+    }
+    sums.iter()
+        .map(|s| (*s as f64 / SCORE_UNIT / n.max(1) as f64) as f32)
+        .collect()
+}
 
 /// Each coordinate's `k/16` quantiles over `rows` (all of dimension `dim`), bin-major:
 /// `edges[k·dim + j]` is coordinate `j`'s `(k + 1)/16` quantile.

@@ -37,6 +37,9 @@ pub enum Part {
     /// The same over the long window: a shift of part of the traffic, too small for
     /// one window.
     LongCoordinates,
+    /// The long window's mean test over all coordinates: many centres moved a little
+    /// (a new topic or language in part of the traffic).
+    LongMean,
 }
 
 impl Part {
@@ -45,6 +48,7 @@ impl Part {
             Part::Kernel => "kernel",
             Part::Coordinates => "coordinates",
             Part::LongCoordinates => "coordinates_long",
+            Part::LongMean => "mean_long",
         }
     }
 }
@@ -61,6 +65,7 @@ pub struct Detector {
     kernel_scale: f64,
     coordinate_scale: f64,
     long_scale: f64,
+    mean_scale: f64,
     region_scale: f64,
     regions: RegionCounts,
     /// The region of each slot of the window.
@@ -73,9 +78,13 @@ pub struct Detector {
     counts: Counts,
     /// Counts over the long window (0 long: unused).
     long_counts: Counts,
+    /// Per coordinate, the long window's sum of bin scores, and the build data's mean
+    /// score (the mean test).
+    score_sums: Vec<i32>,
+    score_means: Vec<f32>,
     long: usize,
     /// The parts' values at the last sample, each over its scale.
-    last: [f64; 3],
+    last: [f64; 4],
     features: usize,
     dim: usize,
     w: usize,
@@ -108,6 +117,7 @@ impl Detector {
             kernel_scale: reference.kernel_scale,
             coordinate_scale: reference.coordinate_scale,
             long_scale: reference.long_scale,
+            mean_scale: reference.mean_scale,
             region_scale: reference.region_scale,
             regions: RegionCounts::new(&reference.regions, reference.window),
             region_ring: vec![0; reference.window],
@@ -117,8 +127,10 @@ impl Detector {
             sum: vec![0.0; features],
             counts: Counts::new(dim),
             long_counts: Counts::new(if long > 0 { dim } else { 0 }),
+            score_sums: vec![0; if long > 0 { dim } else { 0 }],
+            score_means: reference.score_means.clone(),
             long,
-            last: [0.0; 3],
+            last: [0.0; 4],
             features,
             dim,
             w: reference.window,
@@ -153,11 +165,13 @@ impl Detector {
         let row = &mut self.bins[slot * dim..][..dim];
         if self.long > 0 && seen >= self.long {
             self.long_counts.remove(row);
+            coords::add_scores(&mut self.score_sums, row, -1);
         }
         coords::bins(&self.quantiles, x, &mut self.bin_scratch, row);
         self.counts.add(row);
         if self.long > 0 {
             self.long_counts.add(row);
+            coords::add_scores(&mut self.score_sums, row, 1);
         }
         if full {
             self.regions.remove(self.region_ring[self.next]);
@@ -171,14 +185,24 @@ impl Detector {
             self.resum();
         }
         self.last = self.parts();
-        let [kernel, coordinates, long] = self.last;
-        let (score, part) = if kernel >= coordinates.max(long) {
-            (kernel, Part::Kernel)
-        } else if coordinates >= long {
-            (coordinates, Part::Coordinates)
-        } else {
-            (long, Part::LongCoordinates)
-        };
+        let parts = [
+            Part::Kernel,
+            Part::Coordinates,
+            Part::LongCoordinates,
+            Part::LongMean,
+        ];
+        // The first of the largest, in that order.
+        let (score, part) =
+            self.last
+                .iter()
+                .zip(parts)
+                .fold((f64::NEG_INFINITY, Part::Kernel), |best, (v, p)| {
+                    if *v > best.0 {
+                        (*v, p)
+                    } else {
+                        best
+                    }
+                });
         let score = score / self.threshold;
         let alarm = score >= 1.0;
         if alarm {
@@ -192,10 +216,10 @@ impl Detector {
         self.seen.min(self.w as u64) as usize
     }
 
-    /// The three statistics of the alarm, each over its own null scale (the long one 0
+    /// The four statistics of the alarm, each over its own null scale (the long ones 0
     /// without a long window). The windows' empty places (while they fill) sit exactly
     /// on the reference: `mean − μ = (Σφ − t·μ) / w`.
-    fn parts(&mut self) -> [f64; 3] {
+    fn parts(&mut self) -> [f64; 4] {
         let t = self.counted();
         let inv = 1.0 / self.w as f64;
         let s: f64 = self
@@ -209,15 +233,20 @@ impl Detector {
         // no drift: `S` by `w/t`, the gaps by `√(w/t)` (module doc, warm start).
         let grow = warm_start_scale(t, self.w);
         // The long window counts once it is full.
-        let long = if self.long > 0 && self.seen >= self.long as u64 {
-            self.long_counts.distance(self.long, self.long) / self.long_scale
+        let (long, mean) = if self.long > 0 && self.seen >= self.long as u64 {
+            (
+                self.long_counts.distance(self.long, self.long) / self.long_scale,
+                coords::mean_statistic(&self.score_sums, &self.score_means, self.long)
+                    / self.mean_scale,
+            )
         } else {
-            0.0
+            (0.0, 0.0)
         };
         [
             s * grow / self.kernel_scale,
             k * grow.sqrt() / self.coordinate_scale,
             long,
+            mean,
         ]
     }
 
@@ -230,10 +259,22 @@ impl Detector {
         }
     }
 
-    /// The coordinate whose CDF is furthest from the reference's now, over the window
-    /// or the long window, whichever part is the larger.
+    /// The coordinate that moved most: its CDF furthest from the reference's over the
+    /// window or the long window, or its mean score over the long window, whichever
+    /// part is the largest.
     pub fn worst_coordinate(&self) -> usize {
-        if self.long > 0 && self.last[2] > self.last[1] {
+        if self.long > 0 && self.last[3] > self.last[1].max(self.last[2]) {
+            // The mean test: the coordinate whose centre moved furthest.
+            let n = self.seen.min(self.long as u64) as f64;
+            let gap = |j: usize| {
+                (f64::from(self.score_sums[j]) / coords::SCORE_UNIT
+                    - n * f64::from(self.score_means[j]))
+                .abs()
+            };
+            (0..self.dim)
+                .max_by(|a, b| gap(*a).total_cmp(&gap(*b)))
+                .unwrap_or(0)
+        } else if self.long > 0 && self.last[2] > self.last[1] {
             let t = self.seen.min(self.long as u64) as usize;
             self.long_counts.worst_coordinate(t)
         } else {
@@ -286,6 +327,8 @@ impl Detector {
             + self.long_counts.state_bytes()
             + self.regions.state_bytes()
             + self.region_ring.len()
+            + self.score_sums.len() * std::mem::size_of::<i32>()
+            + self.score_means.len() * std::mem::size_of::<f32>()
             + (self.sum.len() + self.mean.len()) * std::mem::size_of::<f64>()
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{FeatureMap, NormScale};
 
 /// Version of the file format; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// A frozen reference: the sketch and its calibration (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,7 +28,7 @@ pub struct Reference {
     /// Expected run length under no drift the threshold is set for, in samples.
     pub ert: f64,
     /// Alarm line `h` of the combined statistic
-    /// `max(S / kernel_scale, K / coordinate_scale, K_L / long_scale)`:
+    /// `max(S / kernel_scale, K / coordinate_scale, K_L / long_scale, M_L / mean_scale)`:
     /// its largest value over a null calibration stream (see `horizon`) exceeds `h`
     /// with probability 5 %.
     pub threshold: f64,
@@ -41,12 +41,18 @@ pub struct Reference {
     pub long_window: usize,
     /// The same scale for the binned KS distance `K_L` over the long window (0: none).
     pub long_scale: f64,
+    /// The same for the long window's mean test `M_L` (`coords::mean_statistic`; 0:
+    /// no long window).
+    pub mean_scale: f64,
     /// The same for the largest region gap `Q`: the regions' scores are gaps over it (0:
     /// one region holds all, no gap). Not part of the alarm.
     pub region_scale: f64,
     /// Each coordinate's `k/16` quantiles over the build data, bin-major (`15 · dim` values; see
     /// `coords`).
     pub quantiles: Vec<f32>,
+    /// Each coordinate's mean bin score over the build data (`dim` values): what the
+    /// long window's mean test measures against (`coords::score_means`).
+    pub score_means: Vec<f32>,
     /// `μ`: the mean of the `D` kernel features and the norm coordinate over the
     /// build data (`D + 1` values).
     pub mean_features: Vec<f64>,
@@ -159,19 +165,21 @@ impl Reference {
             )));
         }
         let long_ok = if r.long_window == 0 {
-            r.long_scale == 0.0
+            r.long_scale == 0.0 && r.mean_scale == 0.0
         } else {
             r.long_window > r.window
                 && r.long_window <= super::coords::MAX_WINDOW
                 && positive(r.long_scale)
+                && positive(r.mean_scale)
         };
         if !long_ok {
             return Err(invalid(format!(
-                "long window {} (0, or over the window {} and at most {}) with scale {}",
+                "long window {} (0, or over the window {} and at most {}) with scales {} and {}",
                 r.long_window,
                 r.window,
                 super::coords::MAX_WINDOW,
-                r.long_scale
+                r.long_scale,
+                r.mean_scale
             )));
         }
         if !(r.region_scale.is_finite() && r.region_scale >= 0.0) {
@@ -187,6 +195,13 @@ impl Reference {
             return Err(invalid(format!(
                 "{} coordinate quantiles for dimension {} (15 per coordinate)",
                 r.quantiles.len(),
+                r.dim
+            )));
+        }
+        if r.score_means.len() != r.dim || !r.score_means.iter().all(|m| m.is_finite()) {
+            return Err(invalid(format!(
+                "{} mean scores for dimension {} (one finite value per coordinate)",
+                r.score_means.len(),
                 r.dim
             )));
         }
