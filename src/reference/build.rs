@@ -3,7 +3,7 @@
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
-use super::coords::{self, Counts};
+use super::coords::{self, Counts, Targets};
 use super::regions::{RegionCounts, Regions, DEFAULT_REGIONS};
 use super::{FeatureMap, NormScale, Reference, SplitMix64, FORMAT_VERSION};
 
@@ -197,6 +197,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         coords::bins(&quantiles, &row_slice(&x, i), &mut scratch, out);
     }
     let score_means = coords::score_means(bins.chunks_exact(dim), dim);
+    let edge_shares = coords::edge_shares(bins.chunks_exact(dim), dim);
     let w = p.window;
     let long = long_window(p);
 
@@ -219,15 +220,11 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
                 shares[usize::from(regions_of[i])] += 1.0 / nf;
             }
             mean.iter_mut().for_each(|m| *m /= nf);
-            let mut targets = coords::cdf_targets(
-                draws.iter().map(|&i| &bins[i * dim..][..dim]),
-                dim,
-                &[w, long.max(1)],
-            );
-            let target_long = targets.pop().unwrap_or_default();
-            let target_w = targets.pop().unwrap_or_default();
-            let score_means =
-                coords::score_means(draws.iter().map(|&i| &bins[i * dim..][..dim]), dim);
+            let rows = || draws.iter().map(|&i| &bins[i * dim..][..dim]);
+            let shares_at_edges = coords::edge_shares(rows(), dim);
+            let target_w = Targets::new(&shares_at_edges, w);
+            let target_long = Targets::new(&shares_at_edges, long.max(1));
+            let score_means = coords::score_means(rows(), dim);
             Pseudo {
                 mean,
                 target_w,
@@ -317,6 +314,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         mean_scale: if long > 0 { mean_scale } else { 0.0 },
         region_scale,
         quantiles,
+        ties: coords::ties(&edge_shares, dim, n),
         score_means,
         regions,
         mean_features: mean,
@@ -423,9 +421,9 @@ pub(crate) fn warm_start_scale(t: usize, w: usize) -> f64 {
 struct Pseudo {
     /// The kernel features' mean.
     mean: Vec<f64>,
-    /// `coords::cdf_targets` for the window and the long window.
-    target_w: Vec<i32>,
-    target_long: Vec<i32>,
+    /// Its shares at or under the edges, for the window and the long window.
+    target_w: Targets,
+    target_long: Targets,
     /// Each coordinate's mean bin score (`coords::score_means`).
     score_means: Vec<f32>,
     /// Share per region.
@@ -490,8 +488,8 @@ impl Simulation<'_> {
                 long_counts.add(bins(new));
                 coords::add_scores(&mut score_sums, bins(new), 1);
                 if row + 1 >= long {
-                    worst[2] = worst[2]
-                        .max(long_counts.gap_to(&pseudo.target_long, 1.0, &mut cum) / long as f64);
+                    worst[2] =
+                        worst[2].max(long_counts.distance(&pseudo.target_long, long, &mut cum));
                     worst[4] = worst[4].max(coords::mean_statistic(
                         &score_sums,
                         &pseudo.score_means,
@@ -515,10 +513,9 @@ impl Simulation<'_> {
                 regions.add(self.regions_of[new]);
                 let t = (row + 1).min(w);
                 let grow = warm_start_scale(t, w);
-                let scale = t as f32 / w as f32;
                 worst[0] = worst[0].max(kernel_stat(&acc, &pseudo.mean, t, w) * grow);
-                worst[1] = worst[1]
-                    .max(counts.gap_to(&pseudo.target_w, scale, &mut cum) / w as f64 * grow.sqrt());
+                worst[1] =
+                    worst[1].max(counts.distance(&pseudo.target_w, t, &mut cum) * grow.sqrt());
                 worst[3] = worst[3].max(regions.distance(t).0 * grow.sqrt());
             }
             ring[slot] = new;

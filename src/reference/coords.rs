@@ -107,33 +107,119 @@ pub fn bins(edges: &[f32], x: &[f32], scratch: &mut Vec<u32>, out: &mut [u8]) {
     }
 }
 
-/// `16 · w` times the share of `rows` (bin rows of `dim` coordinates) at or under each
-/// edge, bin-major and rounded: the target of [`Counts::gap_to`] for a window of
-/// `w`, one per entry of `ws`.
-pub fn cdf_targets<'a>(
-    rows: impl Iterator<Item = &'a [u8]>,
-    dim: usize,
-    ws: &[usize],
-) -> Vec<Vec<i32>> {
+/// Each edge's share of `rows` (bin rows of `dim` coordinates) at or under it,
+/// bin-major (`15 · dim` values): `k/16` for a continuous coordinate, far from it for
+/// one with ties (a coordinate that is always 0, or quantised to a few levels).
+pub fn edge_shares<'a>(rows: impl Iterator<Item = &'a [u8]>, dim: usize) -> Vec<f32> {
     let mut counts = vec![0u32; BINS * dim];
     let mut n = 0u64;
     for r in rows {
         for (j, b) in r.iter().enumerate() {
-            counts[usize::from(*b) * dim + j] += 1;
+            counts[usize::from(*b & 15) * dim + j] += 1;
         }
         n += 1;
     }
     let mut cum = vec![0u64; dim];
-    let mut out: Vec<Vec<i32>> = ws.iter().map(|_| vec![0; EDGES * dim]).collect();
+    let mut out = vec![0.0f32; EDGES * dim];
     for k in 0..EDGES {
         for (j, c) in cum.iter_mut().enumerate() {
             *c += u64::from(counts[k * dim + j]);
-            for (o, w) in out.iter_mut().zip(ws) {
-                o[k * dim + j] = ((BINS * w) as f64 * *c as f64 / n.max(1) as f64).round() as i32;
-            }
+            out[k * dim + j] = (*c as f64 / n.max(1) as f64) as f32;
         }
     }
     out
+}
+
+/// A coordinate with ties and its shares at or under its 15 quantiles.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TiedCoordinate {
+    pub coordinate: usize,
+    pub shares: Vec<f32>,
+}
+
+/// The share of `n` distinct values at or under their `(k+1)/16` quantile as [`fit`]
+/// places it (the value at rank `⌈(k+1)·n/16⌉`).
+fn untied_share(k: usize, n: usize) -> f32 {
+    let n = n.max(1);
+    (((k + 1) * n).div_ceil(BINS).clamp(1, n) as f64 / n as f64) as f32
+}
+
+/// The coordinates of `shares` ([`edge_shares`] of `n` rows) whose shares are not those
+/// of distinct values.
+pub fn ties(shares: &[f32], dim: usize, n: usize) -> Vec<TiedCoordinate> {
+    (0..dim)
+        .filter_map(|j| {
+            let s: Vec<f32> = (0..EDGES).map(|k| shares[k * dim + j]).collect();
+            let tied = s
+                .iter()
+                .enumerate()
+                .any(|(k, v)| (v - untied_share(k, n)).abs() > 0.5 / n.max(1) as f32);
+            tied.then_some(TiedCoordinate {
+                coordinate: j,
+                shares: s,
+            })
+        })
+        .collect()
+}
+
+/// Every coordinate's shares (bin-major): the untied ones' from `n`, the tied ones'
+/// from `ties`.
+pub fn expand_ties(ties: &[TiedCoordinate], dim: usize, n: usize) -> Vec<f32> {
+    let mut out: Vec<f32> = (0..EDGES * dim)
+        .map(|i| untied_share(i / dim.max(1), n))
+        .collect();
+    for t in ties {
+        for (k, s) in t.shares.iter().enumerate().take(EDGES) {
+            out[k * dim + t.coordinate] = *s;
+        }
+    }
+    out
+}
+
+/// What a window of `w` samples is measured against: `w` times the reference's share at
+/// or under each edge, in two fixed-point forms.
+#[derive(Clone)]
+pub struct Targets {
+    /// `16 · w · share`, rounded: scaled by `t/w` while `t < w` samples are counted.
+    sixteenths: Vec<i32>,
+    /// `p · w · share`, rounded, with `p = min(16, 32767 / w)`: a full window's gap in
+    /// 16-bit lanes (`p · count` fits, as a window holds at most `w` samples).
+    fixed: Vec<i16>,
+    p: i16,
+    w: usize,
+}
+
+impl Targets {
+    /// The targets of a window of `w` samples (1..=[`MAX_WINDOW`]) from [`edge_shares`].
+    pub fn new(shares: &[f32], w: usize) -> Self {
+        let w = w.clamp(1, MAX_WINDOW);
+        let p = (MAX_WINDOW / w).min(BINS) as i16;
+        Targets {
+            sixteenths: shares
+                .iter()
+                .map(|s| ((BINS * w) as f64 * f64::from(*s)).round() as i32)
+                .collect(),
+            fixed: shares
+                .iter()
+                .map(|s| (f64::from(p) * w as f64 * f64::from(*s)).round() as i16)
+                .collect(),
+            p,
+            w,
+        }
+    }
+
+    /// `k/16` at every edge: a continuous coordinate's shares.
+    pub fn uniform(dim: usize, w: usize) -> Self {
+        let shares: Vec<f32> = (0..EDGES * dim)
+            .map(|i| ((i / dim.max(1)) + 1) as f32 / BINS as f32)
+            .collect();
+        Targets::new(&shares, w)
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        self.sixteenths.len() * std::mem::size_of::<i32>()
+            + self.fixed.len() * std::mem::size_of::<i16>()
+    }
 }
 
 /// Counts per (bin, coordinate) over a window, and the distance to the reference.
@@ -172,40 +258,43 @@ impl Counts {
         }
     }
 
-    /// `max over j, k of |cum_j(k) − t·k/16| / w`, where `cum_j(k)` counts the window's
-    /// samples at or under coordinate `j`'s edge `k` and `t` is the samples counted. With
+    /// `max over j, k of |cum_j(k) − t · share_jk| / w`, where `cum_j(k)` counts the
+    /// window's samples at or under coordinate `j`'s edge `k`, `t` is the samples counted
+    /// and `share_jk` the reference's share (`targets`, for a window of `w`). With
     /// `t = w` it is the binned KS distance; with `t < w` the window's other `w − t`
     /// places are taken to sit exactly on the reference (the detector's warm start).
-    pub fn distance(&mut self, t: usize, w: usize) -> f64 {
-        // The largest gap at edge k is at the coordinate with the largest or the smallest
-        // count at or under it: a 16-bit max and min per edge, which vectorise.
+    /// `scratch` is reused between calls.
+    pub fn distance(&mut self, targets: &Targets, t: usize, scratch: &mut Vec<i32>) -> f64 {
+        debug_assert_eq!(targets.fixed.len(), EDGES * self.dim);
+        let w = targets.w;
+        if t < w {
+            return self.gap_scaled(&targets.sixteenths, t as f32 / w as f32, scratch) / w as f64;
+        }
+        // A full window: in 16-bit lanes, `p · cum − target` per entry and its largest
+        // and smallest value, which vectorise.
+        let p = targets.p;
         self.cum.iter_mut().for_each(|c| *c = 0);
-        let mut worst = 0i64;
-        for k in 0..EDGES {
-            let row = &self.counts[k * self.dim..(k + 1) * self.dim];
-            let (mut hi, mut lo) = (i16::MIN, i16::MAX);
-            for (c, n) in self.cum.iter_mut().zip(row) {
+        let (mut hi, mut lo) = (0i16, 0i16);
+        for (row, tgt) in self
+            .counts
+            .chunks_exact(self.dim)
+            .zip(targets.fixed.chunks_exact(self.dim))
+        {
+            for ((c, n), t) in self.cum.iter_mut().zip(row).zip(tgt) {
                 *c += n;
+                let v = *c * p - t;
                 // Selects, not `Ord::max`: the same vector max in a release build, and
                 // no call per element in a debug one (the demo builds a reference).
-                hi = if *c > hi { *c } else { hi };
-                lo = if *c < lo { *c } else { lo };
+                hi = if v > hi { v } else { hi };
+                lo = if v < lo { v } else { lo };
             }
-            // In sixteenths of a sample: |16·cum − t·(k + 1)|.
-            let target = (t * (k + 1)) as i64;
-            let (hi, lo) = (i64::from(hi) * BINS as i64, i64::from(lo) * BINS as i64);
-            worst = worst.max(hi - target).max(target - lo);
         }
-        worst as f64 / (BINS * w) as f64
+        f64::from(i32::from(hi).max(-i32::from(lo))) / f64::from(p) / w as f64
     }
 
-    /// `max over j, k of |cum_j(k) − scale · target[k·dim + j] / 16|`, in samples: the
-    /// gap of the window's CDF to another sample's rather than to the quantiles' `k/16`
-    /// (the calibration's pseudo-references; `target` is `16 · w` times that sample's
-    /// share at or under each edge, rounded, and `scale = t / w` for `t` samples
-    /// counted). `cum` is scratch of any length.
-    pub fn gap_to(&self, target: &[i32], scale: f32, cum: &mut Vec<i32>) -> f64 {
-        debug_assert_eq!(target.len(), EDGES * self.dim);
+    /// `max over j, k of |cum_j(k) − scale · target[k·dim + j] / 16|`, in samples
+    /// (`target` in sixteenths of a sample; `scale = t / w` for `t` samples counted).
+    fn gap_scaled(&self, target: &[i32], scale: f32, cum: &mut Vec<i32>) -> f64 {
         cum.clear();
         cum.resize(self.dim, 0);
         let mut worst = 0.0f32;
@@ -224,13 +313,15 @@ impl Counts {
     }
 
     /// The coordinate with the largest gap (as in [`Counts::distance`]): what drifted.
-    pub fn worst_coordinate(&self, t: usize) -> usize {
+    pub fn worst_coordinate(&self, targets: &Targets, t: usize) -> usize {
         let mut best = (0.0f32, 0);
+        // `t · share` from the window's target in sixteenths of a sample.
+        let per = t as f32 / (BINS * targets.w) as f32;
         for j in 0..self.dim {
             let mut cum = 0i32;
             for k in 0..EDGES {
                 cum += i32::from(self.counts[k * self.dim + j]);
-                let gap = (cum as f32 - (t * (k + 1)) as f32 / BINS as f32).abs();
+                let gap = (cum as f32 - per * targets.sixteenths[k * self.dim + j] as f32).abs();
                 if gap > best.0 {
                     best = (gap, j);
                 }
@@ -268,7 +359,8 @@ mod tests {
             bins(&edges, r, &mut sc, &mut b);
             c.add(&b);
         }
-        let d = c.distance(160, 160);
+        let mut sc32 = Vec::new();
+        let d = c.distance(&Targets::uniform(2, 160), 160, &mut sc32);
         // Coordinate 1 is constant: every sample sits at or under every edge.
         assert!((d - 15.0 / 16.0).abs() < 1e-6, "{d}");
         let mut only0 = Counts::new(1);
@@ -278,21 +370,41 @@ mod tests {
             bins(&e0, &r[..1], &mut sc, &mut b0);
             only0.add(&b0);
         }
-        assert!(only0.distance(160, 160) < 1e-6);
+        assert!(only0.distance(&Targets::uniform(1, 160), 160, &mut sc32) < 1e-6);
         // Half the window empty (warm start): still 0 when what is there is balanced.
         only0.clear();
         for r in rows.iter().step_by(2) {
             bins(&e0, &r[..1], &mut sc, &mut b0);
             only0.add(&b0);
         }
-        assert!(only0.distance(80, 160) < 0.5 / 160.0 + 1e-6);
+        assert!(only0.distance(&Targets::uniform(1, 160), 80, &mut sc32) < 0.5 / 160.0 + 1e-6);
         // The low half only: the CDF at the median edge is off by 40 of 160 = 0.25.
         only0.clear();
         for r in &rows[..80] {
             bins(&e0, &r[..1], &mut sc, &mut b0);
             only0.add(&b0);
         }
-        assert!((only0.distance(80, 160) - 0.25).abs() < 1e-6);
-        assert_eq!(c.worst_coordinate(160), 1);
+        assert!((only0.distance(&Targets::uniform(1, 160), 80, &mut sc32) - 0.25).abs() < 1e-6);
+        assert_eq!(c.worst_coordinate(&Targets::uniform(2, 160), 160), 1);
+        // Against the build rows' own shares, the constant coordinate is no gap.
+        let rows_bins: Vec<[u8; 2]> = rows
+            .iter()
+            .map(|r| {
+                let mut b = [0u8; 2];
+                bins(&edges, r, &mut sc, &mut b);
+                b
+            })
+            .collect();
+        let shares = edge_shares(rows_bins.iter().map(|b| &b[..]), 2);
+        assert!((shares[0] - 10.0 / 160.0).abs() < 1e-6);
+        assert_eq!(
+            shares[1], 1.0,
+            "the constant coordinate: all at or under edge 0"
+        );
+        assert!(c.distance(&Targets::new(&shares, 160), 160, &mut sc32) < 1e-6);
+        // The fixed-point and the scaled paths agree (a window of 161: t = 160 < w).
+        let full = c.distance(&Targets::uniform(2, 160), 160, &mut sc32);
+        let scaled = c.distance(&Targets::uniform(2, 161), 160, &mut sc32) * 161.0 / 160.0;
+        assert!((full - scaled).abs() < 0.01, "{full} vs {scaled}");
     }
 }

@@ -2,7 +2,7 @@
 //! against the reference.
 
 use super::build::{region_part, warm_start_scale};
-use super::coords::{self, Counts};
+use super::coords::{self, Counts, Targets};
 use super::regions::RegionCounts;
 use super::{FeatureMap, NormScale, Reference};
 
@@ -78,6 +78,10 @@ pub struct Detector {
     counts: Counts,
     /// Counts over the long window (0 long: unused).
     long_counts: Counts,
+    /// The reference's shares at or under the edges, for the window and the long window.
+    targets: Targets,
+    long_targets: Targets,
+    gap_scratch: Vec<i32>,
     /// Per coordinate, the long window's sum of bin scores, and the build data's mean
     /// score (the mean test).
     score_sums: Vec<i32>,
@@ -103,6 +107,7 @@ const RESUM_EVERY: u64 = 1 << 16;
 
 impl Detector {
     pub fn new(reference: &Reference) -> Self {
+        let edge_shares = reference.edge_shares();
         let map = reference.feature_map();
         let features = map.features() + 1;
         let dim = reference.dim;
@@ -127,6 +132,9 @@ impl Detector {
             sum: vec![0.0; features],
             counts: Counts::new(dim),
             long_counts: Counts::new(if long > 0 { dim } else { 0 }),
+            targets: Targets::new(&edge_shares, reference.window),
+            long_targets: Targets::new(if long > 0 { &edge_shares } else { &[] }, long.max(1)),
+            gap_scratch: Vec::with_capacity(dim),
             score_sums: vec![0; if long > 0 { dim } else { 0 }],
             score_means: reference.score_means.clone(),
             long,
@@ -228,14 +236,18 @@ impl Detector {
             .zip(&self.mean)
             .map(|(s, m)| ((s - t as f64 * m) * inv).powi(2))
             .sum();
-        let k = self.counts.distance(t, self.w);
+        let k = self
+            .counts
+            .distance(&self.targets, t, &mut self.gap_scratch);
         // While the window fills, each statistic is scaled to a full window's size under
         // no drift: `S` by `w/t`, the gaps by `√(w/t)` (module doc, warm start).
         let grow = warm_start_scale(t, self.w);
         // The long window counts once it is full.
         let (long, mean) = if self.long > 0 && self.seen >= self.long as u64 {
             (
-                self.long_counts.distance(self.long, self.long) / self.long_scale,
+                self.long_counts
+                    .distance(&self.long_targets, self.long, &mut self.gap_scratch)
+                    / self.long_scale,
                 coords::mean_statistic(&self.score_sums, &self.score_means, self.long)
                     / self.mean_scale,
             )
@@ -276,9 +288,9 @@ impl Detector {
                 .unwrap_or(0)
         } else if self.long > 0 && self.last[2] > self.last[1] {
             let t = self.seen.min(self.long as u64) as usize;
-            self.long_counts.worst_coordinate(t)
+            self.long_counts.worst_coordinate(&self.long_targets, t)
         } else {
-            self.counts.worst_coordinate(self.counted())
+            self.counts.worst_coordinate(&self.targets, self.counted())
         }
     }
 
@@ -325,6 +337,9 @@ impl Detector {
             + self.bin_scratch.capacity() * std::mem::size_of::<u32>()
             + self.counts.state_bytes()
             + self.long_counts.state_bytes()
+            + self.targets.state_bytes()
+            + self.long_targets.state_bytes()
+            + self.gap_scratch.capacity() * std::mem::size_of::<i32>()
             + self.regions.state_bytes()
             + self.region_ring.len()
             + self.score_sums.len() * std::mem::size_of::<i32>()

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{FeatureMap, NormScale};
+use super::{coords, FeatureMap, NormScale};
 
 /// Version of the file format; a file of another version is refused.
 pub const FORMAT_VERSION: u32 = 6;
@@ -50,6 +50,11 @@ pub struct Reference {
     /// Each coordinate's `k/16` quantiles over the build data, bin-major (`15 · dim` values; see
     /// `coords`).
     pub quantiles: Vec<f32>,
+    /// The coordinates with ties (always 0, or quantised to a few levels) and the build
+    /// data's share at or under each of their quantiles: the window's CDF is measured
+    /// against these. A coordinate without ties has share `⌈(k+1)·n/16⌉ / n` at its
+    /// quantile `k` (`n` = `vectors`) and is not listed ([`Reference::edge_shares`]).
+    pub ties: Vec<coords::TiedCoordinate>,
     /// Each coordinate's mean bin score over the build data (`dim` values): what the
     /// long window's mean test measures against (`coords::score_means`).
     pub score_means: Vec<f32>,
@@ -198,6 +203,18 @@ impl Reference {
                 r.dim
             )));
         }
+        if let Some(t) = r.ties.iter().find(|t| {
+            t.coordinate >= r.dim
+                || t.shares.len() != coords::BINS - 1
+                || !t.shares.iter().all(|s| (0.0..=1.0).contains(s))
+        }) {
+            return Err(invalid(format!(
+                "tied coordinate {} (of {}) with {} shares (15, each in [0, 1])",
+                t.coordinate,
+                r.dim,
+                t.shares.len()
+            )));
+        }
         if r.score_means.len() != r.dim || !r.score_means.iter().all(|m| m.is_finite()) {
             return Err(invalid(format!(
                 "{} mean scores for dimension {} (one finite value per coordinate)",
@@ -253,6 +270,11 @@ impl Reference {
             });
         }
         Ok(())
+    }
+
+    /// The build data's share at or under each quantile, bin-major (`15 · dim`).
+    pub fn edge_shares(&self) -> Vec<f32> {
+        coords::expand_ties(&self.ties, self.dim, self.vectors as usize)
     }
 
     /// The feature map this reference was built with.

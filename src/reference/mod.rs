@@ -31,9 +31,12 @@
 //!
 //! - `S = ‖mean_window φ − μ‖²`, the (biased) squared maximum mean discrepancy between
 //!   the window and the reference in the random-feature space;
-//! - `K = max_{j,k} |F_j(q_jk) − k/16|`, the largest gap between coordinate `j`'s
+//! - `K = max_{j,k} |F_j(q_jk) − p_jk|`, the largest gap between coordinate `j`'s
 //!   empirical CDF over the window and the reference's at its quantile edges (a binned
-//!   Kolmogorov–Smirnov distance);
+//!   Kolmogorov–Smirnov distance). `p_jk`, the build data's share at or under the edge,
+//!   is `k/16` up to rounding for a continuous coordinate; one with ties (always 0, or
+//!   quantised to a few levels, as int8 encoders give) keeps its own shares in the file
+//!   (format 6: before, such a coordinate sat off `k/16` on every sample, and alarmed);
 //! - `K_L`, the same distance over the long window: a client that truncates half of
 //!   the inputs moves a coordinate's CDF by a few hundredths, under one window's noise
 //!   (about `1/√w`) and over the long window's (`1/√L`);

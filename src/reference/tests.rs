@@ -398,3 +398,37 @@ fn a_shift_in_part_of_the_traffic_is_caught_over_the_long_window() {
 fn mix_share(i: u64, s: u64) -> f64 {
     (crate::ids::mix64(i ^ (s << 32)) >> 11) as f64 / (1u64 << 53) as f64
 }
+
+/// Embeddings with ties (a coordinate that is always 0, one quantised to a few levels, as
+/// int8 or sparse encoders give) put the build data's share at or under an edge far from
+/// `k/16`; the live detector measures against the build data's shares, as the
+/// calibration does, so a null stream of such embeddings stays under the line.
+#[test]
+fn coordinates_with_ties_raise_no_false_alarm() {
+    let (w, horizon, alpha) = (30, 150, 0.05);
+    let tie = |v: &mut [f32]| {
+        v[0] = 0.0;
+        v[1] = (v[1] * 2.0).round().clamp(-2.0, 2.0);
+    };
+    let x = gaussian(21, 3000, 8, tie);
+    let r = build(x.view(), &params(w, horizon as f64 / alpha), 0).unwrap();
+    // The two tied coordinates are listed with their shares, and survive the file.
+    let r = Reference::from_json(&r.to_json(), Path::new("ties.json")).unwrap();
+    let tied: Vec<usize> = r.ties.iter().map(|t| t.coordinate).collect();
+    assert_eq!(tied, [0, 1]);
+    assert_eq!(
+        r.ties[0].shares,
+        vec![1.0; 15],
+        "always 0: at or under every edge"
+    );
+    let streams = 100;
+    let mut alarms = 0;
+    for s in 0..streams {
+        let x = gaussian(5000 + s, w - 1 + horizon, 8, tie);
+        alarms += usize::from(first_alarm_part(&mut Detector::new(&r), &x).is_some());
+    }
+    let rate = alarms as f64 / streams as f64;
+    let bound = alpha + 2.5 * (alpha * (1.0 - alpha) / streams as f64).sqrt();
+    eprintln!("null with tied coordinates: {alarms} of {streams} streams alarmed: {rate:.3} (bound {bound:.3})");
+    assert!(rate <= bound, "false-alarm rate {rate} over {bound}");
+}
