@@ -294,7 +294,17 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
             })
             .collect(),
     );
-    if threshold.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+    // Until the long window is full only the window's parts count: their own line, lower
+    // than one that also covers the long window's parts (module doc).
+    let threshold_early = quantile(
+        maxima
+            .iter()
+            .map(|m| (m[0] / kernel_scale).max(m[1] / coordinate_scale))
+            .collect(),
+    );
+    if threshold.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+        || threshold_early.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+    {
         return Err("the calibrated threshold is 0: the reference embeddings do not vary".into());
     }
     let mut r = Reference {
@@ -307,6 +317,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         window: w,
         ert: p.ert,
         threshold,
+        threshold_early,
         kernel_scale,
         coordinate_scale,
         long_window: long,

@@ -62,6 +62,7 @@ pub struct Detector {
     mean: Vec<f64>,
     quantiles: Vec<f32>,
     threshold: f64,
+    threshold_early: f64,
     kernel_scale: f64,
     coordinate_scale: f64,
     long_scale: f64,
@@ -119,6 +120,7 @@ impl Detector {
             mean: reference.mean_features.clone(),
             quantiles: reference.quantiles.clone(),
             threshold: reference.threshold,
+            threshold_early: reference.threshold_early,
             kernel_scale: reference.kernel_scale,
             coordinate_scale: reference.coordinate_scale,
             long_scale: reference.long_scale,
@@ -211,7 +213,13 @@ impl Detector {
                         best
                     }
                 });
-        let score = score / self.threshold;
+        // Until the long window is full, its parts are 0 and the window's own line holds.
+        let line = if self.long > 0 && self.seen >= self.long as u64 {
+            self.threshold
+        } else {
+            self.threshold_early
+        };
+        let score = score / line;
         let alarm = score >= 1.0;
         if alarm {
             self.alarms += 1;

@@ -32,6 +32,11 @@ pub struct Reference {
     /// its largest value over a null calibration stream (see `horizon`) exceeds `h`
     /// with probability 5 %.
     pub threshold: f64,
+    /// The line while the long window fills (the first `long_window − 1` samples after
+    /// start), when only `S` and `K` count: the 95 % quantile of the null streams' largest
+    /// `max(S / kernel_scale, K / coordinate_scale)`. Equal to `threshold` without a long
+    /// window.
+    pub threshold_early: f64,
     /// The 95 % quantile of the kernel statistic `S = ‖mean_window φ − μ‖²`'s largest
     /// value over a null stream of `horizon` samples.
     pub kernel_scale: f64,
@@ -160,13 +165,19 @@ impl Reference {
             )));
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        if ![r.threshold, r.bandwidth, r.kernel_scale, r.coordinate_scale]
-            .into_iter()
-            .all(positive)
+        if ![
+            r.threshold,
+            r.threshold_early,
+            r.bandwidth,
+            r.kernel_scale,
+            r.coordinate_scale,
+        ]
+        .into_iter()
+        .all(positive)
         {
             return Err(invalid(format!(
-                "threshold {}, bandwidth {} and scales {} and {} must be positive",
-                r.threshold, r.bandwidth, r.kernel_scale, r.coordinate_scale
+                "thresholds {} and {}, bandwidth {} and scales {} and {} must be positive",
+                r.threshold, r.threshold_early, r.bandwidth, r.kernel_scale, r.coordinate_scale
             )));
         }
         let long_ok = if r.long_window == 0 {
