@@ -558,6 +558,21 @@ def _rate(rs):
     return (sum(r["alarm"] for r in rs) / len(rs), sum(r["alarm"] for r in rs), len(rs)) if rs else None
 
 
+def _matched_cells(dets, thr, rows_of):
+    """One shift cell per detector: `nominal -> matched` (ours: its nominal rate), the
+    matched alarm being `stat > thr[d]`; `rows_of(d)` gives the detector's windows."""
+    row = []
+    for d, _ in dets:
+        rs = rows_of(d)
+        if not rs:
+            row.append("–")
+            continue
+        nom = sum(r["alarm"] for r in rs) / len(rs)
+        mat = nom if d == "ours" else sum(r["stat"] > thr[d] for r in rs) / len(rs)
+        row.append(f"{nom:.2f}" if d == "ours" else f"{nom:.2f} -> {mat:.2f}")
+    return row
+
+
 def _fmt(x, counts=False):
     if x is None:
         return "–"
@@ -666,15 +681,7 @@ def report():
         L.append("| shift | share | " + " | ".join(heads) + " |")
         L.append("|---|---:|" + "---:|" * len(dets))
         for case, share in list(cells())[1:]:
-            row = []
-            for d, _ in dets:
-                rs = by.get((d, n, case, share), [])
-                if not rs:
-                    row.append("–")
-                    continue
-                nom = sum(r["alarm"] for r in rs) / len(rs)
-                mat = nom if d == "ours" else sum(r["stat"] > thr[d] for r in rs) / len(rs)
-                row.append(f"{nom:.2f}" if d == "ours" else f"{nom:.2f} -> {mat:.2f}")
+            row = _matched_cells(dets, thr, lambda d: by.get((d, n, case, share), []))
             L.append(f"| {case} | {share:.0%} | " + " | ".join(row) + " |")
         L.append("")
     # (2c) detection on the exchangeable re-splits, matched
@@ -709,15 +716,7 @@ def report():
             L.append("|---|---:|" + "---:|" * len(dets))
             for case in CASES:
                 for share in RESPLIT_SHARES:
-                    row = []
-                    for d, _ in dets:
-                        rs = rsp_by.get((d, n, case, share), [])
-                        if not rs:
-                            row.append("–")
-                            continue
-                        nom = sum(r["alarm"] for r in rs) / len(rs)
-                        mat = nom if d == "ours" else sum(r["stat"] > thr[d] for r in rs) / len(rs)
-                        row.append(f"{nom:.2f}" if d == "ours" else f"{nom:.2f} -> {mat:.2f}")
+                    row = _matched_cells(dets, thr, lambda d: rsp_by.get((d, n, case, share), []))
                     L.append(f"| {case} | {share:.0%} | " + " | ".join(row) + " |")
             L.append("")
     # sample-size curves
