@@ -8,7 +8,8 @@
 //! the reference's `k/16` quantiles (`k = 1..15`): `15 · d` floats and no vector. A
 //! sample falls in one of 16 bins per coordinate; the window keeps the count per bin.
 //! The statistic is the largest gap, over coordinates and edges, between the window's
-//! empirical CDF at an edge and the reference's, `k/16`: a Kolmogorov–Smirnov distance
+//! empirical CDF at an edge and the reference's (`k/16` for a continuous coordinate; the
+//! build data's own share for one with ties, [`ties`]): a Kolmogorov–Smirnov distance
 //! evaluated at 15 points.
 //!
 //! The same bins give a mean test ([`SCORES`]): a shift of a tenth of the traffic to a

@@ -214,7 +214,7 @@ impl Detector {
                     }
                 });
         // Until the long window is full, its parts are 0 and the window's own line holds.
-        let line = if self.long > 0 && self.seen >= self.long as u64 {
+        let line = if self.long_full() {
             self.threshold
         } else {
             self.threshold_early
@@ -225,6 +225,11 @@ impl Detector {
             self.alarms += 1;
         }
         Step { score, alarm, part }
+    }
+
+    /// Whether there is a long window and it is full: its parts count from then on.
+    fn long_full(&self) -> bool {
+        self.long > 0 && self.seen >= self.long as u64
     }
 
     /// Samples in the window (fewer than `w` while it fills).
@@ -251,7 +256,7 @@ impl Detector {
         // no drift: `S` by `w/t`, the gaps by `√(w/t)` (module doc, warm start).
         let grow = warm_start_scale(t, self.w);
         // The long window counts once it is full.
-        let (long, mean) = if self.long > 0 && self.seen >= self.long as u64 {
+        let (long, mean) = if self.long_full() {
             (
                 self.long_counts
                     .distance(&self.long_targets, self.long, &mut self.gap_scratch)
