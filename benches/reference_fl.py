@@ -194,6 +194,15 @@ def ours_long(n, w):
     return n if n > w else 0
 
 
+def ours_end_params(n):
+    """One look at the end of a window of n samples, as the batch peers take it: the long
+    window is the whole window (W = n/2 at n = 100, so that there is one), and ERT = 1/alpha
+    puts the line's horizon H = alpha * ERT at one sample: the line is the 95 % quantile of
+    the statistic at the moment the long window fills."""
+    w = min(n // 2, 100)
+    return w, 1 / ALPHA, n
+
+
 def long_args(long):
     return [] if long is None else ["--long-window", str(long)]
 
@@ -211,13 +220,27 @@ def build_ref(pools, w, ert, long=None):
     return out
 
 
-def replay(refjson, x, tmp):
+# FL_TRACE=DIR: every replay also keeps its per-sample parts and line (`replay --trace`)
+# as DIR/<key>.npy (n x 5: kernel, coordinates, coordinates_long, mean_long, line), to
+# study other weightings of the parts offline (benches/reference/prototype_weights.py).
+TRACE = os.environ.get("FL_TRACE")
+
+
+def replay(refjson, x, tmp, key=None):
     np.save(tmp, x)
+    traced = TRACE is not None and key is not None
     t = time.time()
-    out = subprocess.run([SG, "reference", "replay", "--reference", refjson, "--input", tmp],
+    out = subprocess.run([SG, "reference", "replay", "--reference", refjson, "--input", tmp]
+                         + (["--trace"] if traced else []),
                          check=True, capture_output=True, text=True).stdout
     wall = time.time() - t
-    return json.loads(out.strip().splitlines()[-1]), wall
+    lines = out.strip().splitlines()
+    if traced:
+        os.makedirs(TRACE, exist_ok=True)
+        steps = [json.loads(l) for l in lines[:-1]]
+        np.save(os.path.join(TRACE, key + ".npy"),
+                np.array([s["parts"] + [s["line"]] for s in steps], dtype=np.float64))
+    return json.loads(lines[-1]), wall
 
 
 # --- per-dimension KS + Bonferroni ---------------------------------------------------------
@@ -365,7 +388,7 @@ def part_online(pools):
                 if out.has("seq", det, case, share, n_stream, seed):
                     continue
                 x = window(pools, case, share, n_stream, seed, tag=1)
-                s, wall = replay(refjson, x, tmp)
+                s, wall = replay(refjson, x, tmp, key=f"seq_{det}_{case}_{share}_{seed}")
                 out.put(exp="seq", det=det, case=case, share=share, n=n_stream, seed=seed,
                         alarm=int(s["first_alarm"] is not None),
                         run=None if s["first_alarm"] is None else s["first_alarm"] + 1,
@@ -446,6 +469,7 @@ def part_resplit(pools):
     seeds = int(os.environ.get("FL_RESPLIT_SEEDS", RESPLIT_CHEAP))
     shift_seeds = int(os.environ.get("FL_RESPLIT_SHIFT_SEEDS", RESPLIT_SHIFT))
     shift_ev = int(os.environ.get("FL_RESPLIT_SHIFT_EV_SEEDS", RESPLIT_SHIFT_EV))
+    slow = int(os.environ.get("FL_RESPLIT_SLOW_SEEDS", RESPLIT_SLOW))
     out = Out(os.path.join(CACHE, "res_resplit.jsonl"))
     alldocs = np.concatenate([pools["ref"], pools["null"]])
     d = os.path.join(CACHE, "resplit")
@@ -461,33 +485,44 @@ def part_resplit(pools):
         mmd_det = None
         for n in RESPLIT_SIZES:
             x = np.ascontiguousarray(held[:n])
-            refjson = os.path.join(d, f"ref_{n}.json")
-            built = []
+            built = {}
+            w, ert = ours_params(n)
+            params = {"ours": (w, ert, ours_long(n, w)), "ours_end": ours_end_params(n)}
 
-            def ours_ref():
-                # This seed's reference at this n, built once when a window needs it.
-                if not built:
-                    w, ert = ours_params(n)
+            def ours(det, case, share, xs):
+                """Ours on one window: "ours" streams it (alarm: any sample over the line),
+                "ours_end" takes one look at its end. This seed's reference for each is
+                built once, when a window first needs it."""
+                if out.has("resplit", det, case, share, n, seed):
+                    return
+                refjson = os.path.join(d, f"ref_{det}_{n}.json")
+                if det not in built:
+                    w, ert, long = params[det]
                     subprocess.run([SG, "reference", "build", "--logs", refnpy, "--model", "minilm", "--out",
-                                    refjson, "--window", str(w), "--ert", str(ert)] + long_args(ours_long(n, w)),
+                                    refjson, "--window", str(w), "--ert", str(ert)] + long_args(long),
                                    check=True, capture_output=True)
-                    built.append(1)
-                return refjson
-            if not out.has("resplit", "ours", "null", 0.0, n, seed):
-                sm, wall = replay(ours_ref(), x, tmp)
-                out.put(exp="resplit", det="ours", case="null", share=0.0, n=n, seed=seed,
-                        alarm=int(sm["first_alarm"] is not None), stat=sm["max_score"], wall=wall)
+                    built[det] = 1
+                key = f"resplit_{case}_{share}_{n}_{seed}" if det == "ours" else None
+                sm, wall = replay(refjson, xs, tmp, key=key)
+                if det == "ours":
+                    alarm, stat = sm["first_alarm"] is not None, sm["max_score"]
+                else:
+                    alarm, stat = sm["last_score"] >= 1.0, sm["last_score"]
+                out.put(exp="resplit", det=det, case=case, share=share, n=n, seed=seed,
+                        alarm=int(alarm), stat=stat, wall=wall)
+            for det in params:
+                ours(det, "null", 0.0, x)
             if not out.has("resplit", "ks", "null", 0.0, n, seed):
                 p, _ = ks.test(x)
                 out.put(exp="resplit", det="ks", case="null", share=0.0, n=n, seed=seed,
                         alarm=int(p < ALPHA / ref.shape[1]), stat=-np.log10(max(p, 1e-300)))
-            if MMDDrift and seed < RESPLIT_SLOW and not out.has("resplit", "mmd", "null", 0.0, n, seed):
+            if MMDDrift and seed < slow and not out.has("resplit", "mmd", "null", 0.0, n, seed):
                 if mmd_det is None:
                     mmd_det = MMDDrift(ref, backend="pytorch", p_val=ALPHA)
                 pr = mmd_det.predict(x)["data"]
                 out.put(exp="resplit", det="mmd", case="null", share=0.0, n=n, seed=seed,
                         alarm=int(pr["is_drift"]), stat=float(pr["distance"]), p_val=float(pr["p_val"]))
-            if ev and seed < RESPLIT_SLOW and not out.has("resplit", "ev_distance", "null", 0.0, n, seed):
+            if ev and seed < slow and not out.has("resplit", "ev_distance", "null", 0.0, n, seed):
                 for name, f in ev.items():
                     score, det, _ = f(pd.DataFrame(x), pd.DataFrame(ref))
                     out.put(exp="resplit", det=name, case="null", share=0.0, n=n, seed=seed,
@@ -503,10 +538,8 @@ def part_resplit(pools):
                     xs = x.copy()
                     take = r.random(n) < share
                     xs[take] = pools[case][r.integers(0, len(pools[case]), int(take.sum()))]
-                    if not out.has("resplit", "ours", case, share, n, seed):
-                        sm, wall = replay(ours_ref(), xs, tmp)
-                        out.put(exp="resplit", det="ours", case=case, share=share, n=n, seed=seed,
-                                alarm=int(sm["first_alarm"] is not None), stat=sm["max_score"], wall=wall)
+                    for det in params:
+                        ours(det, case, share, xs)
                     if not out.has("resplit", "ks", case, share, n, seed):
                         p, _ = ks.test(xs)
                         out.put(exp="resplit", det="ks", case=case, share=share, n=n, seed=seed,
@@ -568,8 +601,8 @@ def _matched_cells(dets, thr, rows_of):
             row.append("–")
             continue
         nom = sum(r["alarm"] for r in rs) / len(rs)
-        mat = nom if d == "ours" else sum(r["stat"] > thr[d] for r in rs) / len(rs)
-        row.append(f"{nom:.2f}" if d == "ours" else f"{nom:.2f} -> {mat:.2f}")
+        mat = nom if d.startswith("ours") else sum(r["stat"] > thr[d] for r in rs) / len(rs)
+        row.append(f"{nom:.2f}" if d.startswith("ours") else f"{nom:.2f} -> {mat:.2f}")
     return row
 
 
@@ -628,10 +661,11 @@ def report():
                  "valid test's false-alarm rate is at most alpha; above it is not, because windows are "
                  "drawn with replacement from one fixed held-out pool.")
         L.append("")
-        L.append("| n | " + " | ".join(h for _, h in DETS) + " |")
-        L.append("|---:|" + "---:|" * len(DETS))
+        cols = [("ours", "ours (streaming)"), ("ours_end", "ours (one look, 2d)")] + DETS[1:]
+        L.append("| n | " + " | ".join(h for _, h in cols) + " |")
+        L.append("|---:|" + "---:|" * len(cols))
         for n in sorted({k[1] for k in rsp}):
-            L.append(f"| {n} | " + " | ".join(_fmt(_rate(rsp.get((d, n), [])), True) for d, _ in DETS) + " |")
+            L.append(f"| {n} | " + " | ".join(_fmt(_rate(rsp.get((d, n), [])), True) for d, _ in cols) + " |")
         L.append("")
     sq = {}
     for r in seq:
@@ -684,33 +718,50 @@ def report():
             row = _matched_cells(dets, thr, lambda d: by.get((d, n, case, share), []))
             L.append(f"| {case} | {share:.0%} | " + " | ".join(row) + " |")
         L.append("")
-    # (2c) detection on the exchangeable re-splits, matched
+    # (2c, 2d) detection on the exchangeable re-splits, matched: ours streaming, and ours
+    # with one look at the window's end
     rs_sizes = sorted({k[1] for k in rsp_by if k[2] != "null"})
-    if rs_sizes:
-        L.append("## 2c. Detection on exchangeable re-splits, at matched false-alarm rate")
+    for ours_key, title, how in [
+        ("ours", "2c. Detection on exchangeable re-splits, at matched false-alarm rate",
+         lambda n: "ours streaming: W = {}, L = {}, ERT = {:.0f}, alarm = any sample over the line".format(
+             ours_params(n)[0], ours_long(n, ours_params(n)[0]), ours_params(n)[1])),
+        ("ours_end", "2d. The same windows, ours taking one look at the window's end",
+         lambda n: "ours one look: W = {}, ERT = {:.0f}, L = {}, alarm = the last sample's score >= 1".format(
+             *ours_end_params(n))),
+    ]:
+        if not any(k[0] == ours_key and k[2] != "null" for k in rsp_by):
+            continue
+        L.append("## " + title)
         L.append("")
-        L.append("Windows as in the re-split null above (n held-out vectors drawn without replacement, every "
-                 "detector rebuilt on the seed's 750-vector reference), with each sample replaced, with "
-                 "probability `share`, by one of the shift pool. Here no detector can gain from the fixed "
-                 "pool's own error. Matched as in table 2: each peer's cut on its own re-split null "
-                 "statistics so that its null FAR is at most ours; cells `nominal -> matched`.")
+        if ours_key == "ours":
+            L.append("Windows as in the re-split null above (n held-out vectors drawn without replacement, every "
+                     "detector rebuilt on the seed's 750-vector reference), with each sample replaced, with "
+                     "probability `share`, by one of the shift pool. Here no detector can gain from the fixed "
+                     "pool's own error. Matched as in table 2: each peer's cut on its own re-split null "
+                     "statistics so that its null FAR is at most ours; cells `nominal -> matched`.")
+        else:
+            L.append("The peers are batch tests: each looks at the window once. Ours above looks at every "
+                     "sample of it (a streaming detector's use) and pays for n looks at one false-alarm "
+                     "budget. Here ours is used as the peers are: built with the long window = the window "
+                     "and ERT = 1/alpha = 20, so that its line (horizon H = alpha x ERT = 1 sample) is the "
+                     "95 % bootstrap quantile of the statistic at the one moment the long window fills, "
+                     "and read once, at the window's last sample (`reference replay`'s `last_score`). "
+                     "Peers and windows as in 2c, matched to this row's null FAR.")
         L.append("")
         for n in rs_sizes:
-            far_ours = _rate(rsp_by.get(("ours", n, "null", 0.0), []))
+            far_ours = _rate(rsp_by.get((ours_key, n, "null", 0.0), []))
             if not far_ours:
                 continue
-            dets = [(d, h) for d, h in DETS if rsp_by.get((d, n, "null", 0.0)) and
+            dets = [(d, h) for d, h in [(ours_key, "ours")] + DETS[1:] if rsp_by.get((d, n, "null", 0.0)) and
                     any(k[0] == d and k[1] == n and k[2] != "null" for k in rsp_by)]
             thr = {d: _threshold([r["stat"] for r in rsp_by[(d, n, "null", 0.0)]], far_ours[0]) for d, _ in dets}
             heads = []
             for d, h in dets:
                 nul = rsp_by[(d, n, "null", 0.0)]
                 ns = len(rsp_by.get((d, n, "topic", RESPLIT_SHARES[0]), []))
-                mf = sum(r["stat"] > thr[d] for r in nul) / len(nul) if d != "ours" else far_ours[0]
+                mf = sum(r["stat"] > thr[d] for r in nul) / len(nul) if d != ours_key else far_ours[0]
                 heads.append(f"{h} [{ns}/cell; null FAR {_rate(nul)[0]:.3f} -> {mf:.3f}]")
-            w, ert = ours_params(n)
-            L.append(f"### n = {n} (ours: W = {w}, L = {ours_long(n, w)}, ERT = {ert:.0f}; "
-                     f"ours' re-split null FAR {far_ours[0]:.3f} over {far_ours[2]} seeds)")
+            L.append(f"### n = {n} ({how(n)}; ours' re-split null FAR {far_ours[0]:.3f} over {far_ours[2]} seeds)")
             L.append("")
             L.append("| shift | share | " + " | ".join(heads) + " |")
             L.append("|---|---:|" + "---:|" * len(dets))

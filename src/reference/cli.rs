@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::slices::fit::{self, FitArgs, FitError};
 
-use super::{build, BuildParams, Detector, Reference, ReferenceError};
+use super::{build, BuildParams, Detector, Part, Reference, ReferenceError};
 
 /// Arguments of `shadowgate reference build`.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,7 +41,9 @@ pub struct BuildArgs {
     #[arg(long)]
     pub long_window: Option<usize>,
     /// Expected run length under no drift, in samples: over L samples the false-alarm
-    /// probability is at most L/ERT.
+    /// probability is at most L/ERT. To test a batch of N embeddings once, as a
+    /// two-sample test: `--long-window N --ert 20` (the line holds for the one sample at
+    /// which the long window fills) and read the replay's `last_score`.
     #[arg(long, default_value_t = 10_000.0)]
     pub ert: f64,
     /// Regions of the per-region part (spherical k-means over the build data), 2 to 32.
@@ -191,6 +193,9 @@ pub struct ReplaySummary {
     pub last_score: Option<f64>,
     /// The region furthest from its reference share at the end (`region:i`/`cluster:i`).
     pub worst_slice: String,
+    /// Each part's largest value over its null scale (the score is the largest part
+    /// over the line): which statistic rose, and how far.
+    pub max_parts: std::collections::BTreeMap<&'static str, f64>,
     /// Detector time per sample (feature map and window update), microseconds.
     pub us_per_sample: f64,
     pub state_bytes: usize,
@@ -210,6 +215,7 @@ pub fn run_replay(
     r.check(&args.reference, &r.model, loaded.x.ncols())?;
     let mut det = Detector::new(&r);
     let (mut first, mut max, mut last) = (None, f64::NEG_INFINITY, None);
+    let mut max_parts = [0.0f64; 4];
     let mut spent = std::time::Duration::ZERO;
     for (i, row) in loaded.x.outer_iter().enumerate() {
         let v = row.to_vec();
@@ -221,6 +227,10 @@ pub fn run_replay(
         if step.alarm && first.is_none() {
             first = Some(i as u64);
         }
+        let (parts, line) = det.parts();
+        for (m, p) in max_parts.iter_mut().zip(parts) {
+            *m = m.max(p);
+        }
         if args.trace {
             trace(
                 serde_json::json!({
@@ -228,6 +238,8 @@ pub fn run_replay(
                     "score": step.score,
                     "alarm": step.alarm,
                     "part": step.part.as_str(),
+                    "parts": parts,
+                    "line": line,
                     "worst_coordinate": det.worst_coordinate(),
                     "worst_slice": r.regions.label(det.worst_region()),
                 })
@@ -244,6 +256,11 @@ pub fn run_replay(
         max_score: if max.is_finite() { max } else { 0.0 },
         last_score: last,
         worst_slice: r.regions.label(det.worst_region()),
+        max_parts: Part::ALL
+            .iter()
+            .zip(max_parts)
+            .map(|(p, m)| (p.as_str(), m))
+            .collect(),
         us_per_sample: spent.as_secs_f64() * 1e6 / n.max(1) as f64,
         state_bytes: det.state_bytes(),
     })

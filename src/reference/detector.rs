@@ -43,6 +43,14 @@ pub enum Part {
 }
 
 impl Part {
+    /// The parts in the order of [`Detector::parts`].
+    pub const ALL: [Part; 4] = [
+        Part::Kernel,
+        Part::Coordinates,
+        Part::LongCoordinates,
+        Part::LongMean,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Part::Kernel => "kernel",
@@ -194,37 +202,37 @@ impl Detector {
         if self.seen % RESUM_EVERY == 0 {
             self.resum();
         }
-        self.last = self.parts();
-        let parts = [
-            Part::Kernel,
-            Part::Coordinates,
-            Part::LongCoordinates,
-            Part::LongMean,
-        ];
+        self.last = self.compute_parts();
         // The first of the largest, in that order.
-        let (score, part) =
-            self.last
-                .iter()
-                .zip(parts)
-                .fold((f64::NEG_INFINITY, Part::Kernel), |best, (v, p)| {
-                    if *v > best.0 {
-                        (*v, p)
-                    } else {
-                        best
-                    }
-                });
+        let (score, part) = self.last.iter().zip(Part::ALL).fold(
+            (f64::NEG_INFINITY, Part::Kernel),
+            |best, (v, p)| {
+                if *v > best.0 {
+                    (*v, p)
+                } else {
+                    best
+                }
+            },
+        );
         // Until the long window is full, its parts are 0 and the window's own line holds.
-        let line = if self.long_full() {
-            self.threshold
-        } else {
-            self.threshold_early
-        };
-        let score = score / line;
+        let score = score / self.parts().1;
         let alarm = score >= 1.0;
         if alarm {
             self.alarms += 1;
         }
         Step { score, alarm, part }
+    }
+
+    /// The four parts at the last sample, each over its null scale (kernel, coordinates,
+    /// coordinates over the long window, the long window's mean test), and the line the
+    /// largest of them was held to: `score = max(parts) / line`.
+    pub fn parts(&self) -> ([f64; 4], f64) {
+        let line = if self.long_full() {
+            self.threshold
+        } else {
+            self.threshold_early
+        };
+        (self.last, line)
     }
 
     /// Whether there is a long window and it is full: its parts count from then on.
@@ -240,7 +248,7 @@ impl Detector {
     /// The four statistics of the alarm, each over its own null scale (the long ones 0
     /// without a long window). The windows' empty places (while they fill) sit exactly
     /// on the reference: `mean − μ = (Σφ − t·μ) / w`.
-    fn parts(&mut self) -> [f64; 4] {
+    fn compute_parts(&mut self) -> [f64; 4] {
         let t = self.counted();
         let inv = 1.0 / self.w as f64;
         let s: f64 = self

@@ -109,6 +109,16 @@ fn build_then_replay_a_null_stream_and_planted_shifts() {
         eprintln!("{shifted}: {s}");
         // Alarmed by the time the first window is full, or soon after.
         assert!(s["first_alarm"].as_u64().unwrap() < 150, "{shifted}: {s}");
+        // The parts that rose: the score is the largest part over a line of at least 1
+        // (each part's scale is its own 95 % null quantile, the line that of their max).
+        let parts = s["max_parts"].as_object().expect("max_parts");
+        assert_eq!(
+            parts.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["coordinates", "coordinates_long", "kernel", "mean_long"],
+            "{s}"
+        );
+        let top = parts.values().filter_map(Value::as_f64).fold(0.0, f64::max);
+        assert!(top >= s["max_score"].as_f64().unwrap() - 1e-9, "{s}");
     }
     // Another dimension: refused, with what to do.
     let (code, _, err) = shadowgate(&[
