@@ -266,7 +266,9 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         let k = ((1.0 - HORIZON_ALPHA) * v.len() as f64).ceil() as usize;
         v[k.clamp(1, v.len()) - 1]
     };
-    let scales: Vec<f64> = (0..PARTS)
+    // The first five: the window's parts as the early line watches them, the long
+    // window's as the line watches them after it fills.
+    let scales: Vec<f64> = (0..5)
         .map(|part| quantile(maxima.iter().map(|m| m[part]).collect()))
         .collect();
     let [kernel_scale, coordinate_scale, long_scale, region_scale, mean_scale] =
@@ -281,15 +283,22 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     // it, a third part raised the line for the other two and cost detections on real
     // encoders for no shift it alone caught
     // (benches/reference/failing_loudly_v3_regions_in_score.md).
+    // Once the long window is full, all four parts are held to this line over the same
+    // `H` samples: the window's parts as they are then (a full window, `H` looks), not
+    // as in the first `w − 1 + H` samples after start. With `H` under `w` (one look at a
+    // batch: `H = 1`) those would be many more looks than the line watches, and the
+    // line would sit too high (module doc, one look).
     let threshold = quantile(
         maxima
             .iter()
             .map(|m| {
-                let t = (m[0] / kernel_scale).max(m[1] / coordinate_scale);
                 if long > 0 {
-                    t.max(m[2] / long_scale).max(m[4] / mean_scale)
+                    (m[5] / kernel_scale)
+                        .max(m[6] / coordinate_scale)
+                        .max(m[2] / long_scale)
+                        .max(m[4] / mean_scale)
                 } else {
-                    t
+                    (m[0] / kernel_scale).max(m[1] / coordinate_scale)
                 }
             })
             .collect(),
@@ -443,8 +452,9 @@ struct Pseudo {
 
 /// The calibrated statistics, in [`Simulation::stream_max`]'s order: the kernel
 /// statistic, the KS gap, the long window's KS gap, the region gap, the long window's
-/// mean test.
-const PARTS: usize = 5;
+/// mean test, and the kernel statistic and KS gap again over the samples the long
+/// window's parts are watched on.
+const PARTS: usize = 7;
 
 /// Null streams through the sliding windows, as the detector sees them.
 struct Simulation<'a> {
@@ -460,20 +470,24 @@ struct Simulation<'a> {
 
 impl Simulation<'_> {
     /// The largest kernel statistic, KS gap, long-window KS gap, region gap and
-    /// long-window mean test against `pseudo` over one stream drawn from the build data with replacement, as a detector
-    /// started on it sees them: the window's parts from the first sample (the warm
-    /// start's scaled statistics) for `w − 1 + horizon` samples, the long window's once
-    /// it is full, for `horizon` samples.
+    /// long-window mean test against `pseudo` over one stream drawn from the build data
+    /// with replacement, as a detector started on it sees them: the window's parts from
+    /// the first sample (the warm start's scaled statistics) for `w − 1 + horizon`
+    /// samples, the long window's once it is full, for `horizon` samples; and the
+    /// window's parts again over those same `horizon` samples, where all four parts are
+    /// held to the one line.
     fn stream_max(&self, pseudo: &Pseudo, horizon: usize, seed: u64) -> [f64; PARTS] {
         let (d, dim, w, long) = (pseudo.mean.len(), self.dim, self.w, self.long);
         let n = self.regions_of.len();
         let ring_len = long.max(w);
         let short_rows = w - 1 + horizon;
-        let rows = if long > 0 {
-            short_rows.max(long - 1 + horizon)
+        // The rows where the long window is full and watched (none without one).
+        let watched = if long > 0 {
+            long - 1..long - 1 + horizon
         } else {
-            short_rows
+            0..0
         };
+        let rows = short_rows.max(watched.end);
         let mut rng = SplitMix64(seed);
         // Row `i` of the stream sits in slot `i % ring_len`; the window holds the last
         // `w` rows, the long window the last `long`.
@@ -508,26 +522,36 @@ impl Simulation<'_> {
                     ));
                 }
             }
-            if row < short_rows {
-                if row >= w {
-                    let old = ring[(row - w) % ring_len];
-                    for (s, o) in acc.iter_mut().zip(phi(old)) {
-                        *s -= f64::from(*o);
-                    }
-                    counts.remove(bins(old));
-                    regions.remove(self.regions_of[old]);
+            // The window slides over every row; its statistics are taken where a line
+            // watches them.
+            if row >= w {
+                let old = ring[(row - w) % ring_len];
+                for (s, o) in acc.iter_mut().zip(phi(old)) {
+                    *s -= f64::from(*o);
                 }
-                for (s, v) in acc.iter_mut().zip(phi(new)) {
-                    *s += f64::from(*v);
-                }
-                counts.add(bins(new));
-                regions.add(self.regions_of[new]);
+                counts.remove(bins(old));
+                regions.remove(self.regions_of[old]);
+            }
+            for (s, v) in acc.iter_mut().zip(phi(new)) {
+                *s += f64::from(*v);
+            }
+            counts.add(bins(new));
+            regions.add(self.regions_of[new]);
+            let (early, late) = (row < short_rows, watched.contains(&row));
+            if early || late {
                 let t = (row + 1).min(w);
                 let grow = warm_start_scale(t, w);
-                worst[0] = worst[0].max(kernel_stat(&acc, &pseudo.mean, t, w) * grow);
-                worst[1] =
-                    worst[1].max(counts.distance(&pseudo.target_w, t, &mut cum) * grow.sqrt());
-                worst[3] = worst[3].max(regions.distance(t).0 * grow.sqrt());
+                let kernel = kernel_stat(&acc, &pseudo.mean, t, w) * grow;
+                let gap = counts.distance(&pseudo.target_w, t, &mut cum) * grow.sqrt();
+                if early {
+                    worst[0] = worst[0].max(kernel);
+                    worst[1] = worst[1].max(gap);
+                    worst[3] = worst[3].max(regions.distance(t).0 * grow.sqrt());
+                }
+                if late {
+                    worst[5] = worst[5].max(kernel);
+                    worst[6] = worst[6].max(gap);
+                }
             }
             ring[slot] = new;
         }

@@ -83,14 +83,21 @@
 //!   `s_K`, `s_L`, `s_M` and `s_Q` are the 95 % quantiles of each stream's largest `S`,
 //!   `K`, `K_L`, `M_L` and `max_j g_j`: they weigh the parts alike (a χ²-like `S` has a far longer tail than
 //!   the max-of-gaps `K`; scaling by medians would leave `K` no say). `h` is the 95 %
-//!   quantile of each stream's largest `T` (the largest `T` of a stream is the largest
-//!   of its parts' largest values over their scales, so one pass keeps a maximum per
-//!   part and stream). Until the long window is full its parts are 0, and the line is
-//!   `h_early`, the same quantile of `max(S / s_S, K / s_K)` alone: a line that also
-//!   covered the long window's parts would sit higher for the window's parts during the
-//!   first `L` samples after every start (a restart, a deploy) for no look of the long
-//!   window's (on the Failing-Loudly streams of 249 samples: every input truncated
-//!   caught in 0.49 of streams under the common line, 0.74 under its own).
+//!   quantile of each stream's largest `T` over the `H` samples after the long window
+//!   fills, all four parts taken over those same samples, as the detector meets them
+//!   (the largest `T` of a stream is the largest of its parts' largest values over
+//!   their scales, so one pass keeps a maximum per part and stream). Earlier builds of
+//!   format 6 let the window's parts enter `h` with their largest values over the first
+//!   `w − 1 + H` samples instead (valid, but conservative; rebuild for the tighter
+//!   line): more looks than `h` watches, and with `H` under `w` many more, so the line
+//!   sat too high (a batch of 200 tested once, `H = 1`: no false alarm in 117
+//!   exchangeable re-splits at a nominal 5 %). Until the long window is full its parts
+//!   are 0, and the line is `h_early`, the same quantile of `max(S / s_S, K / s_K)`
+//!   alone: a line that also covered the long window's parts would sit higher for the
+//!   window's parts during the first `L` samples after every start (a restart, a
+//!   deploy) for no look of the long window's (on the Failing-Loudly streams of 249
+//!   samples: every input truncated caught in 0.49 of streams under the common line,
+//!   0.74 under its own).
 //!
 //! What that gives, and its assumption: if live embeddings are drawn like the reference
 //! (from the population the build data was sampled from), a false alarm within the first

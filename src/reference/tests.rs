@@ -439,7 +439,8 @@ fn coordinates_with_ties_raise_no_false_alarm() {
 /// at most α beyond sampling error, and not far under it (the line is the bootstrap's
 /// quantile of that one look, not a bound over many). 30 % of the traffic moved by one
 /// deviation in one coordinate is caught more often by the one look than by watching
-/// every sample of the same batch at the same α (measured: 43 against 31 of 100).
+/// every sample of the same batch at the same α (measured: 57 against 31 of 100;
+/// null batches 27 of 400, 0.068).
 #[test]
 fn one_look_at_a_batch_is_a_test_at_level_alpha() {
     let (w, n, alpha) = (20, 200, 0.05);
@@ -500,5 +501,5 @@ fn one_look_at_a_batch_is_a_test_at_level_alpha() {
         );
     }
     eprintln!("30 % of the traffic moved: caught {by_once}/100 in one look, {by_watch}/100 watching every sample");
-    assert!(by_once >= by_watch + 8, "{by_once} vs {by_watch}");
+    assert!(by_once >= by_watch + 15, "{by_once} vs {by_watch}");
 }
