@@ -68,8 +68,8 @@ pub struct ReplayArgs {
     #[arg(long, default_value = "baseline_embedding")]
     pub column: String,
     /// Print one JSON line per sample (index, score, alarm, the part of the statistic
-    /// that carries the score, the coordinate and the region furthest from the
-    /// reference) before the summary.
+    /// that carries the score, every part over its null scale and the line in force,
+    /// the coordinate and the region furthest from the reference) before the summary.
     #[arg(long)]
     pub trace: bool,
 }
