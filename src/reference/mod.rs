@@ -119,7 +119,8 @@
 //! window fills, and the replay's last score is the test. Watching every sample of the
 //! same batch is a different question (an alarm anywhere in it) and pays for `N` looks
 //! out of the same budget: on the Failing-Loudly windows of 500 with half the inputs
-//! truncated, caught 0.72 streaming against 0.9 in one look, at matched 5 %.
+//! truncated, caught 0.75 watching every sample against 0.93 in one look, at matched
+//! false-alarm rates near 5 % (`benches/reference/failing_loudly_v6b.md`).
 //!
 //! **Warm start.** Before the window has filled (the first `w − 1` samples after start),
 //! its empty places are taken to sit exactly on the reference: with `t` samples seen,
