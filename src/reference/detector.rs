@@ -215,7 +215,7 @@ impl Detector {
             },
         );
         // Until the long window is full, its parts are 0 and the window's own line holds.
-        let score = score / self.parts().1;
+        let score = score / self.line();
         let alarm = score >= 1.0;
         if alarm {
             self.alarms += 1;
@@ -227,12 +227,17 @@ impl Detector {
     /// coordinates over the long window, the long window's mean test), and the line the
     /// largest of them was held to: `score = max(parts) / line`.
     pub fn parts(&self) -> ([f64; 4], f64) {
-        let line = if self.long_full() {
+        (self.last, self.line())
+    }
+
+    /// The line in force: the common one once the long window is full, the window's
+    /// own before.
+    fn line(&self) -> f64 {
+        if self.long_full() {
             self.threshold
         } else {
             self.threshold_early
-        };
-        (self.last, line)
+        }
     }
 
     /// Whether there is a long window and it is full: its parts count from then on.
