@@ -186,6 +186,8 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     }
     mean.iter_mut().for_each(|m| *m /= nf);
     let quantiles = coords::fit((0..n).map(|i| row_slice(&x, i)), dim);
+    let (coordinate_means, coordinate_sds) = coords::moments((0..n).map(|i| row_slice(&x, i)), dim);
+    let levels = coords::Levels::new(quantiles.clone(), &coordinate_means, &coordinate_sds);
     let regions = fit_regions(&x, p)?;
     let region_counts = RegionCounts::new(&regions, p.window);
     let regions_of: Vec<u8> = (0..n)
@@ -194,9 +196,9 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     let mut bins = vec![0u8; n * dim];
     let mut scratch = Vec::new();
     for (i, out) in bins.chunks_exact_mut(dim).enumerate() {
-        coords::bins(&quantiles, &row_slice(&x, i), &mut scratch, out);
+        levels.bins(&row_slice(&x, i), &mut scratch, out);
     }
-    let score_means = coords::score_means(bins.chunks_exact(dim), dim);
+    let score_means = levels.score_means(bins.chunks_exact(dim));
     let edge_shares = coords::edge_shares(bins.chunks_exact(dim), dim);
     let w = p.window;
     let long = long_window(p);
@@ -224,7 +226,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
             let shares_at_edges = coords::edge_shares(rows(), dim);
             let target_w = Targets::new(&shares_at_edges, w);
             let target_long = Targets::new(&shares_at_edges, long.max(1));
-            let score_means = coords::score_means(rows(), dim);
+            let score_means = levels.score_means(rows());
             Pseudo {
                 mean,
                 target_w,
@@ -244,6 +246,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     let sim = Simulation {
         phi: &phi,
         bins: &bins,
+        levels: &levels,
         regions_of: &regions_of,
         regions: &region_counts,
         dim,
@@ -335,6 +338,8 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         region_scale,
         quantiles,
         ties: coords::ties(&edge_shares, dim, n),
+        coordinate_means,
+        coordinate_sds,
         score_means,
         regions,
         mean_features: mean,
@@ -444,7 +449,7 @@ struct Pseudo {
     /// Its shares at or under the edges, for the window and the long window.
     target_w: Targets,
     target_long: Targets,
-    /// Each coordinate's mean bin score (`coords::score_means`).
+    /// Each coordinate's mean score (`coords::Levels::score_means`).
     score_means: Vec<f32>,
     /// Share per region.
     shares: Vec<f64>,
@@ -460,6 +465,7 @@ const PARTS: usize = 7;
 struct Simulation<'a> {
     phi: &'a [f32],
     bins: &'a [u8],
+    levels: &'a coords::Levels,
     regions_of: &'a [u8],
     regions: &'a RegionCounts,
     dim: usize,
@@ -508,10 +514,11 @@ impl Simulation<'_> {
             if long > 0 {
                 if row >= long {
                     long_counts.remove(bins(ring[slot]));
-                    coords::add_scores(&mut score_sums, bins(ring[slot]), -1);
+                    self.levels
+                        .add_scores(&mut score_sums, bins(ring[slot]), -1);
                 }
                 long_counts.add(bins(new));
-                coords::add_scores(&mut score_sums, bins(new), 1);
+                self.levels.add_scores(&mut score_sums, bins(new), 1);
                 if row + 1 >= long {
                     worst[2] =
                         worst[2].max(long_counts.distance(&pseudo.target_long, long, &mut cum));

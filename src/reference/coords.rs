@@ -12,11 +12,19 @@
 //! build data's own share for one with ties, [`ties`]): a Kolmogorov–Smirnov distance
 //! evaluated at 15 points.
 //!
-//! The same bins give a mean test ([`SCORES`]): a shift of a tenth of the traffic to a
+//! The same byte gives a mean test ([`Levels`]): a shift of a tenth of the traffic to a
 //! new topic or language moves many coordinates' centres a little, too little for any
-//! one coordinate's KS gap, but the sum over coordinates of the squared mean of each
-//! bin's normal score sees it (van der Waerden's scores: the rank test of a shift in
-//! location; on all-MiniLM-L6-v2 as strong as the raw values' standardised means).
+//! one coordinate's KS gap, but the sum over coordinates of each one's squared
+//! standardised mean sees it. A sample's byte per coordinate keeps its bin (low four
+//! bits) and its place in the bin to a sixteenth (high four bits; in the two open outer
+//! bins, quarters of a deviation, up to four past the outer edge): the value to within
+//! a 256th of the reference's spread where most samples fall, and clipped about 5½
+//! deviations out. The mean test's score is that value standardised by the build data's
+//! mean and deviation. (It replaced the bins' normal scores: on all-MiniLM-L6-v2, one
+//! look at windows of 500 with a tenth in another language, caught 0.98 against 0.93
+//! at a matched 5 %, a tenth with typos 0.65 against 0.55, in the numpy prototype
+//! `benches/reference/prototype_mean_test.py`: the tails carry the signal, and sixteen
+//! bins cut them off.)
 
 /// The largest window the 16-bit counts hold.
 pub const MAX_WINDOW: usize = i16::MAX as usize;
@@ -25,26 +33,172 @@ pub const MAX_WINDOW: usize = i16::MAX as usize;
 pub const BINS: usize = 16;
 const EDGES: usize = BINS - 1;
 
-/// Bin `k`'s normal score `Φ⁻¹((k + ½)/16)`, standardised to variance 1 over the 16
-/// bins and times 1024, rounded: integers, so that a long window's running sums are
-/// exact, and symmetric, so that a sample spread evenly over the bins sums to 0.
-pub const SCORES: [i32; BINS] = [
-    -1985, -1404, -1076, -827, -617, -429, -253, -84, 84, 253, 429, 617, 827, 1076, 1404, 1985,
-];
-/// The scores' unit: `SCORES[k] / SCORE_UNIT` is the standardised score.
+/// The mean test's scores are fixed-point, in units of `1/SCORE_UNIT` of a deviation:
+/// integers, so that a long window's running sums are exact.
 pub const SCORE_UNIT: f64 = 1024.0;
+/// Sub-levels per bin (the byte's high four bits).
+const SUB: usize = 16;
+/// The open outer bins' sub-levels, in deviations of the coordinate.
+const TAIL_STEP: f32 = 0.25;
+/// Scores are clipped here (64 deviations): a long window's sum of
+/// [`MAX_WINDOW`] of them fits an `i32`.
+const SCORE_CLIP: i32 = 65_536;
 
-/// Adds (`sign` 1) or removes (`sign` −1) a bin row's scores to per-coordinate sums.
-pub fn add_scores(sums: &mut [i32], bins: &[u8], sign: i32) {
-    for (s, b) in sums.iter_mut().zip(bins) {
-        *s += sign * SCORES[usize::from(*b & 15)];
+/// One bin of one coordinate: where its sub-levels start and how many there are per
+/// unit of value, and the fixed-point score of its sub-level 0 and of each step.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Level {
+    origin: f32,
+    inv: f32,
+    base: i32,
+    step: i32,
+}
+
+/// Each coordinate's quantiles, and the value a sample's byte stands for, standardised
+/// (module doc): bins for the KS parts and scores for the mean test, from one byte per
+/// coordinate.
+#[derive(Clone)]
+pub struct Levels {
+    /// The quantiles, bin-major (`edges[k·dim + j]`).
+    edges: Vec<f32>,
+    /// Coordinate-major (`levels[16·j + b]`): a coordinate's 16 bins in 256 bytes, so
+    /// that the lookups of one sample's coordinate stay in a few cache lines.
+    levels: Vec<Level>,
+    dim: usize,
+}
+
+impl Levels {
+    /// From the quantiles ([`fit`]) and each coordinate's mean and deviation over the
+    /// build data (a deviation of 0: the coordinate scores 0).
+    pub fn new(edges: Vec<f32>, mean: &[f32], sd: &[f32]) -> Self {
+        let dim = mean.len();
+        debug_assert_eq!(edges.len(), EDGES * dim);
+        let mut levels = vec![Level::default(); BINS * dim];
+        let fixed = |v: f64| {
+            if v.is_finite() {
+                (v * SCORE_UNIT)
+                    .round()
+                    .clamp(-f64::from(SCORE_CLIP), f64::from(SCORE_CLIP)) as i32
+            } else {
+                0
+            }
+        };
+        for j in 0..dim {
+            let s = f64::from(sd[j]);
+            let inv_sd = if s > 0.0 && s.is_finite() {
+                1.0 / s
+            } else {
+                0.0
+            };
+            let tail = f64::from(TAIL_STEP) * s;
+            let inv_tail = if tail > 0.0 && tail.is_finite() {
+                1.0 / tail
+            } else {
+                0.0
+            };
+            let edge = |k: usize| f64::from(edges[k * dim + j]);
+            for (b, l) in levels[j * BINS..][..BINS].iter_mut().enumerate() {
+                // Where the bin starts, how wide a sub-level is (signed: the lowest bin
+                // counts down from its edge) and how many per unit of value.
+                let (o, width, inv) = match b {
+                    0 => (edge(0), -tail, -inv_tail),
+                    b if b == BINS - 1 => (edge(EDGES - 1), tail, inv_tail),
+                    b => {
+                        let width = (edge(b) - edge(b - 1)) / SUB as f64;
+                        let inv = if width > 0.0 { 1.0 / width } else { 0.0 };
+                        (edge(b - 1), width, inv)
+                    }
+                };
+                *l = Level {
+                    origin: o as f32,
+                    inv: if inv.is_finite() { inv as f32 } else { 0.0 },
+                    base: fixed((o + 0.5 * width - f64::from(mean[j])) * inv_sd),
+                    step: fixed(width * inv_sd),
+                };
+            }
+        }
+        Levels { edges, levels, dim }
+    }
+
+    /// The quantiles, bin-major.
+    pub fn edges(&self) -> &[f32] {
+        &self.edges
+    }
+
+    /// Writes each coordinate's byte of `x`: its bin (the number of edges strictly below
+    /// it, 0..16) in the low four bits, its sub-level in the high four; `scratch` (any
+    /// length) is reused between calls.
+    pub fn bins(&self, x: &[f32], scratch: &mut Vec<u32>, out: &mut [u8]) {
+        let dim = x.len();
+        scratch.clear();
+        scratch.resize(dim, 0);
+        // Edge-major, 32-bit lanes: the compare-and-add loop vectorises.
+        for row in self.edges.chunks_exact(dim) {
+            for ((b, v), e) in scratch.iter_mut().zip(x).zip(row) {
+                *b += u32::from(*v > *e);
+            }
+        }
+        for (((o, b), v), ls) in out
+            .iter_mut()
+            .zip(scratch.iter())
+            .zip(x)
+            .zip(self.levels.chunks_exact(BINS))
+        {
+            let l = ls[*b as usize & 15];
+            let s = (*v - l.origin) * l.inv;
+            // NaN and negatives to 0, past the bin's end to 15.
+            let s = if s >= (SUB - 1) as f32 {
+                SUB as u8 - 1
+            } else if s > 0.0 {
+                s as u8
+            } else {
+                0
+            };
+            *o = (*b as u8) | (s << 4);
+        }
+    }
+
+    /// The fixed-point score of a byte of a coordinate with levels `ls`.
+    #[inline]
+    fn score(ls: &[Level], byte: u8) -> i32 {
+        let l = ls[usize::from(byte & 15)];
+        (l.base + i32::from(byte >> 4) * l.step).clamp(-SCORE_CLIP, SCORE_CLIP)
+    }
+
+    /// Adds (`sign` 1) or removes (`sign` −1) a byte row's scores to per-coordinate sums:
+    /// the same row gives the same integers, so removing it undoes adding it exactly.
+    pub fn add_scores(&self, sums: &mut [i32], row: &[u8], sign: i32) {
+        for ((s, b), ls) in sums.iter_mut().zip(row).zip(self.levels.chunks_exact(BINS)) {
+            *s += sign * Self::score(ls, *b);
+        }
+    }
+
+    /// Each coordinate's mean score over `rows` (byte rows of [`Levels::bins`]).
+    pub fn score_means<'a>(&self, rows: impl Iterator<Item = &'a [u8]>) -> Vec<f32> {
+        let mut sums = vec![0i64; self.dim];
+        let mut n = 0u64;
+        for r in rows {
+            for ((s, b), ls) in sums.iter_mut().zip(r).zip(self.levels.chunks_exact(BINS)) {
+                *s += i64::from(Self::score(ls, *b));
+            }
+            n += 1;
+        }
+        sums.iter()
+            .map(|s| (*s as f64 / SCORE_UNIT / n.max(1) as f64) as f32)
+            .collect()
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        self.edges.len() * std::mem::size_of::<f32>()
+            + self.levels.len() * std::mem::size_of::<Level>()
     }
 }
 
-/// The mean test's statistic `Σ_j (s_j / 1024 − n·m_j)² / n` for score sums `s_j` over
-/// `n` samples and expected scores `m_j` (the build data's mean score per coordinate):
-/// about the dimension under no drift when coordinates are independent, far more when
-/// many centres moved the same way.
+/// The mean test's statistic `Σ_j (s_j / SCORE_UNIT − n·m_j)² / n` for score sums `s_j`
+/// over `n` samples and expected scores `m_j` (the build data's mean score per
+/// coordinate): about the dimension under no drift when coordinates are independent,
+/// far more when many centres moved the same way.
 pub fn mean_statistic(sums: &[i32], means: &[f32], n: usize) -> f64 {
     let n = n.max(1) as f64;
     sums.iter()
@@ -54,19 +208,26 @@ pub fn mean_statistic(sums: &[i32], means: &[f32], n: usize) -> f64 {
         / n
 }
 
-/// Each coordinate's mean score over `rows` (bin rows of `dim` coordinates).
-pub fn score_means<'a>(rows: impl Iterator<Item = &'a [u8]>, dim: usize) -> Vec<f32> {
-    let mut sums = vec![0i64; dim];
-    let mut n = 0u64;
+/// Each coordinate's mean and deviation over `rows` (all of dimension `dim`).
+pub fn moments(rows: impl Iterator<Item = impl AsRef<[f32]>>, dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut s, mut q) = (vec![0.0f64; dim], vec![0.0f64; dim]);
+    let mut n = 0usize;
     for r in rows {
-        for (s, b) in sums.iter_mut().zip(r) {
-            *s += i64::from(SCORES[usize::from(*b & 15)]);
+        for ((s, q), v) in s.iter_mut().zip(q.iter_mut()).zip(r.as_ref()) {
+            let v = f64::from(*v);
+            *s += v;
+            *q += v * v;
         }
         n += 1;
     }
-    sums.iter()
-        .map(|s| (*s as f64 / SCORE_UNIT / n.max(1) as f64) as f32)
-        .collect()
+    let nf = n.max(1) as f64;
+    let mean: Vec<f32> = s.iter().map(|s| (s / nf) as f32).collect();
+    let sd = s
+        .iter()
+        .zip(&q)
+        .map(|(s, q)| (q / nf - (s / nf).powi(2)).max(0.0).sqrt() as f32)
+        .collect();
+    (mean, sd)
 }
 
 /// Each coordinate's `k/16` quantiles over `rows` (all of dimension `dim`), bin-major:
@@ -89,23 +250,6 @@ pub fn fit(rows: impl Iterator<Item = impl AsRef<[f32]>>, dim: usize) -> Vec<f32
         }
     }
     edges
-}
-
-/// Writes each coordinate's bin (the number of edges strictly below it, 0..16) of `x`;
-/// `scratch` (any length) is reused between calls.
-pub fn bins(edges: &[f32], x: &[f32], scratch: &mut Vec<u32>, out: &mut [u8]) {
-    let dim = x.len();
-    scratch.clear();
-    scratch.resize(dim, 0);
-    // Edge-major, 32-bit lanes: the compare-and-add loop vectorises.
-    for row in edges.chunks_exact(dim) {
-        for ((b, v), e) in scratch.iter_mut().zip(x).zip(row) {
-            *b += u32::from(*v > *e);
-        }
-    }
-    for (o, b) in out.iter_mut().zip(scratch.iter()) {
-        *o = *b as u8;
-    }
 }
 
 /// Each edge's share of `rows` (bin rows of `dim` coordinates) at or under it,
@@ -247,15 +391,16 @@ impl Counts {
         self.counts.iter_mut().for_each(|c| *c = 0);
     }
 
+    /// Counts a byte row ([`Levels::bins`]: the bin is the low four bits).
     pub fn add(&mut self, bins: &[u8]) {
         for (j, b) in bins.iter().enumerate() {
-            self.counts[usize::from(*b) * self.dim + j] += 1;
+            self.counts[usize::from(*b & 15) * self.dim + j] += 1;
         }
     }
 
     pub fn remove(&mut self, bins: &[u8]) {
         for (j, b) in bins.iter().enumerate() {
-            self.counts[usize::from(*b) * self.dim + j] -= 1;
+            self.counts[usize::from(*b & 15) * self.dim + j] -= 1;
         }
     }
 
@@ -348,16 +493,17 @@ mod tests {
         assert_eq!(edges.len(), 15 * 2);
         assert_eq!(edges[0], 9.0, "10 of 160 are ≤ 9");
         assert_eq!(edges[14 * 2], 149.0);
+        let lv = Levels::new(edges.clone(), &[80.0, 1.0], &[46.0, 0.0]);
         let mut b = [0u8; 2];
         let mut sc = Vec::new();
-        bins(&edges, &[9.0, 1.0], &mut sc, &mut b);
+        lv.bins(&[9.0, 1.0], &mut sc, &mut b);
         assert_eq!(b, [0, 0]);
-        bins(&edges, &[9.5, 2.0], &mut sc, &mut b);
-        assert_eq!(b, [1, 15]);
+        lv.bins(&[9.5, 2.0], &mut sc, &mut b);
+        assert_eq!(b.map(|v| v & 15), [1, 15]);
         // A window like the reference: distance 0. All in the lowest bin: 15/16.
         let mut c = Counts::new(2);
         for r in &rows {
-            bins(&edges, r, &mut sc, &mut b);
+            lv.bins(r, &mut sc, &mut b);
             c.add(&b);
         }
         let mut sc32 = Vec::new();
@@ -366,23 +512,24 @@ mod tests {
         assert!((d - 15.0 / 16.0).abs() < 1e-6, "{d}");
         let mut only0 = Counts::new(1);
         let e0: Vec<f32> = (0..15).map(|k| edges[k * 2]).collect();
+        let lv0 = Levels::new(e0, &[80.0], &[46.0]);
         let mut b0 = [0u8; 1];
         for r in &rows {
-            bins(&e0, &r[..1], &mut sc, &mut b0);
+            lv0.bins(&r[..1], &mut sc, &mut b0);
             only0.add(&b0);
         }
         assert!(only0.distance(&Targets::uniform(1, 160), 160, &mut sc32) < 1e-6);
         // Half the window empty (warm start): still 0 when what is there is balanced.
         only0.clear();
         for r in rows.iter().step_by(2) {
-            bins(&e0, &r[..1], &mut sc, &mut b0);
+            lv0.bins(&r[..1], &mut sc, &mut b0);
             only0.add(&b0);
         }
         assert!(only0.distance(&Targets::uniform(1, 160), 80, &mut sc32) < 0.5 / 160.0 + 1e-6);
         // The low half only: the CDF at the median edge is off by 40 of 160 = 0.25.
         only0.clear();
         for r in &rows[..80] {
-            bins(&e0, &r[..1], &mut sc, &mut b0);
+            lv0.bins(&r[..1], &mut sc, &mut b0);
             only0.add(&b0);
         }
         assert!((only0.distance(&Targets::uniform(1, 160), 80, &mut sc32) - 0.25).abs() < 1e-6);
@@ -392,7 +539,7 @@ mod tests {
             .iter()
             .map(|r| {
                 let mut b = [0u8; 2];
-                bins(&edges, r, &mut sc, &mut b);
+                lv.bins(r, &mut sc, &mut b);
                 b
             })
             .collect();
@@ -407,5 +554,70 @@ mod tests {
         let full = c.distance(&Targets::uniform(2, 160), 160, &mut sc32);
         let scaled = c.distance(&Targets::uniform(2, 161), 160, &mut sc32) * 161.0 / 160.0;
         assert!((full - scaled).abs() < 0.01, "{full} vs {scaled}");
+    }
+
+    #[test]
+    fn a_byte_keeps_the_value_to_a_sixteenth_of_its_bin_and_scores_it_standardised() {
+        // One coordinate, 0..1600 in steps of 1: edges every 100, mean 800, sd 462.
+        let rows: Vec<[f32; 1]> = (0..1600).map(|i| [i as f32]).collect();
+        let edges = fit(rows.iter().map(|r| &r[..]), 1);
+        let (mean, sd) = moments(rows.iter().map(|r| &r[..]), 1);
+        assert!((mean[0] - 799.5).abs() < 1e-3 && (sd[0] - 461.88).abs() < 0.01);
+        let lv = Levels::new(edges, &mean, &sd);
+        let (mut sc, mut b) = (Vec::new(), [0u8; 1]);
+        let score = |lv: &Levels, v: f32, sc: &mut Vec<u32>, b: &mut [u8; 1]| {
+            lv.bins(&[v], sc, b);
+            let mut sum = [0i32];
+            lv.add_scores(&mut sum, b, 1);
+            f64::from(sum[0]) / SCORE_UNIT
+        };
+        // Inner bins: within a sixteenth of a bin (100 / 16 = 6.25) of the value.
+        for v in [150.0f32, 777.7, 1234.0, 1450.0] {
+            let z = score(&lv, v, &mut sc, &mut b);
+            let want = (f64::from(v) - 799.5) / 461.88;
+            assert!(
+                (z - want).abs() < 6.25 / 461.88 + 2e-3,
+                "{v}: {z} vs {want}"
+            );
+        }
+        // Outer bins count quarters of a deviation from their edge, up to 4.
+        let hi = score(&lv, 1499.0 + 2.1 * 461.88, &mut sc, &mut b);
+        assert_eq!(b[0] & 15, 15);
+        assert!(
+            (hi - (1499.0 - 799.5 + 2.125 * 461.88) / 461.88).abs() < 2e-3,
+            "{hi}"
+        );
+        let clipped = score(&lv, 1e9, &mut sc, &mut b);
+        assert!((clipped - (1499.0 - 799.5 + 3.875 * 461.88) / 461.88).abs() < 2e-3);
+        let lo = score(&lv, 99.0 - 0.3 * 461.88, &mut sc, &mut b);
+        assert_eq!(b[0], 1 << 4, "bin 0, sub-level 1");
+        assert!(
+            (lo - (99.0 - 799.5 - 0.375 * 461.88) / 461.88).abs() < 2e-3,
+            "{lo}"
+        );
+        let nan = score(&lv, f32::NAN, &mut sc, &mut b);
+        assert!(
+            (nan - (99.0 - 799.5 - 0.125 * 461.88) / 461.88).abs() < 2e-3,
+            "{nan}"
+        );
+        // Adding and removing a row leaves the sums exactly as they were.
+        let mut sums = [0i32];
+        for v in [3.0f32, 900.0, 5000.0] {
+            lv.bins(&[v], &mut sc, &mut b);
+            lv.add_scores(&mut sums, &b, 1);
+            lv.add_scores(&mut sums, &b, -1);
+        }
+        assert_eq!(sums, [0]);
+        // The build data's own mean score: about 0.
+        let bytes: Vec<[u8; 1]> = rows
+            .iter()
+            .map(|r| {
+                let mut b = [0u8; 1];
+                lv.bins(r, &mut sc, &mut b);
+                b
+            })
+            .collect();
+        let m = lv.score_means(bytes.iter().map(|b| &b[..]));
+        assert!(m[0].abs() < 0.01, "{m:?}");
     }
 }

@@ -2,7 +2,7 @@
 //! against the reference.
 
 use super::build::{region_part, warm_start_scale};
-use super::coords::{self, Counts, Targets};
+use super::coords::{self, Counts, Levels, Targets};
 use super::regions::RegionCounts;
 use super::{FeatureMap, NormScale, Reference};
 
@@ -62,13 +62,14 @@ impl Part {
 }
 
 /// Scores embeddings one at a time against a [`Reference`]. Bounded state: the feature
-/// map and quantiles, the window of `w` feature vectors, the bin rows of the long window
+/// map and quantiles (with the mean test's levels), the window of `w` feature vectors, the bin rows of the long window
 /// (of the window when there is none), and their sums and counts.
 pub struct Detector {
     map: FeatureMap,
     norm: NormScale,
     mean: Vec<f64>,
-    quantiles: Vec<f32>,
+    /// The quantiles, and the mean test's scores of a sample's bytes.
+    levels: Levels,
     threshold: f64,
     threshold_early: f64,
     kernel_scale: f64,
@@ -91,7 +92,7 @@ pub struct Detector {
     targets: Targets,
     long_targets: Targets,
     gap_scratch: Vec<i32>,
-    /// Per coordinate, the long window's sum of bin scores, and the build data's mean
+    /// Per coordinate, the long window's sum of scores, and the build data's mean
     /// score (the mean test).
     score_sums: Vec<i32>,
     score_means: Vec<f32>,
@@ -126,7 +127,7 @@ impl Detector {
             map,
             norm: reference.norm,
             mean: reference.mean_features.clone(),
-            quantiles: reference.quantiles.clone(),
+            levels: reference.levels(),
             threshold: reference.threshold,
             threshold_early: reference.threshold_early,
             kernel_scale: reference.kernel_scale,
@@ -183,13 +184,13 @@ impl Detector {
         let row = &mut self.bins[slot * dim..][..dim];
         if self.long > 0 && seen >= self.long {
             self.long_counts.remove(row);
-            coords::add_scores(&mut self.score_sums, row, -1);
+            self.levels.add_scores(&mut self.score_sums, row, -1);
         }
-        coords::bins(&self.quantiles, x, &mut self.bin_scratch, row);
+        self.levels.bins(x, &mut self.bin_scratch, row);
         self.counts.add(row);
         if self.long > 0 {
             self.long_counts.add(row);
-            coords::add_scores(&mut self.score_sums, row, 1);
+            self.levels.add_scores(&mut self.score_sums, row, 1);
         }
         if full {
             self.regions.remove(self.region_ring[self.next]);
@@ -357,8 +358,8 @@ impl Detector {
     /// reference mean.
     pub fn state_bytes(&self) -> usize {
         self.map.state_bytes()
-            + (self.window.len() + self.scratch.len() + self.quantiles.len())
-                * std::mem::size_of::<f32>()
+            + (self.window.len() + self.scratch.len()) * std::mem::size_of::<f32>()
+            + self.levels.state_bytes()
             + self.bins.len()
             + self.bin_scratch.capacity() * std::mem::size_of::<u32>()
             + self.counts.state_bytes()

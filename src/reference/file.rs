@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{coords, FeatureMap, NormScale};
 
 /// Version of the file format; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// A frozen reference: the sketch and its calibration (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,8 +60,13 @@ pub struct Reference {
     /// against these. A coordinate without ties has share `⌈(k+1)·n/16⌉ / n` at its
     /// quantile `k` (`n` = `vectors`) and is not listed ([`Reference::edge_shares`]).
     pub ties: Vec<coords::TiedCoordinate>,
-    /// Each coordinate's mean bin score over the build data (`dim` values): what the
-    /// long window's mean test measures against (`coords::score_means`).
+    /// Each coordinate's mean and deviation over the build data (`dim` values each):
+    /// the mean test's standardisation (`coords::Levels`).
+    pub coordinate_means: Vec<f32>,
+    pub coordinate_sds: Vec<f32>,
+    /// Each coordinate's mean score (its value as a sample's byte keeps it, standardised)
+    /// over the build data (`dim` values): what the long window's mean test measures
+    /// against (`coords::Levels::score_means`).
     pub score_means: Vec<f32>,
     /// `μ`: the mean of the `D` kernel features and the norm coordinate over the
     /// build data (`D + 1` values).
@@ -226,6 +231,18 @@ impl Reference {
                 t.shares.len()
             )));
         }
+        if r.coordinate_means.len() != r.dim
+            || r.coordinate_sds.len() != r.dim
+            || !r.coordinate_means.iter().all(|m| m.is_finite())
+            || !r.coordinate_sds.iter().all(|s| s.is_finite() && *s >= 0.0)
+        {
+            return Err(invalid(format!(
+                "{} coordinate means and {} deviations for dimension {} (one finite value per coordinate, deviations 0 or positive)",
+                r.coordinate_means.len(),
+                r.coordinate_sds.len(),
+                r.dim
+            )));
+        }
         if r.score_means.len() != r.dim || !r.score_means.iter().all(|m| m.is_finite()) {
             return Err(invalid(format!(
                 "{} mean scores for dimension {} (one finite value per coordinate)",
@@ -286,6 +303,15 @@ impl Reference {
     /// The build data's share at or under each quantile, bin-major (`15 · dim`).
     pub fn edge_shares(&self) -> Vec<f32> {
         coords::expand_ties(&self.ties, self.dim, self.vectors as usize)
+    }
+
+    /// The quantiles with the mean test's standardisation (`coords::Levels`).
+    pub fn levels(&self) -> coords::Levels {
+        coords::Levels::new(
+            self.quantiles.clone(),
+            &self.coordinate_means,
+            &self.coordinate_sds,
+        )
     }
 
     /// The feature map this reference was built with.

@@ -77,7 +77,7 @@ fn an_edited_or_mismatched_reference_is_refused_with_the_fix() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("format version 4, this build reads 6") && e.contains("reference build"),
+        e.contains("format version 4, this build reads 7") && e.contains("reference build"),
         "{e}"
     );
     let e = r
