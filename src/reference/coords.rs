@@ -130,6 +130,41 @@ impl Levels {
     /// it, 0..16) in the low four bits, its sub-level in the high four; `scratch` (any
     /// length) is reused between calls.
     pub fn bins(&self, x: &[f32], scratch: &mut Vec<u32>, out: &mut [u8]) {
+        self.bins_with(x, scratch, out, |_, _, _, _| {});
+    }
+
+    /// [`Levels::bins`], with the mean test's sums kept in the same pass: the new row's
+    /// scores added to `sums` and, when `replace`, the scores of the row `out` held
+    /// before taken out (the sample leaving the long window, whose slot the new one
+    /// takes). The same as [`Levels::add_scores`] around [`Levels::bins`], one lookup
+    /// fewer per coordinate.
+    pub fn bins_into_sums(
+        &self,
+        x: &[f32],
+        scratch: &mut Vec<u32>,
+        out: &mut [u8],
+        sums: &mut [i32],
+        replace: bool,
+    ) {
+        debug_assert_eq!(sums.len(), out.len());
+        self.bins_with(x, scratch, out, |j, ls, old, new| {
+            let mut d = Self::score(ls, new);
+            if replace {
+                d -= Self::score(ls, old);
+            }
+            sums[j] += d;
+        });
+    }
+
+    /// The bins' pass, calling `each(j, levels of j, old byte, new byte)` per coordinate.
+    #[inline]
+    fn bins_with(
+        &self,
+        x: &[f32],
+        scratch: &mut Vec<u32>,
+        out: &mut [u8],
+        mut each: impl FnMut(usize, &[Level], u8, u8),
+    ) {
         let dim = x.len();
         scratch.clear();
         scratch.resize(dim, 0);
@@ -139,11 +174,12 @@ impl Levels {
                 *b += u32::from(*v > *e);
             }
         }
-        for (((o, b), v), ls) in out
+        for (j, (((o, b), v), ls)) in out
             .iter_mut()
             .zip(scratch.iter())
             .zip(x)
             .zip(self.levels.chunks_exact(BINS))
+            .enumerate()
         {
             let l = ls[*b as usize & 15];
             let s = (*v - l.origin) * l.inv;
@@ -155,7 +191,9 @@ impl Levels {
             } else {
                 0
             };
-            *o = (*b as u8) | (s << 4);
+            let new = (*b as u8) | (s << 4);
+            each(j, ls, *o, new);
+            *o = new;
         }
     }
 
@@ -608,6 +646,21 @@ mod tests {
             lv.add_scores(&mut sums, &b, -1);
         }
         assert_eq!(sums, [0]);
+        // The fused pass: the old row's scores out, the new one's in.
+        let (mut fused, mut apart) = ([0i32], [0i32]);
+        let (mut row_f, mut row_a) = ([0u8], [0u8]);
+        for (i, v) in [3.0f32, 900.0, 5000.0, -40.0, 1450.0]
+            .into_iter()
+            .enumerate()
+        {
+            lv.bins_into_sums(&[v], &mut sc, &mut row_f, &mut fused, i > 0);
+            if i > 0 {
+                lv.add_scores(&mut apart, &row_a, -1);
+            }
+            lv.bins(&[v], &mut sc, &mut row_a);
+            lv.add_scores(&mut apart, &row_a, 1);
+            assert_eq!((fused, row_f), (apart, row_a), "{v}");
+        }
         // The build data's own mean score: about 0.
         let bytes: Vec<[u8; 1]> = rows
             .iter()

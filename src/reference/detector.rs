@@ -182,16 +182,25 @@ impl Detector {
         }
         let slot = seen % self.ring;
         let row = &mut self.bins[slot * dim..][..dim];
-        if self.long > 0 && seen >= self.long {
-            self.long_counts.remove(row);
-            self.levels.add_scores(&mut self.score_sums, row, -1);
-        }
-        self.levels.bins(x, &mut self.bin_scratch, row);
-        self.counts.add(row);
         if self.long > 0 {
+            // The sample leaving the long window had this slot: its counts out, then its
+            // scores out and the new sample's in, in the bins' pass.
+            let leaving = seen >= self.long;
+            if leaving {
+                self.long_counts.remove(row);
+            }
+            self.levels.bins_into_sums(
+                x,
+                &mut self.bin_scratch,
+                row,
+                &mut self.score_sums,
+                leaving,
+            );
             self.long_counts.add(row);
-            self.levels.add_scores(&mut self.score_sums, row, 1);
+        } else {
+            self.levels.bins(x, &mut self.bin_scratch, row);
         }
+        self.counts.add(row);
         if full {
             self.regions.remove(self.region_ring[self.next]);
         }
