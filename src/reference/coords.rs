@@ -121,11 +121,6 @@ impl Levels {
         Levels { edges, levels, dim }
     }
 
-    /// The quantiles, bin-major.
-    pub fn edges(&self) -> &[f32] {
-        &self.edges
-    }
-
     /// Writes each coordinate's byte of `x`: its bin (the number of edges strictly below
     /// it, 0..16) in the low four bits, its sub-level in the high four; `scratch` (any
     /// length) is reused between calls.

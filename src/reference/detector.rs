@@ -62,8 +62,9 @@ impl Part {
 }
 
 /// Scores embeddings one at a time against a [`Reference`]. Bounded state: the feature
-/// map and quantiles (with the mean test's levels), the window of `w` feature vectors, the bin rows of the long window
-/// (of the window when there is none), and their sums and counts.
+/// map, the quantiles with the mean test's levels, the window of `w` feature vectors,
+/// the byte rows of the long window (of the window when there is none), and their sums
+/// and counts.
 pub struct Detector {
     map: FeatureMap,
     norm: NormScale,
