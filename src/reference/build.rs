@@ -198,7 +198,10 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     for (i, out) in bins.chunks_exact_mut(dim).enumerate() {
         levels.bins(&row_slice(&x, i), &mut scratch, out);
     }
-    let score_means = levels.score_means(bins.chunks_exact(dim));
+    let coords::ScoreMeans {
+        first: score_means,
+        second: score_mean_squares,
+    } = levels.score_means(bins.chunks_exact(dim));
     let edge_shares = coords::edge_shares(bins.chunks_exact(dim), dim);
     let w = p.window;
     let long = long_window(p);
@@ -341,6 +344,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         coordinate_means,
         coordinate_sds,
         score_means,
+        score_mean_squares,
         regions,
         mean_features: mean,
         norm,
@@ -449,8 +453,9 @@ struct Pseudo {
     /// Its shares at or under the edges, for the window and the long window.
     target_w: Targets,
     target_long: Targets,
-    /// Each coordinate's mean score (`coords::Levels::score_means`).
-    score_means: Vec<f32>,
+    /// Each coordinate's mean score and mean squared score
+    /// (`coords::Levels::score_means`).
+    score_means: coords::ScoreMeans,
     /// Share per region.
     shares: Vec<f64>,
 }
@@ -501,7 +506,7 @@ impl Simulation<'_> {
         let mut acc = vec![0.0f64; d];
         let mut counts = Counts::new(dim);
         let mut long_counts = Counts::new(if long > 0 { dim } else { 0 });
-        let mut score_sums = vec![0i32; if long > 0 { dim } else { 0 }];
+        let mut score_sums = coords::ScoreSums::new(if long > 0 { dim } else { 0 });
         let mut regions = self.regions.clone();
         regions.recentre(&pseudo.shares);
         let phi = |r: usize| &self.phi[r * d..][..d];
@@ -514,19 +519,14 @@ impl Simulation<'_> {
             if long > 0 {
                 if row >= long {
                     long_counts.remove(bins(ring[slot]));
-                    self.levels
-                        .add_scores(&mut score_sums, bins(ring[slot]), -1);
+                    score_sums.add(self.levels, bins(ring[slot]), -1);
                 }
                 long_counts.add(bins(new));
-                self.levels.add_scores(&mut score_sums, bins(new), 1);
+                score_sums.add(self.levels, bins(new), 1);
                 if row + 1 >= long {
                     worst[2] =
                         worst[2].max(long_counts.distance(&pseudo.target_long, long, &mut cum));
-                    worst[4] = worst[4].max(coords::mean_statistic(
-                        &score_sums,
-                        &pseudo.score_means,
-                        long,
-                    ));
+                    worst[4] = worst[4].max(score_sums.statistic(&pseudo.score_means, long));
                 }
             }
             // The window slides over every row; its statistics are taken where a line

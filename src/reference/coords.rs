@@ -131,23 +131,28 @@ impl Levels {
     /// [`Levels::bins`], with the mean test's sums kept in the same pass: the new row's
     /// scores added to `sums` and, when `replace`, the scores of the row `out` held
     /// before taken out (the sample leaving the long window, whose slot the new one
-    /// takes). The same as [`Levels::add_scores`] around [`Levels::bins`], one lookup
-    /// fewer per coordinate.
+    /// takes). The same as [`ScoreSums::add`] around [`Levels::bins`], one lookup fewer
+    /// per coordinate.
     pub fn bins_into_sums(
         &self,
         x: &[f32],
         scratch: &mut Vec<u32>,
         out: &mut [u8],
-        sums: &mut [i32],
+        sums: &mut ScoreSums,
         replace: bool,
     ) {
-        debug_assert_eq!(sums.len(), out.len());
+        debug_assert_eq!(sums.first.len(), out.len());
+        let ScoreSums { first, second } = sums;
         self.bins_with(x, scratch, out, |j, ls, old, new| {
-            let mut d = Self::score(ls, new);
+            let z = Self::score(ls, new);
+            let (mut d1, mut d2) = (z, i64::from(z) * i64::from(z));
             if replace {
-                d -= Self::score(ls, old);
+                let z = Self::score(ls, old);
+                d1 -= z;
+                d2 -= i64::from(z) * i64::from(z);
             }
-            sums[j] += d;
+            first[j] += d1;
+            second[j] += d2;
         });
     }
 
@@ -199,27 +204,24 @@ impl Levels {
         (l.base + i32::from(byte >> 4) * l.step).clamp(-SCORE_CLIP, SCORE_CLIP)
     }
 
-    /// Adds (`sign` 1) or removes (`sign` −1) a byte row's scores to per-coordinate sums:
-    /// the same row gives the same integers, so removing it undoes adding it exactly.
-    pub fn add_scores(&self, sums: &mut [i32], row: &[u8], sign: i32) {
-        for ((s, b), ls) in sums.iter_mut().zip(row).zip(self.levels.chunks_exact(BINS)) {
-            *s += sign * Self::score(ls, *b);
-        }
-    }
-
-    /// Each coordinate's mean score over `rows` (byte rows of [`Levels::bins`]).
-    pub fn score_means<'a>(&self, rows: impl Iterator<Item = &'a [u8]>) -> Vec<f32> {
-        let mut sums = vec![0i64; self.dim];
+    /// Each coordinate's mean score and mean squared score over `rows` (byte rows of
+    /// [`Levels::bins`]): what the mean test measures a window against.
+    pub fn score_means<'a>(&self, rows: impl Iterator<Item = &'a [u8]>) -> ScoreMeans {
+        let mut sums = ScoreSums::new(self.dim);
         let mut n = 0u64;
         for r in rows {
-            for ((s, b), ls) in sums.iter_mut().zip(r).zip(self.levels.chunks_exact(BINS)) {
-                *s += i64::from(Self::score(ls, *b));
-            }
+            sums.add(self, r, 1);
             n += 1;
         }
-        sums.iter()
-            .map(|s| (*s as f64 / SCORE_UNIT / n.max(1) as f64) as f32)
-            .collect()
+        let n = n.max(1) as f64;
+        ScoreMeans {
+            first: (sums.first.iter())
+                .map(|s| (f64::from(*s) / SCORE_UNIT / n) as f32)
+                .collect(),
+            second: (sums.second.iter())
+                .map(|s| (*s as f64 / (SCORE_UNIT * SCORE_UNIT) / n) as f32)
+                .collect(),
+        }
     }
 
     pub fn state_bytes(&self) -> usize {
@@ -228,17 +230,78 @@ impl Levels {
     }
 }
 
-/// The mean test's statistic `Σ_j (s_j / SCORE_UNIT − n·m_j)² / n` for score sums `s_j`
-/// over `n` samples and expected scores `m_j` (the build data's mean score per
-/// coordinate): about the dimension under no drift when coordinates are independent,
-/// far more when many centres moved the same way.
-pub fn mean_statistic(sums: &[i32], means: &[f32], n: usize) -> f64 {
-    let n = n.max(1) as f64;
-    sums.iter()
-        .zip(means)
-        .map(|(s, m)| (f64::from(*s) / SCORE_UNIT - n * f64::from(*m)).powi(2))
-        .sum::<f64>()
-        / n
+/// Per coordinate, the sums of a window's scores and of their squares, in fixed point
+/// (`SCORE_UNIT` and its square): integers, so removing a row undoes adding it exactly.
+/// A square is at most `SCORE_CLIP²` (2³²), so [`MAX_WINDOW`] of them fit an `i64`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScoreSums {
+    first: Vec<i32>,
+    second: Vec<i64>,
+}
+
+impl ScoreSums {
+    pub fn new(dim: usize) -> Self {
+        ScoreSums {
+            first: vec![0; dim],
+            second: vec![0; dim],
+        }
+    }
+
+    /// Adds (`sign` 1) or removes (`sign` −1) a byte row's scores.
+    pub fn add(&mut self, levels: &Levels, row: &[u8], sign: i32) {
+        for (((s1, s2), b), ls) in (self.first.iter_mut())
+            .zip(self.second.iter_mut())
+            .zip(row)
+            .zip(levels.levels.chunks_exact(BINS))
+        {
+            let z = Levels::score(ls, *b);
+            *s1 += sign * z;
+            *s2 += i64::from(sign) * i64::from(z) * i64::from(z);
+        }
+    }
+
+    /// Coordinate `j`'s term of [`ScoreSums::statistic`], over `n` samples.
+    pub fn term(&self, means: &ScoreMeans, n: usize, j: usize) -> f64 {
+        let n = n.max(1) as f64;
+        let mean = f64::from(self.first[j]) / SCORE_UNIT - n * f64::from(means.first[j]);
+        let square =
+            self.second[j] as f64 / (SCORE_UNIT * SCORE_UNIT) - n * f64::from(means.second[j]);
+        (mean * mean + 0.5 * square * square) / n
+    }
+
+    /// The mean test's statistic over `n` samples against the build data's mean scores:
+    /// `Σ_j [(Σ_i z_ij − n·m_j)² + (Σ_i z_ij² − n·q_j)² / 2] / n`, per coordinate the
+    /// score test for a change of centre and of spread as if `z` were normal (module
+    /// doc). About 1.5 times the dimension under no drift when coordinates are
+    /// independent; far more when many centres or spreads moved.
+    pub fn statistic(&self, means: &ScoreMeans, n: usize) -> f64 {
+        let n = n.max(1) as f64;
+        let (u1, u2) = (1.0 / SCORE_UNIT, 1.0 / (SCORE_UNIT * SCORE_UNIT));
+        let mut total = 0.0;
+        for (((s1, s2), m1), m2) in (self.first.iter())
+            .zip(&self.second)
+            .zip(&means.first)
+            .zip(&means.second)
+        {
+            let mean = f64::from(*s1) * u1 - n * f64::from(*m1);
+            let square = *s2 as f64 * u2 - n * f64::from(*m2);
+            total += mean * mean + 0.5 * square * square;
+        }
+        total / n
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        self.first.len() * std::mem::size_of::<i32>()
+            + self.second.len() * std::mem::size_of::<i64>()
+    }
+}
+
+/// Each coordinate's mean score `m_j` and mean squared score `q_j` over the build data
+/// (or a resample of it): the mean test's expectations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreMeans {
+    pub first: Vec<f32>,
+    pub second: Vec<f32>,
 }
 
 /// Each coordinate's mean and deviation over `rows` (all of dimension `dim`).
@@ -600,9 +663,12 @@ mod tests {
         let (mut sc, mut b) = (Vec::new(), [0u8; 1]);
         let score = |lv: &Levels, v: f32, sc: &mut Vec<u32>, b: &mut [u8; 1]| {
             lv.bins(&[v], sc, b);
-            let mut sum = [0i32];
-            lv.add_scores(&mut sum, b, 1);
-            f64::from(sum[0]) / SCORE_UNIT
+            let mut sums = ScoreSums::new(1);
+            sums.add(lv, b, 1);
+            let z = f64::from(sums.first[0]) / SCORE_UNIT;
+            // The square's sum holds the square of the same fixed-point score.
+            assert_eq!(sums.second[0], i64::from(sums.first[0]).pow(2));
+            z
         };
         // Inner bins: within a sixteenth of a bin (100 / 16 = 6.25) of the value.
         for v in [150.0f32, 777.7, 1234.0, 1450.0] {
@@ -634,15 +700,15 @@ mod tests {
             "{nan}"
         );
         // Adding and removing a row leaves the sums exactly as they were.
-        let mut sums = [0i32];
+        let mut sums = ScoreSums::new(1);
         for v in [3.0f32, 900.0, 5000.0] {
             lv.bins(&[v], &mut sc, &mut b);
-            lv.add_scores(&mut sums, &b, 1);
-            lv.add_scores(&mut sums, &b, -1);
+            sums.add(&lv, &b, 1);
+            sums.add(&lv, &b, -1);
         }
-        assert_eq!(sums, [0]);
+        assert_eq!(sums, ScoreSums::new(1));
         // The fused pass: the old row's scores out, the new one's in.
-        let (mut fused, mut apart) = ([0i32], [0i32]);
+        let (mut fused, mut apart) = (ScoreSums::new(1), ScoreSums::new(1));
         let (mut row_f, mut row_a) = ([0u8], [0u8]);
         for (i, v) in [3.0f32, 900.0, 5000.0, -40.0, 1450.0]
             .into_iter()
@@ -650,11 +716,11 @@ mod tests {
         {
             lv.bins_into_sums(&[v], &mut sc, &mut row_f, &mut fused, i > 0);
             if i > 0 {
-                lv.add_scores(&mut apart, &row_a, -1);
+                apart.add(&lv, &row_a, -1);
             }
             lv.bins(&[v], &mut sc, &mut row_a);
-            lv.add_scores(&mut apart, &row_a, 1);
-            assert_eq!((fused, row_f), (apart, row_a), "{v}");
+            apart.add(&lv, &row_a, 1);
+            assert_eq!((&fused, row_f), (&apart, row_a), "{v}");
         }
         // The build data's own mean score: about 0.
         let bytes: Vec<[u8; 1]> = rows
@@ -665,7 +731,22 @@ mod tests {
                 b
             })
             .collect();
+        // The build data's own mean score and mean square: about 0 and 1 (a uniform
+        // coordinate, standardised); the statistic against them, about 0.
         let m = lv.score_means(bytes.iter().map(|b| &b[..]));
-        assert!(m[0].abs() < 0.01, "{m:?}");
+        assert!(m.first[0].abs() < 0.01, "{m:?}");
+        assert!((m.second[0] - 1.0).abs() < 0.01, "{m:?}");
+        let mut all = ScoreSums::new(1);
+        bytes.iter().for_each(|b| all.add(&lv, b, 1));
+        let stat = all.statistic(&m, bytes.len());
+        assert!(stat < 1e-3, "{stat}");
+        assert!((stat - all.term(&m, bytes.len(), 0)).abs() < 1e-12);
+        // A window with its spread halved moves the second term: the values 400..1200
+        // have mean 0 and about a quarter of the spread's square.
+        let mut half = ScoreSums::new(1);
+        bytes[400..1200].iter().for_each(|b| half.add(&lv, b, 1));
+        let stat = half.statistic(&m, 800);
+        let want = 800.0 * 0.5 * (0.75f64).powi(2);
+        assert!((stat - want).abs() < 0.05 * want, "{stat} vs {want}");
     }
 }

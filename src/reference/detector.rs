@@ -2,7 +2,7 @@
 //! against the reference.
 
 use super::build::{region_part, warm_start_scale};
-use super::coords::{self, Counts, Levels, Targets};
+use super::coords::{Counts, Levels, ScoreMeans, ScoreSums, Targets};
 use super::regions::RegionCounts;
 use super::{FeatureMap, NormScale, Reference};
 
@@ -37,8 +37,8 @@ pub enum Part {
     /// The same over the long window: a shift of part of the traffic, too small for
     /// one window.
     LongCoordinates,
-    /// The long window's mean test over all coordinates: many centres moved a little
-    /// (a new topic or language in part of the traffic).
+    /// The long window's mean test over all coordinates: many centres or spreads moved
+    /// a little (a new topic or language in part of the traffic, typos).
     LongMean,
 }
 
@@ -93,10 +93,10 @@ pub struct Detector {
     targets: Targets,
     long_targets: Targets,
     gap_scratch: Vec<i32>,
-    /// Per coordinate, the long window's sum of scores, and the build data's mean
-    /// score (the mean test).
-    score_sums: Vec<i32>,
-    score_means: Vec<f32>,
+    /// Per coordinate, the long window's sums of scores and of their squares, and the
+    /// build data's means of both (the mean test).
+    score_sums: ScoreSums,
+    score_means: ScoreMeans,
     long: usize,
     /// The parts' values at the last sample, each over its scale.
     last: [f64; 4],
@@ -147,8 +147,8 @@ impl Detector {
             targets: Targets::new(&edge_shares, reference.window),
             long_targets: Targets::new(if long > 0 { &edge_shares } else { &[] }, long.max(1)),
             gap_scratch: Vec::with_capacity(dim),
-            score_sums: vec![0; if long > 0 { dim } else { 0 }],
-            score_means: reference.score_means.clone(),
+            score_sums: ScoreSums::new(if long > 0 { dim } else { 0 }),
+            score_means: reference.score_means(),
             long,
             last: [0.0; 4],
             features,
@@ -285,8 +285,7 @@ impl Detector {
                 self.long_counts
                     .distance(&self.long_targets, self.long, &mut self.gap_scratch)
                     / self.long_scale,
-                coords::mean_statistic(&self.score_sums, &self.score_means, self.long)
-                    / self.mean_scale,
+                self.score_sums.statistic(&self.score_means, self.long) / self.mean_scale,
             )
         } else {
             (0.0, 0.0)
@@ -309,17 +308,13 @@ impl Detector {
     }
 
     /// The coordinate that moved most: its CDF furthest from the reference's over the
-    /// window or the long window, or its mean score over the long window, whichever
-    /// part is the largest.
+    /// window or the long window, or its scores' centre and spread over the long
+    /// window, whichever part is the largest.
     pub fn worst_coordinate(&self) -> usize {
         if self.long > 0 && self.last[3] > self.last[1].max(self.last[2]) {
-            // The mean test: the coordinate whose centre moved furthest.
-            let n = self.seen.min(self.long as u64) as f64;
-            let gap = |j: usize| {
-                (f64::from(self.score_sums[j]) / coords::SCORE_UNIT
-                    - n * f64::from(self.score_means[j]))
-                .abs()
-            };
+            // The mean test: the coordinate with the largest term.
+            let n = self.seen.min(self.long as u64) as usize;
+            let gap = |j: usize| self.score_sums.term(&self.score_means, n, j);
             (0..self.dim)
                 .max_by(|a, b| gap(*a).total_cmp(&gap(*b)))
                 .unwrap_or(0)
@@ -379,8 +374,9 @@ impl Detector {
             + self.gap_scratch.capacity() * std::mem::size_of::<i32>()
             + self.regions.state_bytes()
             + self.region_ring.len()
-            + self.score_sums.len() * std::mem::size_of::<i32>()
-            + self.score_means.len() * std::mem::size_of::<f32>()
+            + self.score_sums.state_bytes()
+            + (self.score_means.first.len() + self.score_means.second.len())
+                * std::mem::size_of::<f32>()
             + (self.sum.len() + self.mean.len()) * std::mem::size_of::<f64>()
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{coords, FeatureMap, NormScale};
 
 /// Version of the file format; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 7;
+pub const FORMAT_VERSION: u32 = 8;
 
 /// A frozen reference: the sketch and its calibration (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub struct Reference {
     pub long_window: usize,
     /// The same scale for the binned KS distance `K_L` over the long window (0: none).
     pub long_scale: f64,
-    /// The same for the long window's mean test `M_L` (`coords::mean_statistic`; 0:
+    /// The same for the long window's mean test `M_L` (`coords::ScoreSums::statistic`; 0:
     /// no long window).
     pub mean_scale: f64,
     /// The same for the largest region gap `Q`: the regions' scores are gaps over it (0:
@@ -68,6 +68,9 @@ pub struct Reference {
     /// over the build data (`dim` values): what the long window's mean test measures
     /// against (`coords::Levels::score_means`).
     pub score_means: Vec<f32>,
+    /// Each coordinate's mean squared score over the build data (`dim` values, about 1):
+    /// the mean test's spread term measures against it.
+    pub score_mean_squares: Vec<f32>,
     /// `μ`: the mean of the `D` kernel features and the norm coordinate over the
     /// build data (`D + 1` values).
     pub mean_features: Vec<f64>,
@@ -243,10 +246,18 @@ impl Reference {
                 r.dim
             )));
         }
-        if r.score_means.len() != r.dim || !r.score_means.iter().all(|m| m.is_finite()) {
+        if r.score_means.len() != r.dim
+            || r.score_mean_squares.len() != r.dim
+            || !r.score_means.iter().all(|m| m.is_finite())
+            || !r
+                .score_mean_squares
+                .iter()
+                .all(|m| m.is_finite() && *m >= 0.0)
+        {
             return Err(invalid(format!(
-                "{} mean scores for dimension {} (one finite value per coordinate)",
+                "{} mean scores and {} mean squared scores for dimension {} (one finite value per coordinate, squares 0 or positive)",
                 r.score_means.len(),
+                r.score_mean_squares.len(),
                 r.dim
             )));
         }
@@ -312,6 +323,14 @@ impl Reference {
             &self.coordinate_means,
             &self.coordinate_sds,
         )
+    }
+
+    /// What the long window's mean test measures against (`coords::ScoreSums`).
+    pub fn score_means(&self) -> coords::ScoreMeans {
+        coords::ScoreMeans {
+            first: self.score_means.clone(),
+            second: self.score_mean_squares.clone(),
+        }
     }
 
     /// The feature map this reference was built with.

@@ -40,19 +40,26 @@
 //! - `K_L`, the same distance over the long window: a client that truncates half of
 //!   the inputs moves a coordinate's CDF by a few hundredths, under one window's noise
 //!   (about `1/√w`) and over the long window's (`1/√L`);
-//! - `M_L = Σ_j (Σ_i z_ij − L·m_j)² / L`, a mean test over all coordinates at once
-//!   ([`coords::mean_statistic`]): `z_ij` is sample `i`'s coordinate `j` standardised
-//!   by the build data's mean and deviation, as the long window keeps it (one byte per
-//!   coordinate: its bin and its place in the bin to a sixteenth, [`coords::Levels`]),
-//!   `m_j` coordinate `j`'s mean `z` over the build data. A tenth of the traffic on a
-//!   new topic or language moves many coordinates' centres by a little, under every
-//!   single coordinate's KS noise; summed over the coordinates it stands out (on
-//!   all-MiniLM-L6-v2, windows of 500 with a tenth in another language: caught 0.98
-//!   at 5 % false alarms against 0.35 for the binned KS, in a numpy prototype on
-//!   exchangeable re-splits). It needs no state but a sum per coordinate: the values
-//!   come from the bytes the long window already keeps. (Format 6 scored the bin
-//!   alone, by its normal score: 0.93 there; sixteen bins cut off the tails, where a
-//!   language's signal is.)
+//! - `M_L = Σ_j [(Σ_i z_ij − L·m_j)² + (Σ_i z_ij² − L·q_j)² / 2] / L`, a test of
+//!   every coordinate's centre and spread at once ([`coords::ScoreSums`]): `z_ij` is
+//!   sample `i`'s coordinate `j` standardised by the build data's mean and deviation,
+//!   as the long window keeps it (one byte per coordinate: its bin and its place in the
+//!   bin to a sixteenth, [`coords::Levels`]), `m_j` and `q_j` coordinate `j`'s mean `z`
+//!   and mean `z²` over the build data. Per coordinate the term is the score test for
+//!   a change of centre and of scale of a normal variable; the sum adds them over all
+//!   coordinates. A tenth of the traffic on a new topic or language moves many
+//!   coordinates' centres by a little, under every single coordinate's KS noise;
+//!   summed over the coordinates it stands out (on all-MiniLM-L6-v2, windows of 500
+//!   with a tenth in another language: caught 0.98 at 5 % false alarms against 0.35
+//!   for the binned KS, in a numpy prototype on exchangeable re-splits). Typos in a
+//!   tenth of the inputs widen many coordinates' spread more than they move centres:
+//!   the spread term took that cell from 0.68 (centres alone) to 0.94, topic 10 % from
+//!   0.32 to 0.37, at no loss elsewhere (`benches/reference/prototype_spread_test.py`,
+//!   1000 null and 400 shifted re-splits). It needs no state but two sums per
+//!   coordinate: the values come from the bytes the long window already keeps.
+//!   (Format 6 scored the bin alone, by its normal score: 0.93 on the language cell;
+//!   sixteen bins cut off the tails, where a language's signal is. Format 7 had the
+//!   centres' term alone.)
 //!
 //! They are combined as `T = max(S / s_S, K / s_K, K_L / s_L, M_L / s_M)`, and the shift
 //! score is `T / h`, so **1 is the alarm line**. The scales and `h` are set at build
@@ -141,7 +148,7 @@
 //! `15 · d` comparisons, two passes over `16 · d` counts and two over `d` scores;
 //! state: `W` and `b` (`D·(d + 1)` floats), the quantiles and the scores' levels
 //! (`79·d` floats), the window (`w·D` floats), the long window's byte rows (`L·d`
-//! bytes) and score sums (`d`).
+//! bytes) and the scores' sums and sums of squares (`d` each).
 
 mod build;
 pub mod cli;

@@ -71,15 +71,19 @@ fn an_edited_or_mismatched_reference_is_refused_with_the_fix() {
     let e = Reference::from_json(&edited.to_json(), Path::new("ref.json")).unwrap_err();
     assert!(e.to_string().contains("edited"), "{e}");
     // A file of an older format (format 4: its line calibrated without the warm start's
-    // scaling) is refused with the fix, not a missing field or a wrong line.
-    let v4 = r#"{"version": 4, "model": "m", "dim": 8, "threshold": 1.0}"#;
-    let e = Reference::from_json(v4, Path::new("old.json"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("format version 4, this build reads 7") && e.contains("reference build"),
-        "{e}"
-    );
+    // scaling; format 7: its mean test without the spread term, so its line is another
+    // statistic's) is refused with the fix, not a missing field or a wrong line.
+    for old in [4, 7] {
+        let json = format!(r#"{{"version": {old}, "model": "m", "dim": 8, "threshold": 1.0}}"#);
+        let e = Reference::from_json(&json, Path::new("old.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("format version {old}, this build reads 8"))
+                && e.contains("reference build"),
+            "{e}"
+        );
+    }
     let e = r
         .check(Path::new("ref.json"), "other", 8)
         .unwrap_err()
