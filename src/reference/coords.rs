@@ -128,21 +128,30 @@ impl Levels {
         self.bins_with(x, scratch, out, |_, _, _, _| {});
     }
 
-    /// [`Levels::bins`], with the mean test's sums kept in the same pass: the new row's
-    /// scores added to `sums` and, when `replace`, the scores of the row `out` held
-    /// before taken out (the sample leaving the long window, whose slot the new one
-    /// takes). The same as [`ScoreSums::add`] around [`Levels::bins`], one lookup fewer
-    /// per coordinate.
-    pub fn bins_into_sums(
+    /// [`Levels::bins`] for the long window, its counts and the mean test's sums kept in
+    /// the same pass: the new row counted and its scores added and, when `replace`, the
+    /// row `out` held before (the sample leaving the long window, whose slot the new one
+    /// takes) taken out of both. The same as [`Counts::remove`], [`ScoreSums::add`]
+    /// around [`Levels::bins`], in one pass over the coordinates. With `targets` (the
+    /// long window full after this row), returns [`ScoreSums::statistic`] of the
+    /// updated sums, from the same pass; else 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn bins_into_long(
         &self,
         x: &[f32],
         scratch: &mut Vec<u32>,
         out: &mut [u8],
+        counts: &mut Counts,
         sums: &mut ScoreSums,
         replace: bool,
-    ) {
+        targets: Option<&ScoreTargets>,
+    ) -> f64 {
         debug_assert_eq!(sums.first.len(), out.len());
+        debug_assert_eq!(counts.dim, out.len());
         let ScoreSums { first, second } = sums;
+        let dim = counts.dim;
+        let counts = &mut counts.counts;
+        let (mut a2, mut b2) = (0.0f64, 0.0f64);
         self.bins_with(x, scratch, out, |j, ls, old, new| {
             let z = Self::score(ls, new);
             let (mut d1, mut d2) = (z, i64::from(z) * i64::from(z));
@@ -150,10 +159,19 @@ impl Levels {
                 let z = Self::score(ls, old);
                 d1 -= z;
                 d2 -= i64::from(z) * i64::from(z);
+                counts[usize::from(old & 15) * dim + j] -= 1;
             }
+            counts[usize::from(new & 15) * dim + j] += 1;
             first[j] += d1;
             second[j] += d2;
+            if let Some(t) = targets {
+                let a = f64::from(first[j]) - t.first[j];
+                let b = second[j] as f64 - t.second[j];
+                a2 += a * a;
+                b2 += b * b;
+            }
         });
+        targets.map_or(0.0, |t| t.combine(a2, b2))
     }
 
     /// The bins' pass, calling `each(j, levels of j, old byte, new byte)` per coordinate.
@@ -293,6 +311,40 @@ impl ScoreSums {
     pub fn state_bytes(&self) -> usize {
         self.first.len() * std::mem::size_of::<i32>()
             + self.second.len() * std::mem::size_of::<i64>()
+    }
+}
+
+/// [`ScoreSums::statistic`]'s expectations for a window of `n`, in the sums' fixed
+/// point, so that a pass over the sums can take the statistic as it goes
+/// ([`Levels::bins_into_long`]).
+pub struct ScoreTargets {
+    first: Vec<f64>,
+    second: Vec<f64>,
+    n: f64,
+}
+
+impl ScoreTargets {
+    pub fn new(means: &ScoreMeans, n: usize) -> Self {
+        let n = n.max(1) as f64;
+        ScoreTargets {
+            first: (means.first.iter())
+                .map(|m| n * f64::from(*m) * SCORE_UNIT)
+                .collect(),
+            second: (means.second.iter())
+                .map(|m| n * f64::from(*m) * SCORE_UNIT * SCORE_UNIT)
+                .collect(),
+            n,
+        }
+    }
+
+    /// The statistic from the sums of squared gaps (in fixed point) of both terms.
+    fn combine(&self, a2: f64, b2: f64) -> f64 {
+        let u2 = SCORE_UNIT * SCORE_UNIT;
+        (a2 / u2 + 0.5 * b2 / (u2 * u2)) / self.n
+    }
+
+    pub fn state_bytes(&self) -> usize {
+        (self.first.len() + self.second.len()) * std::mem::size_of::<f64>()
     }
 }
 
@@ -497,6 +549,14 @@ impl Counts {
     pub fn remove(&mut self, bins: &[u8]) {
         for (j, b) in bins.iter().enumerate() {
             self.counts[usize::from(*b & 15) * self.dim + j] -= 1;
+        }
+    }
+
+    /// [`Counts::remove`] of `old` and [`Counts::add`] of `new`, in one pass.
+    pub fn replace(&mut self, old: &[u8], new: &[u8]) {
+        for (j, (o, n)) in old.iter().zip(new).enumerate() {
+            self.counts[usize::from(*o & 15) * self.dim + j] -= 1;
+            self.counts[usize::from(*n & 15) * self.dim + j] += 1;
         }
     }
 
@@ -707,20 +767,42 @@ mod tests {
             sums.add(&lv, &b, -1);
         }
         assert_eq!(sums, ScoreSums::new(1));
-        // The fused pass: the old row's scores out, the new one's in.
+        // The fused pass: the old row's counts and scores out, the new one's in.
         let (mut fused, mut apart) = (ScoreSums::new(1), ScoreSums::new(1));
+        let (mut fused_counts, mut apart_counts) = (Counts::new(1), Counts::new(1));
+        let means = ScoreMeans {
+            first: vec![0.1],
+            second: vec![1.2],
+        };
+        let targets = ScoreTargets::new(&means, 1);
         let (mut row_f, mut row_a) = ([0u8], [0u8]);
         for (i, v) in [3.0f32, 900.0, 5000.0, -40.0, 1450.0]
             .into_iter()
             .enumerate()
         {
-            lv.bins_into_sums(&[v], &mut sc, &mut row_f, &mut fused, i > 0);
+            let stat = lv.bins_into_long(
+                &[v],
+                &mut sc,
+                &mut row_f,
+                &mut fused_counts,
+                &mut fused,
+                i > 0,
+                Some(&targets),
+            );
+            let want = fused.statistic(&means, 1);
+            assert!(
+                (stat - want).abs() <= 1e-9 * want.max(1.0),
+                "{stat} vs {want}"
+            );
             if i > 0 {
                 apart.add(&lv, &row_a, -1);
+                apart_counts.remove(&row_a);
             }
             lv.bins(&[v], &mut sc, &mut row_a);
             apart.add(&lv, &row_a, 1);
+            apart_counts.add(&row_a);
             assert_eq!((&fused, row_f), (&apart, row_a), "{v}");
+            assert_eq!(fused_counts.counts, apart_counts.counts, "{v}");
         }
         // The build data's own mean score: about 0.
         let bytes: Vec<[u8; 1]> = rows

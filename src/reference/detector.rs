@@ -2,7 +2,7 @@
 //! against the reference.
 
 use super::build::{region_part, warm_start_scale};
-use super::coords::{Counts, Levels, ScoreMeans, ScoreSums, Targets};
+use super::coords::{Counts, Levels, ScoreMeans, ScoreSums, ScoreTargets, Targets};
 use super::regions::RegionCounts;
 use super::{FeatureMap, NormScale, Reference};
 
@@ -97,6 +97,10 @@ pub struct Detector {
     /// build data's means of both (the mean test).
     score_sums: ScoreSums,
     score_means: ScoreMeans,
+    /// The same means for the long window's length, in the sums' fixed point.
+    score_targets: ScoreTargets,
+    /// The mean test's statistic at the last sample (0 until the long window is full).
+    mean_statistic: f64,
     long: usize,
     /// The parts' values at the last sample, each over its scale.
     last: [f64; 4],
@@ -149,6 +153,8 @@ impl Detector {
             gap_scratch: Vec::with_capacity(dim),
             score_sums: ScoreSums::new(if long > 0 { dim } else { 0 }),
             score_means: reference.score_means(),
+            score_targets: ScoreTargets::new(&reference.score_means(), long),
+            mean_statistic: 0.0,
             long,
             last: [0.0; 4],
             features,
@@ -176,32 +182,40 @@ impl Detector {
         }
         let seen = self.seen as usize;
         let dim = self.dim;
-        if full {
-            // The sample leaving the window (its row is still in the ring).
-            let old = (seen - self.w) % self.ring;
-            self.counts.remove(&self.bins[old * dim..][..dim]);
-        }
         let slot = seen % self.ring;
-        let row = &mut self.bins[slot * dim..][..dim];
         if self.long > 0 {
-            // The sample leaving the long window had this slot: its counts out, then its
-            // scores out and the new sample's in, in the bins' pass.
-            let leaving = seen >= self.long;
-            if leaving {
-                self.long_counts.remove(row);
-            }
-            self.levels.bins_into_sums(
+            // The sample leaving the long window had this slot: its counts and scores
+            // out and the new sample's in, in the bins' pass. The sample leaving the
+            // window (`w` back, another slot: the ring is the long window) out of the
+            // window's counts and the new one in, in one more.
+            // The long window is full after this sample: the mean test's statistic
+            // comes from the same pass.
+            let full_after = seen + 1 >= self.long;
+            self.mean_statistic = self.levels.bins_into_long(
                 x,
                 &mut self.bin_scratch,
-                row,
+                &mut self.bins[slot * dim..][..dim],
+                &mut self.long_counts,
                 &mut self.score_sums,
-                leaving,
+                seen >= self.long,
+                full_after.then_some(&self.score_targets),
             );
-            self.long_counts.add(row);
+            let row = &self.bins[slot * dim..][..dim];
+            if full {
+                let old = (seen - self.w) % self.ring;
+                self.counts.replace(&self.bins[old * dim..][..dim], row);
+            } else {
+                self.counts.add(row);
+            }
         } else {
+            // The ring is the window: the leaving sample's row is this slot.
+            let row = &mut self.bins[slot * dim..][..dim];
+            if full {
+                self.counts.remove(row);
+            }
             self.levels.bins(x, &mut self.bin_scratch, row);
+            self.counts.add(row);
         }
-        self.counts.add(row);
         if full {
             self.regions.remove(self.region_ring[self.next]);
         }
@@ -285,7 +299,7 @@ impl Detector {
                 self.long_counts
                     .distance(&self.long_targets, self.long, &mut self.gap_scratch)
                     / self.long_scale,
-                self.score_sums.statistic(&self.score_means, self.long) / self.mean_scale,
+                self.mean_statistic / self.mean_scale,
             )
         } else {
             (0.0, 0.0)
@@ -375,6 +389,7 @@ impl Detector {
             + self.regions.state_bytes()
             + self.region_ring.len()
             + self.score_sums.state_bytes()
+            + self.score_targets.state_bytes()
             + (self.score_means.first.len() + self.score_means.second.len())
                 * std::mem::size_of::<f32>()
             + (self.sum.len() + self.mean.len()) * std::mem::size_of::<f64>()
