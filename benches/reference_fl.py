@@ -195,10 +195,10 @@ def ours_long(n, w):
 
 
 def ours_end_params(n):
-    """One look at the end of a window of n samples, as the batch peers take it: the long
-    window is the whole window (W = n/2 at n = 100, so that there is one), and ERT = 1/alpha
-    puts the line's horizon H = alpha * ERT at one sample: the line is the 95 % quantile of
-    the statistic at the moment the long window fills."""
+    """One look at the end of a window of n samples, as the batch peers take it
+    (`reference build --one-look n`): the long window is the whole window (W = n/2 at n = 100,
+    so that there is one), and ERT = 1/alpha puts the line's horizon H = alpha * ERT at one
+    sample: the line is the 95 % quantile of the long window's parts at the moment it fills."""
     w = min(n // 2, 100)
     return w, 1 / ALPHA, n
 
@@ -527,8 +527,12 @@ def part_resplit(pools):
                 refjson = os.path.join(d, f"ref_{det}_{n}.json")
                 if det not in built:
                     w, ert, long = params[det]
+                    # One look: the long window is the batch, the line at ERT = 1/alpha over
+                    # the long window's parts alone (`--one-look N`).
+                    line = (["--one-look", str(long)] if det == "ours_end"
+                            else ["--ert", str(ert)] + long_args(long))
                     subprocess.run([SG, "reference", "build", "--logs", refnpy, "--model", "minilm", "--out",
-                                    refjson, "--window", str(w), "--ert", str(ert)] + long_args(long),
+                                    refjson, "--window", str(w)] + line,
                                    check=True, capture_output=True)
                     built[det] = 1
                 key = f"resplit_{case}_{share}_{n}_{seed}" if det == "ours" else None

@@ -1115,6 +1115,16 @@ impl Settings {
         })?;
         r.check(path, &self.model.name, r.dim)
             .map_err(|e| bad("reference.path", e.to_string()))?;
+        if r.one_look {
+            bad(
+                "reference.path",
+                format!(
+                    "{} was built with --one-look, a test of one batch, and the sidecar watches a stream: build one with `shadowgate reference build` without --one-look",
+                    path.display()
+                ),
+            );
+            return Err(());
+        }
         Ok(Some(Arc::new(r)))
     }
 

@@ -32,6 +32,10 @@ pub struct BuildParams {
     /// Regions from the slices codebook instead (its centroids, and where it came from),
     /// so that the reference's `region:i` is the mirror's.
     pub codebook: Option<(Vec<Vec<f32>>, String)>,
+    /// A test of one batch, looked at once when the long window fills (module doc, one
+    /// look): the line covers the long window's parts alone. Needs a long window and
+    /// `ert = 1/α`.
+    pub one_look: bool,
 }
 
 impl BuildParams {
@@ -49,6 +53,7 @@ impl BuildParams {
             streams: STREAMS,
             regions: DEFAULT_REGIONS,
             codebook: None,
+            one_look: false,
         }
     }
 }
@@ -245,6 +250,12 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     // max(S/a, K/b, K_L/c, M_L/e) is max(max S / a, max K / b, ...), one pass gives both
     // the parts' scales (each part's own 95 % quantile of its stream maxima, so they weigh
     // alike) and the line (the 95 % quantile of the combined stream maxima).
+    if p.one_look && (long == 0 || ((HORIZON_ALPHA * p.ert).round() as usize).max(1) != 1) {
+        return Err(format!(
+            "one look needs a long window over the window {w} (the batch, --one-look N) and ERT = 1/α = {}",
+            1.0 / HORIZON_ALPHA
+        ));
+    }
     let horizon = ((HORIZON_ALPHA * p.ert).round() as usize).max(1);
     let sim = Simulation {
         phi: &phi,
@@ -294,11 +305,16 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     // as in the first `w − 1 + H` samples after start. With `H` under `w` (one look at a
     // batch: `H = 1`) those would be many more looks than the line watches, and the
     // line would sit too high (module doc, one look).
+    // One look at a batch: the window's parts see its last `w` samples, which the long
+    // window's parts see too, with the rest of the batch; held to the line they would
+    // only raise it (module doc, one look).
     let threshold = quantile(
         maxima
             .iter()
             .map(|m| {
-                if long > 0 {
+                if p.one_look {
+                    (m[2] / long_scale).max(m[4] / mean_scale)
+                } else if long > 0 {
                     (m[5] / kernel_scale)
                         .max(m[6] / coordinate_scale)
                         .max(m[2] / long_scale)
@@ -324,6 +340,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
     }
     let mut r = Reference {
         version: FORMAT_VERSION,
+        one_look: p.one_look,
         model: p.model.clone(),
         dim,
         seed: p.seed,

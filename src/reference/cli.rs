@@ -41,11 +41,15 @@ pub struct BuildArgs {
     #[arg(long)]
     pub long_window: Option<usize>,
     /// Expected run length under no drift, in samples: over L samples the false-alarm
-    /// probability is at most L/ERT. To test a batch of N embeddings once, as a
-    /// two-sample test: `--long-window N --ert 20` (the line holds for the one sample at
-    /// which the long window fills) and read the replay's `last_score`.
+    /// probability is at most L/ERT.
     #[arg(long, default_value_t = 10_000.0)]
     pub ert: f64,
+    /// Test one batch of N embeddings once, as a two-sample test at α = 5 %: the long
+    /// window is the batch, the line holds for the one sample at which it fills (ERT =
+    /// 1/α), and covers the long window's parts alone. Replay the batch and read
+    /// `last_score` (≥ 1: drift). Not for the sidecar, which watches a stream.
+    #[arg(long, value_name = "N", conflicts_with_all = ["long_window", "ert"])]
+    pub one_look: Option<usize>,
     /// Regions of the per-region part (spherical k-means over the build data), 2 to 32.
     #[arg(long, default_value_t = super::regions::DEFAULT_REGIONS)]
     pub regions: usize,
@@ -152,8 +156,13 @@ pub fn run_build(args: &BuildArgs) -> Result<Reference, RefCommandError> {
         seed: args.seed,
         features: args.features,
         window: args.window,
-        long_window: args.long_window,
-        ert: args.ert,
+        long_window: args.one_look.or(args.long_window),
+        ert: if args.one_look.is_some() {
+            1.0 / super::build::HORIZON_ALPHA
+        } else {
+            args.ert
+        },
+        one_look: args.one_look.is_some(),
         source: format!(
             "{} of {} embeddings in {} files under {}",
             loaded.x.nrows(),

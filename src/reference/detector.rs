@@ -102,6 +102,9 @@ pub struct Detector {
     /// The mean test's statistic at the last sample (0 until the long window is full).
     mean_statistic: f64,
     long: usize,
+    /// One look at a batch: once the long window is full, its parts alone carry the
+    /// score.
+    one_look: bool,
     /// The parts' values at the last sample, each over its scale.
     last: [f64; 4],
     features: usize,
@@ -156,6 +159,7 @@ impl Detector {
             score_targets: ScoreTargets::new(&reference.score_means(), long),
             mean_statistic: 0.0,
             long,
+            one_look: reference.one_look,
             last: [0.0; 4],
             features,
             dim,
@@ -228,12 +232,18 @@ impl Detector {
             self.resum();
         }
         self.last = self.compute_parts();
-        // The first of the largest, in that order.
-        let (score, part) = self.last.iter().zip(Part::ALL).fold(
+        // The first of the largest, in that order (of the long window's parts alone in
+        // one look once it is full).
+        let from = if self.one_look && self.long_full() {
+            2
+        } else {
+            0
+        };
+        let (score, part) = self.last[from..].iter().zip(&Part::ALL[from..]).fold(
             (f64::NEG_INFINITY, Part::Kernel),
             |best, (v, p)| {
                 if *v > best.0 {
-                    (*v, p)
+                    (*v, *p)
                 } else {
                     best
                 }

@@ -13,6 +13,10 @@ pub const FORMAT_VERSION: u32 = 8;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reference {
     pub version: u32,
+    /// A test of one batch (`reference build --one-look N`): looked at once, when the
+    /// long window (the batch) fills, and held to a line over the long window's parts
+    /// alone. The sidecar, which watches a stream, refuses it.
+    pub one_look: bool,
     /// `model.name` of the embeddings it was built from.
     pub model: String,
     /// Embedding dimension.
@@ -186,6 +190,12 @@ impl Reference {
             return Err(invalid(format!(
                 "thresholds {} and {}, bandwidth {} and scales {} and {} must be positive",
                 r.threshold, r.threshold_early, r.bandwidth, r.kernel_scale, r.coordinate_scale
+            )));
+        }
+        if r.one_look && (r.long_window == 0 || r.horizon != 1) {
+            return Err(invalid(format!(
+                "one look with long window {} and horizon {} (a long window and horizon 1)",
+                r.long_window, r.horizon
             )));
         }
         let long_ok = if r.long_window == 0 {

@@ -286,6 +286,11 @@ fn a_reference_with_the_slices_codebook_names_the_region_traffic_moved_to() {
 /// written to `dir/ref.json`: window 50, ERT 11 000 (a false alarm within 550 samples
 /// after the window fills has probability at most 5 %).
 fn demo_reference(dir: &Path, model: &str) -> std::path::PathBuf {
+    built_reference(dir, model, false)
+}
+
+/// [`demo_reference`], or with `one_look` a test of one batch of 500.
+fn built_reference(dir: &Path, model: &str, one_look: bool) -> std::path::PathBuf {
     let dim = 32;
     let rows: Vec<f32> = (0..4000)
         .flat_map(|i| shadowgate::demo::model::baseline_unit(&format!("reference text {i}"), dim))
@@ -295,13 +300,18 @@ fn demo_reference(dir: &Path, model: &str) -> std::path::PathBuf {
         x.view(),
         &shadowgate::reference::BuildParams {
             window: 50,
-            ert: 11_000.0,
+            ert: if one_look { 20.0 } else { 11_000.0 },
+            long_window: one_look.then_some(500),
+            one_look,
             ..shadowgate::reference::BuildParams::new(model)
         },
         0,
     )
     .unwrap();
-    let path = dir.join(format!("ref-{model}.json"));
+    let path = dir.join(format!(
+        "ref-{model}{}.json",
+        if one_look { "-once" } else { "" }
+    ));
     std::fs::write(&path, r.to_json()).unwrap();
     path
 }
@@ -402,15 +412,18 @@ async fn the_sidecar_scores_the_primarys_answers_against_the_reference() {
     }
 }
 
-/// A reference for another model, or an unreadable one: a config error that names
-/// `reference.path` and the fix; `check-config` exits 64.
+/// A reference for another model, an unreadable one, or one built for one look at a
+/// batch: a config error that names `reference.path` and the fix; `check-config` exits
+/// 64.
 #[test]
 fn a_reference_for_another_model_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let other = demo_reference(dir.path(), "other");
+    let once = built_reference(dir.path(), "m", true);
     let config = dir.path().join("sg.toml");
     for (path, expect) in [
         (other.display().to_string(), "model \"other\""),
+        (once.display().to_string(), "--one-look"),
         (
             dir.path().join("missing.json").display().to_string(),
             "cannot read",
