@@ -68,7 +68,10 @@ fn openai_sdk_batches_are_compared_item_by_item() {
 /// the codebook fitted on the corpus (`fixtures/real_models/minilm-codebook.json`).
 /// Identical and int8-weight canaries pass; a canary whose preprocessing deletes CJK text
 /// (every CJK input broken, 39 of the 584 inputs, mean cosine 0.97) and ones broken
-/// everywhere fail. The report says after how many pairs each template decided.
+/// everywhere fail. The report says after how many pairs each template decided. (The
+/// `nocjk` variant, which breaks only 12 of the 584 pairs, is too little evidence for any
+/// anytime-valid bound at this size; it was reported, never judged, and is left out to
+/// keep the suite's time.)
 #[test]
 fn slice_breaking_canaries_fail_and_good_ones_pass() {
     if !support::require(&[
@@ -85,7 +88,7 @@ fn slice_breaking_canaries_fail_and_good_ones_pass() {
         "slices",
         &[
             "--variants",
-            "fp32,int8w,nocjk,cjkstrip,trunc16,droplast",
+            "fp32,int8w,cjkstrip,trunc16,droplast",
             "--codebook",
             codebook,
         ],
@@ -116,15 +119,5 @@ fn slice_breaking_canaries_fail_and_good_ones_pass() {
             v["final_details"][drift]
         );
     }
-    // nocjk changes only a third of the corpus' 39 CJK inputs (12 pairs under 0.9 in
-    // 584): too little evidence for any anytime-valid bound here. Reported, not judged.
-    let v = &r["nocjk"];
-    table.push(format!(
-        "nocjk     pairs {:>4}  drift {:<12} worst slice {}  metrics {}",
-        v["pairs"],
-        v["final"][drift].as_str().unwrap_or("?"),
-        v["worst_slice"],
-        v["final_metrics"][drift],
-    ));
     eprintln!("{}", table.join("\n"));
 }

@@ -458,12 +458,17 @@ impl Stack {
 
     async fn wait_pairs(&self, n: u64) -> String {
         let mut last = String::new();
-        support::poll_async(Duration::from_secs(30), async || {
+        let reached = support::poll_async(Duration::from_secs(30), async || {
             last = self.metrics().await;
-            (support::pairs_total(&last) as u64 >= n).then(|| last.clone())
+            (support::pairs_total(&last) as u64 >= n).then_some(())
         })
-        .await
-        .unwrap_or(last)
+        .await;
+        // A scrape taken after the count was seen holds everything those pairs
+        // recorded (see `support::Stack::wait_pairs`).
+        match reached {
+            Some(()) => self.metrics().await,
+            None => last,
+        }
     }
 }
 

@@ -61,14 +61,22 @@ impl Stack {
     }
     /// Wait until `pairs_total` (all outcomes) reaches `n`, or 30 s pass (a loaded CI
     /// machine can be that far behind; it returns as soon as the count is there).
+    ///
+    /// The text returned is a scrape taken after the count was seen: one scrape is not a
+    /// snapshot (families are collected one after another, so a histogram can be read
+    /// before the last pairs were counted), but a pair is counted after everything else
+    /// its request records, so the next scrape holds all of it.
     pub async fn wait_pairs(&self, n: u64) -> String {
         let mut last = String::new();
-        poll_async(Duration::from_secs(30), async || {
+        let reached = poll_async(Duration::from_secs(30), async || {
             last = self.metrics().await;
-            (pairs_total(&last) as u64 >= n).then(|| last.clone())
+            (pairs_total(&last) as u64 >= n).then_some(())
         })
-        .await
-        .unwrap_or(last)
+        .await;
+        match reached {
+            Some(()) => self.metrics().await,
+            None => last,
+        }
     }
 }
 
