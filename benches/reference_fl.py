@@ -467,7 +467,7 @@ def part_seqsplit(pools):
 RESPLIT_SIZES, RESPLIT_CHEAP, RESPLIT_SLOW = [100, 200, 500], 200, 50
 # Shifted re-split windows (the matched detection table on exchangeable windows): seeds
 # for ours and KS, and for Evidently (its classifier is the slow one).
-RESPLIT_SHIFT, RESPLIT_SHIFT_EV = 100, 15
+RESPLIT_SHIFT, RESPLIT_SHIFT_EV, RESPLIT_SHIFT_MMD = 100, 15, 30
 RESPLIT_SHARES = [0.1, 0.5]
 
 
@@ -497,6 +497,9 @@ def part_resplit(pools):
     shift_seeds = int(os.environ.get("FL_RESPLIT_SHIFT_SEEDS", RESPLIT_SHIFT))
     shift_ev = int(os.environ.get("FL_RESPLIT_SHIFT_EV_SEEDS", RESPLIT_SHIFT_EV))
     slow = int(os.environ.get("FL_RESPLIT_SLOW_SEEDS", RESPLIT_SLOW))
+    # MMDDrift on the shifted windows too (its permutation test is the slow peer): the
+    # first `shift_mmd` seeds of every cell; its null uses `slow` seeds.
+    shift_mmd = int(os.environ.get("FL_RESPLIT_SHIFT_MMD_SEEDS", RESPLIT_SHIFT_MMD))
     out = Out(os.path.join(CACHE, "res_resplit.jsonl"))
     alldocs = np.concatenate([pools["ref"], pools["null"]])
     d = os.path.join(CACHE, "resplit")
@@ -577,6 +580,12 @@ def part_resplit(pools):
                         p, _ = ks.test(xs)
                         out.put(exp="resplit", det="ks", case=case, share=share, n=n, seed=seed,
                                 alarm=int(p < ALPHA / ref.shape[1]), stat=-np.log10(max(p, 1e-300)))
+                    if MMDDrift and seed < shift_mmd and not out.has("resplit", "mmd", case, share, n, seed):
+                        if mmd_det is None:
+                            mmd_det = MMDDrift(ref, backend="pytorch", p_val=ALPHA)
+                        pr = mmd_det.predict(xs)["data"]
+                        out.put(exp="resplit", det="mmd", case=case, share=share, n=n, seed=seed,
+                                alarm=int(pr["is_drift"]), stat=float(pr["distance"]), p_val=float(pr["p_val"]))
                     if ev and seed < shift_ev and not out.has("resplit", "ev_distance", case, share, n, seed):
                         for name, f in ev.items():
                             score, det, _ = f(pd.DataFrame(xs), pd.DataFrame(ref))
