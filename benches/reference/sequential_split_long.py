@@ -11,7 +11,11 @@ Alarm rate within the stream and median samples to the first alarm.
     FL_CACHE=DIR python3 benches/reference/sequential_split_long.py report
 
 (PART PARTS: the seeds this process runs, so two run side by side; ~10 min on 2 cores.)
-Results: $FL_CACHE/ssl*.jsonl; the report is markdown on stdout.
+MMDDriftOnline on the same streams, its threshold bootstrapped per seed (~2.5 min a seed,
+~9 GB; with the FL venv's python, which has torch and alibi-detect):
+
+    FL_CACHE=DIR /work/fl/venv/bin/python benches/reference/sequential_split_long.py online 0 1
+Results: $FL_CACHE/ssl*.jsonl; $FL_CACHE/ssl_online*.jsonl; the report is markdown on stdout.
 """
 import os, sys, json, subprocess, statistics
 import numpy as np
@@ -19,7 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import reference_fl as fl
 
 SEEDS = int(os.environ.get("SSL_SEEDS", 100))
-LONGS = [None, 100, 200]
+LONGS = [None if v == "default" else int(v) for v in os.environ.get("SSL_LONGS", "default,100,200").split(",")]
+# A variant of ours (rows keyed by it too): another ERT, extra `reference build` flags, or
+# another binary (SHADOWGATE), named by SSL_VARIANT.
+VARIANT = os.environ.get("SSL_VARIANT", "")
+ERT = float(os.environ.get("SSL_ERT", fl.SEQ_ERT))
+FLAGS = os.environ.get("SSL_FLAGS", "").split()
 CELLS = [("null", 0.0), ("topic", 0.5), ("truncation", 0.5), ("language", 0.1), ("typos", 0.1), ("topic", 0.1)]
 
 
@@ -28,44 +37,108 @@ def report():
             for l in open(os.path.join(fl.CACHE, f))]
     by = {}
     for r in rows:
-        by.setdefault((r["long"], r["case"], r["share"]), []).append(r["run"])
+        by.setdefault((r["long"], r.get("variant", ""), r["case"], r["share"]), []).append(r["run"])
+    variants = sorted({(r["long"], r.get("variant", "")) for r in rows if r["long"] != "online"},
+                      key=lambda k: (k[0] or 0, k[1])) + [("online", "")]
     print("| long window | " + " | ".join(f"{c} {int(s * 100)}%" for c, s in CELLS) + " |")
     print("|---|" + "---:|" * len(CELLS))
-    for long in LONGS:
+    for long, variant in variants:
         cells = []
         for c, s in CELLS:
-            v = by.get((long, c, s), [])
+            v = by.get((long, variant, c, s), [])
             a = [x for x in v if x is not None]
             med = f", median {statistics.median(a):.0f}" if a else ""
             cells.append(f"{len(a) / len(v):.2f} ({len(a)}/{len(v)}){med}" if v else "–")
-        print(f"| {long or 'default (500)'} | " + " | ".join(cells) + " |")
+        name = {None: "default (500)", "online": "MMDDriftOnline"}.get(long, long)
+        name = f"{name}, {variant}" if variant else name
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def streams(pools, held, seed):
+    """The cells' streams of one seed: the held-out stream, each sample replaced with
+    probability `share` by one of the shift pool (the same streams for every detector)."""
+    for case, share in CELLS:
+        x = held.copy()
+        if share:
+            r = np.random.default_rng([10, seed, fl.CASE_ID[case], int(share * 100)])
+            take = r.random(len(x)) < share
+            x[take] = pools[case][r.integers(0, len(pools[case]), int(take.sum()))]
+        yield case, share, np.ascontiguousarray(x)
+
+
+def resplit(alldocs, seed, n_stream):
+    perm = np.random.default_rng([9, seed]).permutation(len(alldocs))
+    return alldocs[perm[:750]], alldocs[perm[750:750 + n_stream]]
+
+
+def online(part, parts):
+    """Alibi Detect's MMDDriftOnline on the same streams, its threshold bootstrapped
+    afresh from each seed's 750 reference vectors (as in part `online` of
+    reference_fl.py: ERT 4000, window 50, n_bootstraps 2 x ERT, torch on one thread).
+    ~2.5 min per seed, almost all of it the threshold bootstrap."""
+    import time
+    import torch
+    torch.set_num_threads(1)
+    from alibi_detect.cd import MMDDriftOnline
+    out = open(os.path.join(fl.CACHE, f"ssl_online{part}.jsonl"), "a")
+    done = set()
+    for f in os.listdir(fl.CACHE):
+        if f.startswith("ssl_online") and f.endswith(".jsonl"):
+            done |= {json.loads(l)["seed"] for l in open(os.path.join(fl.CACHE, f))}
+    for seed in range(part, SEEDS, parts):
+        if seed in done:
+            continue
+        ref, held = resplit(alldocs, seed, n_stream)
+        t = time.time()
+        det = MMDDriftOnline(ref, ert=fl.SEQ_ERT, window_size=fl.SEQ_W, backend="pytorch",
+                             n_bootstraps=fl.ONLINE_BOOT, verbose=False)
+        init = time.time() - t
+        rows = []
+        for case, share, x in streams(pools, held, seed):
+            det.reset_state()
+            run = None
+            for i in range(n_stream):
+                if det.predict(x[i], return_test_stat=False)["data"]["is_drift"]:
+                    run = i + 1
+                    break
+            rows.append({"seed": seed, "long": "online", "case": case, "share": share, "run": run, "init_s": init})
+        # a seed is written whole or not at all, so a killed run resumes cleanly
+        out.write("".join(json.dumps(r) + "\n" for r in rows))
+        out.flush()
+        fl.log("ssl online seed", seed, f"init {init:.0f}s, {time.time() - t:.0f}s")
 
 
 if sys.argv[1] == "report":
     report()
     sys.exit(0)
-part, parts = int(sys.argv[1]), int(sys.argv[2])
 pools = fl.load_pools()
 alldocs = np.concatenate([pools["ref"], pools["null"]])
 n_stream = fl.SEQ_W - 1 + fl.SEQ_L
+if sys.argv[1] == "online":
+    online(int(sys.argv[2]), int(sys.argv[3]))
+    sys.exit(0)
+part, parts = int(sys.argv[1]), int(sys.argv[2])
 d = os.path.join(fl.CACHE, f"ssl{part}")
 os.makedirs(d, exist_ok=True)
-out = open(os.path.join(fl.CACHE, f"ssl{part}.jsonl"), "a")
+path = os.path.join(fl.CACHE, f"ssl{part}{VARIANT}.jsonl")
+done = {}
+if os.path.exists(path):
+    for l in open(path):
+        r = json.loads(l)
+        done[(r["seed"], r["long"])] = done.get((r["seed"], r["long"]), 0) + 1
+out = open(path, "a")
 for seed in range(part, SEEDS, parts):
-    perm = np.random.default_rng([9, seed]).permutation(len(alldocs))
-    np.save(f"{d}/ref.npy", alldocs[perm[:750]])
-    held = alldocs[perm[750:750 + n_stream]]
+    ref, held = resplit(alldocs, seed, n_stream)
+    np.save(f"{d}/ref.npy", ref)
     for long in LONGS:
+        if done.get((seed, long)) == len(CELLS):
+            continue
         refjson = f"{d}/ref_{long}.json"
         subprocess.run([fl.SG, "reference", "build", "--logs", f"{d}/ref.npy", "--model", "minilm", "--out", refjson,
-                        "--window", str(fl.SEQ_W), "--ert", str(fl.SEQ_ERT)] + fl.long_args(long), check=True, capture_output=True)
-        for case, share in CELLS:
-            x = held.copy()
-            if share:
-                r = np.random.default_rng([10, seed, fl.CASE_ID[case], int(share * 100)])
-                take = r.random(n_stream) < share
-                x[take] = pools[case][r.integers(0, len(pools[case]), int(take.sum()))]
-            s, _ = fl.replay(refjson, np.ascontiguousarray(x), f"{d}/s.npy")
-            out.write(json.dumps({"seed": seed, "long": long, "case": case, "share": share,
+                        "--window", str(fl.SEQ_W), "--ert", str(ERT)] + fl.long_args(long) + FLAGS,
+                       check=True, capture_output=True)
+        for case, share, x in streams(pools, held, seed):
+            s, _ = fl.replay(refjson, x, f"{d}/s.npy")
+            out.write(json.dumps({"seed": seed, "long": long, "variant": VARIANT, "case": case, "share": share,
                                   "run": None if s["first_alarm"] is None else s["first_alarm"] + 1}) + "\n")
             out.flush()

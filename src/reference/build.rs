@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::coords::{self, Counts, Targets};
 use super::regions::{RegionCounts, Regions, DEFAULT_REGIONS};
-use super::{FeatureMap, NormScale, Reference, SplitMix64, FORMAT_VERSION};
+use super::{Checkpoint, FeatureMap, NormScale, Reference, SplitMix64, FORMAT_VERSION};
 
 /// How a reference is built.
 #[derive(Debug, Clone)]
@@ -36,6 +36,9 @@ pub struct BuildParams {
     /// look): the line covers the long window's parts alone. Needs a long window and
     /// `ert = 1/α`.
     pub one_look: bool,
+    /// Look at the long window's tests early, while it fills ([`checkpoints`]); off:
+    /// format 8's detector, the window's parts alone until the long window is full.
+    pub checkpoints: bool,
 }
 
 impl BuildParams {
@@ -54,6 +57,7 @@ impl BuildParams {
             regions: DEFAULT_REGIONS,
             codebook: None,
             one_look: false,
+            checkpoints: true,
         }
     }
 }
@@ -76,6 +80,27 @@ pub fn long_window(p: &BuildParams) -> usize {
         0
     }
 }
+
+/// The long window's early looks while it fills (module doc, checkpoints): at
+/// `c = max(w/2, 16) · 2^k` samples, while `c` is under the long window and within the
+/// first `w − 1 + H` samples the early line is calibrated over; at most
+/// [`MAX_CHECKPOINTS`]. None for one look at a batch (its one look is at the end).
+pub fn checkpoints(w: usize, long: usize, horizon: usize, one_look: bool) -> Vec<usize> {
+    if long == 0 || one_look {
+        return Vec::new();
+    }
+    let end = long.min(w - 1 + horizon + 1);
+    std::iter::successors(Some((w / 2).max(MIN_CHECKPOINT)), |c| Some(c * 2))
+        .take_while(|c| *c < end)
+        .take(MAX_CHECKPOINTS)
+        .collect()
+}
+
+/// The first checkpoint is at least this many samples: the mean test's statistic over
+/// fewer is mostly its few samples' own noise.
+const MIN_CHECKPOINT: usize = 16;
+/// At most this many checkpoints (each look raises the early line a little).
+pub const MAX_CHECKPOINTS: usize = 6;
 
 /// Null streams the line is calibrated on, by default.
 pub const STREAMS: usize = 2000;
@@ -257,7 +282,13 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         ));
     }
     let horizon = ((HORIZON_ALPHA * p.ert).round() as usize).max(1);
+    let looks = if p.checkpoints {
+        checkpoints(w, long, horizon, p.one_look)
+    } else {
+        Vec::new()
+    };
     let sim = Simulation {
+        checkpoints: &looks,
         phi: &phi,
         bins: &bins,
         levels: &levels,
@@ -290,6 +321,32 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         .collect();
     let [kernel_scale, coordinate_scale, long_scale, region_scale, mean_scale] =
         [scales[0], scales[1], scales[2], scales[3], scales[4]];
+    // Each checkpoint's tests over their own 95 % quantiles; the KS distance only past
+    // the first window (within it the window's KS part sees the same samples).
+    let checkpoints: Vec<Checkpoint> = looks
+        .iter()
+        .enumerate()
+        .map(|(k, &samples)| Checkpoint {
+            samples,
+            coordinate_scale: if samples > w {
+                quantile(maxima.iter().map(|m| m[CHECKPOINT_PARTS + 2 * k]).collect())
+            } else {
+                0.0
+            },
+            mean_scale: quantile(
+                maxima
+                    .iter()
+                    .map(|m| m[CHECKPOINT_PARTS + 2 * k + 1])
+                    .collect(),
+            ),
+        })
+        .collect();
+    if checkpoints
+        .iter()
+        .any(|c| !(c.mean_scale > 0.0 && (c.samples <= w || c.coordinate_scale > 0.0)))
+    {
+        return Err("the reference embeddings do not vary: the null statistics are 0".into());
+    }
     if !(kernel_scale > 0.0
         && coordinate_scale > 0.0
         && (long == 0 || (long_scale > 0.0 && mean_scale > 0.0)))
@@ -325,12 +382,26 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
             })
             .collect(),
     );
-    // Until the long window is full only the window's parts count: their own line, lower
-    // than one that also covers the long window's parts (module doc).
+    // Until the long window is full only the window's parts and the checkpoints count:
+    // their own line, lower than one that also covers the long window's parts over
+    // their watched samples (module doc).
     let threshold_early = quantile(
         maxima
             .iter()
-            .map(|m| (m[0] / kernel_scale).max(m[1] / coordinate_scale))
+            .map(|m| {
+                checkpoints.iter().enumerate().fold(
+                    (m[0] / kernel_scale).max(m[1] / coordinate_scale),
+                    |t, (k, c)| {
+                        let long = if c.coordinate_scale > 0.0 {
+                            m[CHECKPOINT_PARTS + 2 * k] / c.coordinate_scale
+                        } else {
+                            0.0
+                        };
+                        t.max(long)
+                            .max(m[CHECKPOINT_PARTS + 2 * k + 1] / c.mean_scale)
+                    },
+                )
+            })
             .collect(),
     );
     if threshold.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
@@ -355,6 +426,7 @@ pub fn build(x: ArrayView2<f32>, p: &BuildParams, built_at: u64) -> Result<Refer
         long_window: long,
         long_scale: if long > 0 { long_scale } else { 0.0 },
         mean_scale: if long > 0 { mean_scale } else { 0.0 },
+        checkpoints,
         region_scale,
         quantiles,
         ties: coords::ties(&edge_shares, dim, n),
@@ -479,12 +551,17 @@ struct Pseudo {
 
 /// The calibrated statistics, in [`Simulation::stream_max`]'s order: the kernel
 /// statistic, the KS gap, the long window's KS gap, the region gap, the long window's
-/// mean test, and the kernel statistic and KS gap again over the samples the long
-/// window's parts are watched on.
-const PARTS: usize = 7;
+/// mean test, the kernel statistic and KS gap again over the samples the long window's
+/// parts are watched on, and then at each checkpoint the KS gap and the mean test over
+/// the samples seen.
+const PARTS: usize = CHECKPOINT_PARTS + 2 * MAX_CHECKPOINTS;
+/// Where the checkpoints' statistics start in [`PARTS`].
+const CHECKPOINT_PARTS: usize = 7;
 
 /// Null streams through the sliding windows, as the detector sees them.
 struct Simulation<'a> {
+    /// The long window's early looks, in samples since start (ascending).
+    checkpoints: &'a [usize],
     phi: &'a [f32],
     bins: &'a [u8],
     levels: &'a coords::Levels,
@@ -503,7 +580,7 @@ impl Simulation<'_> {
     /// the first sample (the warm start's scaled statistics) for `w − 1 + horizon`
     /// samples, the long window's once it is full, for `horizon` samples; and the
     /// window's parts again over those same `horizon` samples, where all four parts are
-    /// held to the one line.
+    /// held to the one line; and the long window's tests at each checkpoint.
     fn stream_max(&self, pseudo: &Pseudo, horizon: usize, seed: u64) -> [f64; PARTS] {
         let (d, dim, w, long) = (pseudo.mean.len(), self.dim, self.w, self.long);
         let n = self.regions_of.len();
@@ -540,6 +617,11 @@ impl Simulation<'_> {
                 }
                 long_counts.add(bins(new));
                 score_sums.add(self.levels, bins(new), 1);
+                if let Some(k) = self.checkpoints.iter().position(|c| *c == row + 1) {
+                    let at = CHECKPOINT_PARTS + 2 * k;
+                    worst[at] = long_counts.distance(&pseudo.target_long, row + 1, &mut cum);
+                    worst[at + 1] = score_sums.statistic(&pseudo.score_means, row + 1);
+                }
                 if row + 1 >= long {
                     worst[2] =
                         worst[2].max(long_counts.distance(&pseudo.target_long, long, &mut cum));

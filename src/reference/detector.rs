@@ -4,7 +4,7 @@
 use super::build::{region_part, warm_start_scale};
 use super::coords::{Counts, Levels, ScoreMeans, ScoreSums, ScoreTargets, Targets};
 use super::regions::RegionCounts;
-use super::{FeatureMap, NormScale, Reference};
+use super::{Checkpoint, FeatureMap, NormScale, Reference};
 
 /// The detector's verdict after one sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,6 +102,12 @@ pub struct Detector {
     /// The mean test's statistic at the last sample (0 until the long window is full).
     mean_statistic: f64,
     long: usize,
+    /// The long window's early looks while it fills, and the next one due.
+    checkpoints: Vec<Checkpoint>,
+    next_checkpoint: usize,
+    /// The last checkpoint's KS and mean tests over their scales: they stand for the
+    /// long window's parts until it is full.
+    held: [f64; 2],
     /// One look at a batch: once the long window is full, its parts alone carry the
     /// score.
     one_look: bool,
@@ -159,6 +165,9 @@ impl Detector {
             score_targets: ScoreTargets::new(&reference.score_means(), long),
             mean_statistic: 0.0,
             long,
+            checkpoints: reference.checkpoints.clone(),
+            next_checkpoint: 0,
+            held: [0.0; 2],
             one_look: reference.one_look,
             last: [0.0; 4],
             features,
@@ -231,6 +240,7 @@ impl Detector {
         if self.seen % RESUM_EVERY == 0 {
             self.resum();
         }
+        self.look_at_checkpoint();
         self.last = self.compute_parts();
         // The first of the largest, in that order (of the long window's parts alone in
         // one look once it is full).
@@ -249,7 +259,8 @@ impl Detector {
                 }
             },
         );
-        // Until the long window is full, its parts are 0 and the window's own line holds.
+        // Until the long window is full, its parts are its last checkpoint's (0 before the
+        // first) and the early line holds.
         let score = score / self.line();
         let alarm = score >= 1.0;
         if alarm {
@@ -303,7 +314,7 @@ impl Detector {
         // While the window fills, each statistic is scaled to a full window's size under
         // no drift: `S` by `w/t`, the gaps by `√(w/t)` (module doc, warm start).
         let grow = warm_start_scale(t, self.w);
-        // The long window counts once it is full.
+        // The long window counts once it is full; before, its last checkpoint's tests.
         let (long, mean) = if self.long_full() {
             (
                 self.long_counts
@@ -312,7 +323,7 @@ impl Detector {
                 self.mean_statistic / self.mean_scale,
             )
         } else {
-            (0.0, 0.0)
+            (self.held[0], self.held[1])
         };
         [
             s * grow / self.kernel_scale,
@@ -320,6 +331,28 @@ impl Detector {
             long,
             mean,
         ]
+    }
+
+    /// At a checkpoint, the long window's tests over the samples seen so far, each over
+    /// its scale; held until the next one, or until the long window is full.
+    fn look_at_checkpoint(&mut self) {
+        let Some(c) = self.checkpoints.get(self.next_checkpoint) else {
+            return;
+        };
+        if self.seen != c.samples as u64 {
+            return;
+        }
+        let n = c.samples;
+        let long = if c.coordinate_scale > 0.0 {
+            self.long_counts
+                .distance(&self.long_targets, n, &mut self.gap_scratch)
+                / c.coordinate_scale
+        } else {
+            0.0
+        };
+        let mean = self.score_sums.statistic(&self.score_means, n) / c.mean_scale;
+        self.held = [long, mean];
+        self.next_checkpoint += 1;
     }
 
     fn resum(&mut self) {
@@ -403,5 +436,6 @@ impl Detector {
             + (self.score_means.first.len() + self.score_means.second.len())
                 * std::mem::size_of::<f32>()
             + (self.sum.len() + self.mean.len()) * std::mem::size_of::<f64>()
+            + self.checkpoints.len() * std::mem::size_of::<Checkpoint>()
     }
 }

@@ -6,8 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{coords, FeatureMap, NormScale};
 
-/// Version of the file format; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 8;
+/// Version of the file format written; a file of another version is refused, except
+/// format 8, which is format 9 without `checkpoints` (read as none: its early line was
+/// calibrated without them).
+pub const FORMAT_VERSION: u32 = 9;
+/// The oldest format read.
+const OLDEST_READ: u32 = 8;
 
 /// A frozen reference: the sketch and its calibration (see the module doc).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,9 +41,9 @@ pub struct Reference {
     /// with probability 5 %.
     pub threshold: f64,
     /// The line while the long window fills (the first `long_window − 1` samples after
-    /// start), when only `S` and `K` count: the 95 % quantile of the null streams' largest
-    /// `max(S / kernel_scale, K / coordinate_scale)`. Equal to `threshold` without a long
-    /// window.
+    /// start), when only `S`, `K` and the checkpoints count: the 95 % quantile of the null
+    /// streams' largest `max(S / kernel_scale, K / coordinate_scale)` and checkpoint
+    /// statistic over its scale. Equal to `threshold` without a long window.
     pub threshold_early: f64,
     /// The 95 % quantile of the kernel statistic `S = ‖mean_window φ − μ‖²`'s largest
     /// value over a null stream of `horizon` samples.
@@ -53,6 +57,11 @@ pub struct Reference {
     /// The same for the long window's mean test `M_L` (`coords::ScoreSums::statistic`; 0:
     /// no long window).
     pub mean_scale: f64,
+    /// The long window's early looks while it fills (module doc, checkpoints): at each,
+    /// its tests over the samples seen so far, each over its own scale, held to
+    /// `threshold_early` with the window's parts. Absent from format 8 files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<Checkpoint>,
     /// The same for the largest region gap `Q`: the regions' scores are gaps over it (0:
     /// one region holds all, no gap). Not part of the alarm.
     pub region_scale: f64,
@@ -100,6 +109,19 @@ pub struct Reference {
     pub picture: Option<super::Picture>,
     /// Hash of everything above: the `reference_id` label; equal files, equal ids.
     pub id: String,
+}
+
+/// One early look of the long window's tests (see [`Reference::checkpoints`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Samples since start at the look (under the long window).
+    pub samples: usize,
+    /// The 95 % quantile of the binned KS distance over those samples under the null
+    /// (`coords::Counts::distance` against the long window's targets); 0: not looked at
+    /// (a look within the first window: the window's own KS part sees the same samples).
+    pub coordinate_scale: f64,
+    /// The same for the mean test `M` over those samples.
+    pub mean_scale: f64,
 }
 
 /// Why a reference cannot be read or used.
@@ -153,9 +175,9 @@ impl Reference {
             version: u32,
         }
         let v: Version = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if v.version != FORMAT_VERSION {
+        if !(OLDEST_READ..=FORMAT_VERSION).contains(&v.version) {
             return Err(invalid(format!(
-                "format version {}, this build reads {FORMAT_VERSION}: rebuild it with this version's `shadowgate reference build`",
+                "format version {}, this build reads {OLDEST_READ} to {FORMAT_VERSION}: rebuild it with this version's `shadowgate reference build`",
                 v.version
             )));
         }
@@ -215,6 +237,21 @@ impl Reference {
                 r.long_scale,
                 r.mean_scale
             )));
+        }
+        let mut last = 0;
+        for c in &r.checkpoints {
+            let scale_ok = |v: f64| v.is_finite() && v >= 0.0;
+            if c.samples <= last
+                || c.samples >= r.long_window
+                || !scale_ok(c.coordinate_scale)
+                || !positive(c.mean_scale)
+            {
+                return Err(invalid(format!(
+                    "checkpoint at {} samples with scales {} and {} (increasing, under the long window {}; the mean scale positive)",
+                    c.samples, c.coordinate_scale, c.mean_scale, r.long_window
+                )));
+            }
+            last = c.samples;
         }
         if !(r.region_scale.is_finite() && r.region_scale >= 0.0) {
             return Err(invalid(format!(

@@ -110,6 +110,24 @@
 //!   samples: every input truncated caught in 0.49 of streams under the common line,
 //!   0.74 under its own).
 //!
+//! **Checkpoints** (format 9). While the long window fills, its tests are looked at a
+//! few times over the samples seen so far: at `c = max(w/2, 16) · 2^k` samples after
+//! start, for every `c` under `L` and within the first `w − 1 + H` samples (at most six;
+//! [`build::checkpoints`]). At each, `M` over the `c` samples and, past the first window,
+//! `K_L` over them, each over its own scale (the 95 % quantile of its value at that
+//! sample over the null streams); the larger stands for the long window's part until the
+//! next checkpoint. The early line `h_early` is then the 95 % quantile of each stream's
+//! largest `max(S / s_S, K / s_K, checkpoints)`, so the looks share the early phase's α
+//! with the window's parts. Why: a stream is judged from its first samples, and a shift
+//! in part of the traffic is a many-coordinate move the window's parts see poorly and
+//! the mean test sees well; without the looks, the long window's tests waited `L`
+//! samples (10 windows) to speak at all. On the Failing-Loudly streams made exchangeable
+//! (all-MiniLM-L6-v2, W = 50, 249 samples, `benches/reference/sequential_split_long.py`)
+//! the looks took half the traffic off-topic from a median of 79 samples to alarm to 50,
+//! and a tenth in another language from 0.13 of streams caught to 0.94, at the same null
+//! (0.04, 100 re-splits).
+//! `reference build --no-checkpoints` builds format 8's detector.
+//!
 //! What that gives, and its assumption: if live embeddings are drawn like the reference
 //! (from the population the build data was sampled from), a false alarm within the first
 //! `w − 1 + H` samples after start, or within any `H` consecutive samples after that, has
@@ -166,7 +184,7 @@ pub mod regions;
 
 pub use build::{build, BuildParams};
 pub use detector::{Detector, Part, RegionNow, Step};
-pub use file::{Reference, ReferenceError, FORMAT_VERSION};
+pub use file::{Checkpoint, Reference, ReferenceError, FORMAT_VERSION};
 pub use picture::Picture;
 
 /// Fewest embeddings `reference.from_first` may name: the sketch's quantiles and the

@@ -79,11 +79,36 @@ fn an_edited_or_mismatched_reference_is_refused_with_the_fix() {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains(&format!("format version {old}, this build reads 8"))
+            e.contains(&format!("format version {old}, this build reads 8 to 9"))
                 && e.contains("reference build"),
             "{e}"
         );
     }
+    // Format 8 is format 9 without checkpoints: such a file still loads, as it was.
+    let mut v8 = build(
+        x.view(),
+        &BuildParams {
+            checkpoints: false,
+            ..params(20, 500.0)
+        },
+        0,
+    )
+    .unwrap();
+    assert!(v8.checkpoints.is_empty() && !r.checkpoints.is_empty());
+    v8.version = 8;
+    v8.id = v8.compute_id();
+    let text = v8.to_json();
+    assert!(!text.contains("checkpoints"));
+    assert_eq!(
+        Reference::from_json(&text, Path::new("v8.json")).unwrap(),
+        v8
+    );
+    // Checkpoints out of order are refused.
+    let mut bad = r.clone();
+    bad.checkpoints.reverse();
+    bad.id = bad.compute_id();
+    let e = Reference::from_json(&bad.to_json(), Path::new("ref.json")).unwrap_err();
+    assert!(e.to_string().contains("checkpoint at"), "{e}");
     let e = r
         .check(Path::new("ref.json"), "other", 8)
         .unwrap_err()
@@ -396,6 +421,59 @@ fn a_shift_in_part_of_the_traffic_is_caught_over_the_long_window() {
         caught >= caught0 + 6,
         "{caught} with the long window, {caught0} without"
     );
+}
+
+/// Half of the traffic moved a little in every coordinate, judged from the start of the
+/// stream: the long window (10 windows) is far from full, and its early looks (the
+/// checkpoints) catch what the window's parts alone catch late or not at all, at the
+/// calibrated null (`null_streams_raise_false_alarms_at_most_at_the_calibrated_rate`
+/// runs with checkpoints).
+#[test]
+fn checkpoints_catch_a_shift_in_part_of_the_traffic_before_the_long_window_fills() {
+    let (w, horizon, alpha) = (30, 150, 0.05);
+    let x = gaussian(12, 4000, 16, |_| {});
+    let with = params(w, horizon as f64 / alpha);
+    let without = BuildParams {
+        checkpoints: false,
+        ..with.clone()
+    };
+    let (r, r0) = (
+        build(x.view(), &with, 0).unwrap(),
+        build(x.view(), &without, 0).unwrap(),
+    );
+    let looks: Vec<usize> = r.checkpoints.iter().map(|c| c.samples).collect();
+    assert_eq!(looks, [16, 32, 64, 128]);
+    assert!(r0.checkpoints.is_empty() && r0.threshold_early <= r.threshold_early);
+    let (mut runs, mut runs0, mut by_look) = (Vec::new(), Vec::new(), 0);
+    for s in 0..20 {
+        let mut i = 0u64;
+        let x = gaussian(5000 + s, w - 1 + horizon, 16, |v| {
+            i += 1;
+            if mix_share(i, s) < 0.5 {
+                v.iter_mut().for_each(|c| *c += 0.35);
+            }
+        });
+        let mut det = Detector::new(&r);
+        let mut first = None;
+        for (k, row) in x.outer_iter().enumerate() {
+            let step = det.observe(row.as_slice().unwrap());
+            if step.alarm && first.is_none() {
+                first = Some(k + 1);
+                by_look += usize::from(matches!(step.part, Part::LongCoordinates | Part::LongMean));
+            }
+        }
+        runs.extend(first);
+        runs0.extend(run_length(&mut Detector::new(&r0), &x, x.nrows()).map(|k| k + 1));
+    }
+    let median = |v: &mut Vec<usize>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(usize::MAX)
+    };
+    let (caught, caught0) = (runs.len(), runs0.len());
+    let (m, m0) = (median(&mut runs), median(&mut runs0));
+    eprintln!("half the traffic moved: caught {caught}/20 (median {m} samples, {by_look} first at a checkpoint), {caught0}/20 without checkpoints (median {m0})");
+    assert!(caught >= 18 && by_look >= 10, "{caught}, {by_look}");
+    assert!(m <= 64 && (caught > caught0 || m < m0), "{m} vs {m0}");
 }
 
 /// A deterministic uniform share in [0, 1) per (sample, stream).
