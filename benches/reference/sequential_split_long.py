@@ -30,28 +30,49 @@ VARIANT = os.environ.get("SSL_VARIANT", "")
 ERT = float(os.environ.get("SSL_ERT", fl.SEQ_ERT))
 FLAGS = os.environ.get("SSL_FLAGS", "").split()
 CELLS = [("null", 0.0), ("topic", 0.5), ("truncation", 0.5), ("language", 0.1), ("typos", 0.1), ("topic", 0.1)]
+# The rest of table 3's cells (SSL_ALL_CELLS=1; runs before 2026-12-06 09:00 had the six
+# above only).
+if os.environ.get("SSL_ALL_CELLS"):
+    CELLS += [(c, s) for c in ["topic", "language", "truncation", "typos", "norm"] for s in [0.1, 0.5, 1.0]
+              if (c, s) not in CELLS]
 
 
 def report():
+    """Markdown: per cell, per detector, the alarm rate within the stream, the median
+    samples to the first alarm over the streams that alarmed, and over all streams (a
+    stream without an alarm counts as longer than the stream: `>249` when fewer than half
+    alarmed). Over the seeds every detector shown ran for that cell (SSL_SHOW: a comma
+    list of `long/variant` keys, e.g. `default/sqrt2,online/`; default all)."""
     rows = [json.loads(l) for f in sorted(os.listdir(fl.CACHE)) if f.startswith("ssl") and f.endswith(".jsonl")
             for l in open(os.path.join(fl.CACHE, f))]
-    by = {}
+    key = lambda r: (f"{r['long'] or 'default'}/{r.get('variant', '')}")
+    runs = {}
     for r in rows:
-        by.setdefault((r["long"], r.get("variant", ""), r["case"], r["share"]), []).append(r["run"])
-    variants = sorted({(r["long"], r.get("variant", "")) for r in rows if r["long"] != "online"},
-                      key=lambda k: (k[0] or 0, k[1])) + [("online", "")]
-    print("| long window | " + " | ".join(f"{c} {int(s * 100)}%" for c, s in CELLS) + " |")
-    print("|---|" + "---:|" * len(CELLS))
-    for long, variant in variants:
-        cells = []
-        for c, s in CELLS:
-            v = by.get((long, variant, c, s), [])
-            a = [x for x in v if x is not None]
-            med = f", median {statistics.median(a):.0f}" if a else ""
-            cells.append(f"{len(a) / len(v):.2f} ({len(a)}/{len(v)}){med}" if v else "–")
-        name = {None: "default (500)", "online": "MMDDriftOnline"}.get(long, long)
-        name = f"{name}, {variant}" if variant else name
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        runs.setdefault((key(r), r["case"], r["share"]), {})[r["seed"]] = r["run"]
+    dets = sorted({key(r) for r in rows}, key=lambda k: (k.startswith("online"), k))
+    if os.environ.get("SSL_SHOW"):
+        dets = os.environ["SSL_SHOW"].split(",")
+    n_stream = fl.SEQ_W - 1 + fl.SEQ_L
+    cells = sorted({(r["case"], r["share"]) for r in rows},
+                   key=lambda c: (["null", "topic", "language", "truncation", "typos", "norm"].index(c[0]), c[1]))
+    name = lambda k: "MMDDriftOnline" if k.startswith("online") else f"ours, long {k.replace('/', ' ').strip()}"
+    print("| shift | share | seeds | " + " | ".join(name(d) for d in dets) + " |")
+    print("|---|---:|---:|" + "---:|" * len(dets))
+    for c, sh in cells:
+        have = [runs.get((d, c, sh), {}) for d in dets]
+        seeds = set.intersection(*(set(h) for h in have)) if all(have) else set()
+        if not seeds:
+            continue
+        out = []
+        for h in have:
+            v = [h[s] for s in seeds]
+            a = sorted(x for x in v if x is not None)
+            med = f"{statistics.median(a):.0f}" if a else "–"
+            allv = sorted(x if x is not None else n_stream + 1 for x in v)
+            mall = statistics.median(allv)
+            mall = f">{n_stream}" if mall > n_stream else f"{mall:.0f}"
+            out.append(f"{len(a) / len(v):.2f}, {med} / {mall}")
+        print(f"| {c} | {int(sh * 100)}% | {len(seeds)} | " + " | ".join(out) + " |")
 
 
 def streams(pools, held, seed):
@@ -121,23 +142,25 @@ part, parts = int(sys.argv[1]), int(sys.argv[2])
 d = os.path.join(fl.CACHE, f"ssl{part}")
 os.makedirs(d, exist_ok=True)
 path = os.path.join(fl.CACHE, f"ssl{part}{VARIANT}.jsonl")
-done = {}
+done = set()
 if os.path.exists(path):
     for l in open(path):
         r = json.loads(l)
-        done[(r["seed"], r["long"])] = done.get((r["seed"], r["long"]), 0) + 1
+        done.add((r["seed"], r["long"], r["case"], r["share"]))
 out = open(path, "a")
 for seed in range(part, SEEDS, parts):
     ref, held = resplit(alldocs, seed, n_stream)
     np.save(f"{d}/ref.npy", ref)
     for long in LONGS:
-        if done.get((seed, long)) == len(CELLS):
+        if all((seed, long, c, sh) in done for c, sh in CELLS):
             continue
         refjson = f"{d}/ref_{long}.json"
         subprocess.run([fl.SG, "reference", "build", "--logs", f"{d}/ref.npy", "--model", "minilm", "--out", refjson,
                         "--window", str(fl.SEQ_W), "--ert", str(ERT)] + fl.long_args(long) + FLAGS,
                        check=True, capture_output=True)
         for case, share, x in streams(pools, held, seed):
+            if (seed, long, case, share) in done:
+                continue
             s, _ = fl.replay(refjson, x, f"{d}/s.npy")
             out.write(json.dumps({"seed": seed, "long": long, "variant": VARIANT, "case": case, "share": share,
                                   "run": None if s["first_alarm"] is None else s["first_alarm"] + 1}) + "\n")

@@ -82,25 +82,29 @@ pub fn long_window(p: &BuildParams) -> usize {
 }
 
 /// The long window's early looks while it fills (module doc, checkpoints): at
-/// `c = max(w/2, 16) · 2^k` samples, while `c` is under the long window and within the
-/// first `w − 1 + H` samples the early line is calibrated over; at most
+/// `c = max(w/2, 16) · √2^k` samples (rounded), while `c` is under the long window and
+/// within the first `w − 1 + H` samples the early line is calibrated over; at most
 /// [`MAX_CHECKPOINTS`]. None for one look at a batch (its one look is at the end).
 pub fn checkpoints(w: usize, long: usize, horizon: usize, one_look: bool) -> Vec<usize> {
     if long == 0 || one_look {
         return Vec::new();
     }
     let end = long.min(w - 1 + horizon + 1);
-    std::iter::successors(Some((w / 2).max(MIN_CHECKPOINT)), |c| Some(c * 2))
+    let first = (w / 2).max(MIN_CHECKPOINT) as f64;
+    let mut looks: Vec<usize> = (0..)
+        .map(|k| (first * std::f64::consts::SQRT_2.powi(k)).round() as usize)
         .take_while(|c| *c < end)
         .take(MAX_CHECKPOINTS)
-        .collect()
+        .collect();
+    looks.dedup();
+    looks
 }
 
 /// The first checkpoint is at least this many samples: the mean test's statistic over
 /// fewer is mostly its few samples' own noise.
 const MIN_CHECKPOINT: usize = 16;
 /// At most this many checkpoints (each look raises the early line a little).
-pub const MAX_CHECKPOINTS: usize = 6;
+pub const MAX_CHECKPOINTS: usize = 8;
 
 /// Null streams the line is calibrated on, by default.
 pub const STREAMS: usize = 2000;
