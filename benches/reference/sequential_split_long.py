@@ -14,7 +14,7 @@ Alarm rate within the stream and median samples to the first alarm.
 MMDDriftOnline on the same streams, its threshold bootstrapped per seed (~2.5 min a seed,
 ~9 GB; with the FL venv's python, which has torch and alibi-detect):
 
-    FL_CACHE=DIR /work/fl/venv/bin/python benches/reference/sequential_split_long.py online 0 1
+    FL_CACHE=DIR PYTHON_WITH_TORCH_AND_ALIBI benches/reference/sequential_split_long.py online 0 1
 Results: $FL_CACHE/ssl*.jsonl; $FL_CACHE/ssl_online*.jsonl; the report is markdown on stdout.
 """
 import os, sys, json, subprocess, statistics
@@ -41,7 +41,8 @@ def report():
     """Markdown: per cell, per detector, the alarm rate within the stream, the median
     samples to the first alarm over the streams that alarmed, and over all streams (a
     stream without an alarm counts as longer than the stream: `>249` when fewer than half
-    alarmed). Over the seeds every detector shown ran for that cell (SSL_SHOW: a comma
+    alarmed); and per variant of ours, paired with MMDDriftOnline stream for stream, the
+    streams where ours alarmed first and where it alarmed later (or not at all). Over the seeds every detector shown ran for that cell (SSL_SHOW: a comma
     list of `long/variant` keys, e.g. `default/sqrt2,online/`; default all)."""
     rows = [json.loads(l) for f in sorted(os.listdir(fl.CACHE)) if f.startswith("ssl") and f.endswith(".jsonl")
             for l in open(os.path.join(fl.CACHE, f))]
@@ -56,8 +57,13 @@ def report():
     cells = sorted({(r["case"], r["share"]) for r in rows},
                    key=lambda c: (["null", "topic", "language", "truncation", "typos", "norm"].index(c[0]), c[1]))
     name = lambda k: "MMDDriftOnline" if k.startswith("online") else f"ours, long {k.replace('/', ' ').strip()}"
-    print("| shift | share | seeds | " + " | ".join(name(d) for d in dets) + " |")
-    print("|---|---:|---:|" + "---:|" * len(dets))
+    # Paired, stream for stream (the same streams for every detector): the streams where
+    # ours alarms before MMDDriftOnline and after it (no alarm: after every alarm).
+    peer = next((d for d in dets if d.startswith("online")), None)
+    mine = [d for d in dets if d != peer] if peer else []
+    print("| shift | share | seeds | " + " | ".join(name(d) for d in dets)
+          + "".join(f" | {name(d)}: earlier / later than the peer" for d in mine) + " |")
+    print("|---|---:|---:|" + "---:|" * (len(dets) + len(mine)))
     for c, sh in cells:
         have = [runs.get((d, c, sh), {}) for d in dets]
         seeds = set.intersection(*(set(h) for h in have)) if all(have) else set()
@@ -72,6 +78,12 @@ def report():
             mall = statistics.median(allv)
             mall = f">{n_stream}" if mall > n_stream else f"{mall:.0f}"
             out.append(f"{len(a) / len(v):.2f}, {med} / {mall}")
+        big = n_stream + 1
+        for d, h in zip(dets, have):
+            if d in mine:
+                p = runs[(peer, c, sh)]
+                a = [(h[s] or big, p[s] or big) for s in seeds]
+                out.append(f"{sum(x < y for x, y in a)} / {sum(x > y for x, y in a)}")
         print(f"| {c} | {int(sh * 100)}% | {len(seeds)} | " + " | ".join(out) + " |")
 
 

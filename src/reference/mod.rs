@@ -123,9 +123,10 @@
 //! the mean test sees well; without the looks, the long window's tests waited `L`
 //! samples (10 windows) to speak at all. On the Failing-Loudly streams made exchangeable
 //! (all-MiniLM-L6-v2, W = 50, 249 samples, `benches/reference/sequential_split_long.py`)
-//! the looks took half the traffic off-topic from a median of 79 samples to alarm to 50,
-//! and a tenth in another language from 0.13 of streams caught to 0.94, at the same null
-//! (0.04, 100 re-splits).
+//! the looks took half the traffic off-topic from a median of 79 samples to alarm to 35,
+//! and a tenth in another language from 0.13 of streams caught to 0.93, at null 0.05
+//! (100 re-splits; looks at every doubling instead: 50 and 0.94;
+//! `benches/reference/sequential_v9.md`).
 //! `reference build --no-checkpoints` builds format 8's detector.
 //!
 //! What that gives, and its assumption: if live embeddings are drawn like the reference
