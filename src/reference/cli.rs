@@ -50,9 +50,9 @@ pub struct BuildArgs {
     /// `last_score` (≥ 1: drift). Not for the sidecar, which watches a stream.
     #[arg(long, value_name = "N", conflicts_with_all = ["long_window", "ert"])]
     pub one_look: Option<usize>,
-    /// No early looks at the long window's tests while it fills (at w/2, w, 2w, ...
-    /// samples after start): the window's parts alone until it is full, as format 8
-    /// did. For comparisons; the looks cost a slightly higher early line.
+    /// No early looks at the long window's tests while it fills (at w/2, 0.71 w, w,
+    /// 1.41 w, ... samples after start): the window's parts alone until it is full, as
+    /// format 8 did. For comparisons; the looks cost a slightly higher early line.
     #[arg(long)]
     pub no_checkpoints: bool,
     /// Regions of the per-region part (spherical k-means over the build data), 2 to 32.

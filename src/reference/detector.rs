@@ -35,10 +35,12 @@ pub enum Part {
     /// coordinate.
     Coordinates,
     /// The same over the long window: a shift of part of the traffic, too small for
-    /// one window.
+    /// one window. While the long window fills, over the samples seen at its last
+    /// checkpoint.
     LongCoordinates,
     /// The long window's mean test over all coordinates: many centres or spreads moved
-    /// a little (a new topic or language in part of the traffic, typos).
+    /// a little (a new topic or language in part of the traffic, typos). While the long
+    /// window fills, over the samples seen at its last checkpoint.
     LongMean,
 }
 
