@@ -11,7 +11,7 @@ Alarm rate within the stream and median samples to the first alarm.
     FL_CACHE=DIR python3 benches/reference/sequential_split_long.py report
 
 (PART PARTS: the seeds this process runs, so two run side by side; ~10 min on 2 cores.)
-MMDDriftOnline on the same streams, its threshold bootstrapped per seed (~2.5 min a seed,
+MMDDriftOnline on the same streams, its threshold bootstrapped per seed (~70 s a seed on one core,
 ~9 GB; with the FL venv's python, which has torch and alibi-detect):
 
     FL_CACHE=DIR PYTHON_WITH_TORCH_AND_ALIBI benches/reference/sequential_split_long.py online 0 1
@@ -42,8 +42,8 @@ def report():
     samples to the first alarm over the streams that alarmed, and over all streams (a
     stream without an alarm counts as longer than the stream: `>249` when fewer than half
     alarmed); and per variant of ours, paired with MMDDriftOnline stream for stream, the
-    streams where ours alarmed first and where it alarmed later (or not at all). Over the seeds every detector shown ran for that cell (SSL_SHOW: a comma
-    list of `long/variant` keys, e.g. `default/sqrt2,online/`; default all)."""
+    streams where ours alarmed first and where it alarmed later (or not at all). Over
+    the seeds every detector shown ran for that cell (SSL_SHOW: a comma list of `long/variant` keys, e.g. `default/sqrt2,online/`; default all)."""
     rows = [json.loads(l) for f in sorted(os.listdir(fl.CACHE)) if f.startswith("ssl") and f.endswith(".jsonl")
             for l in open(os.path.join(fl.CACHE, f))]
     key = lambda r: (f"{r['long'] or 'default'}/{r.get('variant', '')}")
@@ -54,6 +54,7 @@ def report():
     if os.environ.get("SSL_SHOW"):
         dets = os.environ["SSL_SHOW"].split(",")
     n_stream = fl.SEQ_W - 1 + fl.SEQ_L
+    big = n_stream + 1   # a stream without an alarm
     cells = sorted({(r["case"], r["share"]) for r in rows},
                    key=lambda c: (["null", "topic", "language", "truncation", "typos", "norm"].index(c[0]), c[1]))
     name = lambda k: "MMDDriftOnline" if k.startswith("online") else f"ours, long {k.replace('/', ' ').strip()}"
@@ -74,11 +75,10 @@ def report():
             v = [h[s] for s in seeds]
             a = sorted(x for x in v if x is not None)
             med = f"{statistics.median(a):.0f}" if a else "–"
-            allv = sorted(x if x is not None else n_stream + 1 for x in v)
+            allv = sorted(x if x is not None else big for x in v)
             mall = statistics.median(allv)
             mall = f">{n_stream}" if mall > n_stream else f"{mall:.0f}"
             out.append(f"{len(a) / len(v):.2f}, {med} / {mall}")
-        big = n_stream + 1
         for d, h in zip(dets, have):
             if d in mine:
                 p = runs[(peer, c, sh)]
