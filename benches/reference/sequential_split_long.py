@@ -43,7 +43,8 @@ def report():
     stream without an alarm counts as longer than the stream: `>249` when fewer than half
     alarmed); and per variant of ours, paired with MMDDriftOnline stream for stream, the
     streams where ours alarmed first and where it alarmed later (or not at all). Over
-    the seeds every detector shown ran for that cell (SSL_SHOW: a comma list of `long/variant` keys, e.g. `default/sqrt2,online/`; default all)."""
+    the seeds every detector shown ran for that cell (SSL_SHOW: a comma list of
+    `long/variant` keys, e.g. `default/sqrt2,online/`; default all)."""
     rows = [json.loads(l) for f in sorted(os.listdir(fl.CACHE)) if f.startswith("ssl") and f.endswith(".jsonl")
             for l in open(os.path.join(fl.CACHE, f))]
     key = lambda r: (f"{r['long'] or 'default'}/{r.get('variant', '')}")
