@@ -124,8 +124,12 @@ impl Levels {
     /// Writes each coordinate's byte of `x`: its bin (the number of edges strictly below
     /// it, 0..16) in the low four bits, its sub-level in the high four; `scratch` (any
     /// length) is reused between calls.
+    #[inline]
     pub fn bins(&self, x: &[f32], scratch: &mut Vec<u32>, out: &mut [u8]) {
-        self.bins_with(x, scratch, out, |_, _, _, _| {});
+        self.bytes(x, scratch);
+        for (o, b) in out.iter_mut().zip(scratch.iter()) {
+            *o = *b as u8;
+        }
     }
 
     /// [`Levels::bins`] for the long window, its counts and the mean test's sums kept in
@@ -136,6 +140,7 @@ impl Levels {
     /// long window full after this row), returns [`ScoreSums::statistic`] of the
     /// updated sums, from the same pass; else 0.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     pub fn bins_into_long(
         &self,
         x: &[f32],
@@ -148,11 +153,18 @@ impl Levels {
     ) -> f64 {
         debug_assert_eq!(sums.first.len(), out.len());
         debug_assert_eq!(counts.dim, out.len());
+        self.bytes(x, scratch);
         let ScoreSums { first, second } = sums;
         let dim = counts.dim;
         let counts = &mut counts.counts;
-        let (mut a2, mut b2) = (0.0f64, 0.0f64);
-        self.bins_with(x, scratch, out, |j, ls, old, new| {
+        for (j, ((o, b), ls)) in out
+            .iter_mut()
+            .zip(scratch.iter())
+            .zip(self.levels.chunks_exact(BINS))
+            .enumerate()
+        {
+            let (old, new) = (*o, *b as u8);
+            *o = new;
             let z = Self::score(ls, new);
             let (mut d1, mut d2) = (z, i64::from(z) * i64::from(z));
             if replace {
@@ -164,54 +176,42 @@ impl Levels {
             counts[usize::from(new & 15) * dim + j] += 1;
             first[j] += d1;
             second[j] += d2;
-            if let Some(t) = targets {
-                let a = f64::from(first[j]) - t.first[j];
-                let b = second[j] as f64 - t.second[j];
-                a2 += a * a;
-                b2 += b * b;
-            }
-        });
-        targets.map_or(0.0, |t| t.combine(a2, b2))
+        }
+        match targets {
+            Some(t) => t.statistic(first, second),
+            None => 0.0,
+        }
     }
 
-    /// The bins' pass, calling `each(j, levels of j, old byte, new byte)` per coordinate.
-    #[inline]
-    fn bins_with(
-        &self,
-        x: &[f32],
-        scratch: &mut Vec<u32>,
-        out: &mut [u8],
-        mut each: impl FnMut(usize, &[Level], u8, u8),
-    ) {
+    /// Each coordinate's byte of `x` ([`Levels::bins`]) into `scratch[j]`: first the
+    /// count of edges below it, edge-major in 32-bit lanes so that the compares
+    /// vectorise, then the byte in its place.
+    #[inline(always)]
+    fn bytes(&self, x: &[f32], scratch: &mut Vec<u32>) {
         let dim = x.len();
         scratch.clear();
         scratch.resize(dim, 0);
-        // Edge-major, 32-bit lanes: the compare-and-add loop vectorises.
         for row in self.edges.chunks_exact(dim) {
             for ((b, v), e) in scratch.iter_mut().zip(x).zip(row) {
                 *b += u32::from(*v > *e);
             }
         }
-        for (j, (((o, b), v), ls)) in out
+        for ((b, v), ls) in scratch
             .iter_mut()
-            .zip(scratch.iter())
             .zip(x)
             .zip(self.levels.chunks_exact(BINS))
-            .enumerate()
         {
             let l = ls[*b as usize & 15];
             let s = (*v - l.origin) * l.inv;
             // NaN and negatives to 0, past the bin's end to 15.
             let s = if s >= (SUB - 1) as f32 {
-                SUB as u8 - 1
+                SUB as u32 - 1
             } else if s > 0.0 {
-                s as u8
+                s as u32
             } else {
                 0
             };
-            let new = (*b as u8) | (s << 4);
-            each(j, ls, *o, new);
-            *o = new;
+            *b = (*b & 15) | (s << 4);
         }
     }
 
@@ -337,8 +337,35 @@ impl ScoreTargets {
         }
     }
 
-    /// The statistic from the sums of squared gaps (in fixed point) of both terms.
-    fn combine(&self, a2: f64, b2: f64) -> f64 {
+    /// [`ScoreSums::statistic`] of the sums `first`, `second` (of a window of `n`).
+    /// Four running sums of each term (coordinates `j mod 4`), added at the end, so that
+    /// no sum waits on the one before it.
+    #[inline(always)]
+    fn statistic(&self, first: &[i32], second: &[i64]) -> f64 {
+        const LANES: usize = 4;
+        let (mut a2, mut b2) = ([0.0f64; LANES], [0.0f64; LANES]);
+        let lane = |j: usize| {
+            let a = f64::from(first[j]) - self.first[j];
+            let b = second[j] as f64 - self.second[j];
+            (a * a, b * b)
+        };
+        let dim = first.len();
+        for base in (0..dim / LANES * LANES).step_by(LANES) {
+            for k in 0..LANES {
+                let (a, b) = lane(base + k);
+                a2[k] += a;
+                b2[k] += b;
+            }
+        }
+        for j in dim / LANES * LANES..dim {
+            let (a, b) = lane(j);
+            a2[0] += a;
+            b2[0] += b;
+        }
+        let (a2, b2) = (
+            (a2[0] + a2[1]) + (a2[2] + a2[3]),
+            (b2[0] + b2[1]) + (b2[2] + b2[3]),
+        );
         let u2 = SCORE_UNIT * SCORE_UNIT;
         (a2 / u2 + 0.5 * b2 / (u2 * u2)) / self.n
     }
@@ -540,12 +567,14 @@ impl Counts {
     }
 
     /// Counts a byte row ([`Levels::bins`]: the bin is the low four bits).
+    #[inline]
     pub fn add(&mut self, bins: &[u8]) {
         for (j, b) in bins.iter().enumerate() {
             self.counts[usize::from(*b & 15) * self.dim + j] += 1;
         }
     }
 
+    #[inline]
     pub fn remove(&mut self, bins: &[u8]) {
         for (j, b) in bins.iter().enumerate() {
             self.counts[usize::from(*b & 15) * self.dim + j] -= 1;
@@ -553,6 +582,7 @@ impl Counts {
     }
 
     /// [`Counts::remove`] of `old` and [`Counts::add`] of `new`, in one pass.
+    #[inline(always)]
     pub fn replace(&mut self, old: &[u8], new: &[u8]) {
         for (j, (o, n)) in old.iter().zip(new).enumerate() {
             self.counts[usize::from(*o & 15) * self.dim + j] -= 1;
@@ -566,6 +596,7 @@ impl Counts {
     /// `t = w` it is the binned KS distance; with `t < w` the window's other `w − t`
     /// places are taken to sit exactly on the reference (the detector's warm start).
     /// `scratch` is reused between calls.
+    #[inline(always)]
     pub fn distance(&mut self, targets: &Targets, t: usize, scratch: &mut Vec<i32>) -> f64 {
         debug_assert_eq!(targets.fixed.len(), EDGES * self.dim);
         let w = targets.w;
@@ -596,6 +627,7 @@ impl Counts {
 
     /// `max over j, k of |cum_j(k) − scale · target[k·dim + j] / 16|`, in samples
     /// (`target` in sixteenths of a sample; `scale = t / w` for `t` samples counted).
+    #[inline(always)]
     fn gap_scaled(&self, target: &[i32], scale: f32, cum: &mut Vec<i32>) -> f64 {
         cum.clear();
         cum.resize(self.dim, 0);

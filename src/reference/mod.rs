@@ -227,6 +227,7 @@ impl FeatureMap {
     }
 
     /// Writes `φ(x)` into `out` (length `D`); `x` has the map's dimension.
+    #[inline(always)]
     pub fn apply(&self, x: &[f32], out: &mut [f32]) {
         debug_assert_eq!(x.len(), self.dim);
         matvec::matvec(&self.w, x, out);
@@ -237,6 +238,7 @@ impl FeatureMap {
     }
 
     /// Writes `φ(x)` and the norm coordinate into `out` (length `D + 1`).
+    #[inline(always)]
     pub fn apply_with_norm(&self, x: &[f32], norm: &NormScale, out: &mut [f32]) {
         let (kernel, last) = out.split_at_mut(self.features());
         self.apply(x, kernel);
