@@ -399,6 +399,19 @@ to_ms() { # wrk duration (12.3us, 1.2ms, 1.5s, 2.0m) -> ms
 RUNS="$WORK/runs.csv"
 echo "round,name,rps,requests,cpu_us_per_req,p50_ms,p99_ms,load_us_per_req,errors,primary,baseline,canary,slow,conns_primary,conns_baseline,conns_canary,conns_slow" >"$RUNS"
 
+# The scoring thread of sg_ref (the input-drift detector's, named `reference`): its CPU
+# time in ns (schedstat) and the answers it scored, so that its own cost per scored
+# answer is measured directly, not only as the difference of two noisy process totals.
+SCORING="$WORK/scoring.csv"
+echo "round,thread_ns,answers,requests" >"$SCORING"
+scoring_now() { # -> "ns answers"
+  local t ns=0
+  for t in /proc/"$PID_sg_ref"/task/*; do
+    [[ $(cat "$t/comm" 2>/dev/null) == reference ]] && ns=$(awk '{print $1}' "$t/schedstat")
+  done
+  echo "$ns $(curl -fsS --max-time 2 "http://127.0.0.1:$ADMIN_sg_ref/metrics" | awk '/^shadowgate_reference_samples_total/ {print $2}')"
+}
+
 # One wrk run against one contestant; appends a line to runs.csv.
 measure() { # round name duration script conns
   local round=$1 name=$2 dur=$3 script=$4 conns=$5
@@ -406,6 +419,8 @@ measure() { # round name duration script conns
   pid=${!pidvar}
   local c0 c1 u0 u1 out before after
   before=($(counters))
+  local s0=() s1=()
+  [[ $name == sg_ref ]] && s0=($(scoring_now))
   c0=$(proc_ticks "$pid")
   u0=$(proc_ticks "$PID_up_primary")
   # The load core's work per request too: wrk's own CPU (GNU time) and the primary
@@ -418,6 +433,7 @@ measure() { # round name duration script conns
   # shadow work still running after the client run ends is the proxy's cost too
   sleep 0.3
   c1=$(proc_ticks "$pid")
+  [[ $name == sg_ref ]] && s1=($(scoring_now))
   after=($(counters))
   local deltas="" i d
   for i in 0 1 2 3 4 5 6 7; do
@@ -438,6 +454,10 @@ measure() { # round name duration script conns
   cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }')
   load=$(awk -v t=$((u1 - u0)) -v hz="$CLK_TCK" -v n="$requests" '{ u = $1; s = $2 } END { printf "%.2f", (u + s + t / hz) * 1e6 / n }' "$WORK/wrk-time.txt")
   echo "$round,$name,$rps,$requests,$cpu,$p50,$p99,$load,$errors$deltas" >>"$RUNS"
+  if [[ $name == sg_ref ]]; then
+    echo "$round,$((s1[0] - s0[0])),$((s1[1] - s0[1])),$requests" >>"$SCORING"
+    log "  sg_ref scoring thread: $(awk -v ns=$((s1[0] - s0[0])) -v n=$((s1[1] - s0[1])) 'BEGIN { printf "%.2f", ns / 1000 / (n > 0 ? n : 1) }') µs CPU per scored answer ($((s1[1] - s0[1])) answers)"
+  fi
   log "  $name: $rps req/s, $cpu µs CPU/req, p50 $p50 ms, p99 $p99 ms, load core $load µs/req (wrk + primary), errors $errors, upstream requests,connections p/b/c/slow ${deltas#,}"
 }
 
@@ -610,6 +630,13 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   compare "A/B: shadowgate against shadowgate B, CPU µs/req" sg_plain sgB_plain cpu_us_per_req 1 "" ""
   compare "plain proxying, input-drift detector on (10%): CPU µs/req" sg_ref ng_plain cpu_us_per_req 1 "≤ 1.0 × nginx" 1.0
   compare "input-drift detector on vs off: CPU µs/req" sg_ref sg_plain cpu_us_per_req 1 "" ""
+  if ran sg_ref; then
+    per_answer=$(awk -F, 'NR > 1 && $3 > 0 { print $2 / 1000 / $3 }' "$SCORING" | median)
+    per_req_scoring=$(awk -F, 'NR > 1 && $4 > 0 { print $2 / 1000 / $4 }' "$SCORING" | median)
+    share=$(awk -F, 'NR > 1 { a += $3; r += $4 } END { printf "%.3f", a / (r > 0 ? r : 1) }' "$SCORING")
+    printf '| input-drift detector: its scoring thread, CPU µs per scored answer (per request) | %s (%s) | | | | | %s answers per request |\n' \
+      "$(fmt "$per_answer" 2)" "$(fmt "$per_req_scoring" 2)" "$share"
+  fi
   compare "A/B: shadowgate B against nginx, CPU µs/req" sgB_plain ng_plain cpu_us_per_req 1 "" ""
   compare "plain proxying, saturated: p99 ms" sg_plain ng_plain p99_ms 2 "≤ nginx" 1.0
   compare "plain proxying, same offered load: p99 ms" sg_eq ng_eq p99_ms 2 "≤ nginx" 1.0
@@ -638,5 +665,6 @@ CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 mv "$OUT.tmp" "$OUT"
 cp "$RUNS" "${OUT%.md}.runs.csv"
 ((MEM_SECONDS > 0)) && cp "$MEM" "${OUT%.md}.memory.csv"
+ran sg_ref && cp "$SCORING" "${OUT%.md}.scoring.csv"
 cat "$OUT"
 log "table written to $OUT (raw runs: ${OUT%.md}.runs.csv); ${ELAPSED}s"

@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::Proxy;
 use crate::metrics::PrimaryMetrics;
+use crate::reference_monitor::{Answer, ReferenceMonitor};
 use crate::upstream::PooledBody;
 
 /// Finds the generated-token count (`"completion_tokens": N`) in a streamed response
@@ -100,6 +101,9 @@ pub struct Tee {
     buf: Vec<u8>,
     max: usize,
     tx: Vec<oneshot::Sender<Result<Bytes, String>>>,
+    /// The reference monitor: handed the whole answer by [`Tee::complete`] itself, so no
+    /// task and no channel wait for it (a failed answer is not scored).
+    monitor: Option<Arc<ReferenceMonitor>>,
 }
 
 impl Tee {
@@ -111,20 +115,30 @@ impl Tee {
             buf: Vec::new(),
             max,
             tx: vec![tx],
+            monitor: None,
         };
         (tee, rx)
     }
 
-    /// One more receiver of the same copy (the smaller of the two limits applies).
-    pub(super) fn subscribe(&mut self, max: usize) -> oneshot::Receiver<Result<Bytes, String>> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.push(tx);
-        self.max = self.max.min(max);
-        rx
+    /// A copy for the reference monitor alone (at most its `max_bytes`).
+    pub(super) fn for_monitor(monitor: Arc<ReferenceMonitor>) -> Self {
+        Tee {
+            buf: Vec::new(),
+            max: monitor.max_bytes,
+            tx: Vec::new(),
+            monitor: Some(monitor),
+        }
+    }
+
+    /// The reference monitor gets the same copy too (the smaller of the two limits
+    /// applies).
+    pub(super) fn add_monitor(&mut self, monitor: Arc<ReferenceMonitor>) {
+        self.max = self.max.min(monitor.max_bytes);
+        self.monitor = Some(monitor);
     }
 
     fn push(&mut self, data: &[u8]) {
-        if self.tx.is_empty() {
+        if self.tx.is_empty() && self.monitor.is_none() {
             return;
         }
         if self.buf.len() + data.len() > self.max {
@@ -138,6 +152,7 @@ impl Tee {
         for tx in self.tx.drain(..) {
             let _ = tx.send(Err(why.clone()));
         }
+        self.monitor = None;
         self.buf = Vec::new();
     }
 
@@ -145,6 +160,9 @@ impl Tee {
         let whole = Bytes::from(std::mem::take(&mut self.buf));
         for tx in self.tx.drain(..) {
             let _ = tx.send(Ok(whole.clone()));
+        }
+        if let Some(m) = self.monitor.take() {
+            m.offer(Answer::Http(whole));
         }
     }
 }

@@ -214,21 +214,12 @@ impl Proxy {
         }
 
         // `[reference]`: the same copy of the answer (or its own), scored once whole.
+        // Handed over by the copy itself once the client has the whole answer.
         if let Some(monitor) = self.reference.as_ref().filter(|m| m.sampled(request_id)) {
-            let rx = match tee.as_mut() {
-                Some(t) => t.subscribe(monitor.max_bytes),
-                None => {
-                    let (t, rx) = Tee::new(monitor.max_bytes);
-                    tee = Some(t);
-                    rx
-                }
-            };
-            let monitor = monitor.clone();
-            tokio::spawn(async move {
-                if let Ok(Ok(answer)) = rx.await {
-                    monitor.offer(crate::reference_monitor::Answer::Http(answer));
-                }
-            });
+            match tee.as_mut() {
+                Some(t) => t.add_monitor(monitor.clone()),
+                None => tee = Some(Tee::for_monitor(monitor.clone())),
+            }
         }
 
         // Origin form (`/path?query`): the upstream adds the Host header.
