@@ -606,9 +606,11 @@ fn one_look_at_a_batch_is_a_test_at_level_alpha() {
 }
 
 /// `Detector::observe` runs a copy compiled for AVX2 where the CPU has it; it must give
-/// the portable copy's steps bit for bit (the build's calibration ran the portable
-/// arithmetic), through the warm start, every checkpoint, the long window filling and a
-/// shift, at dimensions that leave remainders for 8- and 16-lane loops.
+/// the portable copy's steps bit for bit (a reference's line must mean the same on every
+/// pod), through the warm start, every checkpoint, the long window filling and a shift,
+/// at dimensions that leave remainders for 8- and 16-lane loops. The loops only
+/// widen in an optimised build: `cargo nextest run --cargo-profile release --lib
+/// the_avx2_copy` (the suite's debug build checks the dispatch and the arithmetic).
 #[test]
 fn the_avx2_copy_of_the_detector_gives_the_portable_copys_steps_bit_for_bit() {
     for (dim, seed) in [(16, 40), (45, 41), (131, 42)] {
