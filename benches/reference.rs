@@ -1,6 +1,8 @@
 //! The reference drift detector's cost per sampled embedding (`Detector::observe`: the
 //! random-feature map, the norm, the window update and the score) at d = 384, 768, 1536
-//! with the default D = 128 features and window 100; its state size is printed.
+//! with the default D = 128 features and window 100, one sample at a time and a batch
+//! at a time (`together/d`: `Detector::observe_many`, per sample); its state size is
+//! printed.
 //!
 //! `cargo bench --bench reference`
 
@@ -31,7 +33,6 @@ fn fill(n: usize, seed: u64) -> Vec<f32> {
 
 fn observe(c: &mut Criterion) {
     let mut g = c.benchmark_group("reference_observe");
-    g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(3));
     for dim in DIMS {
         let x = Array2::from_shape_vec((2000, dim), fill(2000 * dim, 1)).unwrap();
@@ -54,11 +55,25 @@ fn observe(c: &mut Criterion) {
         );
         let pool = fill(POOL * dim, 2);
         let mut i = 0;
+        g.throughput(Throughput::Elements(1));
         g.bench_with_input(BenchmarkId::from_parameter(dim), &dim, |b, &dim| {
             b.iter(|| {
                 let v = &pool[(i % POOL) * dim..][..dim];
                 i += 1;
                 black_box(det.observe(black_box(v)))
+            })
+        });
+        // What the scoring thread does with a drain of its queue: a batch at a time.
+        let n = Detector::BATCH;
+        let mut steps = Vec::with_capacity(n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("together", dim), &dim, |b, &dim| {
+            b.iter(|| {
+                let start = i % (POOL - n);
+                i += n;
+                steps.clear();
+                det.observe_many(black_box(&pool[start * dim..][..n * dim]), &mut steps);
+                black_box(steps.last().copied())
             })
         });
     }

@@ -22,7 +22,7 @@ use crate::grpc::{GrpcDecoder, GrpcProtocol};
 use crate::ids::{id_hash, SampleRate};
 use crate::protocol::{Extractor, ModelOutput};
 use crate::reference::picture::{Picture, Recent};
-use crate::reference::{BuildParams, Detector, Reference};
+use crate::reference::{BuildParams, Detector, Reference, Step};
 
 /// Scored embeddings the status page's "now" picture is drawn from.
 pub const RECENT_POINTS: usize = 500;
@@ -306,6 +306,9 @@ fn score_loop(
         .collect();
     let mut cells = Vec::new();
     let mut det = Detector::new(&reference);
+    // Rows parsed and not yet scored: scored together when a batch's worth is in, and
+    // when the queue drains.
+    let mut rows = Scoring::new(reference.dim);
     let mut warned = false;
     let mut idle = 0u32;
     let mut unpublished = 0u32;
@@ -319,10 +322,15 @@ fn score_loop(
                 idle = 0;
                 a
             }
-            Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                rows.score(&mut det, s);
+                return;
+            }
             Err(crossbeam_channel::TryRecvError::Empty) => {
-                // The queue is drained: publish what the answers since then moved.
+                // The queue is drained: score what is in and publish what the answers
+                // since then moved.
                 if idle == 0 {
+                    rows.score(&mut det, s);
                     publish(&mut cells, shown, &det, &slice_gauges);
                     unpublished = 0;
                 }
@@ -336,7 +344,10 @@ fn score_loop(
                         idle = 0;
                         a
                     }
-                    Err(_) => return,
+                    Err(_) => {
+                        rows.score(&mut det, s);
+                        return;
+                    }
                 }
             }
         };
@@ -365,19 +376,60 @@ fn score_loop(
             if let Some(p) = &picture {
                 cells.push(p.cell(p.project(row)));
             }
-            let step = det.observe(row);
-            s.samples.inc();
-            s.score.set(step.score);
-            s.alarm.set(i64::from(step.alarm));
-            if step.alarm {
-                s.alarms.inc();
-            }
+        }
+        rows.push(&out.data[..out.data.len() / out.dim * out.dim]);
+        if rows.full() {
+            rows.score(&mut det, s);
         }
         unpublished += 1;
         if unpublished >= PUBLISH_EVERY {
             // A queue that never drains still shows on the page and the slice series.
+            rows.score(&mut det, s);
             publish(&mut cells, shown, &det, &slice_gauges);
             unpublished = 0;
+        }
+    }
+}
+
+/// Parsed rows waiting to be scored, and the steps of the last ones scored.
+struct Scoring {
+    rows: Vec<f32>,
+    dim: usize,
+    steps: Vec<Step>,
+}
+
+impl Scoring {
+    fn new(dim: usize) -> Self {
+        Scoring {
+            rows: Vec::with_capacity(Detector::BATCH * dim),
+            dim,
+            steps: Vec::with_capacity(Detector::BATCH),
+        }
+    }
+
+    fn push(&mut self, rows: &[f32]) {
+        self.rows.extend_from_slice(rows);
+    }
+
+    fn full(&self) -> bool {
+        self.rows.len() >= Detector::BATCH * self.dim
+    }
+
+    /// Scores the waiting rows, in order, and sets the series: the samples and alarms
+    /// counted, the score and alarm state of the last one.
+    fn score(&mut self, det: &mut Detector, s: &Series) {
+        if self.rows.is_empty() {
+            return;
+        }
+        self.steps.clear();
+        det.observe_many(&self.rows, &mut self.steps);
+        self.rows.clear();
+        s.samples.inc_by(self.steps.len() as u64);
+        let alarms = self.steps.iter().filter(|st| st.alarm).count();
+        s.alarms.inc_by(alarms as u64);
+        if let Some(last) = self.steps.last() {
+            s.score.set(last.score);
+            s.alarm.set(i64::from(last.alarm));
         }
     }
 }

@@ -231,7 +231,18 @@ impl FeatureMap {
     pub fn apply(&self, x: &[f32], out: &mut [f32]) {
         debug_assert_eq!(x.len(), self.dim);
         matvec::matvec(&self.w, x, out);
-        // A separate pass, so that the cosines vectorise.
+        self.cosines(out);
+    }
+
+    /// `W x_s` for the samples `xs` (rows of the map's dimension) into `out` (`D` per
+    /// sample): the products of [`FeatureMap::apply`], several samples per pass over `W`.
+    pub fn products(&self, xs: &[f32], out: &mut [f32]) {
+        matvec::matmul(&self.w, xs, self.dim, out);
+    }
+
+    /// `W x` in `out` to `φ(x)`: a separate pass, so that the cosines vectorise.
+    #[inline(always)]
+    fn cosines(&self, out: &mut [f32]) {
         for (o, b) in out.iter_mut().zip(&self.b) {
             *o = self.scale * cos(*o + b);
         }
@@ -240,8 +251,16 @@ impl FeatureMap {
     /// Writes `φ(x)` and the norm coordinate into `out` (length `D + 1`).
     #[inline(always)]
     pub fn apply_with_norm(&self, x: &[f32], norm: &NormScale, out: &mut [f32]) {
+        matvec::matvec(&self.w, x, &mut out[..self.features()]);
+        self.finish_with_norm(x, norm, out);
+    }
+
+    /// [`FeatureMap::apply_with_norm`] when `out[..D]` already holds `W x`
+    /// ([`FeatureMap::products`]).
+    #[inline(always)]
+    pub fn finish_with_norm(&self, x: &[f32], norm: &NormScale, out: &mut [f32]) {
         let (kernel, last) = out.split_at_mut(self.features());
-        self.apply(x, kernel);
+        self.cosines(kernel);
         let n = <f32 as simsimd::SpatialSimilarity>::dot(x, x)
             .unwrap_or(0.0)
             .sqrt();

@@ -652,3 +652,67 @@ fn the_avx2_copy_of_the_detector_gives_the_portable_copys_steps_bit_for_bit() {
         assert!(alarms > 0, "d = {dim}: the shift was meant to be seen");
     }
 }
+
+/// The scoring thread scores the answers of one drain of its queue together
+/// ([`Detector::observe_many`]: the feature products of several samples per pass over
+/// `W`): the same steps, bit for bit, as one sample at a time, for any split of the
+/// stream, with a feature count that leaves rows over the product's blocks.
+#[test]
+fn samples_scored_together_give_the_steps_of_one_at_a_time() {
+    for (dim, features, seed) in [(45, 61, 50)] {
+        let x = gaussian(seed, 1500, dim, |_| {});
+        let r = build(
+            x.view(),
+            &BuildParams {
+                features,
+                ..params(25, 2000.0)
+            },
+            0,
+        )
+        .unwrap();
+        let mut i = 0u64;
+        let stream = gaussian(seed + 100, r.long_window + 300, dim, |v| {
+            i += 1;
+            if i > r.long_window as u64 && mix_share(i, seed) < 0.3 {
+                v.iter_mut().take(5).for_each(|c| *c = 1.5 * *c + 0.4);
+            }
+        });
+        let rows = stream.as_slice().unwrap();
+        let (mut together, mut one) = (Detector::new(&r), Detector::new(&r));
+        let (mut start, mut k, mut steps, mut alarms) = (0, 0, Vec::new(), 0);
+        // Splits of 1, 2, 3, 5, 13 and 24 samples (the last over one batch), in turn.
+        for size in [1, 2, 3, 5, 13, 24].into_iter().cycle() {
+            if start >= stream.nrows() {
+                break;
+            }
+            let end = (start + size).min(stream.nrows());
+            steps.clear();
+            together.observe_many(&rows[start * dim..end * dim], &mut steps);
+            assert_eq!(steps.len(), end - start);
+            for (s, row) in steps
+                .iter()
+                .zip(rows[start * dim..end * dim].chunks_exact(dim))
+            {
+                let want = one.observe(row);
+                assert_eq!(
+                    s.score.to_bits(),
+                    want.score.to_bits(),
+                    "d = {dim}, sample {k}"
+                );
+                assert_eq!((s.alarm, s.part), (want.alarm, want.part), "sample {k}");
+                alarms += usize::from(s.alarm);
+                k += 1;
+            }
+            let ((pa, la), (pb, lb)) = (together.parts(), one.parts());
+            assert_eq!(pa.map(f64::to_bits), pb.map(f64::to_bits), "sample {k}");
+            assert_eq!(la.to_bits(), lb.to_bits());
+            assert_eq!(together.worst_coordinate(), one.worst_coordinate());
+            start = end;
+        }
+        assert_eq!(
+            (together.seen(), together.alarms()),
+            (one.seen(), one.alarms())
+        );
+        assert!(alarms > 0, "d = {dim}: the shift was meant to be seen");
+    }
+}
