@@ -6,9 +6,10 @@
 //! of `x` and keep independent FMA chains in flight; with AVX2 and FMA (detected at run
 //! time) that is a quarter of the per-row calls' time at d = 384. At d = 384 the
 //! 128 rows (192 kB) do not fit the L1 cache, so one sample's product waits on the L2
-//! cache for `W`: [`matmul`] takes three samples per load of a row (the scoring thread
-//! scores the answers of one drain of its queue together), a third of the traffic per
-//! sample (`cargo bench --bench reference`, BENCHMARKS.md).
+//! cache for `W`: [`matmul`] takes three samples per load of a row into registers, and
+//! every sample of the call per load of a block of rows into the L1 cache (the scoring
+//! thread scores the answers of one drain of its queue together; `cargo bench --bench
+//! reference`, BENCHMARKS.md).
 //!
 //! Every entry is summed the same way whatever the grouping (eight lanes of FMAs in the
 //! order of `j`, the lanes added pairwise, then the `d mod 8` tail in order), so a
@@ -95,43 +96,33 @@ mod avx2 {
             xs.len() == n * d && out.len() == n * rows && w.len() == rows * d,
             "W is rows of d, xs samples of d, out a row's entry per sample"
         );
-        let mut s = 0;
-        while s + SAMPLES <= n {
-            // SAFETY: samples s..s + SAMPLES exist (loop condition); the features are
-            // the caller's.
-            unsafe { group::<ROWS_GROUP, SAMPLES>(w, xs, d, rows, s, out) };
-            s += SAMPLES;
-        }
-        while s < n {
-            unsafe { group::<ROWS_ONE, 1>(w, xs, d, rows, s, out) };
-            s += 1;
-        }
-    }
-
-    /// Samples `s0..s0 + S`, every row: `R` rows at a time, the rest one by one.
-    ///
-    /// # Safety
-    ///
-    /// The CPU must have AVX2 and FMA; `s0 + S ≤ n`, and the slices' lengths as
-    /// asserted in [`matmul`].
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn group<const R: usize, const S: usize>(
-        w: &[f32],
-        xs: &[f32],
-        d: usize,
-        rows: usize,
-        s0: usize,
-        out: &mut [f32],
-    ) {
+        // Row blocks outermost: a block of `W` (4 rows, 6 kB at d = 384) stays in the L1
+        // cache while every group of samples takes it, so `W` streams in once per call
+        // whether it was evicted since the last call or not.
+        let groups = n / SAMPLES * SAMPLES;
         let mut r0 = 0;
-        while r0 + R <= rows {
-            unsafe { block::<R, S>(w, xs, d, rows, s0, r0, out) };
-            r0 += R;
+        while r0 + ROWS_GROUP <= rows {
+            for s0 in (0..groups).step_by(SAMPLES) {
+                // SAFETY: rows r0..r0 + ROWS_GROUP and samples s0..s0 + SAMPLES exist.
+                unsafe { block::<ROWS_GROUP, SAMPLES>(w, xs, d, rows, s0, r0, out) };
+            }
+            r0 += ROWS_GROUP;
         }
-        while r0 < rows {
-            unsafe { block::<1, S>(w, xs, d, rows, s0, r0, out) };
-            r0 += 1;
+        for r in r0..rows {
+            for s0 in (0..groups).step_by(SAMPLES) {
+                unsafe { block::<1, SAMPLES>(w, xs, d, rows, s0, r, out) };
+            }
+        }
+        // The samples over the last group of three, one at a time.
+        for s0 in groups..n {
+            let mut r0 = 0;
+            while r0 + ROWS_ONE <= rows {
+                unsafe { block::<ROWS_ONE, 1>(w, xs, d, rows, s0, r0, out) };
+                r0 += ROWS_ONE;
+            }
+            for r in r0..rows {
+                unsafe { block::<1, 1>(w, xs, d, rows, s0, r, out) };
+            }
         }
     }
 
@@ -139,7 +130,8 @@ mod avx2 {
     ///
     /// # Safety
     ///
-    /// As [`group`], and `r0 + R ≤ rows`.
+    /// The CPU must have AVX2 and FMA; `r0 + R ≤ rows`, `s0 + S ≤ n`, and the slices'
+    /// lengths as asserted in [`matmul`].
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn block<const R: usize, const S: usize>(
