@@ -357,6 +357,14 @@ group() { # group names... (uses LOADOPTS)
 }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# The VM's state: the cost of a bare syscall (perf's getppid loop). Days when every
+# contestant costs ~2x per call came with dearer syscalls, which flatters the sidecar's
+# fewer syscalls against nginx's; the figure lets a later reader tell such a day.
+SYSCALL_NS=n/a
+if command -v perf >/dev/null; then
+  SYSCALL_NS=$(perf bench syscall basic 2>/dev/null | awk '/usecs\/op/ {printf "%.0f", $1 * 1000}')
+  SYSCALL_NS=${SYSCALL_NS:-n/a}
+fi
 for g in $GROUPS_TO_RUN; do
   case $g in
     sat) LOADOPTS=(-c "$CONNS" -m "$STREAMS"); group sat direct ng_plain sg_plain ng_m10 sg_m10 ;;
@@ -422,14 +430,15 @@ if ((MEM_SECONDS > 0)); then
 fi
 
 # ---------------------------------------------------------------- summary
-python3 - "$RUNS" "$MEM" "$OUT_DIR/results.md" "$LOAD_START" "$LOAD_END" "$(git -C "$ROOT" rev-parse --short HEAD)" <<'EOF'
+python3 - "$RUNS" "$MEM" "$OUT_DIR/results.md" "$LOAD_START" "$LOAD_END" "$(git -C "$ROOT" rev-parse --short HEAD)" "$SYSCALL_NS" <<'EOF'
 import csv, os, statistics, sys
-runs, mem, out, load0, load1, commit = sys.argv[1:7]
+runs, mem, out, load0, load1, commit, syscall_ns = sys.argv[1:8]
 rows = list(csv.DictReader(open(runs)))
 def cell(g, n, k):
     return [float(r[k]) for r in rows if r["group"] == g and r["name"] == n]
 def med(v): return statistics.median(v) if v else float("nan")
-lines = [f"Run of commit {commit}; load average {load0} at start, {load1} at end.", ""]
+lines = [f"Run of commit {commit}; load average {load0} at start, {load1} at end; "
+         f"a bare syscall (perf bench syscall basic) {syscall_ns} ns.", ""]
 lines += ["| group | contestant | calls/s | CPU µs/call (runs) | p50 ms | p99 ms | model calls per client call p/b/c/slow | non-2xx+failed |",
           "|---|---|---:|---|---:|---:|---|---:|"]
 groups = []

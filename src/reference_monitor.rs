@@ -2,7 +2,10 @@
 //! thread, and its series. The primary's answer is copied as it streams to the client
 //! (`proxy::body::Tee`) and handed over whole once the client has it; parsing and scoring
 //! run on a thread of their own, so the client path only pays for the copy and a
-//! `try_send` (a full queue drops the answer and counts it).
+//! `try_send` (a full queue drops the answer and counts it). The thread polls its queue
+//! and scores the rows of what it drains together, up to `Detector::BATCH` at a time
+//! (the same steps as one at a time; the feature products share the passes over `W`):
+//! the score and alarm series move once per batch.
 //!
 //! With `reference.from_first = N` instead of a file, the thread first keeps the first N
 //! sampled embeddings, builds the reference from them exactly as `shadowgate reference
