@@ -122,7 +122,7 @@ pub struct Detector {
     seen: u64,
     next: usize,
     scratch: Vec<f32>,
-    /// [`Detector::observe_many`]'s products `W x` of up to [`BATCH`] samples.
+    /// [`Detector::observe_many`]'s products `W x` of up to [`Detector::BATCH`] samples.
     products: Vec<f32>,
     bin_scratch: Vec<u32>,
     /// Alarms raised (steps at or over the line).
@@ -132,9 +132,6 @@ pub struct Detector {
 /// The running sum is recomputed from the window this often (in samples), so float
 /// rounding cannot accumulate over a long run.
 const RESUM_EVERY: u64 = 1 << 16;
-
-/// Samples whose feature products [`Detector::observe_many`] takes together.
-const BATCH: usize = Detector::BATCH;
 
 impl Detector {
     /// Samples whose feature products [`Detector::observe_many`] takes together: a
@@ -187,7 +184,7 @@ impl Detector {
             seen: 0,
             next: 0,
             scratch: vec![0.0; features],
-            products: vec![0.0; BATCH * (features - 1)],
+            products: vec![0.0; Self::BATCH * (features - 1)],
             bin_scratch: Vec::with_capacity(dim),
             alarms: 0,
         }
@@ -229,9 +226,9 @@ impl Detector {
 
     /// Scores the samples `xs` (rows of the reference's dimension) in order and appends
     /// their steps to `steps`: the steps of as many calls of [`Detector::observe`], bit
-    /// for bit, with the random-feature products of [`BATCH`] samples taken together
-    /// (three samples per load of a row of `W`, which at d = 384 does not fit the L1
-    /// cache).
+    /// for bit, with the random-feature products of [`Detector::BATCH`] samples taken
+    /// together (three samples per load of a row of `W`, which at d = 384 does not fit
+    /// the L1 cache).
     pub fn observe_many(&mut self, xs: &[f32], steps: &mut Vec<Step>) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
@@ -256,7 +253,7 @@ impl Detector {
     fn observe_many_inline(&mut self, xs: &[f32], steps: &mut Vec<Step>) {
         let (dim, kernel) = (self.dim, self.features - 1);
         let mut products = std::mem::take(&mut self.products);
-        for chunk in xs.chunks(BATCH * dim) {
+        for chunk in xs.chunks(Self::BATCH * dim) {
             let n = chunk.len() / dim;
             self.map
                 .products(&chunk[..n * dim], &mut products[..n * kernel]);
