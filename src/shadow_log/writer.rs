@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
@@ -39,6 +39,10 @@ const MAX_BATCH_ROWS: usize = 8_192;
 /// (one Arrow batch and one wake-up per row) against ~1 µs batched; 100 ms of delay on
 /// the way to disk is invisible next to a file's minutes-long lifetime.
 const GATHER: Duration = Duration::from_millis(100);
+/// While it gathers, the writer looks at the queue this often, asleep in between: a
+/// receiver parked on the queue costs every `try_log` a futex wake (a syscall on a proxy
+/// thread) and the writer a context switch per row.
+const GATHER_POLL: Duration = Duration::from_millis(20);
 
 /// Settings of one shadow-log writer (DESIGN.md `[shadow_log]`).
 #[derive(Debug, Clone)]
@@ -380,6 +384,26 @@ struct OpenFile {
     opened_at: Instant,
 }
 
+/// Adds to `batch` what else is queued or arrives before `until`, up to
+/// [`MAX_BATCH_ROWS`], looking every [`GATHER_POLL`]. A disconnect (shutdown) ends the
+/// gathering, and the writer's next `recv` ends its loop.
+fn gather(rx: &Receiver<Box<ShadowRecord>>, batch: &mut Vec<ShadowRecord>, until: Instant) {
+    loop {
+        while batch.len() < MAX_BATCH_ROWS {
+            match rx.try_recv() {
+                Ok(rec) => batch.push(*rec),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let now = Instant::now();
+        if batch.len() >= MAX_BATCH_ROWS || now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(GATHER_POLL));
+    }
+}
+
 /// State of the writer thread.
 struct Writer {
     opts: WriterOptions,
@@ -418,17 +442,7 @@ impl Writer {
             match first {
                 Ok(rec) => {
                     batch.push(*rec);
-                    let until = Instant::now() + GATHER;
-                    while batch.len() < MAX_BATCH_ROWS {
-                        // Returns at once while records are queued; a disconnect (shutdown)
-                        // ends the gathering and the next `recv` ends the loop.
-                        match rx.recv_deadline(until) {
-                            Ok(rec) => batch.push(*rec),
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                break
-                            }
-                        }
-                    }
+                    gather(rx, &mut batch, Instant::now() + GATHER);
                     self.metrics.queue_depth.set(gauge_value(rx.len()));
                     self.write_batch(&mut batch);
                 }
