@@ -645,3 +645,88 @@ impl Writer {
         self.summary.rows_dropped_write_error += rows as u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shadow_log::record::TargetOutcome;
+
+    fn row(item: u32) -> Box<ShadowRecord> {
+        let shared: Arc<str> = Arc::from("x");
+        Box::new(ShadowRecord {
+            request_id: format!("req-{item}"),
+            item,
+            ts_micros: 0,
+            model: Arc::clone(&shared),
+            pod: Arc::clone(&shared),
+            baseline_version: Arc::clone(&shared),
+            canary_version: shared,
+            input_hash: String::new(),
+            input: None,
+            baseline_prediction: None,
+            canary_prediction: None,
+            cosine_similarity: None,
+            baseline_norm: None,
+            canary_norm: None,
+            baseline_latency_ms: None,
+            canary_latency_ms: None,
+            baseline_outcome: TargetOutcome::Ok,
+            canary_outcome: TargetOutcome::Ok,
+            sample_rate: 1.0,
+            baseline_embedding: None,
+            canary_embedding: None,
+        })
+    }
+
+    fn items(batch: &[ShadowRecord]) -> Vec<u32> {
+        batch.iter().map(|r| r.item).collect()
+    }
+
+    #[test]
+    fn gathering_takes_the_rows_that_come_while_it_waits_and_ends_when_the_senders_go() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let sender = std::thread::spawn(move || {
+            for i in 0..5 {
+                tx.send(row(i)).unwrap();
+                std::thread::sleep(Duration::from_millis(7));
+            }
+        });
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        gather(&rx, &mut batch, started + Duration::from_secs(30));
+        sender.join().unwrap();
+        assert_eq!(items(&batch), [0, 1, 2, 3, 4]);
+        // The senders' drop ended it (a shutdown), not the 30 s deadline.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn gathering_ends_at_its_deadline_and_at_a_full_batch() {
+        let (tx, rx) = crossbeam_channel::bounded(MAX_BATCH_ROWS + 8);
+        tx.send(row(1)).unwrap();
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        gather(&rx, &mut batch, started + Duration::from_millis(50));
+        assert_eq!(items(&batch), [1]);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // A full batch ends it at once, and what is over stays queued for the next.
+        for i in 0..MAX_BATCH_ROWS as u32 + 8 {
+            tx.send(row(i)).unwrap();
+        }
+        batch.clear();
+        let started = Instant::now();
+        gather(&rx, &mut batch, started + Duration::from_secs(30));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(batch.len(), MAX_BATCH_ROWS);
+        assert_eq!(rx.len(), 8);
+        drop(tx);
+    }
+}
