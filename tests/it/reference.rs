@@ -286,11 +286,19 @@ fn a_reference_with_the_slices_codebook_names_the_region_traffic_moved_to() {
 /// written to `dir/ref.json`: window 50, ERT 11 000 (a false alarm within 550 samples
 /// after the window fills has probability at most 5 %).
 fn demo_reference(dir: &Path, model: &str) -> std::path::PathBuf {
-    built_reference(dir, model, false)
+    built_reference(dir, model, false, None)
 }
 
-/// [`demo_reference`], or with `one_look` a test of one batch of 500.
-fn built_reference(dir: &Path, model: &str, one_look: bool) -> std::path::PathBuf {
+/// [`demo_reference`], or with `one_look` a test of one batch of 500; `streams`: null
+/// streams the line is calibrated on, when not the default 2000 (a file that only has to
+/// be refused needs no exact line, and a debug build takes ~25 s per default build).
+fn built_reference(
+    dir: &Path,
+    model: &str,
+    one_look: bool,
+    streams: Option<usize>,
+) -> std::path::PathBuf {
+    let defaults = shadowgate::reference::BuildParams::new(model);
     let dim = 32;
     let rows: Vec<f32> = (0..4000)
         .flat_map(|i| shadowgate::demo::model::baseline_unit(&format!("reference text {i}"), dim))
@@ -303,7 +311,8 @@ fn built_reference(dir: &Path, model: &str, one_look: bool) -> std::path::PathBu
             ert: if one_look { 20.0 } else { 11_000.0 },
             long_window: one_look.then_some(500),
             one_look,
-            ..shadowgate::reference::BuildParams::new(model)
+            streams: streams.unwrap_or(defaults.streams),
+            ..defaults
         },
         0,
     )
@@ -422,8 +431,8 @@ async fn the_sidecar_scores_the_primarys_answers_against_the_reference() {
 #[test]
 fn a_reference_for_another_model_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    let other = demo_reference(dir.path(), "other");
-    let once = built_reference(dir.path(), "m", true);
+    let other = built_reference(dir.path(), "other", false, Some(50));
+    let once = built_reference(dir.path(), "m", true, Some(50));
     let config = dir.path().join("sg.toml");
     for (path, expect) in [
         (other.display().to_string(), "model \"other\""),
