@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Empty, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Either, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::mirror::{Mirror, ShadowJob, Wire};
 use crate::reference_monitor::{Answer, ReferenceMonitor};
 use crate::upstream::error_chain;
-use crate::upstream::h2::H2Upstream;
+use crate::upstream::h2::{H2Upstream, PrimaryBody, RecvBody};
 
 /// Body of a stream's answer: the primary's, passed through, or none (an answer the
 /// sidecar made, all in its head).
@@ -152,13 +152,13 @@ impl H2Proxy {
                 .admit_eligible(Wire::Grpc(p), &request_id, started)?;
             Some((p, admission))
         }) {
-            None => Either::Left(body),
+            None => PrimaryBody::Stream(body),
             Some((protocol, admission)) => {
                 match Limited::new(body, self.max_body_bytes).collect().await {
                     Ok(collected) => {
                         let bytes = collected.to_bytes();
                         shadow = Some((protocol, admission, bytes.clone()));
-                        Either::Right(Full::new(bytes))
+                        PrimaryBody::Whole(bytes)
                     }
                     Err(e) => {
                         self.mirror.abandon(admission);
@@ -201,12 +201,11 @@ impl H2Proxy {
             self.mirror.start(admission, job);
         }
         parts.uri = self.primary.uri_for(path);
-        let upstream_req = Request::from_parts(parts, upstream_body);
 
         let m = &self.metrics.primary;
         m.requests.inc();
         let deadline = tokio::time::Instant::from_std(started + limit);
-        let sent = tokio::time::timeout_at(deadline, self.primary.send(upstream_req)).await;
+        let sent = tokio::time::timeout_at(deadline, self.primary.send(parts, upstream_body)).await;
         match sent {
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
@@ -349,7 +348,7 @@ fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
 /// when it ends, its duration is observed and a server-fault `grpc-status` in its
 /// trailers, or a reset, is counted as an error.
 pub struct MeteredStream {
-    inner: Incoming,
+    inner: RecvBody,
     started: Instant,
     metrics: Arc<Metrics>,
     failed: bool,
@@ -388,12 +387,12 @@ impl MeteredStream {
 
 impl http_body::Body for MeteredStream {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h2::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, h2::Error>>> {
         let this = &mut *self;
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {

@@ -1,25 +1,22 @@
-//! HTTP/2 upstreams (prior knowledge, `h2c://`): one multiplexed connection per target
-//! over hyper's HTTP/2 client (the h2 crate), for gRPC model servers.
+//! HTTP/2 upstreams (prior knowledge for `h2c://`, ALPN `h2` for `https://`): one
+//! multiplexed connection per target over the h2 crate's client (hyper's HTTP/2), for
+//! gRPC model servers.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use http_body_util::{Either, Full};
+use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::CONNECT_TIMEOUT;
-
-/// Body of a request to an HTTP/2 upstream: a client's stream passed through, or bytes
-/// the sidecar holds (a mirrored call's message).
-pub type H2Body = Either<Incoming, Full<Bytes>>;
 
 /// Why an HTTP/2 upstream call failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +25,6 @@ pub enum H2Error {
     Connect(#[source] std::io::Error),
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
-    #[error("HTTP/2: {0}")]
-    Http(#[from] hyper::Error),
     #[error("TLS: {0}")]
     Tls(#[source] std::io::Error),
     #[error("the server did not agree to HTTP/2 in the TLS handshake (ALPN h2); it offers only HTTP/1.1 there")]
@@ -111,49 +106,327 @@ impl Dialer {
     }
 }
 
-/// One multiplexed HTTP/2 connection to an upstream over hyper's client, opened on first
-/// use and again after it closes: the primary's calls, whose bodies stream through.
-/// Streams beyond the server's concurrency limit wait for a slot (`SendRequest::ready`).
-pub struct H2Upstream {
-    dialer: Dialer,
-    sender: tokio::sync::Mutex<Option<SendRequest<H2Body>>>,
+/// Settings of every HTTP/2 upstream connection: hyper's client defaults (windows of
+/// 2 MiB per stream and 5 MiB per connection, so an answer of a few hundred kB needs no
+/// WINDOW_UPDATE round trip; 16 KiB frames and header lists; no server push).
+fn client_builder() -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(2 << 20)
+        .initial_connection_window_size(5 << 20)
+        .max_frame_size(16 << 10)
+        .max_header_list_size(16 << 10)
+        .max_send_buffer_size(1 << 20)
+        .initial_max_send_streams(100)
+        .enable_push(false);
+    b
 }
 
-impl H2Upstream {
-    pub fn new(url: &Uri, tls: &Arc<rustls::ClientConfig>) -> Self {
-        H2Upstream {
+/// One multiplexed HTTP/2 connection to an upstream over the h2 crate's client, opened on
+/// first use and again after it closes (or refuses new streams, as after a GOAWAY).
+/// Streams beyond the server's concurrency limit wait for a slot (`SendRequest::ready`).
+struct Conn {
+    dialer: Dialer,
+    /// The open connection's handle, and whether its connection task has ended.
+    sender: tokio::sync::Mutex<Option<(h2::client::SendRequest<Bytes>, Arc<AtomicBool>)>>,
+}
+
+impl Conn {
+    fn new(url: &Uri, tls: &Arc<rustls::ClientConfig>) -> Self {
+        Conn {
             dialer: Dialer::new(url, tls),
             sender: tokio::sync::Mutex::new(None),
         }
     }
 
+    /// The shared connection's handle, ready for one more stream. A connection that was
+    /// open but takes no new stream (it went away) is replaced once.
+    async fn ready(&self) -> Result<h2::client::SendRequest<Bytes>, H2Error> {
+        let (sender, fresh) = self.connection().await?;
+        match sender.ready().await {
+            Ok(s) => Ok(s),
+            Err(_) if !fresh => {
+                self.forget();
+                let (sender, _) = self.connection().await?;
+                Ok(sender.ready().await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The open connection, or a new one (`true`).
+    async fn connection(&self) -> Result<(h2::client::SendRequest<Bytes>, bool), H2Error> {
+        let mut slot = self.sender.lock().await;
+        if let Some((s, closed)) = slot.as_ref() {
+            if !closed.load(Ordering::Acquire) {
+                return Ok((s.clone(), false));
+            }
+        }
+        let (sender, conn) = client_builder()
+            .handshake(self.dialer.dial().await?)
+            .await?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let (authority, done) = (self.dialer.authority.clone(), Arc::clone(&closed));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%authority, error = %e, "HTTP/2 upstream connection ended");
+            }
+            done.store(true, Ordering::Release);
+        });
+        *slot = Some((sender.clone(), closed));
+        Ok((sender, true))
+    }
+
+    /// Mark the open connection unusable: the next call dials a new one.
+    fn forget(&self) {
+        if let Ok(slot) = self.sender.try_lock() {
+            if let Some((_, closed)) = slot.as_ref() {
+                closed.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// A request head for `path` on this upstream, without the headers HTTP/2 forbids.
+    fn head(
+        &self,
+        method: http::Method,
+        path: PathAndQuery,
+        mut headers: http::HeaderMap,
+    ) -> Result<Request<()>, H2Error> {
+        strip_connection_headers(&mut headers);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.dialer.uri_for(path))
+            .body(())?;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+}
+
+/// Headers that are HTTP/1.1 connection-specific, which HTTP/2 forbids (RFC 9113
+/// 8.2.2), as hyper's client strips them; `te` only as `trailers`.
+fn strip_connection_headers(headers: &mut http::HeaderMap) {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    ] {
+        headers.remove(name);
+    }
+    if headers
+        .get(http::header::TE)
+        .is_some_and(|v| v != "trailers")
+    {
+        headers.remove(http::header::TE);
+    }
+}
+
+/// A request body for the primary: a client's stream passed through, or bytes the
+/// sidecar holds (a mirrored call's message, read whole).
+pub enum PrimaryBody {
+    Stream(Incoming),
+    Whole(Bytes),
+}
+
+/// The primary's HTTP/2 endpoint: every call of an HTTP/2 client, any method, unary or
+/// streaming, over one multiplexed connection (the h2 crate's client, driven from the
+/// calling task: a request whose body is whole by the time it is sent, as a unary gRPC
+/// call's is, costs no task of its own; a body still arriving is piped by a task under
+/// HTTP/2 flow control).
+pub struct H2Upstream {
+    conn: Conn,
+}
+
+impl H2Upstream {
+    pub fn new(url: &Uri, tls: &Arc<rustls::ClientConfig>) -> Self {
+        H2Upstream {
+            conn: Conn::new(url, tls),
+        }
+    }
+
     /// The upstream's URI for a client's path.
     pub fn uri_for(&self, path: PathAndQuery) -> Uri {
-        self.dialer.uri_for(path)
+        self.conn.dialer.uri_for(path)
     }
 
     /// `host:port` of the upstream.
     pub fn authority(&self) -> &Authority {
-        &self.dialer.authority
+        &self.conn.dialer.authority
     }
 
-    async fn connection(&self) -> Result<SendRequest<H2Body>, H2Error> {
-        let mut slot = self.sender.lock().await;
-        if let Some(s) = slot.as_ref() {
-            if !s.is_closed() {
-                return Ok(s.clone());
+    /// Send one request (its head's URI carries the path) and wait for the answer's
+    /// head; the answer's body streams as the caller reads it. Dropping the future or the
+    /// answer's body before the end resets the stream (RST_STREAM CANCEL).
+    pub async fn send(
+        &self,
+        parts: http::request::Parts,
+        body: PrimaryBody,
+    ) -> Result<Response<RecvBody>, H2Error> {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut head = self.conn.head(parts.method, path, parts.headers)?;
+        *head.extensions_mut() = parts.extensions;
+        let mut sender = self.conn.ready().await?;
+        let empty = matches!(&body, PrimaryBody::Whole(b) if b.is_empty());
+        let (answer, mut stream) = sender.send_request(head, empty)?;
+        match body {
+            PrimaryBody::Whole(b) if b.is_empty() => {}
+            PrimaryBody::Whole(b) => stream.send_data(b, true)?,
+            PrimaryBody::Stream(incoming) => {
+                let mut pipe = Pipe {
+                    body: incoming,
+                    tx: stream,
+                    held: None,
+                };
+                // A unary call's message is usually whole already: then it is queued now
+                // and no task is needed.
+                let first =
+                    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut pipe).poll(cx)))
+                        .await;
+                if first.is_pending() {
+                    tokio::spawn(pipe);
+                }
             }
         }
-        let sender = handshake(self.dialer.dial().await?, &self.dialer.authority).await?;
-        *slot = Some(sender.clone());
-        Ok(sender)
+        Ok(answer.await?.map(RecvBody::new))
+    }
+}
+
+/// A client's request body on its way to the primary, chunk by chunk: a chunk is read
+/// from the client only when the previous one has been given stream window, so at most
+/// one chunk waits here and one in h2's queue (the last chunk is queued at once: it is
+/// held either way). A client's reset or a failed read resets the primary's stream; the
+/// primary's reset ends the pipe (dropping the client's body).
+struct Pipe {
+    body: Incoming,
+    tx: h2::SendStream<Bytes>,
+    /// A chunk read and waiting for window, and whether it ends the stream.
+    held: Option<(Bytes, bool)>,
+}
+
+impl Future for Pipe {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let me = &mut *self;
+        loop {
+            if let Poll::Ready(reason) = me.tx.poll_reset(cx) {
+                tracing::debug!(?reason, "HTTP/2 primary reset a stream still being sent");
+                return Poll::Ready(());
+            }
+            if let Some((data, eos)) = me.held.take() {
+                if !eos {
+                    while me.tx.capacity() == 0 {
+                        match me.tx.poll_capacity(cx) {
+                            Poll::Pending => {
+                                me.held = Some((data, eos));
+                                return Poll::Pending;
+                            }
+                            Poll::Ready(Some(Ok(0))) => {}
+                            Poll::Ready(Some(Ok(_))) => break,
+                            Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                        }
+                    }
+                }
+                if me.tx.send_data(data, eos).is_err() || eos {
+                    return Poll::Ready(());
+                }
+                continue;
+            }
+            match std::pin::Pin::new(&mut me.body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let eos = me.body.is_end_stream();
+                        if data.is_empty() {
+                            if me.tx.send_data(data, eos).is_err() || eos {
+                                return Poll::Ready(());
+                            }
+                        } else {
+                            if !eos {
+                                me.tx.reserve_capacity(1);
+                            }
+                            me.held = Some((data, eos));
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            me.tx.reserve_capacity(0);
+                            let _ = me.tx.send_trailers(trailers);
+                            return Poll::Ready(());
+                        }
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "client request body failed; resetting the primary's stream");
+                    me.tx.send_reset(h2::Reason::CANCEL);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(None) => {
+                    let _ = me.tx.send_data(Bytes::new(), true);
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+/// The body of an HTTP/2 upstream's answer: its DATA, then its trailers, as they arrive.
+/// Window is given back as each chunk is taken, so the upstream sends on only as fast as
+/// the reader reads. A reset with `NO_ERROR` or `CANCEL` ends the body without an error,
+/// as hyper's own client body does.
+pub struct RecvBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+}
+
+impl RecvBody {
+    fn new(recv: h2::RecvStream) -> Self {
+        RecvBody {
+            recv,
+            data_done: false,
+        }
+    }
+}
+
+impl http_body::Body for RecvBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, h2::Error>>> {
+        let me = &mut *self;
+        if !me.data_done {
+            match std::task::ready!(me.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = me.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                }
+                Some(Err(e)) => {
+                    return match e.reason() {
+                        Some(h2::Reason::NO_ERROR | h2::Reason::CANCEL) => Poll::Ready(None),
+                        _ => Poll::Ready(Some(Err(e))),
+                    };
+                }
+                None => me.data_done = true,
+            }
+        }
+        match std::task::ready!(me.recv.poll_trailers(cx)) {
+            Ok(Some(t)) => Poll::Ready(Some(Ok(http_body::Frame::trailers(t)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
     }
 
-    /// Send one request on the shared connection.
-    pub async fn send(&self, req: Request<H2Body>) -> Result<Response<Incoming>, H2Error> {
-        let mut sender = self.connection().await?;
-        sender.ready().await?;
-        Ok(sender.send_request(req).await?)
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
     }
 }
 
@@ -168,44 +441,18 @@ pub struct UnaryAnswer {
 }
 
 /// Unary calls (the whole message out, the whole answer back) on one multiplexed
-/// connection, over the h2 crate's client directly: the mirror's gRPC shadow calls.
-/// hyper's client hands each request to its connection task through a channel and
-/// spawns a task per request body to stream it; a shadow call holds its whole message,
-/// so it opens the stream, queues the message with END_STREAM and reads the answer in
-/// the calling task. Dropping the call (its timeout) resets the stream (RST_STREAM
-/// CANCEL); streams beyond the server's limit wait in `ready`.
+/// connection: the mirror's gRPC shadow calls. The call opens the stream, queues the
+/// message with END_STREAM and reads the answer in the calling task. Dropping the call
+/// (its timeout) resets the stream (RST_STREAM CANCEL).
 pub struct UnaryUpstream {
-    dialer: Dialer,
-    /// The open connection's handle, and whether its connection task has ended.
-    sender: tokio::sync::Mutex<Option<(h2::client::SendRequest<Bytes>, Arc<AtomicBool>)>>,
+    conn: Conn,
 }
 
 impl UnaryUpstream {
     pub fn new(url: &Uri, tls: &Arc<rustls::ClientConfig>) -> Self {
         UnaryUpstream {
-            dialer: Dialer::new(url, tls),
-            sender: tokio::sync::Mutex::new(None),
+            conn: Conn::new(url, tls),
         }
-    }
-
-    async fn connection(&self) -> Result<h2::client::SendRequest<Bytes>, H2Error> {
-        let mut slot = self.sender.lock().await;
-        if let Some((s, closed)) = slot.as_ref() {
-            if !closed.load(Ordering::Acquire) {
-                return Ok(s.clone());
-            }
-        }
-        let (sender, conn) = h2::client::handshake(self.dialer.dial().await?).await?;
-        let closed = Arc::new(AtomicBool::new(false));
-        let (authority, done) = (self.dialer.authority.clone(), Arc::clone(&closed));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%authority, error = %e, "HTTP/2 upstream connection ended");
-            }
-            done.store(true, Ordering::Release);
-        });
-        *slot = Some((sender.clone(), closed));
-        Ok(sender)
     }
 
     /// One call: `method` on `path` with `headers` (connection-specific ones left out,
@@ -214,32 +461,12 @@ impl UnaryUpstream {
         &self,
         method: http::Method,
         path: PathAndQuery,
-        mut headers: http::HeaderMap,
+        headers: http::HeaderMap,
         body: Bytes,
         max: usize,
     ) -> Result<UnaryAnswer, H2Error> {
-        for name in [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "transfer-encoding",
-            "upgrade",
-            "host",
-        ] {
-            headers.remove(name);
-        }
-        if headers
-            .get(http::header::TE)
-            .is_some_and(|v| v != "trailers")
-        {
-            headers.remove(http::header::TE);
-        }
-        let mut req = Request::builder()
-            .method(method)
-            .uri(self.dialer.uri_for(path))
-            .body(())?;
-        *req.headers_mut() = headers;
-        let mut sender = self.connection().await?.ready().await?;
+        let req = self.conn.head(method, path, headers)?;
+        let mut sender = self.conn.ready().await?;
         let (answer, mut stream) = sender.send_request(req, body.is_empty())?;
         if !body.is_empty() {
             // Queued whole: h2 sends it as the stream's and the connection's windows allow.
@@ -281,24 +508,6 @@ impl UnaryUpstream {
     }
 }
 
-/// The HTTP/2 handshake over `io`; the connection is driven by a task of its own.
-async fn handshake<I>(io: I, authority: &Authority) -> Result<SendRequest<H2Body>, H2Error>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(TokioIo::new(io))
-        .await?;
-    let authority = authority.clone();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%authority, error = %e, "HTTP/2 upstream connection ended");
-        }
-    });
-    Ok(sender)
-}
-
 /// What a probe of an HTTP/2 endpoint found.
 #[derive(Debug)]
 pub enum Probe {
@@ -315,9 +524,14 @@ pub enum Probe {
 /// `within`.
 pub async fn probe(url: &Uri, tls: &Arc<rustls::ClientConfig>, within: Duration) -> Probe {
     let upstream = H2Upstream::new(url, tls);
-    let mut req = Request::new(Either::Right(Full::new(Bytes::new())));
-    *req.uri_mut() = upstream.uri_for(PathAndQuery::from_static("/"));
-    match tokio::time::timeout(within, upstream.send(req)).await {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.uri = upstream.uri_for(PathAndQuery::from_static("/"));
+    match tokio::time::timeout(
+        within,
+        upstream.send(parts, PrimaryBody::Whole(Bytes::new())),
+    )
+    .await
+    {
         Ok(Ok(_)) => Probe::Http2,
         Ok(Err(e @ (H2Error::Connect(_) | H2Error::ConnectTimeout(_)))) => {
             Probe::Unreachable(e.to_string())

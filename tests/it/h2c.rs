@@ -448,3 +448,135 @@ async fn bidi_streams_are_full_duplex_through_the_sidecar() {
     assert_eq!(trailers.unwrap()["grpc-status"], "0");
     sg.shutdown().await;
 }
+
+/// Bytes in flight that HTTP/2 flow control allows between a reader that stopped and a
+/// writer, through the sidecar: each hop's stream window (2 MiB at most here) and send
+/// buffer (1 MiB at most), with room to spare. The streams below are 48 MiB, so a hop
+/// that buffered a whole stream would show as the writer running ahead of this.
+const IN_FLIGHT_BOUND: usize = 16 << 20;
+const STREAM_BYTES: usize = 48 << 20;
+const CHUNK: usize = 64 << 10;
+
+/// A primary for the flow-control test: `/test.Flow/Down` answers STREAM_BYTES in
+/// CHUNK-sized messages, counting what hyper took from it (it takes a chunk only when
+/// the stream has window); `/test.Flow/Up` reads nothing for `hold`, then counts the
+/// request's bytes and answers the count.
+async fn flow_primary(sent: Arc<AtomicUsize>, hold: Duration) -> std::net::SocketAddr {
+    common::h2::server(move |req: Request<Incoming>| {
+        let sent = sent.clone();
+        async move {
+            let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
+            let path = req.uri().path().to_string();
+            let mut body = req.into_body();
+            tokio::spawn(async move {
+                if path == "/test.Flow/Down" {
+                    for i in 0..STREAM_BYTES / CHUNK {
+                        if tx
+                            .send_data(Bytes::from(vec![i as u8; CHUNK]))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        sent.fetch_add(CHUNK, Ordering::SeqCst);
+                    }
+                } else {
+                    tokio::time::sleep(hold).await;
+                    let mut n = 0usize;
+                    while let Some(Ok(frame)) = body.frame().await {
+                        n += frame.data_ref().map_or(0, |d| d.len());
+                    }
+                    let _ = tx.send_data(Bytes::from(n.to_string())).await;
+                }
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                let _ = tx.send_trailers(trailers).await;
+            });
+            let mut resp = Response::new(rx);
+            resp.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            resp
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn flow_control_never_buffers_a_whole_stream() {
+    let hold = Duration::from_millis(800);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let p = flow_primary(sent.clone(), hold).await;
+    let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
+    let tcp = tokio::net::TcpStream::connect(sg.proxy_addr).await.unwrap();
+    let (mut client, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = |path: &str, body| {
+        Request::post(format!("http://{}{path}", sg.proxy_addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(body)
+            .unwrap()
+    };
+
+    // Down: the client reads the head, then nothing for a while: the primary gets to
+    // send only what the windows on the way hold.
+    let (_up, empty) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
+    drop(_up);
+    let resp = client
+        .send_request(request("/test.Flow/Down", empty))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ahead = sent.load(Ordering::SeqCst);
+    assert!(
+        ahead > 0 && ahead <= IN_FLIGHT_BOUND,
+        "the primary sent {ahead} bytes to a client that read none (bound {IN_FLIGHT_BOUND})"
+    );
+    // Then the whole stream arrives, in order.
+    let (_, data, trailers) = frames(resp).await;
+    let data: Vec<u8> = data.iter().flat_map(|d| d.iter().copied()).collect();
+    assert_eq!(data.len(), STREAM_BYTES);
+    for (i, chunk) in data.chunks(CHUNK).enumerate() {
+        assert!(
+            chunk.iter().all(|&b| b == i as u8),
+            "chunk {i} out of order"
+        );
+    }
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+
+    // Up: the primary reads nothing for `hold`; the client gets to send only what the
+    // windows on the way hold, then the whole stream reaches the primary.
+    let (mut up, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
+    let pushed = Arc::new(AtomicUsize::new(0));
+    let pushing = {
+        let pushed = pushed.clone();
+        tokio::spawn(async move {
+            for _ in 0..STREAM_BYTES / CHUNK {
+                if up.send_data(Bytes::from(vec![7u8; CHUNK])).await.is_err() {
+                    return;
+                }
+                pushed.fetch_add(CHUNK, Ordering::SeqCst);
+            }
+        })
+    };
+    let resp = client
+        .send_request(request("/test.Flow/Up", body))
+        .await
+        .unwrap();
+    tokio::time::sleep(hold / 2).await;
+    let ahead = pushed.load(Ordering::SeqCst);
+    assert!(
+        ahead > 0 && ahead <= IN_FLIGHT_BOUND,
+        "the client sent {ahead} bytes to a primary that read none (bound {IN_FLIGHT_BOUND})"
+    );
+    pushing.await.unwrap();
+    let (_, data, trailers) = frames(resp).await;
+    assert_eq!(data.concat(), STREAM_BYTES.to_string().as_bytes());
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    sg.shutdown().await;
+}
