@@ -48,7 +48,9 @@
 # RATE_CONNS (16), RATE_RPS (400: 6400 calls/s), SLOW_CONNS (8), SLOW_RPS (100),
 # MEM_SECONDS (600; 0 skips), MEM_SAMPLE_RATE (0.1), BENCH_GROUPS ("sat rate slow"),
 # PROXY_CPU (0), LOAD_CPU (1), BASE_PORT (18600), SHADOWGATE, GRPC_MODEL (binaries;
-# default $CARGO_TARGET_DIR or target/, release), OUT_DIR (benches/grpc; QUICK=1:
+# default $CARGO_TARGET_DIR or target/, release), SHADOWGATE_B (a second shadowgate
+# binary: the sat group then also runs it as sgB_plain and sgB_m10, interleaved, for an
+# A/B of two builds in one machine state), OUT_DIR (benches/grpc; QUICK=1:
 # /tmp/shadowgate-grpc-quick), KEEP=1 keeps the work directory.
 set -euo pipefail
 
@@ -75,6 +77,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 BASE_PORT=${BASE_PORT:-18600}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SHADOWGATE=${SHADOWGATE:-$TARGET/release/shadowgate}
+SHADOWGATE_B=${SHADOWGATE_B:-}
 GRPC_MODEL=${GRPC_MODEL:-$TARGET/release/examples/grpc_model}
 KEEP=${KEEP:-0}
 METHOD_PATH=/inference.GRPCInferenceService/ModelInfer
@@ -224,8 +227,8 @@ PORT[ng_plain]=$((BASE_PORT + 10)); DESC[ng_plain]="nginx grpc_pass (keep-alive 
 start_nginx ng_m10 "$PROXY_CPU" "$(nginx_grpc $((BASE_PORT + 11)) 10)"
 PORT[ng_m10]=$((BASE_PORT + 11)); DESC[ng_m10]="nginx mirror x2 + split_clients 10%, grpc_pass"
 
-start_shadowgate() { # name port admin sample_rate baseline_h2 canary_h2 max_in_flight
-  local name=$1 dir="$WORK/sg-$1"
+start_shadowgate() { # name port admin sample_rate baseline_h2 canary_h2 max_in_flight [binary]
+  local name=$1 dir="$WORK/sg-$1" bin=${8:-$SHADOWGATE}
   mkdir -p "$dir"
   cat >"$dir/shadowgate.toml" <<EOF
 [model]
@@ -255,7 +258,7 @@ version = "v2"
 [limits]
 shutdown_grace = "2s"
 EOF
-  SHADOWGATE_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$SHADOWGATE" serve --config "$dir/shadowgate.toml" \
+  SHADOWGATE_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$bin" serve --config "$dir/shadowgate.toml" \
     >"$dir/stdout.log" 2>"$dir/stderr.log" &
   PIDS+=($!)
   eval "PID_$name=$!"
@@ -267,6 +270,12 @@ start_shadowgate sg_m10 $((BASE_PORT + 21)) $((BASE_PORT + 41)) 0.1 "$P_BASELINE
 DESC[sg_m10]="shadowgate, 10% to baseline+canary (h2c)"
 start_shadowgate sg_slow $((BASE_PORT + 22)) $((BASE_PORT + 42)) 1.0 "$P_SLOW_B" "$P_SLOW_C" 256
 DESC[sg_slow]="shadowgate, 100% to baseline+canary answering after 50 ms"
+if [[ -n $SHADOWGATE_B ]]; then
+  start_shadowgate sgB_plain $((BASE_PORT + 24)) $((BASE_PORT + 44)) 0.0 "$P_BASELINE" "$P_CANARY" 64 "$SHADOWGATE_B"
+  DESC[sgB_plain]="shadowgate B ($SHADOWGATE_B), sampling off"
+  start_shadowgate sgB_m10 $((BASE_PORT + 25)) $((BASE_PORT + 45)) 0.1 "$P_BASELINE" "$P_CANARY" 64 "$SHADOWGATE_B"
+  DESC[sgB_m10]="shadowgate B ($SHADOWGATE_B), 10% to baseline+canary (h2c)"
+fi
 PORT[sg_ctl]=${PORT[sg_plain]}; PID_sg_ctl=$PID_sg_plain
 DESC[sg_ctl]="sg_plain while the 50 ms model servers take sg_slow's shadow calls directly (control)"
 
@@ -275,7 +284,7 @@ grpc_check() { # name -> 0 if HTTP 200, grpc-status 0 in trailers, a decodable a
   "$GRPC_MODEL" check "http://127.0.0.1:${PORT[$1]}" "check-$1-$RANDOM" >"$WORK/check.txt" 2>&1
 }
 CHECKS="$OUT_DIR/raw/checks.txt"
-for name in direct ng_plain ng_m10 sg_plain sg_m10 sg_slow; do
+for name in direct ng_plain ng_m10 sg_plain sg_m10 sg_slow ${SHADOWGATE_B:+sgB_plain sgB_m10}; do
   for _ in $(seq 100); do grpc_check "$name" && break; sleep 0.1; done
   grpc_check "$name" || die "$name: $(cat "$WORK/check.txt")"
   { echo "== $name (${DESC[$name]}), before the rounds: grpc_model check"; cat "$WORK/check.txt"; } >>"$CHECKS"
@@ -367,7 +376,7 @@ if command -v perf >/dev/null; then
 fi
 for g in $GROUPS_TO_RUN; do
   case $g in
-    sat) LOADOPTS=(-c "$CONNS" -m "$STREAMS"); group sat direct ng_plain sg_plain ng_m10 sg_m10 ;;
+    sat) LOADOPTS=(-c "$CONNS" -m "$STREAMS"); group sat direct ng_plain sg_plain ng_m10 sg_m10 ${SHADOWGATE_B:+sgB_plain sgB_m10} ;;
     rate) LOADOPTS=(-c "$RATE_CONNS" -m 1 --rps "$RATE_RPS"); group rate direct ng_plain sg_plain ng_m10 sg_m10 ;;
     slow) LOADOPTS=(-c "$SLOW_CONNS" -m 1 --rps "$SLOW_RPS"); group slow sg_plain sg_ctl sg_slow ;;
     *) die "unknown group $g" ;;
@@ -430,15 +439,16 @@ if ((MEM_SECONDS > 0)); then
 fi
 
 # ---------------------------------------------------------------- summary
-python3 - "$RUNS" "$MEM" "$OUT_DIR/results.md" "$LOAD_START" "$LOAD_END" "$(git -C "$ROOT" rev-parse --short HEAD)" "$SYSCALL_NS" <<'EOF'
+python3 - "$RUNS" "$MEM" "$OUT_DIR/results.md" "$LOAD_START" "$LOAD_END" "$(git -C "$ROOT" rev-parse --short HEAD)" "$SYSCALL_NS" "$SHADOWGATE" "$SHADOWGATE_B" <<'EOF'
 import csv, os, statistics, sys
-runs, mem, out, load0, load1, commit, syscall_ns = sys.argv[1:8]
+runs, mem, out, load0, load1, commit, syscall_ns, sg_a, sg_b = sys.argv[1:10]
 rows = list(csv.DictReader(open(runs)))
 def cell(g, n, k):
     return [float(r[k]) for r in rows if r["group"] == g and r["name"] == n]
 def med(v): return statistics.median(v) if v else float("nan")
 lines = [f"Run of commit {commit}; load average {load0} at start, {load1} at end; "
-         f"a bare syscall (perf bench syscall basic) {syscall_ns} ns.", ""]
+         f"a bare syscall (perf bench syscall basic) {syscall_ns} ns; shadowgate {sg_a}"
+         + (f", shadowgate B {sg_b}" if sg_b else "") + ".", ""]
 lines += ["| group | contestant | calls/s | CPU µs/call (runs) | p50 ms | p99 ms | model calls per client call p/b/c/slow | non-2xx+failed |",
           "|---|---|---:|---|---:|---:|---|---:|"]
 groups = []
@@ -468,6 +478,10 @@ for g, a, b, k, what in [
     ("sat", "sg_m10", "sg_plain", "cpu_us_per_call", "CPU/call, shadowgate 10% vs its own plain, saturation"),
     ("rate", "sg_m10", "sg_plain", "cpu_us_per_call", "CPU/call, shadowgate 10% vs its own plain, fixed rate"),
     ("sat", "ng_m10", "ng_plain", "cpu_us_per_call", "CPU/call, nginx mirror 10% vs nginx grpc_pass, saturation"),
+    ("sat", "sgB_plain", "ng_plain", "cpu_us_per_call", "CPU/call, shadowgate B plain vs nginx grpc_pass, saturation"),
+    ("sat", "sgB_m10", "ng_m10", "cpu_us_per_call", "CPU/call, shadowgate B 10% vs nginx mirror 10%, saturation"),
+    ("sat", "sg_plain", "sgB_plain", "cpu_us_per_call", "CPU/call, shadowgate plain vs shadowgate B plain, saturation"),
+    ("sat", "sg_m10", "sgB_m10", "cpu_us_per_call", "CPU/call, shadowgate 10% vs shadowgate B 10%, saturation"),
     ("sat", "sg_plain", "ng_plain", "p50_ms", "client p50, shadowgate plain vs nginx, saturation"),
     ("sat", "sg_plain", "ng_plain", "p99_ms", "client p99, shadowgate plain vs nginx, saturation"),
     ("rate", "sg_plain", "ng_plain", "p50_ms", "client p50, shadowgate plain vs nginx, fixed rate"),
