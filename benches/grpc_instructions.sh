@@ -26,7 +26,7 @@ command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client >/dev/null
 WORK=$(mktemp -d /tmp/shadowgate-instr.XXXXXX)
 PIDS=()
-cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; [[ -n ${KEEPCG:-} ]] && cp "$WORK"/cg.out.* /tmp/pt/ ; rm -rf "$WORK"; }
 trap cleanup EXIT
 for p in 1 2 3; do
   "$GRPC_MODEL" serve $((B + p)) $([[ $p == 3 ]] && echo --shift 0.01) >/dev/null 2>&1 &

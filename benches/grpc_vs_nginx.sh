@@ -49,7 +49,7 @@
 # MEM_SECONDS (600; 0 skips), MEM_SAMPLE_RATE (0.1), BENCH_GROUPS ("sat rate slow"),
 # PROXY_CPU (0), LOAD_CPU (1), BASE_PORT (18600), SHADOWGATE, GRPC_MODEL (binaries;
 # default $CARGO_TARGET_DIR or target/, release), SHADOWGATE_B (a second shadowgate
-# binary: the sat group then also runs it as sgB_plain and sgB_m10, interleaved, for an
+# binary: the sat and rate groups then also run it as sgB_plain and sgB_m10, interleaved, for an
 # A/B of two builds in one machine state), OUT_DIR (benches/grpc; QUICK=1:
 # /tmp/shadowgate-grpc-quick), KEEP=1 keeps the work directory.
 set -euo pipefail
@@ -377,7 +377,7 @@ fi
 for g in $GROUPS_TO_RUN; do
   case $g in
     sat) LOADOPTS=(-c "$CONNS" -m "$STREAMS"); group sat direct ng_plain sg_plain ng_m10 sg_m10 ${SHADOWGATE_B:+sgB_plain sgB_m10} ;;
-    rate) LOADOPTS=(-c "$RATE_CONNS" -m 1 --rps "$RATE_RPS"); group rate direct ng_plain sg_plain ng_m10 sg_m10 ;;
+    rate) LOADOPTS=(-c "$RATE_CONNS" -m 1 --rps "$RATE_RPS"); group rate direct ng_plain sg_plain ng_m10 sg_m10 ${SHADOWGATE_B:+sgB_plain sgB_m10} ;;
     slow) LOADOPTS=(-c "$SLOW_CONNS" -m 1 --rps "$SLOW_RPS"); group slow sg_plain sg_ctl sg_slow ;;
     *) die "unknown group $g" ;;
   esac
@@ -482,6 +482,10 @@ for g, a, b, k, what in [
     ("sat", "sgB_m10", "ng_m10", "cpu_us_per_call", "CPU/call, shadowgate B 10% vs nginx mirror 10%, saturation"),
     ("sat", "sg_plain", "sgB_plain", "cpu_us_per_call", "CPU/call, shadowgate plain vs shadowgate B plain, saturation"),
     ("sat", "sg_m10", "sgB_m10", "cpu_us_per_call", "CPU/call, shadowgate 10% vs shadowgate B 10%, saturation"),
+    ("rate", "sgB_plain", "ng_plain", "cpu_us_per_call", "CPU/call, shadowgate B plain vs nginx grpc_pass, fixed rate"),
+    ("rate", "sgB_m10", "ng_m10", "cpu_us_per_call", "CPU/call, shadowgate B 10% vs nginx mirror 10%, fixed rate"),
+    ("rate", "sg_plain", "sgB_plain", "cpu_us_per_call", "CPU/call, shadowgate plain vs shadowgate B plain, fixed rate"),
+    ("rate", "sg_m10", "sgB_m10", "cpu_us_per_call", "CPU/call, shadowgate 10% vs shadowgate B 10%, fixed rate"),
     ("sat", "sg_plain", "ng_plain", "p50_ms", "client p50, shadowgate plain vs nginx, saturation"),
     ("sat", "sg_plain", "ng_plain", "p99_ms", "client p99, shadowgate plain vs nginx, saturation"),
     ("rate", "sg_plain", "ng_plain", "p50_ms", "client p50, shadowgate plain vs nginx, fixed rate"),

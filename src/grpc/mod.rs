@@ -25,8 +25,22 @@ pub use decode::{
 pub use frame::{FrameError, DEFAULT_MAX_MESSAGE_BYTES};
 
 use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName};
 
 use crate::protocol::{ModelOutput, DEFAULT_MAX_ITEMS};
+
+/// gRPC's status trailer (or header, in a trailers-only answer). The names are constants
+/// so that a lookup hashes them without parsing a string first (every call looks).
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// gRPC's status message.
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// A call's deadline.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// The `grpc-status` code in `h`, if there is a valid one.
+pub fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get(&GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
+}
 
 /// A gRPC model server's way of answering an embeddings call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]

@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::oneshot;
 
 use super::{Mirror, ShadowJob, Wire};
+use crate::grpc::grpc_status;
 use crate::metrics::Target;
 use crate::protocol::ModelOutput;
 use crate::shadow_log::TargetOutcome;
@@ -269,10 +270,6 @@ fn grpc_answer(answer: UnaryAnswer) -> Result<Bytes, CallError> {
             "gRPC answer without grpc-status".into(),
         )),
     }
-}
-
-fn grpc_status(h: &HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
 }
 
 #[derive(Debug, thiserror::Error)]

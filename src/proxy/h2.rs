@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
-use crate::grpc::GrpcProtocol;
+use crate::grpc::{grpc_status, GrpcProtocol, GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::mirror::{Mirror, ShadowJob, Wire};
 use crate::reference_monitor::{Answer, ReferenceMonitor};
@@ -276,8 +276,8 @@ impl H2Proxy {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/grpc"),
             );
-            h.insert("grpc-status", HeaderValue::from(grpc_status));
-            h.insert("grpc-message", message);
+            h.insert(GRPC_STATUS, HeaderValue::from(grpc_status));
+            h.insert(GRPC_MESSAGE, message);
         } else {
             h.insert("x-shadowgate-error", message);
             *resp.status_mut() = status;
@@ -340,10 +340,6 @@ fn is_server_fault(code: u32) -> bool {
     matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
-fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
-}
-
 /// The primary's answer on its way to the client, frame by frame (nothing buffered):
 /// when it ends, its duration is observed and a server-fault `grpc-status` in its
 /// trailers, or a reset, is counted as an error.
@@ -398,10 +394,11 @@ impl http_body::Body for MeteredStream {
         match &polled {
             std::task::Poll::Ready(Some(Ok(frame))) => {
                 if let Some(t) = frame.trailers_ref() {
-                    if grpc_status(t).is_some_and(is_server_fault) {
+                    let status = grpc_status(t);
+                    if status.is_some_and(is_server_fault) {
                         this.failed = true;
                     }
-                    if grpc_status(t) != Some(0) {
+                    if status != Some(0) {
                         this.copy = None;
                     }
                 }
@@ -445,7 +442,7 @@ impl Drop for MeteredStream {
 
 /// The call's deadline (`grpc-timeout`: at most 8 digits and a unit, H M S m u n).
 fn grpc_timeout(h: &http::HeaderMap) -> Option<Duration> {
-    let v = h.get("grpc-timeout")?.to_str().ok()?;
+    let v = h.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;

@@ -203,17 +203,22 @@ impl Conn {
 }
 
 /// Headers that are HTTP/1.1 connection-specific, which HTTP/2 forbids (RFC 9113
-/// 8.2.2), as hyper's client strips them; `te` only as `trailers`.
+/// 8.2.2), as hyper's client strips them; `te` only as `trailers`. Requests that came
+/// over HTTP/2 carry none of them (h2 refuses them), so the names are looked over once
+/// and nothing is removed unless one is there.
 fn strip_connection_headers(headers: &mut http::HeaderMap) {
-    for name in [
+    const FORBIDDEN: [&str; 6] = [
         "connection",
         "keep-alive",
         "proxy-connection",
         "transfer-encoding",
         "upgrade",
         "host",
-    ] {
-        headers.remove(name);
+    ];
+    if headers.keys().any(|k| FORBIDDEN.contains(&k.as_str())) {
+        for name in FORBIDDEN {
+            headers.remove(name);
+        }
     }
     if headers
         .get(http::header::TE)
