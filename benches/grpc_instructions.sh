@@ -12,7 +12,9 @@
 # `grpc_model serve` model servers, the canary shifted), CALLS (20000) calls from h2load
 # (16 connections x 4 streams) after 2000 warm-up calls; callgrind's counters are zeroed
 # after the warm-up and dumped after the run; instructions / calls.
-# Environment: SHADOWGATE, GRPC_MODEL, CALLS, RATES ("0.0 0.1"), BASE_PORT (19700).
+# Environment: SHADOWGATE, GRPC_MODEL, CALLS, RATES ("0.0 0.1"), BASE_PORT (19700),
+# KEEP_PROFILE (a directory: callgrind's output files are copied there, for
+# `callgrind_annotate --inclusive=yes FILE` or `--tree=caller`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -26,7 +28,7 @@ command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 command -v h2load >/dev/null || apt-get install -y -qq nghttp2-client >/dev/null
 WORK=$(mktemp -d /tmp/shadowgate-instr.XXXXXX)
 PIDS=()
-cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; [[ -n ${KEEPCG:-} ]] && cp "$WORK"/cg.out.* /tmp/pt/ ; rm -rf "$WORK"; }
+cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; [[ -z ${KEEP_PROFILE:-} ]] || cp "$WORK"/cg.out.* "$KEEP_PROFILE"/ 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 for p in 1 2 3; do
   "$GRPC_MODEL" serve $((B + p)) $([[ $p == 3 ]] && echo --shift 0.01) >/dev/null 2>&1 &

@@ -410,14 +410,7 @@ async fn bidi_streams_are_full_duplex_through_the_sidecar() {
     let seen = Arc::new(Seen::default());
     let p = primary(seen.clone()).await;
     let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
-    let tcp = tokio::net::TcpStream::connect(sg.proxy_addr).await.unwrap();
-    let (mut client, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut client = common::h2::client_with::<TestBody>(sg.proxy_addr).await;
     let (mut up, body) = http_body_util::channel::Channel::<Bytes, Infallible>::new(1);
     let req = Request::post(format!("http://{}/test.Echo/Bidi", sg.proxy_addr))
         .header("content-type", "application/grpc")
@@ -507,14 +500,7 @@ async fn flow_control_never_buffers_a_whole_stream() {
     let sent = Arc::new(AtomicUsize::new(0));
     let p = flow_primary(sent.clone(), hold).await;
     let (sg, _model) = sidecar(&format!("h2c://{p}")).await;
-    let tcp = tokio::net::TcpStream::connect(sg.proxy_addr).await.unwrap();
-    let (mut client, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut client = common::h2::client_with::<TestBody>(sg.proxy_addr).await;
     let request = |path: &str, body| {
         Request::post(format!("http://{}{path}", sg.proxy_addr))
             .header("content-type", "application/grpc")

@@ -46,6 +46,16 @@ where
 
 /// A client connection to `addr`, HTTP/2 with prior knowledge.
 pub async fn client(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
+    client_with(addr).await
+}
+
+/// A client connection to `addr` for requests with bodies of type `B` (a streamed one,
+/// say), HTTP/2 with prior knowledge.
+pub async fn client_with<B>(addr: SocketAddr) -> SendRequest<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
