@@ -107,10 +107,20 @@ fn bidi(req: Request<Incoming>) -> Response<TestBody> {
                 }
             }
         }
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", "0".parse().unwrap());
-        let _ = tx.send_trailers(trailers).await;
+        send_ok_trailers(&mut tx).await;
     });
+    grpc_response(rx)
+}
+
+/// Ends an answer with `grpc-status: 0`.
+async fn send_ok_trailers(tx: &mut http_body_util::channel::Sender<Bytes, Infallible>) {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    let _ = tx.send_trailers(trailers).await;
+}
+
+/// A gRPC answer (`content-type: application/grpc`) whose body is `rx`.
+fn grpc_response(rx: TestBody) -> Response<TestBody> {
     let mut resp = Response::new(rx);
     resp.headers_mut()
         .insert("content-type", "application/grpc".parse().unwrap());
@@ -481,14 +491,9 @@ async fn flow_primary(sent: Arc<AtomicUsize>, hold: Duration) -> std::net::Socke
                     }
                     let _ = tx.send_data(Bytes::from(n.to_string())).await;
                 }
-                let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", "0".parse().unwrap());
-                let _ = tx.send_trailers(trailers).await;
+                send_ok_trailers(&mut tx).await;
             });
-            let mut resp = Response::new(rx);
-            resp.headers_mut()
-                .insert("content-type", "application/grpc".parse().unwrap());
-            resp
+            grpc_response(rx)
         }
     })
     .await
