@@ -85,16 +85,6 @@ impl GrpcTargets {
 /// so a sample is held at most this much longer than before.
 pub const PRIMARY_HEAD_WAIT: Duration = Duration::from_millis(5);
 
-/// How long a mirrored gRPC call's shadows wait after the client's answer has left the
-/// proxy's handler. One yield is not enough on HTTP/2: the answer's trailers still have
-/// to pass hyper's stream task and the connection task, and the two shadow sends (each
-/// an HTTP/2 request encoded and written) went ahead of them. Measured with
-/// `BENCH_GROUPS=slow bash benches/grpc_vs_nginx.sh` (100 % mirrored to 50 ms targets,
-/// 800 calls/s, one worker): client p50 1.19x of no shadow with the yield alone, 1.00x
-/// with this delay, CPU per call unchanged. Both sides wait alike, so the latency ratio
-/// is unaffected; a millisecond is nothing next to a model's answer.
-pub const GRPC_SHADOW_DELAY: Duration = Duration::from_millis(1);
-
 /// One shadow target.
 pub struct ShadowTarget {
     /// Keep-alive connections to the target.
@@ -420,13 +410,12 @@ impl Mirror {
         if let Some(head) = job.primary_head.take() {
             let _ = tokio::time::timeout(PRIMARY_HEAD_WAIT, head).await;
             // The signal comes as the answer's last frame leaves the proxy's handler,
-            // before the connection task has written it to the client's socket. Yield
+            // before the connection's task has written it to the client's socket. Yield
             // once so that write goes first: on one worker thread the shadow calls would
-            // otherwise be encoded and sent ahead of the client's answer.
+            // otherwise be encoded and sent ahead of the client's answer. (A yield is
+            // enough for HTTP/2 too since its connections write once per turn,
+            // upstream/gather.rs; a 1 ms sleep was needed before.)
             tokio::task::yield_now().await;
-            if matches!(job.wire, Wire::Grpc(_)) {
-                tokio::time::sleep(GRPC_SHADOW_DELAY).await;
-            }
         }
         let primary = job.primary_response.take();
         self.compare_job(&job, primary, admission.self_similarity)

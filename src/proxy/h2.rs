@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::mirror::{Mirror, ShadowJob, Wire};
 use crate::reference_monitor::{Answer, ReferenceMonitor};
 use crate::upstream::error_chain;
+use crate::upstream::gather;
 use crate::upstream::h2::{H2Upstream, PrimaryBody, RecvBody};
 
 /// Body of a stream's answer: the primary's, passed through, or none (an answer the
@@ -296,12 +297,15 @@ async fn serve_connection(proxy: Arc<H2Proxy>, stream: TcpStream, mut stop: watc
         // a pointer moves for a few bytes where the handler's whole state would be copied.
         Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req).await) })
     });
+    // Each turn's frames leave in one write: a unary answer's message and trailers in one
+    // segment (upstream/gather.rs).
+    let (io, flusher) = gather::gathered(stream);
     // The primary's answer passes unchanged: no `date` added (it sends its own, or none).
     let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .auto_date_header(false)
-        .serve_connection(TokioIo::new(stream), service);
-    let mut conn = std::pin::pin!(conn);
+        .serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(flusher.wrap(conn));
     tokio::select! {
         done = conn.as_mut() => {
             if let Err(e) = done {
@@ -309,7 +313,7 @@ async fn serve_connection(proxy: Arc<H2Proxy>, stream: TcpStream, mut stop: watc
             }
         }
         () = stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
+            conn.as_mut().conn().graceful_shutdown();
             let _ = conn.await;
         }
     }

@@ -161,13 +161,14 @@ impl Conn {
                 return Ok((s.clone(), false));
             }
         }
-        let (sender, conn) = client_builder()
-            .handshake(self.dialer.dial().await?)
-            .await?;
+        // One write per turn of the connection's task, reads that take what is there
+        // (gather.rs).
+        let (io, flusher) = super::gather::gathered(self.dialer.dial().await?);
+        let (sender, conn) = client_builder().handshake(io).await?;
         let closed = Arc::new(AtomicBool::new(false));
         let (authority, done) = (self.dialer.authority.clone(), Arc::clone(&closed));
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            if let Err(e) = flusher.wrap(conn).await {
                 tracing::debug!(%authority, error = %e, "HTTP/2 upstream connection ended");
             }
             done.store(true, Ordering::Release);
