@@ -50,8 +50,9 @@ fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, State<T>> {
 }
 
 impl<T: AsyncWrite + Unpin> State<T> {
-    /// Write the gathered bytes until none are left, or the socket is full (`Pending`,
-    /// with the task woken when it can take more).
+    /// Write the gathered bytes until none are left, then flush the connection (a TLS
+    /// stream may still hold records); `Pending` when the socket is full, with the task
+    /// woken when it can take more.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.out.is_empty() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out))?;
@@ -60,7 +61,7 @@ impl<T: AsyncWrite + Unpin> State<T> {
             }
             self.out.advance(n);
         }
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 }
 
@@ -253,6 +254,7 @@ mod tests {
         broken: bool,
         incoming: VecDeque<u8>,
         read_rooms: Vec<usize>,
+        flushes: usize,
     }
 
     #[derive(Clone, Default)]
@@ -286,6 +288,7 @@ mod tests {
             Poll::Ready(Ok(n))
         }
         fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.0.lock().unwrap().flushes += 1;
             Poll::Ready(Ok(()))
         }
         fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -333,6 +336,8 @@ mod tests {
         let mut turn = std::pin::pin!(flusher.wrap(conn));
         assert!(poll_once(turn.as_mut()).is_pending());
         assert_eq!(mock.writes(), vec![b"head+message+trailers".to_vec()]);
+        // A TLS stream keeps records until it is flushed: the turn ends with a flush.
+        assert_eq!(mock.0.lock().unwrap().flushes, 1);
     }
 
     #[test]
